@@ -1,0 +1,322 @@
+//! Loading the embedded kernel program, filling its maps from a compiled config, and
+//! attaching it to cgroups.
+//!
+//! The object is built from `residency-ebpf` by `build.rs` and embedded here, so the
+//! agent binary is all a host needs.
+//!
+//! # Minimum kernel version
+//! 5.8 (BPF ring buffer, cgroup BPF links, `bpf_skb_ancestor_cgroup_id`); developed and
+//! tested on 6.18.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, links::FdLink},
+};
+use residency_common::{
+    Binding, COUNTER_SLOTS, FAMILIES, RuleKeyV4, RuleKeyV6, RuleValue, STAT_SLOTS, Stat, Verdict,
+    counter_index, maps,
+};
+
+use crate::{
+    cgroup::{self, CgroupError, Hierarchy},
+    config::Config,
+    policy,
+};
+
+/// The kernel program, built from `residency-ebpf` by `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/residency"));
+
+/// Errors while loading, filling or attaching.
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error(
+        "loading the BPF object failed: {0}\n(residency needs a kernel with BPF, BTF-free \
+         cgroup/skb programs, LPM tries and ring buffers: Linux >= 5.8, run as root or with \
+         CAP_BPF + CAP_NET_ADMIN + CAP_SYS_ADMIN)"
+    )]
+    Load(#[source] aya::EbpfError),
+    #[error(
+        "the kernel rejected the program {name}: {source}\n(is CONFIG_CGROUP_BPF enabled, \
+         and does the agent have CAP_BPF and CAP_NET_ADMIN?)"
+    )]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map {name} is missing from the object")]
+    MissingMap { name: &'static str },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("map {name} is full: cannot insert entry {entry} ({source})")]
+    MapFull {
+        name: &'static str,
+        entry: String,
+        #[source]
+        source: MapError,
+    },
+    #[error(
+        "the kernel attached {path} without a BPF link, which cannot be pinned: {source} (Linux >= 5.7 needed)"
+    )]
+    NotFdLink {
+        path: PathBuf,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("cannot open cgroup {path}: {source}")]
+    OpenCgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "attaching to cgroup {path} failed: {source}\n(is CONFIG_CGROUP_BPF enabled and the \
+         path a cgroup v2 directory?)"
+    )]
+    Attach {
+        path: PathBuf,
+        #[source]
+        source: ProgramError,
+    },
+}
+
+/// A configured cgroup, resolved on this host.
+#[derive(Debug, Clone)]
+pub struct BoundCgroup {
+    pub policy: usize,
+    pub path: PathBuf,
+    pub id: u64,
+}
+
+/// Resolves every configured cgroup to a path and id on this host.
+pub fn resolve_cgroups(
+    config: &Config,
+    hierarchy: &Hierarchy,
+) -> Result<Vec<BoundCgroup>, BpfError> {
+    let mut out = Vec::new();
+    for (policy, p) in config.policies.iter().enumerate() {
+        for c in &p.cgroups {
+            let path = hierarchy.resolve(&c.path)?;
+            let id = cgroup::id_of(&path)?;
+            out.push(BoundCgroup { policy, path, id });
+        }
+    }
+    Ok(out)
+}
+
+/// The cgroups to attach to: configured cgroups with no configured ancestor. A packet
+/// from any cgroup below runs the program once, and the program finds the nearest
+/// bound ancestor itself (`find_binding` in the kernel program).
+pub fn attach_points(bound: &[BoundCgroup]) -> Vec<&BoundCgroup> {
+    bound
+        .iter()
+        .filter(|c| {
+            !bound
+                .iter()
+                .any(|o| o.path != c.path && c.path.starts_with(&o.path))
+        })
+        .collect()
+}
+
+/// The loaded program and its maps.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+}
+
+/// Loads the object and the program into the kernel (nothing is attached yet).
+pub fn load() -> Result<Loaded, BpfError> {
+    let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(BpfError::Load)?;
+    let prog: &mut CgroupSkb = ebpf
+        .program_mut(residency_common::PROGRAM_EGRESS)
+        .ok_or(BpfError::Program {
+            name: residency_common::PROGRAM_EGRESS,
+            source: ProgramError::UnexpectedProgramType,
+        })?
+        .try_into()
+        .map_err(|source| BpfError::Program {
+            name: residency_common::PROGRAM_EGRESS,
+            source,
+        })?;
+    prog.load().map_err(|source| BpfError::Program {
+        name: residency_common::PROGRAM_EGRESS,
+        source,
+    })?;
+    Ok(Loaded { ebpf })
+}
+
+impl Loaded {
+    /// Writes the config's rules and cgroup bindings into the maps. Called before any
+    /// attach, so the program never sees a half-filled policy.
+    pub fn fill(&mut self, config: &Config, bound: &[BoundCgroup]) -> Result<(), BpfError> {
+        let rules = policy::compile(config);
+        {
+            let mut v4: LpmTrie<_, RuleKeyV4, RuleValue> = self.map_mut(maps::RULES_V4)?;
+            for (k, v) in &rules.v4 {
+                v4.insert(k, v, 0).map_err(|source| BpfError::MapFull {
+                    name: maps::RULES_V4,
+                    entry: format!("{:?}/{}", k.data().addr, k.prefix_len()),
+                    source,
+                })?;
+            }
+        }
+        {
+            let mut v6: LpmTrie<_, RuleKeyV6, RuleValue> = self.map_mut(maps::RULES_V6)?;
+            for (k, v) in &rules.v6 {
+                v6.insert(k, v, 0).map_err(|source| BpfError::MapFull {
+                    name: maps::RULES_V6,
+                    entry: format!("{:?}/{}", k.data().addr, k.prefix_len()),
+                    source,
+                })?;
+            }
+        }
+        let mut bindings: HashMap<_, u64, Binding> = self.map_mut(maps::BINDINGS)?;
+        for c in bound {
+            let binding = Binding {
+                policy: c.policy as u32,
+                mode: policy::mode_value(config.policies[c.policy].mode),
+            };
+            bindings
+                .insert(c.id, binding, 0)
+                .map_err(|source| BpfError::MapFull {
+                    name: maps::BINDINGS,
+                    entry: c.path.display().to_string(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Attaches the program to one cgroup's egress and returns the link, owned by the
+    /// caller (dropping an unpinned link detaches it).
+    pub fn attach(&mut self, path: &Path) -> Result<FdLink, BpfError> {
+        let file = File::open(path).map_err(|source| BpfError::OpenCgroup {
+            path: path.to_owned(),
+            source,
+        })?;
+        let prog: &mut CgroupSkb = self
+            .ebpf
+            .program_mut(residency_common::PROGRAM_EGRESS)
+            .expect("loaded above")
+            .try_into()
+            .expect("checked in load");
+        // Single mode through a BPF link: the kernel still lets other programs coexist
+        // (links imply BPF_F_ALLOW_MULTI); other modes fail with EINVAL in aya 0.14
+        // (aya issue #1078).
+        let id = prog
+            .attach(&file, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+            .map_err(|source| BpfError::Attach {
+                path: path.to_owned(),
+                source,
+            })?;
+        let link = prog.take_link(id).map_err(|source| BpfError::Attach {
+            path: path.to_owned(),
+            source,
+        })?;
+        FdLink::try_from(link).map_err(|source| BpfError::NotFdLink {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Takes the event ring buffer out of the object, for the event reader.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, BpfError> {
+        let map = self
+            .ebpf
+            .take_map(maps::EVENTS)
+            .ok_or(BpfError::MissingMap { name: maps::EVENTS })?;
+        RingBuf::try_from(map).map_err(|source| BpfError::Map {
+            name: maps::EVENTS,
+            source,
+        })
+    }
+
+    fn map_mut<'a, T>(&'a mut self, name: &'static str) -> Result<T, BpfError>
+    where
+        T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
+    {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(BpfError::MissingMap { name })?;
+        T::try_from(map).map_err(|source| BpfError::Map { name, source })
+    }
+
+    /// Reads the per-CPU packet counters, summed over CPUs: `(policy, verdict, family)`
+    /// -> packets. Only non-zero counters are returned.
+    pub fn counters(
+        &self,
+        policies: usize,
+    ) -> Result<BTreeMap<(usize, &'static str, &'static str), u64>, BpfError> {
+        let map = self.ebpf.map(maps::COUNTERS).ok_or(BpfError::MissingMap {
+            name: maps::COUNTERS,
+        })?;
+        let arr: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(|source| BpfError::Map {
+                name: maps::COUNTERS,
+                source,
+            })?;
+        let mut out = BTreeMap::new();
+        for policy in 0..policies {
+            for (verdict, vname) in [
+                (Verdict::Allowed, "allowed"),
+                (Verdict::Blocked, "blocked"),
+                (Verdict::Audited, "audited"),
+            ] {
+                for family in 0..FAMILIES {
+                    let index = counter_index(policy as u32, verdict, family);
+                    debug_assert!(index < COUNTER_SLOTS);
+                    let sum: u64 = arr
+                        .get(&index, 0)
+                        .map_err(|source| BpfError::Map {
+                            name: maps::COUNTERS,
+                            source,
+                        })?
+                        .iter()
+                        .sum();
+                    if sum > 0 {
+                        out.insert(
+                            (policy, vname, if family == 0 { "ipv4" } else { "ipv6" }),
+                            sum,
+                        );
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Program health counters, summed over CPUs.
+    pub fn stat(&self, stat: Stat) -> Result<u64, BpfError> {
+        let map = self
+            .ebpf
+            .map(maps::STATS)
+            .ok_or(BpfError::MissingMap { name: maps::STATS })?;
+        let arr: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(|source| BpfError::Map {
+                name: maps::STATS,
+                source,
+            })?;
+        debug_assert!((stat as u32) < STAT_SLOTS);
+        Ok(arr
+            .get(&(stat as u32), 0)
+            .map_err(|source| BpfError::Map {
+                name: maps::STATS,
+                source,
+            })?
+            .iter()
+            .sum())
+    }
+}

@@ -1,0 +1,40 @@
+//! The command line: one binary, one subcommand per job.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Enforce data residency at the kernel: egress from configured cgroups is allowed only
+/// to the regional networks of their policy.
+#[derive(Debug, Parser)]
+#[command(name = "residency-agent", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: load the policy, attach to the configured cgroups, report blocks.
+    ///
+    /// Without --config, reads /etc/residency/residency.toml; when that file does not
+    /// exist, uses an embedded default that only audits (never drops).
+    Run {
+        /// Config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and print a summary; exit non-zero with file, line and
+    /// reason when it is invalid.
+    Check {
+        /// Config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Remove everything the agent attached or pinned (the pin path of the config).
+    Detach {
+        /// Config file (for its pin_path).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}

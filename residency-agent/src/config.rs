@@ -1,0 +1,603 @@
+//! The TOML configuration: parsing, defaults and validation.
+//!
+//! Every error names the file, the line and column, the key and the reason, because a
+//! residency config is edited by hand under pressure and "invalid config" helps nobody.
+//! Unknown keys are errors (a misspelt `deny` must not silently allow everything).
+//! Validation here is purely syntactic and local; `policy.rs` turns a valid config into
+//! the entries the kernel maps hold, and `cgroup.rs` resolves cgroup paths on the host.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    ops::Range,
+    path::{Path, PathBuf},
+};
+
+use ipnetwork::IpNetwork;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Default config path of `run`, `check` and `detach`.
+pub const DEFAULT_PATH: &str = "/etc/residency/residency.toml";
+
+/// The config used when [`DEFAULT_PATH`] does not exist: audit only, never drops.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/default.toml");
+/// How the embedded default is named in messages.
+pub const EMBEDDED_NAME: &str = "<embedded default config>";
+
+/// Longest policy name; names appear in logs, journal fields and metric labels.
+const MAX_NAME_LEN: usize = 64;
+
+/// A configuration error, located in its source.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {key}: {reason}")]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        key: String,
+        reason: String,
+    },
+}
+
+/// Enforcement mode of a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Drop what the policy does not allow.
+    Enforce,
+    /// Pass everything; report what enforce mode would drop.
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    agent: RawAgent,
+    #[serde(default)]
+    policy: Vec<RawPolicy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    pin_path: Option<Spanned<String>>,
+    control_socket: Option<Spanned<String>>,
+    metrics_address: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    name: Spanned<String>,
+    #[serde(default)]
+    mode: Option<Spanned<Mode>>,
+    cgroups: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny: Vec<Spanned<String>>,
+}
+
+/// `[agent]`: where the agent keeps its state and listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// Directory on a BPF filesystem for pinned links and maps.
+    pub pin_path: PathBuf,
+    /// Unix socket of the control CLI.
+    pub control_socket: PathBuf,
+    /// Address of the Prometheus endpoint.
+    pub metrics_address: SocketAddr,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            pin_path: PathBuf::from("/sys/fs/bpf/residency"),
+            control_socket: PathBuf::from("/run/residency/agent.sock"),
+            metrics_address: SocketAddr::from(([127, 0, 0, 1], 9477)),
+        }
+    }
+}
+
+/// Whether an entry allows or denies its prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Allow,
+    Deny,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+        }
+    }
+}
+
+/// One `allow` or `deny` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub action: Action,
+    pub network: IpNetwork,
+    /// Line of the entry in its file, so that verdicts can cite it.
+    pub line: usize,
+}
+
+/// One `[[policy]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyConfig {
+    pub name: String,
+    pub mode: Mode,
+    /// As written: absolute paths under the cgroup v2 mount, or paths relative to it.
+    pub cgroups: Vec<CgroupRef>,
+    /// Allow entries first, then deny entries, each in file order.
+    pub entries: Vec<Entry>,
+}
+
+/// A cgroup named in a policy, with where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupRef {
+    pub path: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Path of the file, or [`EMBEDDED_NAME`].
+    pub source: String,
+    pub agent: AgentConfig,
+    pub policies: Vec<PolicyConfig>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Config::parse(&text, &file)
+    }
+
+    /// The embedded default config.
+    pub fn embedded_default() -> Config {
+        Config::parse(EMBEDDED_DEFAULT, EMBEDDED_NAME)
+            .expect("the embedded default config is valid")
+    }
+
+    /// Parses and validates config text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let at = Locator { text, file };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            at.error(span, "config", e.message().trim_end())
+        })?;
+
+        let agent = parse_agent(&at, raw.agent)?;
+        if raw.policy.len() > residency_common::MAX_POLICIES as usize {
+            return Err(at.error(
+                0..0,
+                "policy",
+                &format!(
+                    "{} policies; at most {} are supported",
+                    raw.policy.len(),
+                    residency_common::MAX_POLICIES
+                ),
+            ));
+        }
+
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut cgroup_owner: HashMap<String, String> = HashMap::new();
+        let mut policies = Vec::with_capacity(raw.policy.len());
+        for p in raw.policy {
+            let name = p.name.get_ref().clone();
+            let key = format!("policy \"{name}\"");
+            validate_name(&at, &p.name)?;
+            if let Some(first) = names.insert(name.clone(), at.line(p.name.span().start)) {
+                return Err(at.error(
+                    p.name.span(),
+                    "policy.name",
+                    &format!("duplicate policy name \"{name}\" (first defined on line {first})"),
+                ));
+            }
+            let mode = p.mode.map(|m| *m.get_ref()).unwrap_or(Mode::Enforce);
+
+            if p.cgroups.get_ref().is_empty() {
+                return Err(at.error(
+                    p.cgroups.span(),
+                    &format!("{key}.cgroups"),
+                    "binds no cgroup; name at least one",
+                ));
+            }
+            let mut cgroups = Vec::new();
+            for c in p.cgroups.into_inner() {
+                let path = c.get_ref().trim_end_matches('/').to_owned();
+                let path = if path.is_empty() && c.get_ref().starts_with('/') {
+                    "/".to_owned()
+                } else {
+                    path
+                };
+                if path.is_empty() || path.contains('\0') || path.split('/').any(|s| s == "..") {
+                    return Err(at.error(
+                        c.span(),
+                        &format!("{key}.cgroups"),
+                        &format!("\"{}\" is not a usable cgroup path", c.get_ref()),
+                    ));
+                }
+                if let Some(other) = cgroup_owner.insert(path.clone(), name.clone()) {
+                    return Err(at.error(
+                        c.span(),
+                        &format!("{key}.cgroups"),
+                        &format!("cgroup \"{path}\" is already bound to policy \"{other}\"; a cgroup has one policy"),
+                    ));
+                }
+                let line = at.line(c.span().start);
+                let column = at.column(c.span().start);
+                cgroups.push(CgroupRef { path, line, column });
+            }
+
+            let mut entries = Vec::new();
+            let mut seen: HashMap<IpNetwork, (Action, usize)> = HashMap::new();
+            for (action, list) in [(Action::Allow, p.allow), (Action::Deny, p.deny)] {
+                let entry_key = format!("{key}.{}", action.as_str());
+                for item in list {
+                    let network = parse_prefix(item.get_ref())
+                        .map_err(|reason| at.error(item.span(), &entry_key, &reason))?;
+                    let line = at.line(item.span().start);
+                    if let Some((prev, prev_line)) = seen.insert(network, (action, line)) {
+                        let reason = if prev == action {
+                            format!("{network} is listed twice (also on line {prev_line})")
+                        } else {
+                            format!(
+                                "{network} is both allowed and denied (the {} entry is on line {prev_line})",
+                                prev.as_str()
+                            )
+                        };
+                        return Err(at.error(item.span(), &entry_key, &reason));
+                    }
+                    entries.push(Entry {
+                        action,
+                        network,
+                        line,
+                    });
+                }
+            }
+            policies.push(PolicyConfig {
+                name,
+                mode,
+                cgroups,
+                entries,
+            });
+        }
+        Ok(Config {
+            source: file.to_owned(),
+            agent,
+            policies,
+        })
+    }
+}
+
+impl Config {
+    /// Checks every cgroup path against this host's cgroup v2 hierarchy. Paths outside
+    /// it are errors; cgroups that do not exist (yet) are returned as notes.
+    pub fn check_cgroups(
+        &self,
+        hierarchy: &crate::cgroup::Hierarchy,
+    ) -> Result<Vec<String>, ConfigError> {
+        let mut notes = Vec::new();
+        for p in &self.policies {
+            for c in &p.cgroups {
+                let invalid = |reason: String| ConfigError::Invalid {
+                    file: self.source.clone(),
+                    line: c.line,
+                    column: c.column,
+                    key: format!("policy \"{}\".cgroups", p.name),
+                    reason,
+                };
+                let path = hierarchy
+                    .resolve(&c.path)
+                    .map_err(|e| invalid(e.to_string()))?;
+                if let Err(e) = crate::cgroup::id_of(&path) {
+                    notes.push(format!("{}:{}: {e}", self.source, c.line));
+                }
+            }
+        }
+        Ok(notes)
+    }
+}
+
+fn parse_agent(at: &Locator<'_>, raw: RawAgent) -> Result<AgentConfig, ConfigError> {
+    let mut agent = AgentConfig::default();
+    if let Some(p) = raw.pin_path {
+        if !p.get_ref().starts_with('/') {
+            return Err(at.error(p.span(), "agent.pin_path", "must be an absolute path"));
+        }
+        agent.pin_path = PathBuf::from(p.into_inner());
+    }
+    if let Some(p) = raw.control_socket {
+        if !p.get_ref().starts_with('/') {
+            return Err(at.error(p.span(), "agent.control_socket", "must be an absolute path"));
+        }
+        agent.control_socket = PathBuf::from(p.into_inner());
+    }
+    if let Some(a) = raw.metrics_address {
+        agent.metrics_address = a.get_ref().parse().map_err(|_| {
+            at.error(
+                a.span(),
+                "agent.metrics_address",
+                &format!(
+                    "\"{}\" is not an address:port (e.g. 127.0.0.1:9477)",
+                    a.get_ref()
+                ),
+            )
+        })?;
+    }
+    Ok(agent)
+}
+
+fn validate_name(at: &Locator<'_>, name: &Spanned<String>) -> Result<(), ConfigError> {
+    let n = name.get_ref();
+    let ok = !n.is_empty()
+        && n.len() <= MAX_NAME_LEN
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(at.error(
+            name.span(),
+            "policy.name",
+            &format!("\"{n}\" is not a valid name: use 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 - _ ."),
+        ))
+    }
+}
+
+/// Parses one prefix: `198.51.100.0/24`, `2001:db8::/32`, or a bare address (a host
+/// route). Host bits set below the prefix are an error, not silently cleared: in
+/// `10.0.0.1/8` the writer meant either `10.0.0.1/32` or `10.0.0.0/8`, and guessing
+/// wrong would allow a whole /8.
+pub fn parse_prefix(text: &str) -> Result<IpNetwork, String> {
+    let text = text.trim();
+    let network: IpNetwork = text
+        .parse()
+        .map_err(|e| format!("\"{text}\" is not an IP prefix ({e})"))?;
+    if network.network() != network.ip() {
+        return Err(format!(
+            "\"{text}\" has host bits set below its /{} prefix; did you mean {}/{} or {}/{}?",
+            network.prefix(),
+            network.network(),
+            network.prefix(),
+            network.ip(),
+            if network.is_ipv4() { 32 } else { 128 },
+        ));
+    }
+    if let IpNetwork::V6(v6) = network {
+        let s = v6.network().segments();
+        if s[..5] == [0; 5] && s[5] == 0xffff && v6.prefix() >= 96 {
+            let v4 = v6.network().to_ipv4_mapped().expect("checked mapped");
+            return Err(format!(
+                "\"{text}\" is an IPv4-mapped prefix; write it as {v4}/{} (mapped destinations are judged as IPv4)",
+                v6.prefix() - 96
+            ));
+        }
+    }
+    Ok(network)
+}
+
+/// Turns byte offsets into `file:line:column` errors.
+struct Locator<'a> {
+    text: &'a str,
+    file: &'a str,
+}
+
+impl Locator<'_> {
+    fn line(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        self.text.as_bytes()[..offset]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn column(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        let start = self.text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        self.text[start..offset].chars().count() + 1
+    }
+
+    fn error(&self, span: Range<usize>, key: &str, reason: &str) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            line: self.line(span.start),
+            column: self.column(span.start),
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[agent]
+pin_path = "/sys/fs/bpf/residency"
+control_socket = "/run/residency/agent.sock"
+metrics_address = "127.0.0.1:9477"
+
+[[policy]]
+name = "eu-central"
+mode = "enforce"
+cgroups = ["/sys/fs/cgroup/system.slice/payments.service"]
+allow = ["10.0.0.0/16", "2001:db8:100::/48", "127.0.0.0/8", "::1/128"]
+deny = ["10.0.99.0/24"]
+
+[[policy]]
+name = "eu-west"
+mode = "audit"
+cgroups = ["system.slice/reports.service"]
+allow = ["198.51.100.7"]
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "test.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_the_documented_example() {
+        let c = Config::parse(GOOD, "test.toml").unwrap();
+        assert_eq!(c.agent, AgentConfig::default());
+        assert_eq!(c.policies.len(), 2);
+        let p = &c.policies[0];
+        assert_eq!(p.name, "eu-central");
+        assert_eq!(p.mode, Mode::Enforce);
+        assert_eq!(p.entries.len(), 5);
+        assert_eq!(p.entries[4].action, Action::Deny);
+        assert_eq!(p.entries[4].network.to_string(), "10.0.99.0/24");
+        assert_eq!(p.entries[4].line, 13);
+        assert_eq!(c.policies[1].mode, Mode::Audit);
+        assert_eq!(
+            c.policies[1].entries[0].network.to_string(),
+            "198.51.100.7/32"
+        );
+    }
+
+    #[test]
+    fn mode_defaults_to_enforce_and_lists_to_empty() {
+        let c = Config::parse("[[policy]]\nname = \"a\"\ncgroups = [\"x\"]\n", "t").unwrap();
+        assert_eq!(c.policies[0].mode, Mode::Enforce);
+        assert!(c.policies[0].entries.is_empty());
+    }
+
+    #[test]
+    fn embedded_default_is_audit_only() {
+        let c = Config::embedded_default();
+        assert!(!c.policies.is_empty());
+        assert!(c.policies.iter().all(|p| p.mode == Mode::Audit));
+    }
+
+    #[test]
+    fn rejects_prefix_too_long_with_line() {
+        let e = err("[[policy]]\nname = \"a\"\ncgroups = [\"x\"]\nallow = [\"198.51.100.0/33\"]\n");
+        assert!(e.starts_with("test.toml:4:10: policy \"a\".allow:"), "{e}");
+        assert!(e.contains("198.51.100.0/33"), "{e}");
+    }
+
+    #[test]
+    fn rejects_host_bits() {
+        let e = err("[[policy]]\nname = \"a\"\ncgroups = [\"x\"]\nallow = [\"10.0.0.1/8\"]\n");
+        assert!(e.contains("test.toml:4:"), "{e}");
+        assert!(e.contains("host bits"), "{e}");
+        assert!(e.contains("10.0.0.0/8"), "{e}");
+    }
+
+    #[test]
+    fn rejects_unknown_key_with_line() {
+        let e = err("[[policy]]\nname = \"a\"\ncgroups = [\"x\"]\nallwo = [\"10.0.0.0/8\"]\n");
+        assert!(e.starts_with("test.toml:4:"), "{e}");
+        assert!(e.contains("allwo"), "{e}");
+    }
+
+    #[test]
+    fn rejects_unknown_agent_key() {
+        let e = err("[agent]\npin_dir = \"/x\"\n");
+        assert!(e.starts_with("test.toml:2:"), "{e}");
+        assert!(e.contains("pin_dir"), "{e}");
+    }
+
+    #[test]
+    fn rejects_duplicate_policy_name() {
+        let e = err(
+            "[[policy]]\nname = \"a\"\ncgroups = [\"x\"]\n[[policy]]\nname = \"a\"\ncgroups = [\"y\"]\n",
+        );
+        assert!(e.starts_with("test.toml:5:"), "{e}");
+        assert!(e.contains("duplicate policy name"), "{e}");
+    }
+
+    #[test]
+    fn rejects_bad_mode() {
+        let e = err("[[policy]]\nname = \"a\"\nmode = \"block\"\ncgroups = [\"x\"]\n");
+        assert!(e.starts_with("test.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn rejects_conflicting_and_duplicate_entries() {
+        let e = err(
+            "[[policy]]\nname = \"a\"\ncgroups = [\"x\"]\nallow = [\"10.0.0.0/8\"]\ndeny = [\"10.0.0.0/8\"]\n",
+        );
+        assert!(e.contains("both allowed and denied"), "{e}");
+        assert!(e.starts_with("test.toml:5:"), "{e}");
+        let e = err(
+            "[[policy]]\nname = \"a\"\ncgroups = [\"x\"]\nallow = [\"10.0.0.0/8\", \"10.0.0.0/8\"]\n",
+        );
+        assert!(e.contains("listed twice"), "{e}");
+    }
+
+    #[test]
+    fn rejects_cgroup_in_two_policies_and_empty_cgroups() {
+        let e = err(
+            "[[policy]]\nname = \"a\"\ncgroups = [\"x\"]\n[[policy]]\nname = \"b\"\ncgroups = [\"x/\"]\n",
+        );
+        assert!(e.contains("already bound to policy \"a\""), "{e}");
+        let e = err("[[policy]]\nname = \"a\"\ncgroups = []\n");
+        assert!(e.contains("binds no cgroup"), "{e}");
+        let e = err("[[policy]]\nname = \"a\"\ncgroups = [\"../etc\"]\n");
+        assert!(e.contains("not a usable cgroup path"), "{e}");
+    }
+
+    #[test]
+    fn rejects_bad_names_and_addresses() {
+        assert!(
+            err("[[policy]]\nname = \"a b\"\ncgroups = [\"x\"]\n").contains("not a valid name")
+        );
+        assert!(err("[agent]\nmetrics_address = \"localhost\"\n").contains("not an address:port"));
+        assert!(err("[agent]\npin_path = \"bpf\"\n").contains("absolute"));
+    }
+
+    #[test]
+    fn prefixes_normalise_and_reject_mapped() {
+        assert_eq!(
+            parse_prefix("2001:db8::").unwrap().to_string(),
+            "2001:db8::/128"
+        );
+        assert_eq!(
+            parse_prefix(" 10.0.0.0/8 ").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert!(
+            parse_prefix("::ffff:10.0.0.0/104")
+                .unwrap_err()
+                .contains("10.0.0.0/8")
+        );
+        assert!(
+            parse_prefix("2001:db8::1/64")
+                .unwrap_err()
+                .contains("host bits")
+        );
+        assert!(parse_prefix("eu-central-1").is_err());
+    }
+}

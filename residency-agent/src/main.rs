@@ -1,0 +1,43 @@
+//! `residency-agent`: the userspace half of residency.
+//!
+//! `run` loads the kernel program, fills its maps from the config, attaches it to the
+//! configured cgroups and writes every blocked packet as an event; `check` validates a
+//! config; `detach` removes what `run` left pinned. See ARCHITECTURE.md for the path of a
+//! config key into a map and of an event out of the kernel.
+
+mod bpf;
+mod cgroup;
+mod cli;
+mod config;
+mod daemon;
+mod events;
+mod pins;
+mod policy;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RESIDENCY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Run { config } => daemon::run(config.as_deref()),
+        cli::Command::Check { config } => daemon::check(config.as_deref()),
+        cli::Command::Detach { config } => daemon::detach(config.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("residency-agent: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Types and constants shared by the kernel program (`residency-ebpf`) and the agent.
+//!
+//! Everything that crosses the kernel/userspace boundary is defined here once: map
+//! names and sizes, the layout of map keys and values, and the event the kernel puts on
+//! the ring buffer. Every type is `#[repr(C)]`, `Copy`, and has no implicit padding
+//! (explicit `_pad` fields and size assertions below), because uninitialised padding
+//! bytes inside a map key make lookups miss and leak kernel stack into events.
+#![no_std]
+
+/// Map names, as they appear in the object file and under the pin directory.
+pub mod maps {
+    /// `HASH`: cgroup id (u64) -> [`super::Binding`].
+    pub const BINDINGS: &str = "RES_BINDINGS";
+    /// `LPM_TRIE`: [`super::RuleKeyV4`] -> [`super::RuleValue`].
+    pub const RULES_V4: &str = "RES_RULES_V4";
+    /// `LPM_TRIE`: [`super::RuleKeyV6`] -> [`super::RuleValue`].
+    pub const RULES_V6: &str = "RES_RULES_V6";
+    /// `PERCPU_ARRAY` of u64: per-policy packet counters, see [`super::counter_index`].
+    pub const COUNTERS: &str = "RES_COUNTERS";
+    /// `PERCPU_ARRAY` of u64: program health counters, indexed by [`super::Stat`].
+    pub const STATS: &str = "RES_STATS";
+    /// `RINGBUF` of [`super::Event`].
+    pub const EVENTS: &str = "RES_EVENTS";
+}
+
+/// Name of the cgroup/skb egress program in the object file.
+pub const PROGRAM_EGRESS: &str = "residency_egress";
+
+/// Highest number of policies one agent can load (policy ids are `0..MAX_POLICIES`).
+pub const MAX_POLICIES: u32 = 1024;
+/// Highest number of cgroups bound to a policy.
+pub const MAX_BINDINGS: u32 = 16384;
+/// Default capacity of each rule trie (IPv4 and IPv6); the agent may change it before
+/// load. Tries are created with `BPF_F_NO_PREALLOC`, so unused capacity costs nothing.
+pub const DEFAULT_RULE_CAPACITY: u32 = 1 << 20;
+/// Size of the event ring buffer in bytes (a power of two, a multiple of the page size).
+pub const EVENTS_RING_BYTES: u32 = 1 << 20;
+/// How many cgroup levels the program climbs to find the nearest bound ancestor.
+pub const MAX_CGROUP_DEPTH: u32 = 32;
+
+/// Rule key prefix bits taken by the policy id (see [`RuleKeyV4`]).
+pub const POLICY_KEY_BITS: u32 = 32;
+
+/// Enforcement mode of a policy ([`Binding::mode`]).
+pub const MODE_ENFORCE: u32 = 1;
+/// Audit mode: packets that enforce mode would drop pass and are reported.
+pub const MODE_AUDIT: u32 = 2;
+
+/// [`RuleValue::action`]: the prefix is allowed.
+pub const ACTION_ALLOW: u32 = 1;
+/// [`RuleValue::action`]: the prefix is denied (a carve-out inside a wider allow).
+pub const ACTION_DENY: u32 = 2;
+
+/// [`RuleValue::rule`] / [`Event::rule`] when no entry matched (default deny).
+pub const RULE_NONE: u32 = u32::MAX;
+/// [`Event::rule`] when the packet was dropped because the program could not judge it.
+pub const RULE_ERROR: u32 = u32::MAX - 1;
+
+/// A cgroup bound to a policy: value of [`maps::BINDINGS`], keyed by cgroup id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// Policy id: the first 32 bits of every rule key of this policy.
+    pub policy: u32,
+    /// [`MODE_ENFORCE`] or [`MODE_AUDIT`].
+    pub mode: u32,
+}
+
+/// Data part of an IPv4 rule key. The trie key is `{ prefix_len: u32, data }` with
+/// `prefix_len = 32 + cidr_len`: the policy id is matched exactly and the address by
+/// its longest prefix, so one trie serves every policy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleKeyV4 {
+    /// Policy id, big-endian (LPM tries compare keys bytewise, most significant first).
+    pub policy: [u8; 4],
+    /// Destination address in network byte order.
+    pub addr: [u8; 4],
+}
+
+/// Data part of an IPv6 rule key; see [`RuleKeyV4`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleKeyV6 {
+    /// Policy id, big-endian.
+    pub policy: [u8; 4],
+    /// Destination address in network byte order.
+    pub addr: [u8; 16],
+}
+
+/// Value of a rule trie entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleValue {
+    /// [`ACTION_ALLOW`] or [`ACTION_DENY`].
+    pub action: u32,
+    /// Index of the entry in the policy's compiled rule list, so that an event can name
+    /// the config entry that decided it.
+    pub rule: u32,
+}
+
+/// Verdicts counted per policy and family.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed = 0,
+    Blocked = 1,
+    Audited = 2,
+}
+
+/// Number of verdicts in [`Verdict`].
+pub const VERDICTS: u32 = 3;
+/// Address families counted: index 0 is IPv4, 1 is IPv6.
+pub const FAMILIES: u32 = 2;
+/// Size of [`maps::COUNTERS`].
+pub const COUNTER_SLOTS: u32 = MAX_POLICIES * VERDICTS * FAMILIES;
+
+/// Index into [`maps::COUNTERS`] for one policy, verdict and family (0 = IPv4, 1 = IPv6).
+#[inline(always)]
+pub const fn counter_index(policy: u32, verdict: Verdict, family: u32) -> u32 {
+    (policy * VERDICTS + verdict as u32) * FAMILIES + family
+}
+
+/// Program health counters, indexes into [`maps::STATS`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// An event could not be reserved on the full ring buffer (the packet was still
+    /// judged and counted).
+    EventsLost = 0,
+    /// The program could not parse a packet and applied the error verdict.
+    ParseErrors = 1,
+    /// No bound cgroup was found for a packet (dropped: fail closed).
+    NoBinding = 2,
+}
+
+/// Size of [`maps::STATS`].
+pub const STAT_SLOTS: u32 = 4;
+
+/// [`Event::kind`]: a packet was dropped.
+pub const EVENT_BLOCK: u8 = 1;
+/// [`Event::kind`]: a packet that enforce mode would drop passed (audit mode).
+pub const EVENT_AUDIT: u8 = 2;
+
+/// [`Event::source`]: the cgroup/skb egress program.
+pub const SOURCE_SKB: u8 = 1;
+
+/// One blocked or audited packet, as put on [`maps::EVENTS`] by the kernel program.
+///
+/// Designed for every sink: the journal's structured fields, syslog, JSON lines and
+/// metrics labels are all derived from these fields. Addresses are in network byte
+/// order; an IPv4 address takes the first 4 bytes of its 16-byte field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_boot_ns()` when the packet was judged.
+    pub timestamp_ns: u64,
+    /// Cgroup v2 id of the sending socket.
+    pub cgroup_id: u64,
+    /// Policy id that judged the packet, or `u32::MAX` when none was found.
+    pub policy: u32,
+    /// Index of the deciding entry, [`RULE_NONE`] (default deny) or [`RULE_ERROR`].
+    pub rule: u32,
+    /// Owner uid of the sending socket (`bpf_get_socket_uid`).
+    pub uid: u32,
+    /// Process id where the kernel gives it (connect-time hooks); 0 otherwise.
+    pub pid: u32,
+    /// Destination port (host byte order), or 0.
+    pub dst_port: u16,
+    /// Source port (host byte order), or 0.
+    pub src_port: u16,
+    /// [`EVENT_BLOCK`] or [`EVENT_AUDIT`].
+    pub kind: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// IP protocol number (6 tcp, 17 udp, 1 icmp, 58 icmpv6, ...).
+    pub protocol: u8,
+    /// Which program produced the event ([`SOURCE_SKB`], ...).
+    pub source: u8,
+    /// ICMP type and code when `protocol` is ICMP or ICMPv6.
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub _pad: [u8; 2],
+    /// Number of packets this event stands for (1 from the kernel; the agent
+    /// aggregates repeats).
+    pub count: u32,
+    pub dst_addr: [u8; 16],
+    pub src_addr: [u8; 16],
+    /// Command name where the kernel gives it, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<Binding>() == 8);
+const _: () = assert!(core::mem::size_of::<RuleKeyV4>() == 8);
+const _: () = assert!(core::mem::size_of::<RuleKeyV6>() == 20);
+const _: () = assert!(core::mem::size_of::<RuleValue>() == 8);
+const _: () = assert!(core::mem::size_of::<Event>() == 96);
+
+#[cfg(feature = "user")]
+mod user {
+    //! `aya::Pod` for the shared types: they hold no padding and every bit pattern is
+    //! a valid value, which is what `Pod` promises.
+    use super::*;
+
+    unsafe impl aya::Pod for Binding {}
+    unsafe impl aya::Pod for RuleKeyV4 {}
+    unsafe impl aya::Pod for RuleKeyV6 {}
+    unsafe impl aya::Pod for RuleValue {}
+    unsafe impl aya::Pod for Event {}
+}

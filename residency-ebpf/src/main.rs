@@ -1,0 +1,180 @@
+//! The residency kernel program: a cgroup/skb egress filter.
+//!
+//! For every packet a socket in an attached cgroup sends, the program
+//! 1. finds the policy bound to the socket's cgroup, or to its nearest bound ancestor
+//!    (`binding`);
+//! 2. reads the destination from the packet (`packet`);
+//! 3. looks up `{policy, destination}` in the policy's LPM trie: the most specific
+//!    matching prefix decides (allow or deny), and no match means not allowed;
+//! 4. counts the verdict per policy, family and verdict, and puts an event on the ring
+//!    buffer for every packet that is not allowed;
+//! 5. drops the packet in enforce mode, passes it in audit mode.
+//!
+//! Errors fail closed: a packet the program cannot judge is dropped unless its policy is
+//! known to be in audit mode.
+#![no_std]
+#![no_main]
+
+mod maps;
+mod packet;
+
+use aya_ebpf::{
+    helpers::generated::{bpf_ktime_get_boot_ns, bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id},
+    macros::cgroup_skb,
+    programs::SkBuffContext,
+};
+use aya_log_ebpf::error;
+use residency_common::{
+    ACTION_ALLOW, Binding, EVENT_AUDIT, EVENT_BLOCK, Event, MAX_CGROUP_DEPTH, MODE_AUDIT,
+    POLICY_KEY_BITS, RULE_ERROR, RULE_NONE, RuleKeyV4, RuleKeyV6, SOURCE_SKB, Stat, Verdict,
+    counter_index,
+};
+
+use aya_ebpf::maps::lpm_trie::Key;
+use maps::{BINDINGS, COUNTERS, EVENTS, RULES_V4, RULES_V6, STATS, bump};
+use packet::Packet;
+
+/// cgroup/skb return values.
+const PASS: i32 = 1;
+const DROP: i32 = 0;
+
+#[cgroup_skb(egress)]
+pub fn residency_egress(ctx: SkBuffContext) -> i32 {
+    // SAFETY: the context pointer is the skb the kernel handed us.
+    let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
+    let Some(binding) = find_binding(&ctx, cgroup_id) else {
+        // Attached, but no policy found for this socket's cgroup: the agent's maps and
+        // attachments disagree. Fail closed.
+        if bump(&STATS, Stat::NoBinding as u32) == 0 {
+            error!(
+                &ctx,
+                "residency: no policy binding for cgroup {}; dropping", cgroup_id
+            );
+        }
+        return DROP;
+    };
+    match packet::parse(&ctx) {
+        Ok(p) => judge(&ctx, cgroup_id, binding, &p),
+        Err(_) => {
+            if bump(&STATS, Stat::ParseErrors as u32) == 0 {
+                error!(
+                    &ctx,
+                    "residency: unparsable egress packet (cgroup {})", cgroup_id
+                );
+            }
+            let audit = binding.mode == MODE_AUDIT;
+            // Report what we can: the packet's own addresses are unknown.
+            let unknown = Packet {
+                family: 0,
+                protocol: 0,
+                src: [0; 16],
+                dst: [0; 16],
+                src_port: 0,
+                dst_port: 0,
+                icmp_type: 0,
+                icmp_code: 0,
+            };
+            emit(&ctx, cgroup_id, binding, &unknown, RULE_ERROR, audit);
+            if audit { PASS } else { DROP }
+        }
+    }
+}
+
+/// The binding of the socket's cgroup, else of its nearest bound ancestor.
+///
+/// The agent attaches the program only to the topmost configured cgroups, so every
+/// packet runs through it once; a configured cgroup below an attached one is found
+/// here by climbing from the root down and keeping the deepest binding seen.
+#[inline(always)]
+fn find_binding(ctx: &SkBuffContext, cgroup_id: u64) -> Option<Binding> {
+    // SAFETY: lookups in a hash map of plain values.
+    if let Some(b) = unsafe { BINDINGS.get(&cgroup_id) } {
+        return Some(*b);
+    }
+    let mut found = None;
+    for level in 0..MAX_CGROUP_DEPTH {
+        // SAFETY: helper call on the program's own skb.
+        let id = unsafe { bpf_skb_ancestor_cgroup_id(ctx.skb.skb, level as i32) };
+        if id == 0 || id == cgroup_id {
+            break;
+        }
+        if let Some(b) = unsafe { BINDINGS.get(&id) } {
+            found = Some(*b);
+        }
+    }
+    found
+}
+
+#[inline(always)]
+fn judge(ctx: &SkBuffContext, cgroup_id: u64, binding: Binding, p: &Packet) -> i32 {
+    let policy = binding.policy.to_be_bytes();
+    let hit = match p.dst_v4() {
+        Some(addr) => RULES_V4.get(Key::new(POLICY_KEY_BITS + 32, RuleKeyV4 { policy, addr })),
+        None => RULES_V6.get(Key::new(
+            POLICY_KEY_BITS + 128,
+            RuleKeyV6 {
+                policy,
+                addr: p.dst,
+            },
+        )),
+    };
+    let family = if p.family == 4 { 0 } else { 1 };
+    let (allowed, rule) = match hit {
+        Some(v) => (v.action == ACTION_ALLOW, v.rule),
+        None => (false, RULE_NONE),
+    };
+    let audit = binding.mode == MODE_AUDIT;
+    let verdict = match (allowed, audit) {
+        (true, _) => Verdict::Allowed,
+        (false, true) => Verdict::Audited,
+        (false, false) => Verdict::Blocked,
+    };
+    bump(&COUNTERS, counter_index(binding.policy, verdict, family));
+    if allowed {
+        return PASS;
+    }
+    emit(ctx, cgroup_id, binding, p, rule, audit);
+    if audit { PASS } else { DROP }
+}
+
+/// Puts one event on the ring buffer; a full buffer is counted, never waited on.
+#[inline(always)]
+fn emit(ctx: &SkBuffContext, cgroup_id: u64, binding: Binding, p: &Packet, rule: u32, audit: bool) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        bump(&STATS, Stat::EventsLost as u32);
+        return;
+    };
+    entry.write(Event {
+        // SAFETY: helper without arguments.
+        timestamp_ns: unsafe { bpf_ktime_get_boot_ns() },
+        cgroup_id,
+        policy: binding.policy,
+        rule,
+        uid: ctx.get_socket_uid(),
+        pid: 0,
+        dst_port: p.dst_port,
+        src_port: p.src_port,
+        kind: if audit { EVENT_AUDIT } else { EVENT_BLOCK },
+        family: p.family,
+        protocol: p.protocol,
+        source: SOURCE_SKB,
+        icmp_type: p.icmp_type,
+        icmp_code: p.icmp_code,
+        _pad: [0; 2],
+        count: 1,
+        dst_addr: p.dst,
+        src_addr: p.src,
+        comm: [0; 16],
+    });
+    entry.submit(0);
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

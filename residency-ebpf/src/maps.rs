@@ -1,0 +1,52 @@
+//! The program's maps. Names, sizes and value layouts come from `residency-common`, so
+//! the agent and the kernel agree on them by construction.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LpmTrie, PerCpuArray, RingBuf},
+};
+use residency_common::{
+    Binding, COUNTER_SLOTS, DEFAULT_RULE_CAPACITY, EVENTS_RING_BYTES, MAX_BINDINGS, RuleKeyV4,
+    RuleKeyV6, RuleValue, STAT_SLOTS,
+};
+
+/// Cgroup id -> policy binding, filled by the agent for every configured cgroup.
+#[map(name = "RES_BINDINGS")]
+pub static BINDINGS: HashMap<u64, Binding> = HashMap::with_max_entries(MAX_BINDINGS, 0);
+
+/// `{policy, IPv4 prefix}` -> allow/deny. `LpmTrie` sets `BPF_F_NO_PREALLOC`, which the
+/// kernel requires for LPM tries: entries are allocated as they are inserted.
+#[map(name = "RES_RULES_V4")]
+pub static RULES_V4: LpmTrie<RuleKeyV4, RuleValue> =
+    LpmTrie::with_max_entries(DEFAULT_RULE_CAPACITY, 0);
+
+/// `{policy, IPv6 prefix}` -> allow/deny.
+#[map(name = "RES_RULES_V6")]
+pub static RULES_V6: LpmTrie<RuleKeyV6, RuleValue> =
+    LpmTrie::with_max_entries(DEFAULT_RULE_CAPACITY, 0);
+
+/// Per-CPU packet counters by policy, verdict and family: exact, never sampled.
+#[map(name = "RES_COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Per-CPU health counters (lost events, parse errors, missing bindings).
+#[map(name = "RES_STATS")]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_SLOTS, 0);
+
+/// Blocked and audited packets, one `residency_common::Event` each.
+#[map(name = "RES_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+/// Adds one to a per-CPU counter. Per-CPU slots need no atomics: a program runs with
+/// preemption disabled on its CPU.
+#[inline(always)]
+pub fn bump(map: &PerCpuArray<u64>, index: u32) -> u64 {
+    match map.get_ptr_mut(index) {
+        Some(slot) => unsafe {
+            let before = *slot;
+            *slot = before + 1;
+            before
+        },
+        None => 0,
+    }
+}

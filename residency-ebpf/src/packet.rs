@@ -1,0 +1,195 @@
+//! Reading what the verdict needs from an egress packet.
+//!
+//! A cgroup/skb program sees the packet from the network header on. Addresses are read
+//! from the packet, never from the socket: an IPv6 socket sending to `::ffff:a.b.c.d`
+//! emits IPv4 packets, and a raw socket can write any header it likes. Reads go through
+//! `bpf_skb_load_bytes`, which bounds-checks at run time, so a short packet is an error
+//! value here, not a verifier problem.
+
+use aya_ebpf::programs::SkBuffContext;
+
+/// `skb->protocol` values (network byte order on the wire, host order after `u16::from_be`).
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_DSTOPTS: u8 = 60;
+
+/// How many IPv6 extension headers are walked before giving up on the transport header.
+const MAX_EXT_HEADERS: u32 = 8;
+
+/// The packet could not be read far enough to judge it.
+pub struct ParseError;
+
+/// What the verdict and the event need from one packet.
+pub struct Packet {
+    /// 4 or 6: the IP version of the packet.
+    pub family: u8,
+    /// Transport protocol (after IPv6 extension headers).
+    pub protocol: u8,
+    /// Source and destination, network byte order; IPv4 in the first 4 bytes.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Ports in host byte order (0 when absent: not TCP/UDP, or a later fragment).
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+}
+
+impl Packet {
+    /// The IPv4 address the destination is judged as: the address itself for IPv4, the
+    /// embedded address for an IPv4-mapped IPv6 destination (`::ffff:a.b.c.d`), else
+    /// `None` (judged as IPv6).
+    #[inline(always)]
+    pub fn dst_v4(&self) -> Option<[u8; 4]> {
+        let d = &self.dst;
+        let mapped = d[0..10].iter().all(|b| *b == 0) && d[10] == 0xff && d[11] == 0xff;
+        if self.family == 4 {
+            Some([d[0], d[1], d[2], d[3]])
+        } else if mapped {
+            Some([d[12], d[13], d[14], d[15]])
+        } else {
+            None
+        }
+    }
+}
+
+#[repr(C)]
+struct Ipv4Hdr {
+    ver_ihl: u8,
+    tos: u8,
+    tot_len: u16,
+    id: u16,
+    frag_off: u16,
+    ttl: u8,
+    protocol: u8,
+    check: u16,
+    saddr: [u8; 4],
+    daddr: [u8; 4],
+}
+
+#[repr(C)]
+struct Ipv6Hdr {
+    ver_tc_flow: u32,
+    payload_len: u16,
+    nexthdr: u8,
+    hop_limit: u8,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+}
+
+/// Parses the network header and, where present, the transport ports.
+#[inline(always)]
+pub fn parse(ctx: &SkBuffContext) -> Result<Packet, ParseError> {
+    // SAFETY: `skb` is the context pointer the kernel passed to this program.
+    let proto = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
+    match proto {
+        ETH_P_IP => parse_v4(ctx),
+        ETH_P_IPV6 => parse_v6(ctx),
+        _ => Err(ParseError),
+    }
+}
+
+#[inline(always)]
+fn parse_v4(ctx: &SkBuffContext) -> Result<Packet, ParseError> {
+    let ip: Ipv4Hdr = ctx.load(0).map_err(|_| ParseError)?;
+    if ip.ver_ihl >> 4 != 4 {
+        return Err(ParseError);
+    }
+    let ihl = ((ip.ver_ihl & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return Err(ParseError);
+    }
+    let mut p = Packet {
+        family: 4,
+        protocol: ip.protocol,
+        src: [0; 16],
+        dst: [0; 16],
+        src_port: 0,
+        dst_port: 0,
+        icmp_type: 0,
+        icmp_code: 0,
+    };
+    p.src[..4].copy_from_slice(&ip.saddr);
+    p.dst[..4].copy_from_slice(&ip.daddr);
+    // Only the first fragment carries the transport header (offset is in the low 13 bits).
+    if u16::from_be(ip.frag_off) & 0x1fff == 0 {
+        read_transport(ctx, ihl, &mut p);
+    }
+    Ok(p)
+}
+
+#[inline(always)]
+fn parse_v6(ctx: &SkBuffContext) -> Result<Packet, ParseError> {
+    let ip: Ipv6Hdr = ctx.load(0).map_err(|_| ParseError)?;
+    if u32::from_be(ip.ver_tc_flow) >> 28 != 6 {
+        return Err(ParseError);
+    }
+    let mut p = Packet {
+        family: 6,
+        protocol: ip.nexthdr,
+        src: ip.saddr,
+        dst: ip.daddr,
+        src_port: 0,
+        dst_port: 0,
+        icmp_type: 0,
+        icmp_code: 0,
+    };
+    let mut offset: usize = 40;
+    let mut first_fragment = true;
+    for _ in 0..MAX_EXT_HEADERS {
+        match p.protocol {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let h: [u8; 2] = ctx.load(offset).map_err(|_| ParseError)?;
+                p.protocol = h[0];
+                offset += (h[1] as usize + 1) * 8;
+            }
+            IPPROTO_AH => {
+                let h: [u8; 2] = ctx.load(offset).map_err(|_| ParseError)?;
+                p.protocol = h[0];
+                offset += (h[1] as usize + 2) * 4;
+            }
+            IPPROTO_FRAGMENT => {
+                let h: [u8; 4] = ctx.load(offset).map_err(|_| ParseError)?;
+                p.protocol = h[0];
+                first_fragment = u16::from_be_bytes([h[2], h[3]]) >> 3 == 0;
+                offset += 8;
+            }
+            _ => break,
+        }
+    }
+    if first_fragment {
+        read_transport(ctx, offset, &mut p);
+    }
+    Ok(p)
+}
+
+/// Reads ports (TCP/UDP) or type and code (ICMP). A transport header that cannot be read
+/// leaves them 0: the destination is still judged, and no rule may rely on a port it
+/// could not see.
+#[inline(always)]
+fn read_transport(ctx: &SkBuffContext, offset: usize, p: &mut Packet) {
+    match p.protocol {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            if let Ok(ports) = ctx.load::<[u16; 2]>(offset) {
+                p.src_port = u16::from_be(ports[0]);
+                p.dst_port = u16::from_be(ports[1]);
+            }
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            if let Ok(tc) = ctx.load::<[u8; 2]>(offset) {
+                p.icmp_type = tc[0];
+                p.icmp_code = tc[1];
+            }
+        }
+        _ => {}
+    }
+}
