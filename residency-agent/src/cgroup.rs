@@ -167,10 +167,8 @@ fn open_by_id(mount: &Path, id: u64) -> Option<String> {
         }
         let path = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok();
         libc::close(fd);
-        let path = path?;
-        // The link is relative to the mount's root; make it a full path.
-        let rel = path.strip_prefix("/").unwrap_or(&path);
-        Some(mount.join(rel).display().to_string())
+        // The link is the directory's path as this process sees it.
+        path.map(|p| p.display().to_string())
     }
 }
 

@@ -1,1 +1,132 @@
-fn main() {}
+//! Project tasks, run as `cargo xtask <task>` (the alias is in `.cargo/config.toml`).
+//!
+//! - `setup`: install the toolchain the kernel program needs (idempotent).
+//! - `build`: setup, then build the agent (which builds and embeds the kernel program).
+//! - `demo`: build, then show enforcement in a sandbox cgroup and network namespace.
+//! - `test`: build, then run every test: formatting, lints, unit and end-to-end tests.
+
+mod demo;
+mod setup;
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+/// rustup toolchain linked to Debian's rustc-web; the agent's build.rs uses it too.
+pub const BPF_TOOLCHAIN: &str = "residency-bpf";
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "residency project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the eBPF toolchain and test tools (skips what is present).
+    Setup,
+    /// Build the agent binary in release mode.
+    Build,
+    /// Build, then run a self-contained demo in a sandbox cgroup and namespace (root).
+    Demo,
+    /// Build, then run formatting and lint checks, unit tests and end-to-end tests (root).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Setup => setup::setup(),
+        Task::Build => {
+            setup::setup()?;
+            build(true)
+        }
+        Task::Demo => {
+            setup::setup()?;
+            build(true)?;
+            demo::demo(&workspace().join("target/release/residency-agent"))
+        }
+        Task::Test { args } => {
+            setup::setup()?;
+            test(&args)
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent")
+        .to_owned()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace());
+    c
+}
+
+fn build(release: bool) -> anyhow::Result<()> {
+    let mut c = cargo();
+    c.args(["build", "--package", "residency-agent"]);
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c)
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    println!("== formatting");
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    println!("== clippy (host crates)");
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    println!("== clippy (kernel program, for the BPF target)");
+    run(Command::new("rustup")
+        .args([
+            "run",
+            BPF_TOOLCHAIN,
+            "cargo",
+            "clippy",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+        ])
+        .args(["-Z", "build-std=core", "--", "-D", "warnings"])
+        .current_dir(workspace().join("residency-ebpf"))
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER"))?;
+    println!("== build");
+    build(false)?;
+    println!("== unit and end-to-end tests");
+    if !setup::is_root() && std::env::var_os("RESIDENCY_SKIP_PRIVILEGED").is_none() {
+        bail!(
+            "the end-to-end tests load BPF programs and build cgroups and network namespaces: \
+             run as root (or set RESIDENCY_SKIP_PRIVILEGED=1 to run only the unprivileged tests)"
+        );
+    }
+    run(cargo().args(["test", "--workspace"]).args(args))
+}
+
+/// Runs a command, failing with the command line when it fails.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}

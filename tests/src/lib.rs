@@ -1,0 +1,497 @@
+//! The sandbox the end-to-end tests and the demo run in: a fresh cgroup v2 subtree, a
+//! fresh network namespace holding every destination (documentation addresses on its
+//! loopback, with TCP/UDP echo servers), and the real `residency-agent` binary.
+//!
+//! Nothing here sends a packet outside a namespace it made. Everything is torn down on
+//! drop — agent, pinned programs, bpffs mount, servers, namespace, cgroups — on every
+//! path, failing tests included.
+//!
+//! `ip netns exec` remounts `/sys` inside the namespace, hiding the cgroup mount, so a
+//! client joins its cgroup (in `pre_exec`, on the host's view of `/sys`) *before* `ip`
+//! moves it into the namespace.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+/// Port of the echo servers (TCP and UDP, IPv4 and IPv6).
+pub const PORT: u16 = 8080;
+
+const SERVER: &str = r#"
+import socket, sys, threading
+port = int(sys.argv[1])
+def tcp():
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port)); s.listen(128)
+    while True:
+        c, _ = s.accept()
+        try:
+            c.settimeout(2); c.sendall(c.recv(64))
+        except OSError:
+            pass
+        finally:
+            c.close()
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+u.bind(("::", port))
+threading.Thread(target=tcp, daemon=True).start()
+print("ready", flush=True)
+while True:
+    d, a = u.recvfrom(2048)
+    u.sendto(d, a)
+"#;
+
+const CLIENT: &str = r#"
+import errno, socket, sys
+proto, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+try:
+    if proto == "tcp":
+        s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(1.5)
+        s.connect((addr, port)); s.sendall(b"residency"); d = s.recv(64)
+    else:
+        s = socket.socket(fam, socket.SOCK_DGRAM); s.settimeout(1.5)
+        s.sendto(b"residency", (addr, port)); d, _ = s.recvfrom(64)
+    print("ok" if d == b"residency" else "bad-reply")
+    sys.exit(0 if d == b"residency" else 3)
+except socket.timeout:
+    print("timeout"); sys.exit(1)
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno))); sys.exit(1)
+"#;
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// Fails loudly when the tests cannot run here (they need root for BPF, cgroups and
+/// namespaces). `RESIDENCY_SKIP_PRIVILEGED=1` is the explicit opt-out: then it returns
+/// false and the caller returns early, saying so.
+pub fn require_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("RESIDENCY_SKIP_PRIVILEGED").is_some() {
+        eprintln!("RESIDENCY_SKIP_PRIVILEGED is set: skipping a test that needs root");
+        return false;
+    }
+    panic!(
+        "this end-to-end test needs root (BPF, cgroups, network namespaces); run it as root or set RESIDENCY_SKIP_PRIVILEGED=1"
+    );
+}
+
+/// The agent binary: `RESIDENCY_AGENT` or the workspace's debug build.
+pub fn agent_binary() -> PathBuf {
+    let path = std::env::var_os("RESIDENCY_AGENT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/residency-agent")
+        });
+    assert!(
+        path.exists(),
+        "agent binary {} not found: build it first (`cargo xtask test` does) or set RESIDENCY_AGENT",
+        path.display()
+    );
+    path
+}
+
+/// The cgroup v2 mount point, from /proc/self/mountinfo.
+pub fn cgroup2_mount() -> anyhow::Result<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    text.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mount = left.split_whitespace().nth(4)?;
+            (right.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount))
+        })
+        .context("no cgroup2 mount")
+}
+
+/// What a client saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub ok: bool,
+    /// "ok", or what failed ("EPERM", "timeout", ...).
+    pub detail: String,
+}
+
+/// A sandbox: namespace, cgroups, servers, a scratch directory, maybe an agent.
+pub struct Sandbox {
+    pub name: String,
+    pub netns: String,
+    pub mount: PathBuf,
+    /// `<cgroup2 mount>/<name>`: every cgroup of the sandbox lives below it.
+    pub cgroup_root: PathBuf,
+    pub dir: PathBuf,
+    cgroups: Vec<PathBuf>,
+    servers: Vec<Child>,
+    agents: Vec<Agent>,
+}
+
+impl Sandbox {
+    /// Builds a namespace with `addrs` on its loopback and echo servers on [`PORT`].
+    pub fn new(addrs: &[&str]) -> anyhow::Result<Sandbox> {
+        let name = format!(
+            "rz{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let mount = cgroup2_mount()?;
+        let cgroup_root = mount.join(&name);
+        let dir = std::env::temp_dir().join(format!("residency-{name}"));
+        let mut sb = Sandbox {
+            netns: name.clone(),
+            name,
+            mount,
+            cgroup_root: cgroup_root.clone(),
+            dir: dir.clone(),
+            cgroups: Vec::new(),
+            servers: Vec::new(),
+            agents: Vec::new(),
+        };
+        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir(&cgroup_root)
+            .with_context(|| format!("mkdir {}", cgroup_root.display()))?;
+        sb.cgroups.push(cgroup_root);
+        sh(Command::new("ip").args(["netns", "add", &sb.netns]))?;
+        sh(Command::new("ip").args(["-n", &sb.netns, "link", "set", "lo", "up"]))?;
+        for a in addrs {
+            let mut c = Command::new("ip");
+            c.args(["-n", &sb.netns, "addr", "add"]);
+            if a.contains(':') {
+                c.args([&format!("{a}/128"), "dev", "lo", "nodad"]);
+            } else {
+                c.args([&format!("{a}/32"), "dev", "lo"]);
+            }
+            sh(&mut c)?;
+        }
+        let mut server = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &sb.netns,
+                "python3",
+                "-c",
+                SERVER,
+                &PORT.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the echo server")?;
+        let mut ready = String::new();
+        BufReader::new(server.stdout.take().expect("piped")).read_line(&mut ready)?;
+        sb.servers.push(server);
+        if ready.trim() != "ready" {
+            bail!("echo server did not start");
+        }
+        Ok(sb)
+    }
+
+    /// Creates a cgroup `<cgroup_root>/<rel>` (and its parents).
+    pub fn cgroup(&mut self, rel: &str) -> anyhow::Result<PathBuf> {
+        let mut path = self.cgroup_root.clone();
+        for part in rel.split('/') {
+            path.push(part);
+            if !path.exists() {
+                std::fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
+                self.cgroups.push(path.clone());
+            }
+        }
+        Ok(path)
+    }
+
+    /// A command run inside the namespace, and inside `cgroup` when given.
+    pub fn command(&self, cgroup: Option<&Path>, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.netns, program]).args(args);
+        if let Some(cg) = cgroup {
+            let procs = cg.join("cgroup.procs");
+            // SAFETY: only async-signal-safe work between fork and exec: open/write/close.
+            unsafe {
+                c.pre_exec(move || std::fs::write(&procs, b"0"));
+            }
+        }
+        c
+    }
+
+    /// TCP or UDP echo to `addr`:[`PORT`] from inside `cgroup` (or outside any test cgroup).
+    pub fn client(&self, cgroup: Option<&Path>, proto: &str, addr: &str) -> Outcome {
+        let out = self
+            .command(
+                cgroup,
+                "python3",
+                &["-c", CLIENT, proto, addr, &PORT.to_string()],
+            )
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running the client");
+        let detail = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        Outcome {
+            ok: out.status.success() && detail == "ok",
+            detail,
+        }
+    }
+
+    /// One ICMP echo to `addr` from inside `cgroup`.
+    pub fn ping(&self, cgroup: Option<&Path>, addr: &str) -> Outcome {
+        let out = self
+            .command(cgroup, "ping", &["-c", "1", "-W", "1", addr])
+            .output()
+            .expect("running ping");
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        Outcome {
+            ok: out.status.success(),
+            detail: if out.status.success() {
+                "ok".into()
+            } else {
+                err
+            },
+        }
+    }
+
+    /// Where the sandbox's agents pin (a bpffs the agent mounts there).
+    pub fn pin_path(&self) -> PathBuf {
+        self.dir.join("pins")
+    }
+
+    /// Writes a config file into the sandbox directory; `{pins}` is replaced by
+    /// [`Sandbox::pin_path`] and `{cg}` by the sandbox's cgroup root.
+    pub fn write_config(&self, file: &str, text: &str) -> PathBuf {
+        let text = text
+            .replace("{pins}", &self.pin_path().display().to_string())
+            .replace("{cg}", &self.cgroup_root.display().to_string());
+        let path = self.dir.join(file);
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    /// Starts `residency-agent run --config <config>` and waits until it is enforcing.
+    pub fn start_agent(&mut self, bin: &Path, config: &Path) -> anyhow::Result<&mut Agent> {
+        let agent = Agent::start(bin, config)?;
+        self.agents.push(agent);
+        Ok(self.agents.last_mut().expect("pushed"))
+    }
+
+    /// The agent started last.
+    pub fn agent(&mut self) -> &mut Agent {
+        self.agents.last_mut().expect("an agent was started")
+    }
+
+    /// Runs `residency-agent detach` for the sandbox's pin path.
+    pub fn detach(&self, bin: &Path, config: &Path) -> std::process::Output {
+        Command::new(bin)
+            .args(["detach", "--config"])
+            .arg(config)
+            .output()
+            .expect("run detach")
+    }
+
+    /// Programs attached to a cgroup, as bpftool lists them (names).
+    pub fn attached(cgroup: &Path) -> Vec<String> {
+        let out = Command::new("bpftool")
+            .args(["cgroup", "show"])
+            .arg(cgroup)
+            .output();
+        match out {
+            Ok(o) => String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
+                .collect(),
+            Err(_) => vec!["<bpftool missing>".into()],
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for a in &mut self.agents {
+            a.kill();
+        }
+        // Unpin whatever the agents left (unpinning detaches), then drop the bpffs.
+        let pins = self.pin_path();
+        if pins.exists() {
+            let _ = remove_tree(&pins.join("v1"));
+            let target = std::ffi::CString::new(pins.display().to_string()).expect("no NUL");
+            // SAFETY: umount2 on a path we own; failure (not mounted) is fine.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        }
+        for s in &mut self.servers {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+        for cg in self.cgroups.iter().rev() {
+            // A cgroup is removable once its last process has exited; clients are
+            // short-lived, so retry briefly.
+            for _ in 0..50 {
+                if std::fs::remove_dir(cg).is_ok() || !cg.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            remove_tree(&p)?
+        } else {
+            std::fs::remove_file(&p)?
+        }
+    }
+    std::fs::remove_dir(dir)
+}
+
+/// A running `residency-agent run`, with its stdout (events) and stderr (log) collected.
+pub struct Agent {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    pub exit: Option<std::process::ExitStatus>,
+}
+
+impl Agent {
+    fn start(bin: &Path, config: &Path) -> anyhow::Result<Agent> {
+        let mut child = Command::new(bin)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting the agent")?;
+        let stdout = collect(child.stdout.take().expect("piped"), false);
+        let stderr = collect(child.stderr.take().expect("piped"), true);
+        let mut agent = Agent {
+            child,
+            stdout,
+            stderr,
+            exit: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if agent
+                .stderr()
+                .iter()
+                .any(|l| l.contains("attached; reporting"))
+            {
+                return Ok(agent);
+            }
+            if let Some(status) = agent.child.try_wait()? {
+                std::thread::sleep(Duration::from_millis(100));
+                bail!(
+                    "agent exited ({status}) before attaching:\n{}",
+                    agent.stderr().join("\n")
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "agent did not attach within 20 s:\n{}",
+                    agent.stderr().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Event lines printed so far.
+    pub fn events(&self) -> Vec<String> {
+        self.stdout.lock().expect("lock").clone()
+    }
+
+    /// Log lines printed so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    /// Waits up to 5 s for an event line containing every one of `needles`.
+    pub fn wait_event(&self, needles: &[&str]) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(l) = self
+                .events()
+                .into_iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return Some(l);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal and waits (up to 10 s) for the agent to exit.
+    pub fn signal(&mut self, sig: i32) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                self.exit = Some(s);
+                // Let the reader threads drain the pipes.
+                std::thread::sleep(Duration::from_millis(100));
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not exit after signal {sig}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if self.exit.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn collect(pipe: impl std::io::Read + Send + 'static, echo: bool) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if echo && std::env::var_os("RESIDENCY_TEST_VERBOSE").is_some() {
+                let _ = writeln!(std::io::stderr(), "agent: {line}");
+            }
+            sink.lock().expect("lock").push(line);
+        }
+    });
+    lines
+}
+
+fn sh(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}

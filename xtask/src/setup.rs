@@ -1,0 +1,125 @@
+//! `cargo xtask setup`: installs what building and testing need, idempotently.
+//!
+//! The recipe is ../shared/TOOLCHAIN.md: Debian's `rustc-web` 1.96 with its matching
+//! `rust-web-src` (rustup has no rust-src here and cannot fetch one), linked as the
+//! rustup toolchain `residency-bpf`; `bpf-linker` built against Debian's LLVM 22; and
+//! the programs the end-to-end tests drive. Each step checks first and skips what is
+//! already there, so a second run takes about a second.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use crate::{BPF_TOOLCHAIN, run};
+
+/// Debian packages and the file each one provides (checked instead of asking dpkg).
+const PACKAGES: &[(&str, &str)] = &[
+    ("rustc-web", "/usr/bin/rustc"),
+    ("cargo-web", "/usr/bin/cargo"),
+    (
+        "rust-web-src",
+        "/usr/lib/rustlib/src/rust/library/core/Cargo.toml",
+    ),
+    ("llvm-22-dev", "/usr/lib/llvm-22/bin/llvm-config"),
+    ("libpolly-22-dev", "/usr/lib/llvm-22/lib/libPolly.a"),
+    ("iproute2", "/usr/bin/ip"),
+    ("iputils-ping", "/usr/bin/ping"),
+    ("python3", "/usr/bin/python3"),
+    ("bpftool", "/usr/sbin/bpftool"),
+];
+
+pub fn setup() -> anyhow::Result<()> {
+    install_packages()?;
+    link_toolchain()?;
+    install_bpf_linker()?;
+    println!("setup: toolchain ready (rustup toolchain `{BPF_TOOLCHAIN}`, bpf-linker)");
+    Ok(())
+}
+
+fn install_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, file)| !Path::new(file).exists())
+        .map(|(p, _)| *p)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("setup: installing Debian packages: {}", missing.join(" "));
+    if !is_root() {
+        bail!(
+            "installing {} needs root (apt-get); run as root",
+            missing.join(" ")
+        );
+    }
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    // rustc-web must be the 1.96 whose library source rust-web-src carries.
+    let out = Command::new("/usr/bin/rustc")
+        .arg("--version")
+        .output()
+        .context("running /usr/bin/rustc")?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    if !version.starts_with("rustc 1.96") {
+        println!(
+            "setup: warning: /usr/bin/rustc is `{}`; the recipe was verified with 1.96",
+            version.trim()
+        );
+    }
+    Ok(())
+}
+
+fn link_toolchain() -> anyhow::Result<()> {
+    let out = Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .context("running rustup")?;
+    let list = String::from_utf8_lossy(&out.stdout);
+    if list
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(BPF_TOOLCHAIN))
+    {
+        return Ok(());
+    }
+    println!("setup: linking Debian's rustc-web as rustup toolchain `{BPF_TOOLCHAIN}`");
+    run(Command::new("rustup").args(["toolchain", "link", BPF_TOOLCHAIN, "/usr"]))
+}
+
+fn install_bpf_linker() -> anyhow::Result<()> {
+    if Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Ok(());
+    }
+    println!("setup: building bpf-linker against LLVM 22 (about 3 minutes on 2 cores)");
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            "0.13.0",
+            "--locked",
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ])
+        .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+        .env("LLVM_SYS_221_PREFIX", "/usr/lib/llvm-22"))
+}
+
+pub fn is_root() -> bool {
+    // Effective uid from /proc avoids a libc dependency in xtask.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
