@@ -1,0 +1,186 @@
+//! The agent's command line as an operator meets it: `check` on good and bad configs,
+//! and `run` refusing to start when it could not enforce.
+
+use std::process::{Command, Output};
+
+use residency_tests::{Sandbox, agent_binary, cgroup2_mount, require_root};
+
+fn agent(args: &[&str]) -> Output {
+    Command::new(agent_binary())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run the agent")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn write(dir: &tempdir::Dir, name: &str, body: &str) -> String {
+    let p = dir.0.join(name);
+    std::fs::write(&p, body).unwrap();
+    p.display().to_string()
+}
+
+mod tempdir {
+    /// A scratch directory removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new(tag: &str) -> Dir {
+            let p =
+                std::env::temp_dir().join(format!("residency-cli-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+#[test]
+fn check_summarises_a_good_config() {
+    let dir = tempdir::Dir::new("good");
+    let mount = cgroup2_mount().unwrap();
+    let cfg = write(
+        &dir,
+        "good.toml",
+        &format!(
+            r#"
+[agent]
+pin_path = "/sys/fs/bpf/residency"
+control_socket = "/run/residency/agent.sock"
+metrics_address = "127.0.0.1:9477"
+
+[[policy]]
+name = "eu-central"
+mode = "enforce"
+cgroups = ["{m}/system.slice/payments.service"]
+allow = ["10.0.0.0/16", "2001:db8:100::/48", "127.0.0.0/8", "::1/128"]
+deny = ["10.0.99.0/24"]
+
+[[policy]]
+name = "eu-west"
+mode = "audit"
+cgroups = ["batch.slice"]
+allow = ["198.51.100.0/24"]
+"#,
+            m = mount.display()
+        ),
+    );
+    let o = agent(&["check", "--config", &cfg]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("OK, 2 policies"), "{t}");
+    assert!(
+        t.contains("eu-central") && t.contains("mode=enforce"),
+        "{t}"
+    );
+    assert!(
+        t.contains("ipv4: allow=2 deny=1  ipv6: allow=2 deny=0"),
+        "{t}"
+    );
+    assert!(t.contains("eu-west") && t.contains("mode=audit"), "{t}");
+    // Cgroups that do not exist yet are a note, not an error.
+    assert!(t.contains("note:") && t.contains("payments.service"), "{t}");
+}
+
+#[test]
+fn check_rejects_bad_configs_with_file_line_and_reason() {
+    let dir = tempdir::Dir::new("bad");
+    let mount = cgroup2_mount().unwrap();
+    let policy = |body: &str| format!("[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\n{body}\n");
+    let outside = format!(
+        "outside the cgroup v2 hierarchy mounted at {}",
+        mount.display()
+    );
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        ("bad-len.toml", policy("allow = [\"198.51.100.0/33\"]"), ":4:", "198.51.100.0/33"),
+        ("host-bits.toml", policy("allow = [\"10.0.0.1/8\"]"), ":4:", "host bits"),
+        ("unknown-key.toml", policy("alow = [\"10.0.0.0/8\"]"), ":4:", "alow"),
+        (
+            "dup-name.toml",
+            "[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\n[[policy]]\nname = \"p\"\ncgroups = [\"y\"]\n".into(),
+            ":5:",
+            "duplicate policy name",
+        ),
+        ("bad-mode.toml", "[[policy]]\nname = \"p\"\nmode = \"block\"\ncgroups = [\"x\"]\n".into(), ":3:", "block"),
+        ("outside.toml", "[[policy]]\nname = \"p\"\ncgroups = [\"/etc/systemd\"]\n".into(), ":3:", &outside),
+        ("not-toml.toml", "[[policy]\nname = 1\n".into(), ":1:", "config"),
+    ];
+    for (file, body, line, reason) in cases {
+        let path = write(&dir, file, &body);
+        let o = agent(&["check", "--config", &path]);
+        let t = text(&o);
+        assert!(!o.status.success(), "{file} was accepted: {t}");
+        assert!(
+            t.contains(&format!("{path}{line}")),
+            "{file}: no file:line in {t}"
+        );
+        assert!(t.contains(reason), "{file}: reason missing in {t}");
+    }
+    let o = agent(&["check", "--config", "/nonexistent/residency.toml"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("/nonexistent/residency.toml: cannot read"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn run_refuses_to_start_when_it_cannot_enforce() {
+    if !require_root() {
+        return;
+    }
+    let sb = Sandbox::new(&[]).unwrap();
+    // A cgroup that does not exist: nothing is attached, and the message names it.
+    let cfg = sb.write_config(
+        "missing.toml",
+        "[agent]\npin_path = \"{pins}\"\n[[policy]]\nname = \"p\"\ncgroups = [\"{cg}/nope\"]\nallow = [\"198.51.100.0/24\"]\n",
+    );
+    let o = agent(&["run", "--config", &cfg.display().to_string()]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(t.contains("refusing to start") && t.contains("nope"), "{t}");
+    assert!(Sandbox::attached(&sb.cgroup_root).is_empty());
+
+    // A pin path that cannot hold a BPF filesystem.
+    let cfg = sb.write_config(
+        "badpin.toml",
+        "[agent]\npin_path = \"/proc/residency-cannot-exist\"\n[[policy]]\nname = \"p\"\ncgroups = [\"{cg}\"]\n",
+    );
+    let o = agent(&["run", "--config", &cfg.display().to_string()]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("refusing to start") && t.contains("/proc/residency-cannot-exist"),
+        "{t}"
+    );
+    assert!(Sandbox::attached(&sb.cgroup_root).is_empty());
+}
+
+#[test]
+fn default_config_is_audit_only() {
+    // With no /etc/residency/residency.toml, `check` falls back to the embedded default
+    // and says so; with one, it checks that file (the host's own business).
+    if std::path::Path::new("/etc/residency/residency.toml").exists() {
+        return;
+    }
+    let o = agent(&["check"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("embedded default config (audit only, never drops)"),
+        "{t}"
+    );
+    assert!(t.contains("mode=audit"), "{t}");
+    assert!(!t.contains("mode=enforce"), "{t}");
+}
