@@ -478,7 +478,7 @@ allow = ["198.51.100.7"]
         assert_eq!(p.entries.len(), 5);
         assert_eq!(p.entries[4].action, Action::Deny);
         assert_eq!(p.entries[4].network.to_string(), "10.0.99.0/24");
-        assert_eq!(p.entries[4].line, 13);
+        assert_eq!(p.entries[4].line, 12);
         assert_eq!(c.policies[1].mode, Mode::Audit);
         assert_eq!(
             c.policies[1].entries[0].network.to_string(),

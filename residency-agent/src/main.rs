@@ -6,6 +6,8 @@
 //! config key into a map and of an event out of the kernel.
 
 mod bpf;
+#[cfg(test)]
+mod bpf_test_run;
 mod cgroup;
 mod cli;
 mod config;
