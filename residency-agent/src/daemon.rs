@@ -143,12 +143,12 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         let mut int = signal(SignalKind::interrupt())?;
         let events = tokio::spawn(events::run(ring, config.clone(), paths));
         let kernel_log = tokio::spawn(async move {
-            if let Ok(logger) = logger {
-                if let Ok(mut fd) = events::readable(logger) {
-                    while let Ok(mut guard) = fd.readable_mut().await {
-                        guard.get_inner_mut().flush();
-                        guard.clear_ready();
-                    }
+            if let Ok(logger) = logger
+                && let Ok(mut fd) = events::readable(logger)
+            {
+                while let Ok(mut guard) = fd.readable_mut().await {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
                 }
             }
         });

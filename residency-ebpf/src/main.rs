@@ -88,7 +88,7 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
 #[inline(always)]
 fn find_binding(ctx: &SkBuffContext, cgroup_id: u64) -> Option<Binding> {
     // SAFETY: lookups in a hash map of plain values.
-    if let Some(b) = unsafe { BINDINGS.get(&cgroup_id) } {
+    if let Some(b) = unsafe { BINDINGS.get(cgroup_id) } {
         return Some(*b);
     }
     let mut found = None;
@@ -98,7 +98,7 @@ fn find_binding(ctx: &SkBuffContext, cgroup_id: u64) -> Option<Binding> {
         if id == 0 || id == cgroup_id {
             break;
         }
-        if let Some(b) = unsafe { BINDINGS.get(&id) } {
+        if let Some(b) = unsafe { BINDINGS.get(id) } {
             found = Some(*b);
         }
     }
