@@ -152,9 +152,23 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
                 }
             }
         });
+        // `detach` (or another agent taking over) removes this instance's pins; an agent
+        // whose enforcement is gone must not keep running as if it enforced.
+        let watched = instance.clone();
+        let detached = async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+            while watched.exists() {
+                tick.tick().await;
+            }
+        };
         let why = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
+            _ = detached => {
+                kernel_log.abort();
+                info!("enforcement at {} was removed (detach, or a newer agent took over); exiting", instance.display());
+                return anyhow::Ok(());
+            }
             r = events => {
                 kernel_log.abort();
                 match r {

@@ -447,6 +447,11 @@ impl Agent {
     pub fn signal(&mut self, sig: i32) -> std::process::ExitStatus {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, sig) };
+        self.wait_exit()
+    }
+
+    /// Waits (up to 10 s) for the agent to exit on its own.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(s) = self.child.try_wait().expect("wait") {
@@ -455,10 +460,7 @@ impl Agent {
                 std::thread::sleep(Duration::from_millis(100));
                 return s;
             }
-            assert!(
-                Instant::now() < deadline,
-                "agent did not exit after signal {sig}"
-            );
+            assert!(Instant::now() < deadline, "agent did not exit within 10 s");
             std::thread::sleep(Duration::from_millis(20));
         }
     }

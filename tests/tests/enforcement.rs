@@ -311,3 +311,31 @@ fn sigint_is_a_clean_shutdown_too() {
     assert!(sb.detach(&bin, &config).status.success());
     assert!(sb.client(Some(&app), "tcp", FORBIDDEN_V6).ok);
 }
+
+#[test]
+fn detach_under_a_running_agent_stops_it() {
+    if !require_root() {
+        return;
+    }
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    sb.cgroup("audited").unwrap();
+    let config = sb.write_config("residency.toml", CONFIG);
+    sb.start_agent(&bin, &config).unwrap();
+    assert!(!sb.client(Some(&app), "udp", FORBIDDEN_V4).ok);
+    let out = sb.detach(&bin, &config);
+    assert!(out.status.success(), "{out:?}");
+    // The agent does not carry on pretending to enforce.
+    let status = sb.agent().wait_exit();
+    assert!(status.success(), "{status}");
+    assert!(
+        sb.agent()
+            .stderr()
+            .iter()
+            .any(|l| l.contains("was removed")),
+        "{:?}",
+        sb.agent().stderr()
+    );
+    assert!(sb.client(Some(&app), "udp", FORBIDDEN_V4).ok);
+}
