@@ -83,8 +83,10 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         .context("refusing to start: a configured cgroup cannot be used")?;
 
     let pin_path = config.agent.pin_path.clone();
-    if pins::ensure_bpffs(&pin_path).context("refusing to start: cannot pin enforcement")? {
-        info!(path = %pin_path.display(), "mounted a BPF filesystem for the pins");
+    if let Some(at) =
+        pins::ensure_bpffs(&pin_path).context("refusing to start: cannot pin enforcement")?
+    {
+        info!(path = %at.display(), "no BPF filesystem for the pins: mounted one");
     }
 
     let mut loaded = bpf::load().context("refusing to start: the kernel program did not load")?;

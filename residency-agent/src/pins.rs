@@ -62,15 +62,45 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PinError + '_ {
     }
 }
 
-/// Makes sure `pin_path` exists on a bpffs, mounting one on it when it does not (hosts
+/// Makes sure `pin_path` exists on a bpffs, mounting one when it does not (hosts
 /// without systemd as PID 1, and pods whose host path is not a bpffs, have none at
-/// `/sys/fs/bpf`). Returns whether a bpffs was mounted.
-pub fn ensure_bpffs(pin_path: &Path) -> Result<bool, PinError> {
-    std::fs::create_dir_all(pin_path).map_err(io(pin_path))?;
-    if is_bpffs(pin_path).map_err(io(pin_path))? {
-        return Ok(false);
+/// `/sys/fs/bpf`). The bpffs goes on the pin path itself, or — when the pin path cannot
+/// be created, as under sysfs' empty `/sys/fs/bpf` — on its nearest existing ancestor if
+/// that is an empty directory. Returns where a bpffs was mounted, if one was.
+pub fn ensure_bpffs(pin_path: &Path) -> Result<Option<PathBuf>, PinError> {
+    let existing = pin_path
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    if is_bpffs(existing).map_err(io(existing))? {
+        std::fs::create_dir_all(pin_path).map_err(io(pin_path))?;
+        return Ok(None);
     }
-    let target = CString::new(pin_path.as_os_str().as_bytes()).expect("path without NUL");
+    let target = match std::fs::create_dir_all(pin_path) {
+        Ok(()) => pin_path.to_owned(),
+        Err(e) => {
+            let empty = std::fs::read_dir(existing)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+            if !empty {
+                return Err(PinError::NoBpffs {
+                    path: pin_path.to_owned(),
+                    source: e,
+                });
+            }
+            existing.to_owned()
+        }
+    };
+    mount_bpffs(&target).map_err(|source| PinError::NoBpffs {
+        path: target.clone(),
+        source,
+    })?;
+    std::fs::create_dir_all(pin_path).map_err(io(pin_path))?;
+    Ok(Some(target))
+}
+
+fn mount_bpffs(target: &Path) -> std::io::Result<()> {
+    let target = CString::new(target.as_os_str().as_bytes()).expect("path without NUL");
     // SAFETY: mount(2) with static, NUL-terminated strings and no data.
     let rc = unsafe {
         libc::mount(
@@ -82,12 +112,9 @@ pub fn ensure_bpffs(pin_path: &Path) -> Result<bool, PinError> {
         )
     };
     if rc != 0 {
-        return Err(PinError::NoBpffs {
-            path: pin_path.to_owned(),
-            source: std::io::Error::last_os_error(),
-        });
+        return Err(std::io::Error::last_os_error());
     }
-    Ok(true)
+    Ok(())
 }
 
 fn is_bpffs(path: &Path) -> std::io::Result<bool> {
