@@ -74,6 +74,14 @@ pub enum BpfError {
         #[source]
         source: aya::programs::links::LinkError,
     },
+    #[error(
+        "cgroup {path} is bound by policy \"{first}\" and again by policy \"{second}\"; a cgroup has one policy"
+    )]
+    BoundTwice {
+        path: PathBuf,
+        first: String,
+        second: String,
+    },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error("cannot open cgroup {path}: {source}")]
@@ -111,6 +119,15 @@ pub fn resolve_cgroups(
         for c in &p.cgroups {
             let path = hierarchy.resolve(&c.path)?;
             let id = cgroup::id_of(&path)?;
+            // The same directory written two ways ("x" and "<mount>/x") would bind one
+            // cgroup twice, the second silently winning.
+            if let Some(other) = out.iter().find(|b: &&BoundCgroup| b.id == id) {
+                return Err(BpfError::BoundTwice {
+                    path,
+                    first: config.policies[other.policy].name.clone(),
+                    second: p.name.clone(),
+                });
+            }
             out.push(BoundCgroup { policy, path, id });
         }
     }

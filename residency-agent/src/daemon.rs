@@ -77,6 +77,15 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let config = load_config(path)?;
     info!(config = %config.source, policies = config.policies.len(), "residency-agent {} starting", env!("CARGO_PKG_VERSION"));
 
+    if config.policies.is_empty() {
+        // Starting would replace whatever is pinned with nothing: `detach` is the one
+        // way to remove enforcement.
+        bail!(
+            "refusing to start: {} has no [[policy]], so there is nothing to enforce \
+             (`residency-agent detach` removes enforcement)",
+            config.source
+        );
+    }
     let hierarchy = Hierarchy::discover().context("refusing to start without enforcement")?;
     config.check_cgroups(&hierarchy)?;
     let bound = bpf::resolve_cgroups(&config, &hierarchy)
@@ -143,7 +152,9 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        let events = tokio::spawn(events::run(ring, config.clone(), paths));
+        // SIGHUP would otherwise kill the agent (its default action).
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut events = tokio::spawn(events::run(ring, config.clone(), paths));
         let kernel_log = tokio::spawn(async move {
             if let Ok(logger) = logger
                 && let Ok(mut fd) = events::readable(logger)
@@ -163,20 +174,34 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
                 tick.tick().await;
             }
         };
-        let why = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-            _ = detached => {
-                kernel_log.abort();
-                info!("enforcement at {} was removed (detach, or a newer agent took over); exiting", instance.display());
-                return anyhow::Ok(());
-            }
-            r = events => {
-                kernel_log.abort();
-                match r {
-                    Ok(Err(e)) => bail!("event reader failed: {e}"),
-                    Ok(Ok(())) => bail!("event reader stopped"),
-                    Err(e) => bail!("event reader panicked: {e}"),
+        tokio::pin!(detached);
+        let why = loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    warn!(
+                        "SIGHUP: this version cannot reload; restart the agent to apply \
+                         a new config (enforcement continues unchanged)"
+                    );
+                    continue;
+                }
+                _ = term.recv() => break "SIGTERM",
+                _ = int.recv() => break "SIGINT",
+                _ = &mut detached => {
+                    kernel_log.abort();
+                    info!(
+                        "enforcement at {} was removed (detach, or a newer agent took \
+                         over); exiting",
+                        instance.display()
+                    );
+                    return anyhow::Ok(());
+                }
+                r = &mut events => {
+                    kernel_log.abort();
+                    match r {
+                        Ok(Err(e)) => bail!("event reader failed: {e}"),
+                        Ok(Ok(())) => bail!("event reader stopped"),
+                        Err(e) => bail!("event reader panicked: {e}"),
+                    }
                 }
             }
         };

@@ -118,6 +118,29 @@ pub fn cgroup2_mount() -> anyhow::Result<PathBuf> {
         .context("no cgroup2 mount")
 }
 
+/// Runs a command to completion, killing it after `secs` seconds: a command the tests
+/// expect to return (a refusal, `check`, `detach`) must never hang the suite.
+pub fn output_within(cmd: &mut Command, secs: u64) -> std::process::Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wait");
+            panic!(
+                "{cmd:?} did not finish within {secs} s; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("wait")
+}
+
 /// What a client saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -448,6 +471,11 @@ impl Agent {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, sig) };
         self.wait_exit()
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Waits (up to 10 s) for the agent to exit on its own.

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use residency_tests::{Sandbox, agent_binary, cgroup2_mount, require_root};
+use residency_tests::{Sandbox, agent_binary, cgroup2_mount, output_within, require_root};
 
 fn agent(args: &[&str]) -> Output {
     Command::new(agent_binary())
@@ -152,6 +152,13 @@ fn run_refuses_to_start_when_it_cannot_enforce() {
     assert!(t.contains("refusing to start") && t.contains("nope"), "{t}");
     assert!(Sandbox::attached(&sb.cgroup_root).is_empty());
 
+    // No policy at all: starting would replace pinned enforcement with nothing.
+    let cfg = sb.write_config("empty.toml", "[agent]\npin_path = \"{pins}\"\n");
+    let o = agent(&["run", "--config", &cfg.display().to_string()]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(t.contains("has no [[policy]]"), "{t}");
+
     // A pin path that cannot hold a BPF filesystem.
     let cfg = sb.write_config(
         "badpin.toml",
@@ -183,4 +190,40 @@ fn default_config_is_audit_only() {
     );
     assert!(t.contains("mode=audit"), "{t}");
     assert!(!t.contains("mode=enforce"), "{t}");
+}
+
+#[test]
+fn shipped_configs_pass_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for file in ["config/residency.example.toml", "config/default.toml"] {
+        let path = root.join(file).display().to_string();
+        let o = agent(&["check", "--config", &path]);
+        assert!(o.status.success(), "{file}: {}", text(&o));
+        assert!(text(&o).contains(": OK, "), "{file}: {}", text(&o));
+    }
+}
+
+#[test]
+fn run_refuses_one_cgroup_bound_twice_under_two_spellings() {
+    if !require_root() {
+        return;
+    }
+    let mut sb = Sandbox::new(&[]).unwrap();
+    sb.cgroup("app").unwrap();
+    let rel = sb.cgroup_root.strip_prefix(&sb.mount).unwrap().join("app");
+    let cfg = sb.write_config(
+        "twice.toml",
+        &format!(
+            "[agent]\npin_path = \"{{pins}}\"\n[[policy]]\nname = \"a\"\ncgroups = [\"{{cg}}/app\"]\n\
+             [[policy]]\nname = \"b\"\ncgroups = [\"{}\"]\n",
+            rel.display()
+        ),
+    );
+    let o = agent(&["run", "--config", &cfg.display().to_string()]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("bound by policy \"a\" and again by policy \"b\""),
+        "{t}"
+    );
 }

@@ -295,7 +295,7 @@ fn enforcement_outlives_the_agent_until_detach() {
 }
 
 #[test]
-fn sigint_is_a_clean_shutdown_too() {
+fn sighup_is_harmless_and_sigint_is_a_clean_shutdown() {
     if !require_root() {
         return;
     }
@@ -305,6 +305,16 @@ fn sigint_is_a_clean_shutdown_too() {
     sb.cgroup("audited").unwrap();
     let config = sb.write_config("residency.toml", CONFIG);
     sb.start_agent(&bin, &config).unwrap();
+    // SIGHUP does not kill the agent nor change enforcement (this version cannot reload).
+    // SAFETY: kill(2) on the agent we started.
+    unsafe { libc::kill(sb.agent().pid() as i32, libc::SIGHUP) };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        sb.agent().stderr().iter().any(|l| l.contains("SIGHUP")),
+        "{:?}",
+        sb.agent().stderr()
+    );
+    assert!(!sb.client(Some(&app), "tcp", FORBIDDEN_V6).ok);
     let status = sb.agent().signal(libc::SIGINT);
     assert!(status.success(), "{status}");
     assert!(!sb.client(Some(&app), "tcp", FORBIDDEN_V6).ok);
