@@ -313,11 +313,10 @@ impl Sandbox {
 
     /// Runs `residency-agent detach` for the sandbox's pin path.
     pub fn detach(&self, bin: &Path, config: &Path) -> std::process::Output {
-        Command::new(bin)
-            .args(["detach", "--config"])
-            .arg(config)
-            .output()
-            .expect("run detach")
+        output_within(
+            Command::new(bin).args(["detach", "--config"]).arg(config),
+            20,
+        )
     }
 
     /// Programs attached to a cgroup, as bpftool lists them (names).

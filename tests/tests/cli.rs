@@ -6,11 +6,10 @@ use std::process::{Command, Output};
 use residency_tests::{Sandbox, agent_binary, cgroup2_mount, output_within, require_root};
 
 fn agent(args: &[&str]) -> Output {
-    Command::new(agent_binary())
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run the agent")
+    output_within(
+        Command::new(agent_binary()).args(args).env("NO_COLOR", "1"),
+        30,
+    )
 }
 
 fn text(o: &Output) -> String {
