@@ -9,24 +9,21 @@
 //! tested on 6.18.
 
 use std::{
-    collections::BTreeMap,
     fs::File,
     path::{Path, PathBuf},
 };
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, links::FdLink},
 };
-use residency_common::{
-    Binding, COUNTER_SLOTS, FAMILIES, RuleKeyV4, RuleKeyV6, RuleValue, STAT_SLOTS, Stat, Verdict,
-    counter_index, maps,
-};
+use residency_common::{Binding, RuleKeyV4, RuleKeyV6, RuleValue, Settings, maps};
 
 use crate::{
     cgroup::{self, CgroupError, Hierarchy},
-    config::Config,
+    config::{Config, EventsConfig},
+    metrics::KernelCounters,
     policy,
 };
 
@@ -271,69 +268,30 @@ impl Loaded {
         T::try_from(map).map_err(|source| BpfError::Map { name, source })
     }
 
-    /// Reads the per-CPU packet counters, summed over CPUs: `(policy, verdict, family)`
-    /// -> packets. Only non-zero counters are returned.
-    pub fn counters(
-        &self,
-        policies: usize,
-    ) -> Result<BTreeMap<(usize, &'static str, &'static str), u64>, BpfError> {
-        let map = self.ebpf.map(maps::COUNTERS).ok_or(BpfError::MissingMap {
-            name: maps::COUNTERS,
-        })?;
-        let arr: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map).map_err(|source| BpfError::Map {
-                name: maps::COUNTERS,
-                source,
-            })?;
-        let mut out = BTreeMap::new();
-        for policy in 0..policies {
-            for (verdict, vname) in [
-                (Verdict::Allowed, "allowed"),
-                (Verdict::Blocked, "blocked"),
-                (Verdict::Audited, "audited"),
-            ] {
-                for family in 0..FAMILIES {
-                    let index = counter_index(policy as u32, verdict, family);
-                    debug_assert!(index < COUNTER_SLOTS);
-                    let sum: u64 = arr
-                        .get(&index, 0)
-                        .map_err(|source| BpfError::Map {
-                            name: maps::COUNTERS,
-                            source,
-                        })?
-                        .iter()
-                        .sum();
-                    if sum > 0 {
-                        out.insert(
-                            (policy, vname, if family == 0 { "ipv4" } else { "ipv6" }),
-                            sum,
-                        );
-                    }
-                }
-            }
-        }
-        Ok(out)
+    /// Takes the packet and health counters out of the object, for the metrics
+    /// endpoint and the shutdown report (call after pinning).
+    pub fn take_counters(&mut self) -> Result<KernelCounters, BpfError> {
+        let take =
+            |ebpf: &mut Ebpf, name: &'static str| -> Result<PerCpuArray<MapData, u64>, BpfError> {
+                let map = ebpf.take_map(name).ok_or(BpfError::MissingMap { name })?;
+                PerCpuArray::try_from(map).map_err(|source| BpfError::Map { name, source })
+            };
+        Ok(KernelCounters {
+            counters: take(&mut self.ebpf, maps::COUNTERS)?,
+            stats: take(&mut self.ebpf, maps::STATS)?,
+        })
     }
 
-    /// Program health counters, summed over CPUs.
-    pub fn stat(&self, stat: Stat) -> Result<u64, BpfError> {
-        let map = self
-            .ebpf
-            .map(maps::STATS)
-            .ok_or(BpfError::MissingMap { name: maps::STATS })?;
-        let arr: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map).map_err(|source| BpfError::Map {
-                name: maps::STATS,
-                source,
-            })?;
-        debug_assert!((stat as u32) < STAT_SLOTS);
-        Ok(arr
-            .get(&(stat as u32), 0)
-            .map_err(|source| BpfError::Map {
-                name: maps::STATS,
-                source,
-            })?
-            .iter()
-            .sum())
+    /// Writes the program settings (the event rate limit).
+    pub fn configure(&mut self, events: &EventsConfig) -> Result<(), BpfError> {
+        let mut settings: Array<_, Settings> = self.map_mut(maps::SETTINGS)?;
+        let value = Settings {
+            events_per_second: events.rate_limit_per_cpu,
+            events_burst: events.rate_limit_burst,
+        };
+        settings.set(0, value, 0).map_err(|source| BpfError::Map {
+            name: maps::SETTINGS,
+            source,
+        })
     }
 }

@@ -12,7 +12,7 @@ use aya::{
 };
 use residency_common::{Binding, Event, Stat, maps};
 
-use crate::{bpf, cgroup::Hierarchy, config::Config};
+use crate::{bpf, cgroup::Hierarchy, config::Config, metrics::KernelCounters};
 
 const PASS: u32 = 1;
 const DROP: u32 = 0;
@@ -58,13 +58,20 @@ fn own_cgroup_id() -> u64 {
 struct Harness {
     loaded: bpf::Loaded,
     events: RingBuf<MapData>,
+    counters: KernelCounters,
 }
 
 impl Harness {
     /// Loads the program, fills the rules, and binds this process's cgroup to `policy`.
     fn new(policy: u32) -> Harness {
-        let config = Config::parse(CONFIG, "test").unwrap();
+        Self::with_events(policy, "[events]\nrate_limit_per_cpu = 0\n")
+    }
+
+    /// As [`Harness::new`], with an `[events]` section (the rate limit).
+    fn with_events(policy: u32, events: &str) -> Harness {
+        let config = Config::parse(&format!("{events}{CONFIG}"), "test").unwrap();
         let mut loaded = bpf::load().unwrap();
+        loaded.configure(&config.events).unwrap();
         loaded.fill(&config, &[]).unwrap();
         let mode = crate::policy::mode_value(config.policies[policy as usize].mode);
         {
@@ -75,7 +82,12 @@ impl Harness {
                 .unwrap();
         }
         let events = loaded.take_events().unwrap();
-        Harness { loaded, events }
+        let counters = loaded.take_counters().unwrap();
+        Harness {
+            loaded,
+            events,
+            counters,
+        }
     }
 
     fn run(&mut self, packet: &[u8]) -> u32 {
@@ -222,7 +234,7 @@ fn unparsable_packets_fail_closed_in_enforce_and_pass_in_audit() {
         "enforce: an allowed address in a broken header is dropped"
     );
     assert_eq!(h.run(&truncated), DROP);
-    assert_eq!(h.loaded.stat(Stat::ParseErrors).unwrap(), 2);
+    assert_eq!(h.counters.stat(Stat::ParseErrors), 2);
     assert_eq!(h.next_event().unwrap().rule, residency_common::RULE_ERROR);
 
     let mut h = Harness::new(1);
@@ -252,8 +264,39 @@ fn counters_are_exact_per_policy_verdict_and_family() {
     for _ in 0..3 {
         h.run(&ipv6(v6("2001:db8:99::9"), false, 53));
     }
-    let c = h.loaded.counters(2).unwrap();
+    let c = h.counters.packets(2);
     assert_eq!(c.get(&(0, "allowed", "ipv4")), Some(&5));
     assert_eq!(c.get(&(0, "blocked", "ipv6")), Some(&3));
-    assert_eq!(c.len(), 2, "{c:?}");
+    assert_eq!(c.values().filter(|n| **n > 0).count(), 2, "{c:?}");
+}
+
+#[test]
+fn event_rate_limit_caps_events_but_never_counts() {
+    if !require_root() {
+        return;
+    }
+    // 5 events per second and CPU, burst 5: a storm of 200 blocked packets yields at
+    // most a handful of events, and every packet is still counted.
+    let mut h = Harness::with_events(
+        0,
+        "[events]\nrate_limit_per_cpu = 5\nrate_limit_burst = 5\n",
+    );
+    for _ in 0..200 {
+        assert_eq!(h.run(&ipv4([203, 0, 113, 9], 17, 0, 53)), DROP);
+    }
+    let mut events = 0;
+    while h.next_event().is_some() {
+        events += 1;
+    }
+    let limited = h.counters.stat(Stat::EventsRateLimited);
+    assert!((5..=10).contains(&events), "events: {events}");
+    assert_eq!(
+        events + limited,
+        200,
+        "every event is delivered or counted as rate-limited"
+    );
+    assert_eq!(
+        h.counters.packets(1).get(&(0, "blocked", "ipv4")),
+        Some(&200)
+    );
 }

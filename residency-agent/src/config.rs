@@ -72,7 +72,21 @@ struct RawConfig {
     #[serde(default)]
     agent: RawAgent,
     #[serde(default)]
+    events: RawEvents,
+    #[serde(default)]
     policy: Vec<RawPolicy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvents {
+    sinks: Option<Spanned<Vec<Spanned<String>>>>,
+    mask_addresses: Option<bool>,
+    aggregate_window_ms: Option<u64>,
+    aggregate_max_keys: Option<Spanned<u64>>,
+    rate_limit_per_cpu: Option<u32>,
+    rate_limit_burst: Option<Spanned<u32>>,
+    syslog_target: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +127,85 @@ impl Default for AgentConfig {
             pin_path: PathBuf::from("/sys/fs/bpf/residency"),
             control_socket: PathBuf::from("/run/residency/agent.sock"),
             metrics_address: SocketAddr::from(([127, 0, 0, 1], 9477)),
+        }
+    }
+}
+
+/// Where events go (`[events] sinks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SinkKind {
+    /// The systemd journal, native protocol, with structured `RESIDENCY_*` fields.
+    Journal,
+    /// RFC 5424 syslog, to the local socket or a UDP/TCP target.
+    Syslog,
+    /// JSON lines on stdout (Kubernetes log collectors).
+    Json,
+    /// The kernel log (`dmesg`, `journalctl -k`), like an iptables `LOG` target.
+    Kmsg,
+    /// logfmt lines on stdout.
+    Text,
+}
+
+impl SinkKind {
+    pub const ALL: [SinkKind; 5] = [
+        SinkKind::Journal,
+        SinkKind::Syslog,
+        SinkKind::Json,
+        SinkKind::Kmsg,
+        SinkKind::Text,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkKind::Journal => "journal",
+            SinkKind::Syslog => "syslog",
+            SinkKind::Json => "json",
+            SinkKind::Kmsg => "kmsg",
+            SinkKind::Text => "text",
+        }
+    }
+}
+
+/// Where syslog lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyslogTarget {
+    /// A local datagram socket, `/dev/log` by default.
+    Unix(PathBuf),
+    /// RFC 5426: one message per datagram.
+    Udp(SocketAddr),
+    /// RFC 6587 octet counting over TCP.
+    Tcp(SocketAddr),
+}
+
+/// `[events]`: how blocks are reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsConfig {
+    /// `None`: the default (journal when its socket exists, otherwise JSON).
+    pub sinks: Option<Vec<SinkKind>>,
+    /// Truncate logged addresses (IPv4 to /24, IPv6 to /48).
+    pub mask_addresses: bool,
+    /// Repeats of one policy + destination + port + protocol within this window are
+    /// reported once, with a count. Zero disables aggregation.
+    pub aggregate_window: std::time::Duration,
+    /// Most distinct keys held for aggregation; beyond, events pass unaggregated.
+    pub aggregate_max_keys: usize,
+    /// Events each CPU may emit per second (kernel rate limit); 0 = unlimited.
+    pub rate_limit_per_cpu: u32,
+    /// Burst above that rate.
+    pub rate_limit_burst: u32,
+    pub syslog_target: SyslogTarget,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            sinks: None,
+            mask_addresses: false,
+            aggregate_window: std::time::Duration::from_secs(1),
+            aggregate_max_keys: 10_000,
+            rate_limit_per_cpu: 1000,
+            rate_limit_burst: 200,
+            syslog_target: SyslogTarget::Unix(PathBuf::from("/dev/log")),
         }
     }
 }
@@ -167,6 +260,7 @@ pub struct Config {
     /// Path of the file, or [`EMBEDDED_NAME`].
     pub source: String,
     pub agent: AgentConfig,
+    pub events: EventsConfig,
     pub policies: Vec<PolicyConfig>,
 }
 
@@ -196,6 +290,7 @@ impl Config {
         })?;
 
         let agent = parse_agent(&at, raw.agent)?;
+        let events = parse_events(&at, raw.events)?;
         if raw.policy.len() > residency_common::MAX_POLICIES as usize {
             return Err(at.error(
                 0..0,
@@ -294,6 +389,7 @@ impl Config {
         Ok(Config {
             source: file.to_owned(),
             agent,
+            events,
             policies,
         })
     }
@@ -355,6 +451,98 @@ fn parse_agent(at: &Locator<'_>, raw: RawAgent) -> Result<AgentConfig, ConfigErr
         })?;
     }
     Ok(agent)
+}
+
+fn parse_events(at: &Locator<'_>, raw: RawEvents) -> Result<EventsConfig, ConfigError> {
+    let mut ev = EventsConfig::default();
+    if let Some(list) = raw.sinks {
+        let mut sinks = Vec::new();
+        for item in list.get_ref() {
+            let kind = SinkKind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == item.get_ref())
+                .ok_or_else(|| {
+                    at.error(
+                        item.span(),
+                        "events.sinks",
+                        &format!(
+                            "unknown sink \"{}\"; use journal, syslog, json, kmsg or text",
+                            item.get_ref()
+                        ),
+                    )
+                })?;
+            if sinks.contains(&kind) {
+                return Err(at.error(
+                    item.span(),
+                    "events.sinks",
+                    &format!("\"{}\" is listed twice", kind.as_str()),
+                ));
+            }
+            sinks.push(kind);
+        }
+        if sinks.is_empty() {
+            return Err(at.error(
+                list.span(),
+                "events.sinks",
+                "is empty: name at least one sink",
+            ));
+        }
+        ev.sinks = Some(sinks);
+    }
+    if let Some(m) = raw.mask_addresses {
+        ev.mask_addresses = m;
+    }
+    if let Some(ms) = raw.aggregate_window_ms {
+        ev.aggregate_window = std::time::Duration::from_millis(ms);
+    }
+    if let Some(n) = raw.aggregate_max_keys {
+        if *n.get_ref() == 0 || *n.get_ref() > 1_000_000 {
+            return Err(at.error(
+                n.span(),
+                "events.aggregate_max_keys",
+                "must be between 1 and 1000000",
+            ));
+        }
+        ev.aggregate_max_keys = *n.get_ref() as usize;
+    }
+    if let Some(r) = raw.rate_limit_per_cpu {
+        ev.rate_limit_per_cpu = r;
+    }
+    if let Some(b) = raw.rate_limit_burst {
+        if *b.get_ref() == 0 {
+            return Err(at.error(b.span(), "events.rate_limit_burst", "must be at least 1"));
+        }
+        ev.rate_limit_burst = *b.get_ref();
+    }
+    if let Some(t) = raw.syslog_target {
+        ev.syslog_target = parse_syslog_target(t.get_ref())
+            .map_err(|reason| at.error(t.span(), "events.syslog_target", &reason))?;
+    }
+    Ok(ev)
+}
+
+/// `unix:/dev/log`, `udp://127.0.0.1:514` or `tcp://127.0.0.1:601`.
+fn parse_syslog_target(text: &str) -> Result<SyslogTarget, String> {
+    let addr = |a: &str| {
+        a.parse::<SocketAddr>()
+            .map_err(|_| format!("\"{a}\" is not an address:port (e.g. 127.0.0.1:514)"))
+    };
+    if let Some(p) = text.strip_prefix("unix:") {
+        if !p.starts_with('/') {
+            return Err(format!(
+                "\"{text}\": the socket path must be absolute (unix:/dev/log)"
+            ));
+        }
+        Ok(SyslogTarget::Unix(PathBuf::from(p)))
+    } else if let Some(a) = text.strip_prefix("udp://") {
+        Ok(SyslogTarget::Udp(addr(a)?))
+    } else if let Some(a) = text.strip_prefix("tcp://") {
+        Ok(SyslogTarget::Tcp(addr(a)?))
+    } else {
+        Err(format!(
+            "\"{text}\" is not a syslog target: use unix:/PATH, udp://ADDR:PORT or tcp://ADDR:PORT"
+        ))
+    }
 }
 
 fn validate_name(at: &Locator<'_>, name: &Spanned<String>) -> Result<(), ConfigError> {
@@ -576,6 +764,46 @@ allow = ["198.51.100.7"]
         );
         assert!(err("[agent]\nmetrics_address = \"localhost\"\n").contains("not an address:port"));
         assert!(err("[agent]\npin_path = \"bpf\"\n").contains("absolute"));
+    }
+
+    #[test]
+    fn parses_events_section() {
+        let c = Config::parse(
+            "[events]\nsinks = [\"journal\", \"json\"]\nmask_addresses = true\naggregate_window_ms = 250\n\
+             rate_limit_per_cpu = 0\nsyslog_target = \"udp://127.0.0.1:5514\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.events.sinks,
+            Some(vec![SinkKind::Journal, SinkKind::Json])
+        );
+        assert!(c.events.mask_addresses);
+        assert_eq!(
+            c.events.aggregate_window,
+            std::time::Duration::from_millis(250)
+        );
+        assert_eq!(c.events.rate_limit_per_cpu, 0);
+        assert_eq!(
+            c.events.syslog_target,
+            SyslogTarget::Udp("127.0.0.1:5514".parse().unwrap())
+        );
+        assert_eq!(
+            Config::parse("", "t").unwrap().events,
+            EventsConfig::default()
+        );
+        let e = err("[events]\nsinks = [\"journal\", \"splunk\"]\n");
+        assert!(
+            e.starts_with("test.toml:2:21: events.sinks: unknown sink \"splunk\""),
+            "{e}"
+        );
+        assert!(err("[events]\nsinks = []\n").contains("is empty"));
+        assert!(
+            err("[events]\nsyslog_target = \"10.0.0.1:514\"\n").contains("not a syslog target")
+        );
+        assert!(
+            err("[events]\nsyslog_target = \"tcp://host:601\"\n").contains("not an address:port")
+        );
     }
 
     #[test]

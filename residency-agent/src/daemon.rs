@@ -6,7 +6,10 @@
 //! stops the agent with a message naming what is missing. Shutdown leaves the pinned
 //! program enforcing (fail closed); only `detach` removes it.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
 
 use anyhow::{Context as _, bail};
 use residency_common::Stat;
@@ -16,7 +19,9 @@ use crate::{
     bpf,
     cgroup::{Hierarchy, PathCache},
     config::{self, Config},
-    events, pins, policy,
+    events,
+    metrics::{self, Metrics, Telemetry},
+    pins, policy, sinks,
 };
 
 /// Loads the config named on the command line, else the default path, else the
@@ -98,7 +103,24 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         info!(path = %at.display(), "no BPF filesystem for the pins: mounted one");
     }
 
+    // Everything that reports must be ready before anything is attached: an agent that
+    // enforces but cannot say what it blocked is not started.
+    let sink_kinds = sinks::selected(&config.events);
+    let sinks = sinks::open(&config.events, &sink_kinds)
+        .context("refusing to start: opening an event sink failed")?;
+    let metrics_listener =
+        std::net::TcpListener::bind(config.agent.metrics_address).with_context(|| {
+            format!(
+                "refusing to start: cannot listen on metrics_address {}",
+                config.agent.metrics_address
+            )
+        })?;
+    metrics_listener.set_nonblocking(true)?;
+
     let mut loaded = bpf::load().context("refusing to start: the kernel program did not load")?;
+    loaded
+        .configure(&config.events)
+        .context("refusing to start")?;
     loaded
         .fill(&config, &bound)
         .context("refusing to start: filling the policy maps failed")?;
@@ -136,9 +158,20 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             if p.mode == config::Mode::Enforce { "enforcing" } else { "auditing" }
         );
     }
-    info!(pins = %instance.display(), "attached; reporting blocked packets on stdout");
+    let names: Vec<&str> = sink_kinds.iter().map(|k| k.as_str()).collect();
+    info!(sinks = %names.join(","), metrics = %config.agent.metrics_address, "events go to: {}", names.join(", "));
+    info!(pins = %instance.display(), "attached; reporting blocked packets");
 
     let ring = loaded.take_events()?;
+    let telemetry = Arc::new(Telemetry::default());
+    let metrics = Arc::new(Metrics {
+        config: config.clone(),
+        kernel: Mutex::new(loaded.take_counters()?),
+        telemetry: telemetry.clone(),
+        sinks: sink_kinds.clone(),
+        attached_cgroups: bound.len(),
+        instance: instance.clone(),
+    });
     let logger = aya_log::EbpfLogger::init(&mut loaded.ebpf);
     if let Err(e) = &logger {
         warn!("kernel diagnostics unavailable: {e}");
@@ -154,7 +187,9 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         let mut int = signal(SignalKind::interrupt())?;
         // SIGHUP would otherwise kill the agent (its default action).
         let mut hup = signal(SignalKind::hangup())?;
-        let mut events = tokio::spawn(events::run(ring, config.clone(), paths));
+        let mut events = tokio::spawn(events::run(ring, config.clone(), paths, sinks, telemetry));
+        let listener = tokio::net::TcpListener::from_std(metrics_listener)?;
+        let mut server = tokio::spawn(metrics::serve(listener, metrics.clone()));
         let kernel_log = tokio::spawn(async move {
             if let Ok(logger) = logger
                 && let Ok(mut fd) = events::readable(logger)
@@ -195,6 +230,14 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
                     );
                     return anyhow::Ok(());
                 }
+                r = &mut server => {
+                    kernel_log.abort();
+                    match r {
+                        Ok(Err(e)) => bail!("metrics endpoint failed: {e}"),
+                        Ok(Ok(())) => bail!("metrics endpoint stopped"),
+                        Err(e) => bail!("metrics endpoint panicked: {e}"),
+                    }
+                }
                 r = &mut events => {
                     kernel_log.abort();
                     match r {
@@ -214,15 +257,19 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
 
-    for ((policy, verdict, family), n) in loaded.counters(config.policies.len())? {
-        info!(policy = %config.policies[policy].name, verdict, family, packets = n, "counted");
+    let kernel = metrics.kernel.lock().expect("kernel counters lock");
+    for ((policy, verdict, family), n) in kernel.packets(config.policies.len()) {
+        if n > 0 {
+            info!(policy = %config.policies[policy].name, verdict, family, packets = n, "counted");
+        }
     }
     for (stat, name) in [
-        (Stat::EventsLost, "events_lost"),
+        (Stat::EventsLost, "events_lost_ring_full"),
+        (Stat::EventsRateLimited, "events_rate_limited"),
         (Stat::ParseErrors, "parse_errors"),
         (Stat::NoBinding, "no_binding"),
     ] {
-        let n = loaded.stat(stat)?;
+        let n = kernel.stat(stat);
         if n > 0 {
             warn!(stat = name, count = n, "kernel program health");
         }

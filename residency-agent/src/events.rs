@@ -1,19 +1,39 @@
-//! Events: decoding what the kernel put on the ring buffer and writing it for operators.
+//! Events: decoding what the kernel put on the ring buffer, aggregating repeats, and
+//! handing each event to the sinks.
 //!
-//! Each blocked packet becomes one line on standard output that starts with
-//! `RESIDENCY_EGRESS_BLOCK` (audit mode: `RESIDENCY_EGRESS_AUDIT`) followed by
-//! `key=value` fields (logfmt), so `grep` and log shippers both read it.
+//! An event's readable form is one line that starts with `RESIDENCY_EGRESS_BLOCK`
+//! (audit mode: `RESIDENCY_EGRESS_AUDIT`) followed by `key=value` fields (logfmt); the
+//! same fields exist as journal fields, syslog structured data and JSON keys.
 
 use std::{
-    io::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::{Arc, atomic::Ordering},
+    time::SystemTime,
 };
 
 use aya::maps::{MapData, RingBuf};
 use residency_common::{EVENT_AUDIT, Event};
 use tokio::io::unix::AsyncFd;
 
-use crate::{cgroup::PathCache, config::Config, policy};
+use crate::{
+    aggregate::Aggregator,
+    cgroup::PathCache,
+    config::Config,
+    metrics::Telemetry,
+    policy,
+    sinks::{self, Sink},
+};
+
+/// The name of one event field in each format: journal field and short key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    pub journal: &'static str,
+    pub short: &'static str,
+}
+
+const fn field(journal: &'static str, short: &'static str) -> Field {
+    Field { journal, short }
+}
 
 /// One event, decoded and resolved to names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +51,12 @@ pub struct BlockEvent {
     pub cgroup: Option<String>,
     pub cgroup_id: u64,
     pub uid: u32,
+    pub pid: u32,
+    pub comm: String,
     pub count: u32,
+    /// Addresses are shown truncated (IPv4 /24, IPv6 /48).
+    pub masked: bool,
+    pub time: SystemTime,
 }
 
 /// Names an IP protocol number the way operators write it.
@@ -60,6 +85,7 @@ impl BlockEvent {
     /// Decodes a raw event; `config` names its policy and rule, `paths` its cgroup.
     pub fn decode(e: &Event, config: &Config, paths: &mut PathCache) -> BlockEvent {
         let p = config.policies.get(e.policy as usize);
+        let comm_len = e.comm.iter().position(|b| *b == 0).unwrap_or(e.comm.len());
         BlockEvent {
             audit: e.kind == EVENT_AUDIT,
             policy: p
@@ -80,8 +106,99 @@ impl BlockEvent {
             cgroup: paths.path(e.cgroup_id),
             cgroup_id: e.cgroup_id,
             uid: e.uid,
+            pid: e.pid,
+            comm: String::from_utf8_lossy(&e.comm[..comm_len]).into_owned(),
             count: e.count,
+            masked: config.events.mask_addresses,
+            time: SystemTime::now(),
         }
+    }
+
+    /// An address as sinks show it: exact, or its /24 (IPv4) or /48 (IPv6) when
+    /// `mask_addresses` is set. Verdicts and metrics never see the mask.
+    pub fn show(&self, addr: Option<IpAddr>) -> String {
+        match (addr, self.masked) {
+            (None, _) => "unknown".into(),
+            (Some(a), false) => a.to_string(),
+            (Some(IpAddr::V4(a)), true) => {
+                let o = a.octets();
+                format!("{}/24", Ipv4Addr::new(o[0], o[1], o[2], 0))
+            }
+            (Some(IpAddr::V6(a)), true) => {
+                let s = a.segments();
+                format!("{}/48", Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
+            }
+        }
+    }
+
+    /// Every field, named for the journal and for the short formats, in a fixed order.
+    pub fn fields(&self) -> Vec<(Field, String)> {
+        let mut f = vec![
+            (field("RESIDENCY_EVENT", "event"), self.tag().to_owned()),
+            (field("RESIDENCY_POLICY", "policy"), self.policy.clone()),
+            (field("RESIDENCY_MODE", "mode"), self.mode.to_owned()),
+            (field("RESIDENCY_PROTO", "proto"), self.protocol.clone()),
+            (field("RESIDENCY_DST_ADDR", "dst"), self.show(self.dst)),
+            (
+                field("RESIDENCY_DST_PORT", "dport"),
+                self.dst_port.to_string(),
+            ),
+            (field("RESIDENCY_SRC_ADDR", "src"), self.show(self.src)),
+            (
+                field("RESIDENCY_SRC_PORT", "sport"),
+                self.src_port.to_string(),
+            ),
+        ];
+        if let Some((t, c)) = self.icmp {
+            f.push((field("RESIDENCY_ICMP_TYPE", "icmp_type"), t.to_string()));
+            f.push((field("RESIDENCY_ICMP_CODE", "icmp_code"), c.to_string()));
+        }
+        f.push((
+            field("RESIDENCY_CGROUP", "cgroup"),
+            self.cgroup.clone().unwrap_or_else(|| "unknown".into()),
+        ));
+        f.push((
+            field("RESIDENCY_CGROUP_ID", "cgroup_id"),
+            self.cgroup_id.to_string(),
+        ));
+        f.push((field("RESIDENCY_UID", "uid"), self.uid.to_string()));
+        if self.pid != 0 {
+            f.push((field("RESIDENCY_PID", "pid"), self.pid.to_string()));
+            f.push((field("RESIDENCY_COMM", "comm"), self.comm.clone()));
+        }
+        f.push((field("RESIDENCY_RULE", "rule"), self.rule.clone()));
+        f.push((field("RESIDENCY_COUNT", "count"), self.count.to_string()));
+        f
+    }
+
+    /// The JSON-lines form: every field (numbers as numbers) plus an RFC 3339 time.
+    pub fn json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert(
+            "time".into(),
+            humantime::format_rfc3339_micros(self.time)
+                .to_string()
+                .into(),
+        );
+        for (k, v) in self.fields() {
+            let numeric = matches!(
+                k.short,
+                "dport"
+                    | "sport"
+                    | "icmp_type"
+                    | "icmp_code"
+                    | "cgroup_id"
+                    | "uid"
+                    | "pid"
+                    | "count"
+            );
+            let value = match v.parse::<u64>() {
+                Ok(n) if numeric => serde_json::Value::from(n),
+                _ => serde_json::Value::from(v),
+            };
+            m.insert(k.short.into(), value);
+        }
+        serde_json::Value::Object(m)
     }
 
     /// `RESIDENCY_EGRESS_BLOCK` or `RESIDENCY_EGRESS_AUDIT`.
@@ -95,16 +212,15 @@ impl BlockEvent {
 
     /// The one-line, logfmt form.
     pub fn line(&self) -> String {
-        let opt = |a: &Option<IpAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
         let mut s = format!(
             "{} policy={} mode={} proto={} dst={} dport={} src={} sport={}",
             self.tag(),
             self.policy,
             self.mode,
             self.protocol,
-            opt(&self.dst),
+            self.show(self.dst),
             self.dst_port,
-            opt(&self.src),
+            self.show(self.src),
             self.src_port,
         );
         if let Some((t, c)) = self.icmp {
@@ -116,10 +232,11 @@ impl BlockEvent {
             Some(p) => s.push_str(&format!(" cgroup={p}")),
             None => s.push_str(" cgroup=unknown"),
         }
-        s.push_str(&format!(
-            " cgroup_id={} uid={} rule={}",
-            self.cgroup_id, self.uid, self.rule
-        ));
+        s.push_str(&format!(" cgroup_id={} uid={}", self.cgroup_id, self.uid));
+        if self.pid != 0 {
+            s.push_str(&format!(" pid={} comm={:?}", self.pid, self.comm));
+        }
+        s.push_str(&format!(" rule={}", self.rule));
         if self.count != 1 {
             s.push_str(&format!(" count={}", self.count));
         }
@@ -135,29 +252,65 @@ pub fn readable<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>
         .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
-/// Reads the ring buffer until the task is cancelled, writing one line per event.
+/// The event pipeline: reads the ring buffer until the task is cancelled, aggregates
+/// repeats and writes every event to every sink.
 pub async fn run(
     ring: RingBuf<MapData>,
     config: Config,
     mut paths: PathCache,
+    mut sinks: Vec<Box<dyn Sink>>,
+    telemetry: Arc<Telemetry>,
 ) -> std::io::Result<()> {
     let mut fd = readable(ring)?;
+    let mut aggregator = Aggregator::new(
+        config.events.aggregate_window,
+        config.events.aggregate_max_keys,
+    );
+    let tick = config
+        .events
+        .aggregate_window
+        .max(std::time::Duration::from_millis(100))
+        / 2;
+    let mut flush = tokio::time::interval(tick);
+    telemetry.reader_alive.store(true, Ordering::Relaxed);
+    let _alive = AliveGuard(telemetry.clone());
     loop {
-        let mut guard = fd.readable_mut().await?;
-        let ring = guard.get_inner_mut();
-        let mut out = std::io::stdout().lock();
-        while let Some(item) = ring.next() {
-            if item.len() < size_of::<Event>() {
-                tracing::warn!(len = item.len(), "short event on the ring buffer; skipped");
-                continue;
+        tokio::select! {
+            guard = fd.readable_mut() => {
+                let mut guard = guard?;
+                let ring = guard.get_inner_mut();
+                let now = std::time::Instant::now();
+                while let Some(item) = ring.next() {
+                    if item.len() < size_of::<Event>() {
+                        tracing::warn!(len = item.len(), "short event on the ring buffer; skipped");
+                        continue;
+                    }
+                    // SAFETY: the kernel wrote a whole `Event` (checked length); read unaligned.
+                    let raw: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                    telemetry.received.fetch_add(1, Ordering::Relaxed);
+                    let event = BlockEvent::decode(&raw, &config, &mut paths);
+                    for e in aggregator.offer(event, now) {
+                        sinks::dispatch(&mut sinks, &e, &telemetry);
+                    }
+                }
+                guard.clear_ready();
             }
-            // SAFETY: the kernel wrote a whole `Event` (checked length); read unaligned.
-            let raw: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            let event = BlockEvent::decode(&raw, &config, &mut paths);
-            writeln!(out, "{}", event.line())?;
+            _ = flush.tick() => {
+                for e in aggregator.flush(std::time::Instant::now()) {
+                    telemetry.aggregated.fetch_add(u64::from(e.count.saturating_sub(1)), Ordering::Relaxed);
+                    sinks::dispatch(&mut sinks, &e, &telemetry);
+                }
+            }
         }
-        out.flush()?;
-        guard.clear_ready();
+    }
+}
+
+/// Clears `reader_alive` however the reader ends (error, cancel, panic).
+struct AliveGuard(Arc<Telemetry>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.reader_alive.store(false, Ordering::Relaxed);
     }
 }
 
@@ -231,5 +384,64 @@ mod tests {
         );
         assert!(line.contains("icmp_type=128 icmp_code=0"), "{line}");
         assert!(line.ends_with("rule=deny:203.0.113.0/24"), "{line}");
+    }
+
+    #[test]
+    fn masks_addresses_and_renders_every_format() {
+        let config = Config::parse(
+            "[events]\nmask_addresses = true\n[[policy]]\nname = \"eu-central\"\ncgroups = [\"x\"]\n",
+            "t",
+        )
+        .unwrap();
+        let mut paths = PathCache::new(
+            Hierarchy {
+                mount: "/sys/fs/cgroup".into(),
+            },
+            [(42, "/sys/fs/cgroup/x".into())],
+        );
+        let mut e = event();
+        e.family = 6;
+        e.dst_addr = "2001:db8:1:2::7".parse::<Ipv6Addr>().unwrap().octets();
+        e.src_addr = "2001:db8:ffff:1::1".parse::<Ipv6Addr>().unwrap().octets();
+        let ev = BlockEvent::decode(&e, &config, &mut paths);
+        assert!(
+            ev.line()
+                .contains("dst=2001:db8:1::/48 dport=443 src=2001:db8:ffff::/48"),
+            "{}",
+            ev.line()
+        );
+        let json = ev.json();
+        assert_eq!(json["event"], "RESIDENCY_EGRESS_BLOCK");
+        assert_eq!(json["dst"], "2001:db8:1::/48");
+        assert_eq!(json["dport"], 443);
+        assert_eq!(json["cgroup"], "/sys/fs/cgroup/x");
+        assert_eq!(json["count"], 1);
+        let fields = ev.fields();
+        assert!(
+            fields
+                .iter()
+                .any(|(k, v)| k.journal == "RESIDENCY_POLICY" && v == "eu-central")
+        );
+        assert!(
+            fields
+                .iter()
+                .all(|(k, _)| k.journal.starts_with("RESIDENCY_"))
+        );
+        let mut v4 = event();
+        v4.dst_addr[..4].copy_from_slice(&[203, 0, 113, 9]);
+        let ev = BlockEvent::decode(&v4, &config, &mut paths);
+        assert!(ev.line().contains("dst=203.0.113.0/24 "), "{}", ev.line());
+        let msg = crate::sinks::syslog_format_for_test(&ev);
+        assert!(
+            msg.starts_with("<28>1 1970-01-01T00:00:00.000000Z host residency-agent 1 BLOCK "),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(
+                " BLOCK [residency@32473 event=\"RESIDENCY_EGRESS_BLOCK\" policy=\"eu-central\""
+            ),
+            "{msg}"
+        );
+        assert!(msg.ends_with(&ev.line()), "{msg}");
     }
 }

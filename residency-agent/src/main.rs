@@ -5,6 +5,7 @@
 //! config; `detach` removes what `run` left pinned. See ARCHITECTURE.md for the path of a
 //! config key into a map and of an event out of the kernel.
 
+mod aggregate;
 mod bpf;
 #[cfg(test)]
 mod bpf_test_run;
@@ -13,8 +14,10 @@ mod cli;
 mod config;
 mod daemon;
 mod events;
+mod metrics;
 mod pins;
 mod policy;
+mod sinks;
 
 use std::process::ExitCode;
 

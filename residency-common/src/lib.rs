@@ -21,6 +21,10 @@ pub mod maps {
     pub const STATS: &str = "RES_STATS";
     /// `RINGBUF` of [`super::Event`].
     pub const EVENTS: &str = "RES_EVENTS";
+    /// `ARRAY` of one [`super::Settings`], written by the agent.
+    pub const SETTINGS: &str = "RES_SETTINGS";
+    /// `PERCPU_ARRAY` of one [`super::RateBucket`]: the event rate limiter's state.
+    pub const RATE: &str = "RES_RATE";
 }
 
 /// Name of the cgroup/skb egress program in the object file.
@@ -132,10 +136,36 @@ pub enum Stat {
     ParseErrors = 1,
     /// No bound cgroup was found for a packet (dropped: fail closed).
     NoBinding = 2,
+    /// An event was not emitted because its CPU's event rate limit was reached (the
+    /// packet was still judged and counted).
+    EventsRateLimited = 3,
 }
 
 /// Size of [`maps::STATS`].
 pub const STAT_SLOTS: u32 = 4;
+
+/// Program settings the agent writes before attaching: value of [`maps::SETTINGS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Settings {
+    /// Events each CPU may emit per second; 0 means unlimited.
+    pub events_per_second: u32,
+    /// Events each CPU may emit in a burst above that rate.
+    pub events_burst: u32,
+}
+
+/// Per-CPU token bucket of the event rate limiter: value of [`maps::RATE`]. Tokens are
+/// counted in nanosecond-scaled units (one event costs 10^9) so that refilling needs
+/// no division on the packet path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RateBucket {
+    pub tokens: u64,
+    pub last_ns: u64,
+}
+
+/// Cost of one event in [`RateBucket::tokens`] units.
+pub const TOKENS_PER_EVENT: u64 = 1_000_000_000;
 
 /// [`Event::kind`]: a packet was dropped.
 pub const EVENT_BLOCK: u8 = 1;
@@ -195,6 +225,8 @@ const _: () = assert!(core::mem::size_of::<RuleKeyV4>() == 8);
 const _: () = assert!(core::mem::size_of::<RuleKeyV6>() == 20);
 const _: () = assert!(core::mem::size_of::<RuleValue>() == 8);
 const _: () = assert!(core::mem::size_of::<Event>() == 96);
+const _: () = assert!(core::mem::size_of::<Settings>() == 8);
+const _: () = assert!(core::mem::size_of::<RateBucket>() == 16);
 
 #[cfg(feature = "user")]
 mod user {
@@ -207,4 +239,6 @@ mod user {
     unsafe impl aya::Pod for RuleKeyV6 {}
     unsafe impl aya::Pod for RuleValue {}
     unsafe impl aya::Pod for Event {}
+    unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for RateBucket {}
 }

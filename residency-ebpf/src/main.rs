@@ -26,12 +26,12 @@ use aya_ebpf::{
 use aya_log_ebpf::error;
 use residency_common::{
     ACTION_ALLOW, Binding, EVENT_AUDIT, EVENT_BLOCK, Event, MAX_CGROUP_DEPTH, MODE_AUDIT,
-    POLICY_KEY_BITS, RULE_ERROR, RULE_NONE, RuleKeyV4, RuleKeyV6, SOURCE_SKB, Stat, Verdict,
-    counter_index,
+    POLICY_KEY_BITS, RULE_ERROR, RULE_NONE, RuleKeyV4, RuleKeyV6, SOURCE_SKB, Stat,
+    TOKENS_PER_EVENT, Verdict, counter_index,
 };
 
 use aya_ebpf::maps::lpm_trie::Key;
-use maps::{BINDINGS, COUNTERS, EVENTS, RULES_V4, RULES_V6, STATS, bump};
+use maps::{BINDINGS, COUNTERS, EVENTS, RATE, RULES_V4, RULES_V6, SETTINGS, STATS, bump};
 use packet::Packet;
 
 /// cgroup/skb return values.
@@ -137,16 +137,54 @@ fn judge(ctx: &SkBuffContext, cgroup_id: u64, binding: Binding, p: &Packet) -> i
     if audit { PASS } else { DROP }
 }
 
-/// Puts one event on the ring buffer; a full buffer is counted, never waited on.
+/// Takes one token from this CPU's event bucket; false when the rate limit is reached.
+///
+/// A block storm must not flood the ring buffer, the agent or the journal: events are
+/// limited per CPU (no shared state, no atomics), while the per-packet counters stay
+/// exact. Tokens refill at `events_per_second`, capped at `events_burst`.
+#[inline(always)]
+fn take_token(now: u64) -> bool {
+    let Some(settings) = SETTINGS.get(0) else {
+        return true;
+    };
+    let rate = settings.events_per_second as u64;
+    if rate == 0 {
+        return true;
+    }
+    let Some(bucket) = RATE.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: a per-CPU slot, touched only by programs running on this CPU.
+    let bucket = unsafe { &mut *bucket };
+    let cap = (settings.events_burst as u64).max(1) * TOKENS_PER_EVENT;
+    // Clamp the idle time so `elapsed * rate` cannot overflow (10 s refills any bucket).
+    let elapsed = now.saturating_sub(bucket.last_ns).min(10_000_000_000);
+    bucket.last_ns = now;
+    let tokens = (bucket.tokens + elapsed * rate).min(cap);
+    if tokens < TOKENS_PER_EVENT {
+        bucket.tokens = tokens;
+        return false;
+    }
+    bucket.tokens = tokens - TOKENS_PER_EVENT;
+    true
+}
+
+/// Puts one event on the ring buffer; a full buffer or an exhausted rate limit is
+/// counted, never waited on.
 #[inline(always)]
 fn emit(ctx: &SkBuffContext, cgroup_id: u64, binding: Binding, p: &Packet, rule: u32, audit: bool) {
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    if !take_token(now) {
+        bump(&STATS, Stat::EventsRateLimited as u32);
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         bump(&STATS, Stat::EventsLost as u32);
         return;
     };
     entry.write(Event {
-        // SAFETY: helper without arguments.
-        timestamp_ns: unsafe { bpf_ktime_get_boot_ns() },
+        timestamp_ns: now,
         cgroup_id,
         policy: binding.policy,
         rule,

@@ -3,11 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use residency_common::{
-    Binding, COUNTER_SLOTS, DEFAULT_RULE_CAPACITY, EVENTS_RING_BYTES, MAX_BINDINGS, RuleKeyV4,
-    RuleKeyV6, RuleValue, STAT_SLOTS,
+    Binding, COUNTER_SLOTS, DEFAULT_RULE_CAPACITY, EVENTS_RING_BYTES, MAX_BINDINGS, RateBucket,
+    RuleKeyV4, RuleKeyV6, RuleValue, STAT_SLOTS, Settings,
 };
 
 /// Cgroup id -> policy binding, filled by the agent for every configured cgroup.
@@ -36,6 +36,14 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_SLOTS, 0
 /// Blocked and audited packets, one `residency_common::Event` each.
 #[map(name = "RES_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+/// Settings from the agent (event rate limit).
+#[map(name = "RES_SETTINGS")]
+pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+/// Per-CPU token bucket of the event rate limiter.
+#[map(name = "RES_RATE")]
+pub static RATE: PerCpuArray<RateBucket> = PerCpuArray::with_max_entries(1, 0);
 
 /// Adds one to a per-CPU counter. Per-CPU slots need no atomics: a program runs with
 /// preemption disabled on its CPU.

@@ -157,6 +157,8 @@ pub struct Sandbox {
     /// `<cgroup2 mount>/<name>`: every cgroup of the sandbox lives below it.
     pub cgroup_root: PathBuf,
     pub dir: PathBuf,
+    /// A free loopback address for the agent's metrics endpoint.
+    pub metrics: std::net::SocketAddr,
     cgroups: Vec<PathBuf>,
     servers: Vec<Child>,
     agents: Vec<Agent>,
@@ -179,6 +181,7 @@ impl Sandbox {
             mount,
             cgroup_root: cgroup_root.clone(),
             dir: dir.clone(),
+            metrics: free_port()?,
             cgroups: Vec::new(),
             servers: Vec::new(),
             agents: Vec::new(),
@@ -289,11 +292,13 @@ impl Sandbox {
     }
 
     /// Writes a config file into the sandbox directory; `{pins}` is replaced by
-    /// [`Sandbox::pin_path`] and `{cg}` by the sandbox's cgroup root.
+    /// [`Sandbox::pin_path`], `{cg}` by the sandbox's cgroup root and `{metrics}` by
+    /// [`Sandbox::metrics`].
     pub fn write_config(&self, file: &str, text: &str) -> PathBuf {
         let text = text
             .replace("{pins}", &self.pin_path().display().to_string())
-            .replace("{cg}", &self.cgroup_root.display().to_string());
+            .replace("{cg}", &self.cgroup_root.display().to_string())
+            .replace("{metrics}", &self.metrics.to_string());
         let path = self.dir.join(file);
         std::fs::write(&path, text).expect("write config");
         path
@@ -512,6 +517,46 @@ fn collect(pipe: impl std::io::Read + Send + 'static, echo: bool) -> Arc<Mutex<V
         }
     });
     lines
+}
+
+/// A loopback address with a port nothing listens on right now.
+fn free_port() -> anyhow::Result<std::net::SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// `GET path` on the agent's metrics endpoint: status code and body.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::Read as _;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .context("no status")?
+        .parse()?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The value of one sample in a Prometheus/OpenMetrics exposition, e.g.
+/// `residency_packets_total{policy="p",verdict="blocked",family="ipv4"}`.
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 fn sh(cmd: &mut Command) -> anyhow::Result<()> {

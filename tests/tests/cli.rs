@@ -143,7 +143,7 @@ fn run_refuses_to_start_when_it_cannot_enforce() {
     // A cgroup that does not exist: nothing is attached, and the message names it.
     let cfg = sb.write_config(
         "missing.toml",
-        "[agent]\npin_path = \"{pins}\"\n[[policy]]\nname = \"p\"\ncgroups = [\"{cg}/nope\"]\nallow = [\"198.51.100.0/24\"]\n",
+        "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\n[[policy]]\nname = \"p\"\ncgroups = [\"{cg}/nope\"]\nallow = [\"198.51.100.0/24\"]\n",
     );
     let o = agent(&["run", "--config", &cfg.display().to_string()]);
     let t = text(&o);
@@ -152,7 +152,10 @@ fn run_refuses_to_start_when_it_cannot_enforce() {
     assert!(Sandbox::attached(&sb.cgroup_root).is_empty());
 
     // No policy at all: starting would replace pinned enforcement with nothing.
-    let cfg = sb.write_config("empty.toml", "[agent]\npin_path = \"{pins}\"\n");
+    let cfg = sb.write_config(
+        "empty.toml",
+        "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\n",
+    );
     let o = agent(&["run", "--config", &cfg.display().to_string()]);
     let t = text(&o);
     assert!(!o.status.success(), "{t}");

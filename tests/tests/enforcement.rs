@@ -20,6 +20,11 @@ const ADDRS: &[&str] = &[
 const CONFIG: &str = r#"
 [agent]
 pin_path = "{pins}"
+metrics_address = "{metrics}"
+
+[events]
+sinks = ["text"]
+aggregate_window_ms = 0
 
 [[policy]]
 name = "eu-central"

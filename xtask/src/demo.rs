@@ -17,6 +17,10 @@ const OUT_OF_REGION_V6: &str = "2001:db8:99::9";
 
 const CONFIG: &str = r#"[agent]
 pin_path = "{pins}"
+metrics_address = "{metrics}"
+
+[events]
+sinks = ["text"]
 
 [[policy]]
 name = "eu-central"
