@@ -213,6 +213,12 @@ impl Collector for Metrics {
         )?;
         counter(
             &mut enc,
+            "residency_events_received",
+            "Events the agent read from the kernel ring buffer.",
+            &[(vec![], t.received.load(Ordering::Relaxed))],
+        )?;
+        counter(
+            &mut enc,
             "residency_events_aggregated",
             "Repeated events folded into the count of an aggregated event (reported, not lost).",
             &[(vec![], t.aggregated.load(Ordering::Relaxed))],

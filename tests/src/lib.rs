@@ -72,6 +72,20 @@ except OSError as e:
     print(errno.errorcode.get(e.errno, str(e.errno))); sys.exit(1)
 "#;
 
+const BURST: &str = r#"
+import socket, sys
+addr, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+ok = failed = 0
+for _ in range(count):
+    try:
+        s.sendto(b"residency", (addr, port)); ok += 1
+    except OSError:
+        failed += 1
+print(ok, failed)
+"#;
+
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 /// Fails loudly when the tests cannot run here (they need root for BPF, cgroups and
@@ -267,6 +281,27 @@ impl Sandbox {
             ok: out.status.success() && detail == "ok",
             detail,
         }
+    }
+
+    /// Sends `count` UDP datagrams to `addr`:[`PORT`] from inside `cgroup` as fast as
+    /// one socket can; returns how many `sendto` calls succeeded and failed.
+    pub fn udp_burst(&self, cgroup: Option<&Path>, addr: &str, count: u32) -> (u32, u32) {
+        let out = self
+            .command(
+                cgroup,
+                "python3",
+                &["-c", BURST, addr, &PORT.to_string(), &count.to_string()],
+            )
+            .output()
+            .expect("running the burst client");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut it = text
+            .split_whitespace()
+            .map(|n| n.parse::<u32>().expect("a count"));
+        (
+            it.next().expect("ok count"),
+            it.next().expect("failed count"),
+        )
     }
 
     /// One ICMP echo to `addr` from inside `cgroup`.
@@ -517,6 +552,59 @@ fn collect(pipe: impl std::io::Read + Send + 'static, echo: bool) -> Arc<Mutex<V
         }
     });
     lines
+}
+
+/// Makes sure a journald accepts messages on its native socket, starting a standalone
+/// `systemd-journald` when none does (hosts without systemd as PID 1). The socket
+/// file outlives a stopped journald, so a datagram is sent to check.
+pub fn ensure_journald() -> anyhow::Result<()> {
+    const SOCKET: &str = "/run/systemd/journal/socket";
+    let accepts = || {
+        std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|s| {
+                s.send_to(
+                    b"SYSLOG_IDENTIFIER=residency-tests\nMESSAGE=probe\n",
+                    SOCKET,
+                )
+            })
+            .is_ok()
+    };
+    if accepts() {
+        return Ok(());
+    }
+    Command::new("/lib/systemd/systemd-journald")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting systemd-journald (Debian package systemd)")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !accepts() {
+        if Instant::now() > deadline {
+            bail!("systemd-journald did not start accepting messages on {SOCKET}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Journal entries of `residency-agent` matching `field=value`, as JSON objects.
+pub fn journal_entries(field: &str, value: &str) -> Vec<serde_json::Value> {
+    let out = Command::new("journalctl")
+        .args([
+            "-o",
+            "json",
+            "--no-pager",
+            "-t",
+            "residency-agent",
+            &format!("{field}={value}"),
+        ])
+        .output()
+        .expect("journalctl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// A loopback address with a port nothing listens on right now.

@@ -1,0 +1,458 @@
+//! What an operator sees: journal entries read back with `journalctl -o json`, an
+//! exact Prometheus scrape after a known number of packets, RFC 5424 syslog received
+//! by a test listener, the kernel log, address masking, and a block storm that stays
+//! bounded while every packet is counted.
+
+use std::{net::UdpSocket, time::Duration};
+
+use residency_tests::{
+    PORT, Sandbox, agent_binary, ensure_journald, http_get, journal_entries, require_root, sample,
+};
+
+const ALLOWED_V4: &str = "198.51.100.7";
+const FORBIDDEN_V4: &str = "203.0.113.9";
+const ALLOWED_V6: &str = "2001:db8:1::7";
+const FORBIDDEN_V6: &str = "2001:db8:99::9";
+const ADDRS: &[&str] = &[ALLOWED_V4, FORBIDDEN_V4, ALLOWED_V6, FORBIDDEN_V6];
+
+/// A config whose policy name is unique to this run, so journal queries see only it.
+fn config(policy: &str, mode: &str, events: &str) -> String {
+    format!(
+        r#"
+[agent]
+pin_path = "{{pins}}"
+metrics_address = "{{metrics}}"
+
+[events]
+{events}
+
+[[policy]]
+name = "{policy}"
+mode = "{mode}"
+cgroups = ["{{cg}}/app"]
+allow = ["198.51.100.0/24", "2001:db8:1::/48"]
+"#
+    )
+}
+
+fn unique(tag: &str) -> String {
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            % 100_000
+    )
+}
+
+fn scrape(sb: &Sandbox) -> String {
+    let (status, body) = http_get(sb.metrics, "/metrics").expect("scrape /metrics");
+    assert_eq!(status, 200);
+    body
+}
+
+fn packets(body: &str, policy: &str, verdict: &str, family: &str) -> f64 {
+    sample(body, &format!("residency_packets_total{{policy=\"{policy}\",verdict=\"{verdict}\",family=\"{family}\"}}"))
+        .unwrap_or_else(|| panic!("no residency_packets_total for {policy}/{verdict}/{family} in:\n{body}"))
+}
+
+/// Waits until `f` holds, up to 10 s.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn journal_entries_and_metrics_are_exact() {
+    if !require_root() {
+        return;
+    }
+    ensure_journald().unwrap();
+    let bin = agent_binary();
+    let policy = unique("obs");
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    let cfg = sb.write_config(
+        "residency.toml",
+        &config(
+            &policy,
+            "enforce",
+            r#"sinks = ["journal", "json"]
+aggregate_window_ms = 500"#,
+        ),
+    );
+    sb.start_agent(&bin, &cfg).unwrap();
+    assert!(
+        sb.agent()
+            .stderr()
+            .iter()
+            .any(|l| l.contains("events go to: journal, json")),
+        "{:?}",
+        sb.agent().stderr()
+    );
+
+    assert_eq!(sb.udp_burst(Some(&app), ALLOWED_V4, 7), (7, 0));
+    assert_eq!(sb.udp_burst(Some(&app), FORBIDDEN_V4, 5), (0, 5));
+    assert_eq!(sb.udp_burst(Some(&app), ALLOWED_V6, 3), (3, 0));
+    assert_eq!(sb.udp_burst(Some(&app), FORBIDDEN_V6, 2), (0, 2));
+
+    // Exact counts from the kernel's per-CPU counters.
+    let body = scrape(&sb);
+    assert_eq!(packets(&body, &policy, "allowed", "ipv4"), 7.0);
+    assert_eq!(packets(&body, &policy, "blocked", "ipv4"), 5.0);
+    assert_eq!(packets(&body, &policy, "allowed", "ipv6"), 3.0);
+    assert_eq!(packets(&body, &policy, "blocked", "ipv6"), 2.0);
+    assert_eq!(packets(&body, &policy, "audited", "ipv4"), 0.0);
+    assert_eq!(
+        sample(
+            &body,
+            &format!("residency_policy_prefixes{{policy=\"{policy}\",family=\"ipv4\"}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(sample(&body, "residency_attached_cgroups"), Some(1.0));
+    assert_eq!(sample(&body, "residency_policy_generation"), Some(1.0));
+    assert!(body.contains("residency_build_info{version=\""), "{body}");
+    assert!(
+        body.contains("residency_reloads_total{result=\"failure\"} 0"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("203.0.113.9"),
+        "addresses must never be labels"
+    );
+    assert_eq!(http_get(sb.metrics, "/healthz").unwrap().0, 200);
+
+    // The journal: one entry per (destination, port) at once, then one carrying the
+    // count of the repeats; counts add up to the packets blocked.
+    eventually("journal entries with every blocked packet", || {
+        let total: u64 = journal_entries("RESIDENCY_POLICY", &policy)
+            .iter()
+            .map(|e| {
+                e["RESIDENCY_COUNT"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .sum();
+        total == 7
+    });
+    let entries = journal_entries("RESIDENCY_POLICY", &policy);
+    let v4: Vec<_> = entries
+        .iter()
+        .filter(|e| e["RESIDENCY_DST_ADDR"] == FORBIDDEN_V4)
+        .collect();
+    assert_eq!(v4.len(), 2, "first event plus one aggregate: {entries:#?}");
+    let e = v4[0];
+    assert!(
+        e["MESSAGE"]
+            .as_str()
+            .unwrap()
+            .starts_with("RESIDENCY_EGRESS_BLOCK policy="),
+        "{e}"
+    );
+    assert_eq!(e["PRIORITY"], "4");
+    assert_eq!(e["SYSLOG_IDENTIFIER"], "residency-agent");
+    assert_eq!(e["MESSAGE_ID"], "5d1a8c0e3f7b4c2a9e6d1b0f4a7c3e21");
+    assert_eq!(e["RESIDENCY_MODE"], "enforce");
+    assert_eq!(e["RESIDENCY_PROTO"], "udp");
+    assert_eq!(e["RESIDENCY_DST_PORT"], PORT.to_string());
+    assert_eq!(e["RESIDENCY_SRC_ADDR"], FORBIDDEN_V4);
+    assert_ne!(e["RESIDENCY_SRC_PORT"], "0");
+    assert_eq!(e["RESIDENCY_CGROUP"], app.display().to_string());
+    assert!(
+        e["RESIDENCY_CGROUP_ID"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(e["RESIDENCY_UID"], "0");
+    assert_eq!(e["RESIDENCY_RULE"], "default-deny");
+    assert_eq!(e["RESIDENCY_COUNT"], "1");
+    assert_eq!(v4[1]["RESIDENCY_COUNT"], "4");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["RESIDENCY_DST_ADDR"] == FORBIDDEN_V6)
+    );
+
+    // The JSON sink carried the same events.
+    let json: Vec<serde_json::Value> = sb
+        .agent()
+        .events()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let counted: u64 = json.iter().map(|j| j["count"].as_u64().unwrap()).sum();
+    assert_eq!(counted, 7, "{json:#?}");
+    assert!(
+        json.iter()
+            .all(|j| j["event"] == "RESIDENCY_EGRESS_BLOCK" && j["policy"] == policy.as_str())
+    );
+
+    let body = scrape(&sb);
+    assert_eq!(
+        sample(&body, "residency_events_total{sink=\"journal\"}"),
+        Some(entries.len() as f64)
+    );
+    assert_eq!(
+        sample(&body, "residency_events_total{sink=\"json\"}"),
+        Some(json.len() as f64)
+    );
+    assert_eq!(
+        sample(&body, "residency_events_lost_total{reason=\"sink_error\"}"),
+        Some(0.0)
+    );
+    assert_eq!(sample(&body, "residency_events_received_total"), Some(7.0));
+
+    // Once enforcement is detached the agent is no longer healthy (and exits).
+    assert!(sb.detach(&bin, &cfg).status.success());
+    sb.agent().wait_exit();
+}
+
+#[test]
+fn audit_events_are_notices_and_addresses_can_be_masked() {
+    if !require_root() {
+        return;
+    }
+    ensure_journald().unwrap();
+    let bin = agent_binary();
+    let policy = unique("mask");
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    let cfg = sb.write_config(
+        "residency.toml",
+        &config(
+            &policy,
+            "audit",
+            "sinks = [\"journal\", \"json\"]\nmask_addresses = true\naggregate_window_ms = 0",
+        ),
+    );
+    sb.start_agent(&bin, &cfg).unwrap();
+    assert_eq!(
+        sb.udp_burst(Some(&app), FORBIDDEN_V4, 3),
+        (3, 0),
+        "audit passes"
+    );
+    assert_eq!(sb.udp_burst(Some(&app), FORBIDDEN_V6, 1), (1, 0));
+    eventually("audit entries", || {
+        journal_entries("RESIDENCY_POLICY", &policy).len() == 4
+    });
+    let entries = journal_entries("RESIDENCY_POLICY", &policy);
+    for e in &entries {
+        assert_eq!(e["PRIORITY"], "5", "audits are notices");
+        assert_eq!(e["MESSAGE_ID"], "a3c94e5b7d204f1e8b6a0c2d9f1e7b54");
+        assert!(
+            e["MESSAGE"]
+                .as_str()
+                .unwrap()
+                .starts_with("RESIDENCY_EGRESS_AUDIT")
+        );
+        assert_eq!(e["RESIDENCY_MODE"], "audit");
+    }
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["RESIDENCY_DST_ADDR"] == "203.0.113.0/24"),
+        "{entries:#?}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["RESIDENCY_DST_ADDR"] == "2001:db8:99::/48"),
+        "{entries:#?}"
+    );
+    let all = format!("{entries:?}{:?}", sb.agent().events());
+    assert!(
+        !all.contains(FORBIDDEN_V4) && !all.contains(FORBIDDEN_V6),
+        "an exact address leaked"
+    );
+    // Metrics stay exact.
+    assert_eq!(packets(&scrape(&sb), &policy, "audited", "ipv4"), 3.0);
+}
+
+#[test]
+fn syslog_rfc5424_over_udp_and_tcp() {
+    if !require_root() {
+        return;
+    }
+    let bin = agent_binary();
+    for transport in ["udp", "tcp"] {
+        let policy = unique(&format!("syslog-{transport}"));
+        let mut sb = Sandbox::new(ADDRS).unwrap();
+        let app = sb.cgroup("app").unwrap();
+        let (addr, rx) = listen(transport);
+        let cfg = sb.write_config(
+            "residency.toml",
+            &config(&policy, "enforce", &format!("sinks = [\"syslog\"]\nsyslog_target = \"{transport}://{addr}\"\naggregate_window_ms = 0")),
+        );
+        sb.start_agent(&bin, &cfg).unwrap();
+        assert_eq!(sb.udp_burst(Some(&app), FORBIDDEN_V4, 1), (0, 1));
+        let msg = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a syslog message");
+        assert!(msg.starts_with("<28>1 "), "{msg}");
+        let parts: Vec<&str> = msg.splitn(7, ' ').collect();
+        assert!(
+            parts[1].ends_with('Z') && parts[1].contains('T'),
+            "RFC 3339 UTC timestamp: {msg}"
+        );
+        assert_eq!(parts[3], "residency-agent");
+        assert!(parts[4].parse::<u32>().is_ok(), "PROCID: {msg}");
+        assert_eq!(parts[5], "BLOCK");
+        assert!(
+            parts[6].starts_with(&format!(
+                "[residency@32473 event=\"RESIDENCY_EGRESS_BLOCK\" policy=\"{policy}\""
+            )),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&format!("dst=\"{FORBIDDEN_V4}\" dport=\"{PORT}\"")),
+            "{msg}"
+        );
+        assert!(msg.contains("] RESIDENCY_EGRESS_BLOCK policy="), "{msg}");
+    }
+}
+
+/// A syslog listener on loopback: UDP datagrams, or TCP with RFC 6587 octet counting.
+fn listen(transport: &str) -> (std::net::SocketAddr, std::sync::mpsc::Receiver<String>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    if transport == "udp" {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = sock.recv(&mut buf) {
+                let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        });
+        (addr, rx)
+    } else {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Read as _;
+            let (mut s, _) = listener.accept().unwrap();
+            let mut data = Vec::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                data.extend_from_slice(&buf[..n]);
+                // Frames are "LEN SP MSG".
+                while let Some(sp) = data.iter().position(|b| *b == b' ') {
+                    let len: usize = String::from_utf8_lossy(&data[..sp])
+                        .parse()
+                        .expect("octet count");
+                    if data.len() < sp + 1 + len {
+                        break;
+                    }
+                    let msg = String::from_utf8_lossy(&data[sp + 1..sp + 1 + len]).into_owned();
+                    data.drain(..sp + 1 + len);
+                    let _ = tx.send(msg);
+                }
+            }
+        });
+        (addr, rx)
+    }
+}
+
+#[test]
+fn kmsg_sink_writes_the_iptables_style_prefix() {
+    if !require_root() {
+        return;
+    }
+    let bin = agent_binary();
+    let policy = unique("kmsg");
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    let cfg = sb.write_config(
+        "residency.toml",
+        &config(
+            &policy,
+            "enforce",
+            "sinks = [\"kmsg\"]\naggregate_window_ms = 0",
+        ),
+    );
+    sb.start_agent(&bin, &cfg).unwrap();
+    assert_eq!(sb.udp_burst(Some(&app), FORBIDDEN_V4, 1), (0, 1));
+    eventually("the kernel log line", || {
+        let out = std::process::Command::new("dmesg").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().any(|l| {
+            l.contains(&format!(
+                "RESIDENCY_EGRESS_BLOCK: policy={policy} mode=enforce proto=udp dst={FORBIDDEN_V4} "
+            ))
+        })
+    });
+}
+
+#[test]
+fn a_block_storm_is_bounded_and_every_packet_counted() {
+    if !require_root() {
+        return;
+    }
+    let bin = agent_binary();
+    let policy = unique("storm");
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    let cfg = sb.write_config(
+        "residency.toml",
+        &config(
+            &policy,
+            "enforce",
+            "sinks = [\"json\"]\nrate_limit_per_cpu = 1000\nrate_limit_burst = 200",
+        ),
+    );
+    sb.start_agent(&bin, &cfg).unwrap();
+    const STORM: u32 = 100_000;
+    assert_eq!(sb.udp_burst(Some(&app), FORBIDDEN_V4, STORM), (0, STORM));
+
+    // Every packet counted, exactly; every event delivered or counted as lost.
+    let body = scrape(&sb);
+    assert_eq!(packets(&body, &policy, "blocked", "ipv4"), f64::from(STORM));
+    let received = sample(&body, "residency_events_received_total").unwrap();
+    let limited = sample(
+        &body,
+        "residency_events_lost_total{reason=\"rate_limited\"}",
+    )
+    .unwrap();
+    let ring = sample(&body, "residency_events_lost_total{reason=\"ring_full\"}").unwrap();
+    assert_eq!(received + limited + ring, f64::from(STORM), "{body}");
+    assert!(limited > 0.0, "the kernel rate limit engaged");
+    // Aggregation: one destination and port, so a handful of lines carry the counts.
+    eventually("the aggregated counts", || {
+        let counted: u64 = sb
+            .agent()
+            .events()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|j| j["count"].as_u64().unwrap())
+            .sum();
+        counted as f64 == received
+    });
+    let lines = sb.agent().events().len();
+    assert!(
+        lines < 50,
+        "{lines} event lines for one destination: not aggregated"
+    );
+    // Bounded agent memory.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sb.agent().pid())).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(rss_kb < 64 * 1024, "agent RSS {rss_kb} kB after a storm");
+}
