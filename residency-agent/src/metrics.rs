@@ -5,7 +5,8 @@
 //! written per sink, events lost) are atomics in [`Telemetry`]. Labels stay
 //! low-cardinality: policy, verdict, family, sink, reason — never an address or port.
 //!
-//! `/metrics` serves the OpenMetrics text format; `/healthz` answers 200 while the
+//! `/metrics` serves OpenMetrics to scrapers that ask for it and the classic Prometheus
+//! text format otherwise; `/healthz` answers 200 while the
 //! program is attached (its pinned instance exists) and the event reader runs.
 
 use std::{
@@ -20,7 +21,7 @@ use std::{
 use aya::maps::{MapData, PerCpuArray};
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric as _, text::encode},
+    encoding::{DescriptorEncoder, EncodeMetric as _, prometheus_text, text::encode},
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
@@ -303,22 +304,32 @@ pub async fn serve(
     let app = Router::new()
         .route(
             "/metrics",
-            get(move || {
+            get(move |headers: axum::http::HeaderMap| {
                 let registry = registry.clone();
                 async move {
+                    // OpenMetrics for scrapers that ask for it (Prometheus does), the
+                    // classic text format (0.0.4) for everything else (curl, promtool).
+                    let openmetrics = headers
+                        .get(axum::http::header::ACCEPT)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.contains("application/openmetrics-text"));
                     let mut body = String::new();
-                    match encode(&mut body, &registry) {
-                        Ok(()) => (
-                            StatusCode::OK,
-                            [(
-                                CONTENT_TYPE,
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            )],
-                            body,
-                        ),
+                    let (result, content_type) = if openmetrics {
+                        (
+                            encode(&mut body, &registry),
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )
+                    } else {
+                        (
+                            prometheus_text::encode(&mut body, &registry),
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )
+                    };
+                    match result {
+                        Ok(()) => (StatusCode::OK, [(CONTENT_TYPE, content_type)], body),
                         Err(_) => (
                             StatusCode::INTERNAL_SERVER_ERROR,
-                            [(CONTENT_TYPE, "text/plain")],
+                            [(CONTENT_TYPE, "text/plain; charset=utf-8")],
                             "encoding failed\n".into(),
                         ),
                     }

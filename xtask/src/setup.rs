@@ -26,6 +26,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iputils-ping", "/usr/bin/ping"),
     ("python3", "/usr/bin/python3"),
     ("bpftool", "/usr/sbin/bpftool"),
+    // End-to-end tests of the event sinks and monitoring artifacts.
+    ("systemd", "/lib/systemd/systemd-journald"),
+    ("prometheus", "/usr/bin/promtool"),
 ];
 
 pub fn setup() -> anyhow::Result<()> {

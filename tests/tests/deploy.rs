@@ -1,0 +1,216 @@
+//! The monitoring artifacts under `deploy/`: Prometheus alert rules (checked and unit
+//! tested with promtool), and a Grafana dashboard whose every query names metrics the
+//! real agent exports; the live exposition itself passes `promtool check metrics`.
+
+use std::{
+    io::Write as _,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use residency_tests::{Sandbox, agent_binary, http_get, require_root};
+
+fn deploy() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+fn promtool(args: &[&str], dir: &PathBuf) -> String {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("promtool (Debian package prometheus; `cargo xtask setup` installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_unit_tests() {
+    let dir = deploy().join("prometheus");
+    assert!(
+        promtool(&["check", "rules", "residency-alerts.yml"], &dir)
+            .contains("SUCCESS: 4 rules found")
+    );
+    assert!(promtool(&["test", "rules", "residency-alerts.test.yml"], &dir).contains("SUCCESS"));
+}
+
+/// Metric names a PromQL expression mentions.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("residency_") {
+        let name: String = rest[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[i + name.len()..];
+        out.push(name);
+    }
+    out
+}
+
+#[test]
+fn dashboard_and_exposition_agree_with_the_agent() {
+    if !require_root() {
+        return;
+    }
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy().join("grafana/residency-dashboard.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let mut exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            p["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["expr"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    let rules = std::fs::read_to_string(deploy().join("prometheus/residency-alerts.yml")).unwrap();
+    exprs.push(rules);
+    assert!(exprs.len() > 10);
+
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(&["203.0.113.9"]).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    let cfg = sb.write_config(
+        "residency.toml",
+        "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\n[events]\nsinks = [\"text\"]\n\
+         [[policy]]\nname = \"eu-central\"\ncgroups = [\"{cg}/app\"]\nallow = [\"198.51.100.0/24\"]\n",
+    );
+    sb.start_agent(&bin, &cfg).unwrap();
+    assert!(!sb.client(Some(&app), "udp", "203.0.113.9").ok);
+    let (status, body) = http_get(sb.metrics, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    for expr in &exprs {
+        for name in metric_names(expr) {
+            // Counters are queried with their _total suffix; the exposition's # TYPE
+            // line names the family without it.
+            assert!(
+                body.contains(&format!("\n{name}")) || body.contains(&format!("\n{name}{{")),
+                "{name} is not exported:\n{body}"
+            );
+        }
+    }
+
+    // The live exposition passes Prometheus' own linter.
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Percent-encodes a query-string value.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_agent() {
+    if !require_root() {
+        return;
+    }
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(&["203.0.113.9"]).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    let cfg = sb.write_config(
+        "residency.toml",
+        "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\n[events]\nsinks = [\"text\"]\n\
+         [[policy]]\nname = \"eu-central\"\ncgroups = [\"{cg}/app\"]\nallow = [\"198.51.100.0/24\"]\n",
+    );
+    sb.start_agent(&bin, &cfg).unwrap();
+    assert_eq!(sb.udp_burst(Some(&app), "203.0.113.9", 3), (0, 3));
+
+    let web = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let prom_dir = sb.dir.join("prometheus");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    std::fs::write(
+        prom_dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: residency\n    static_configs:\n      - targets: ['{}']\n",
+            sb.metrics
+        ),
+    )
+    .unwrap();
+    /// Stops the Prometheus server on every path out of the test.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _prometheus = Kill(
+        Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                prom_dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                prom_dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={web}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package prometheus)"),
+    );
+
+    let query = r#"residency_packets_total{policy="eu-central",verdict="blocked",family="ipv4"}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok((200, body)) = http_get(web, &format!("/api/v1/query?query={}", urlencode(query)))
+        {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if let Some(r) = v["data"]["result"].as_array().and_then(|r| r.first()) {
+                assert_eq!(r["value"][1], "3", "{body}");
+                assert_eq!(r["metric"]["job"], "residency");
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Prometheus never scraped the agent"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    // The scrape target is healthy.
+    let (_, targets) = http_get(web, "/api/v1/targets").unwrap();
+    assert!(targets.contains("\"health\":\"up\""), "{targets}");
+}
