@@ -53,7 +53,7 @@ pub fn check(path: Option<&Path>) -> anyhow::Result<()> {
     let notes = config.check_cgroups(&hierarchy)?;
     print!("{}", policy::summary(&config));
     for n in notes {
-        println!("note: {n} (the policy applies to it only once it exists)");
+        println!("note: {n} (`run` refuses to start until it exists)");
     }
     Ok(())
 }
