@@ -141,7 +141,7 @@ mod tests {
             src_addr: [0; 16],
             comm: [0; 16],
         };
-        BlockEvent::decode(&raw, &config, &mut paths)
+        BlockEvent::decode(&raw, &crate::policy::Versioned::initial(config), &mut paths)
     }
 
     #[test]

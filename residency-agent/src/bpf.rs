@@ -15,16 +15,16 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, MapData, MapError, PerCpuArray, RingBuf},
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, links::FdLink},
 };
-use residency_common::{Binding, RuleKeyV4, RuleKeyV6, RuleValue, Settings, maps};
+use residency_common::{Settings, maps};
 
 use crate::{
     cgroup::{self, CgroupError, Hierarchy},
     config::{Config, EventsConfig},
+    generations::PolicyMaps,
     metrics::KernelCounters,
-    policy,
 };
 
 /// The kernel program, built from `residency-ebpf` by `build.rs`.
@@ -78,6 +78,28 @@ pub enum BpfError {
         path: PathBuf,
         first: String,
         second: String,
+    },
+    #[error(
+        "the policy would not fit: map {name} needs {needed} entries while the old and new \
+         versions coexist during the swap, and holds {capacity} (raise [agent] rule_capacity)"
+    )]
+    WouldNotFit {
+        name: &'static str,
+        needed: usize,
+        capacity: u32,
+    },
+    #[error(
+        "waiting for running BPF programs (an RCU barrier through a map-of-maps update) failed: {source}"
+    )]
+    Barrier {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the map pin directory {path}: {source}")]
+    MapsDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
@@ -148,11 +170,47 @@ pub fn attach_points(bound: &[BoundCgroup]) -> Vec<&BoundCgroup> {
 /// The loaded program and its maps.
 pub struct Loaded {
     pub ebpf: Ebpf,
+    /// Capacity of each rule trie.
+    pub capacity: u32,
 }
 
 /// Loads the object and the program into the kernel (nothing is attached yet).
-pub fn load() -> Result<Loaded, BpfError> {
-    let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(BpfError::Load)?;
+///
+/// Maps are pinned under `maps_dir`; maps already pinned there (by an earlier agent)
+/// are adopted instead of created, so the policy they hold keeps enforcing. New rule
+/// tries get `capacity` entries each; adopted ones keep theirs.
+pub fn load(maps_dir: &Path, capacity: u32) -> Result<Loaded, BpfError> {
+    std::fs::create_dir_all(maps_dir).map_err(|source| BpfError::MapsDir {
+        path: maps_dir.to_owned(),
+        source,
+    })?;
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(maps::RULES_V4, capacity)
+        .map_max_entries(maps::RULES_V6, capacity);
+    let paths: Vec<(&'static str, PathBuf)> = PINNED_MAPS
+        .iter()
+        .map(|name| (*name, maps_dir.join(name)))
+        .collect();
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader.load(OBJECT).map_err(BpfError::Load)?;
+    let capacity = match ebpf.map(maps::RULES_V4) {
+        Some(aya::maps::Map::LpmTrie(m)) => {
+            m.info()
+                .map(|i| i.max_entries())
+                .map_err(|source| BpfError::Map {
+                    name: maps::RULES_V4,
+                    source,
+                })?
+        }
+        _ => {
+            return Err(BpfError::MissingMap {
+                name: maps::RULES_V4,
+            });
+        }
+    };
     let prog: &mut CgroupSkb = ebpf
         .program_mut(residency_common::PROGRAM_EGRESS)
         .ok_or(BpfError::Program {
@@ -168,49 +226,39 @@ pub fn load() -> Result<Loaded, BpfError> {
         name: residency_common::PROGRAM_EGRESS,
         source,
     })?;
-    Ok(Loaded { ebpf })
+    Ok(Loaded { ebpf, capacity })
 }
 
+/// The maps pinned under `<pin_path>/v2/maps` and adopted by the next agent.
+const PINNED_MAPS: &[&str] = &[
+    maps::BINDINGS,
+    maps::ACTIVE,
+    maps::RULES_V4,
+    maps::RULES_V6,
+    maps::COUNTERS,
+    maps::STATS,
+    maps::EVENTS,
+    maps::SETTINGS,
+    maps::RATE,
+];
+
 impl Loaded {
-    /// Writes the config's rules and cgroup bindings into the maps. Called before any
-    /// attach, so the program never sees a half-filled policy.
-    pub fn fill(&mut self, config: &Config, bound: &[BoundCgroup]) -> Result<(), BpfError> {
-        let rules = policy::compile(config);
-        {
-            let mut v4: LpmTrie<_, RuleKeyV4, RuleValue> = self.map_mut(maps::RULES_V4)?;
-            for (k, v) in &rules.v4 {
-                v4.insert(k, v, 0).map_err(|source| BpfError::MapFull {
-                    name: maps::RULES_V4,
-                    entry: format!("{:?}/{}", k.data().addr, k.prefix_len()),
-                    source,
-                })?;
-            }
+    /// Takes the maps that hold the policy out of the object (call after pinning).
+    pub fn take_policy_maps(&mut self) -> Result<PolicyMaps, BpfError> {
+        fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
+            ebpf: &mut Ebpf,
+            name: &'static str,
+        ) -> Result<T, BpfError> {
+            let map = ebpf.take_map(name).ok_or(BpfError::MissingMap { name })?;
+            T::try_from(map).map_err(|source| BpfError::Map { name, source })
         }
-        {
-            let mut v6: LpmTrie<_, RuleKeyV6, RuleValue> = self.map_mut(maps::RULES_V6)?;
-            for (k, v) in &rules.v6 {
-                v6.insert(k, v, 0).map_err(|source| BpfError::MapFull {
-                    name: maps::RULES_V6,
-                    entry: format!("{:?}/{}", k.data().addr, k.prefix_len()),
-                    source,
-                })?;
-            }
-        }
-        let mut bindings: HashMap<_, u64, Binding> = self.map_mut(maps::BINDINGS)?;
-        for c in bound {
-            let binding = Binding {
-                policy: c.policy as u32,
-                mode: policy::mode_value(config.policies[c.policy].mode),
-            };
-            bindings
-                .insert(c.id, binding, 0)
-                .map_err(|source| BpfError::MapFull {
-                    name: maps::BINDINGS,
-                    entry: c.path.display().to_string(),
-                    source,
-                })?;
-        }
-        Ok(())
+        Ok(PolicyMaps {
+            rules_v4: take(&mut self.ebpf, maps::RULES_V4)?,
+            rules_v6: take(&mut self.ebpf, maps::RULES_V6)?,
+            bindings: take(&mut self.ebpf, maps::BINDINGS)?,
+            active: take(&mut self.ebpf, maps::ACTIVE)?,
+            capacity: self.capacity,
+        })
     }
 
     /// Attaches the program to one cgroup's egress and returns the link, owned by the

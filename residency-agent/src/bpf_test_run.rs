@@ -7,12 +7,14 @@
 //! their own cgroup id to the policy under test. Needs root (BPF).
 
 use aya::{
-    maps::{HashMap, MapData, RingBuf},
+    maps::{MapData, RingBuf},
     programs::{CgroupSkb, TestRun as _, TestRunOptions},
 };
-use residency_common::{Binding, Event, Stat, maps};
+use residency_common::{Event, Stat};
 
-use crate::{bpf, cgroup::Hierarchy, config::Config, metrics::KernelCounters};
+use crate::{
+    bpf, cgroup::Hierarchy, config::Config, generations::Generations, metrics::KernelCounters,
+};
 
 const PASS: u32 = 1;
 const DROP: u32 = 0;
@@ -59,6 +61,28 @@ struct Harness {
     loaded: bpf::Loaded,
     events: RingBuf<MapData>,
     counters: KernelCounters,
+    _generations: Generations,
+}
+
+static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Loads the program with its maps pinned in a private bpffs, then unpins them and
+/// unmounts it: the maps live on through the loaded object's file descriptors.
+fn load_private() -> bpf::Loaded {
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let root = std::env::temp_dir().join(format!("residency-testrun-{}-{n}", std::process::id()));
+    crate::pins::ensure_bpffs(&root).unwrap();
+    let maps_dir = root.join("maps");
+    let loaded = bpf::load(&maps_dir, 1024).unwrap();
+    for e in std::fs::read_dir(&maps_dir).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    std::fs::remove_dir(&maps_dir).unwrap();
+    let c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: umount2 of the bpffs this function mounted.
+    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    std::fs::remove_dir(&root).unwrap();
+    loaded
 }
 
 impl Harness {
@@ -70,23 +94,24 @@ impl Harness {
     /// As [`Harness::new`], with an `[events]` section (the rate limit).
     fn with_events(policy: u32, events: &str) -> Harness {
         let config = Config::parse(&format!("{events}{CONFIG}"), "test").unwrap();
-        let mut loaded = bpf::load().unwrap();
+        let mut loaded = load_private();
         loaded.configure(&config.events).unwrap();
-        loaded.fill(&config, &[]).unwrap();
-        let mode = crate::policy::mode_value(config.policies[policy as usize].mode);
-        {
-            let map = loaded.ebpf.map_mut(maps::BINDINGS).unwrap();
-            let mut bindings: HashMap<_, u64, Binding> = HashMap::try_from(map).unwrap();
-            bindings
-                .insert(own_cgroup_id(), Binding { policy, mode }, 0)
-                .unwrap();
-        }
+        // A test run's socket lives in this process's cgroup: bind it to `policy`.
+        let bound = [bpf::BoundCgroup {
+            policy: policy as usize,
+            path: "/".into(),
+            id: own_cgroup_id(),
+        }];
+        let mut generations = Generations::new(loaded.take_policy_maps().unwrap()).unwrap();
+        let applied = generations.apply(&config, &bound).unwrap();
+        assert_eq!(applied.ids, vec![0, 1]);
         let events = loaded.take_events().unwrap();
         let counters = loaded.take_counters().unwrap();
         Harness {
             loaded,
             events,
             counters,
+            _generations: generations,
         }
     }
 
@@ -264,7 +289,7 @@ fn counters_are_exact_per_policy_verdict_and_family() {
     for _ in 0..3 {
         h.run(&ipv6(v6("2001:db8:99::9"), false, 53));
     }
-    let c = h.counters.packets(2);
+    let c = h.counters.packets(&[0, 1]);
     assert_eq!(c.get(&(0, "allowed", "ipv4")), Some(&5));
     assert_eq!(c.get(&(0, "blocked", "ipv6")), Some(&3));
     assert_eq!(c.values().filter(|n| **n > 0).count(), 2, "{c:?}");
@@ -296,7 +321,7 @@ fn event_rate_limit_caps_events_but_never_counts() {
         "every event is delivered or counted as rate-limited"
     );
     assert_eq!(
-        h.counters.packets(1).get(&(0, "blocked", "ipv4")),
+        h.counters.packets(&[0]).get(&(0, "blocked", "ipv4")),
         Some(&200)
     );
 }

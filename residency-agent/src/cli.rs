@@ -37,4 +37,31 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Ask the running agent to re-read its config file and swap the new policy in
+    /// atomically; prints what changed. A bad config is rejected (non-zero exit) and the
+    /// policy in force stays.
+    Reload {
+        /// Control socket (default: the config's control_socket, else
+        /// /run/residency/agent.sock).
+        #[arg(long, short)]
+        socket: Option<PathBuf>,
+        /// Config file to read control_socket from (the agent re-reads its own file).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Validate and show the changes without applying them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show the running agent's generation, policies, cgroups, counters and last reload.
+    Status {
+        /// Control socket (default as for `reload`).
+        #[arg(long, short)]
+        socket: Option<PathBuf>,
+        /// Config file to read control_socket from.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -95,6 +95,8 @@ struct RawAgent {
     pin_path: Option<Spanned<String>>,
     control_socket: Option<Spanned<String>>,
     metrics_address: Option<Spanned<String>>,
+    control_group: Option<Spanned<String>>,
+    rule_capacity: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +121,11 @@ pub struct AgentConfig {
     pub control_socket: PathBuf,
     /// Address of the Prometheus endpoint.
     pub metrics_address: SocketAddr,
+    /// Group whose members may use the control socket besides root.
+    pub control_group: Option<String>,
+    /// Entries each rule trie (IPv4, IPv6) holds; a reload needs room for the old and
+    /// the new version together.
+    pub rule_capacity: u32,
 }
 
 impl Default for AgentConfig {
@@ -127,6 +134,8 @@ impl Default for AgentConfig {
             pin_path: PathBuf::from("/sys/fs/bpf/residency"),
             control_socket: PathBuf::from("/run/residency/agent.sock"),
             metrics_address: SocketAddr::from(([127, 0, 0, 1], 9477)),
+            control_group: None,
+            rule_capacity: residency_common::DEFAULT_RULE_CAPACITY,
         }
     }
 }
@@ -437,6 +446,31 @@ fn parse_agent(at: &Locator<'_>, raw: RawAgent) -> Result<AgentConfig, ConfigErr
             return Err(at.error(p.span(), "agent.control_socket", "must be an absolute path"));
         }
         agent.control_socket = PathBuf::from(p.into_inner());
+    }
+    if let Some(g) = raw.control_group {
+        let ok = !g.get_ref().is_empty()
+            && g.get_ref()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !ok {
+            return Err(at.error(
+                g.span(),
+                "agent.control_group",
+                &format!("\"{}\" is not a group name", g.get_ref()),
+            ));
+        }
+        agent.control_group = Some(g.into_inner());
+    }
+    if let Some(c) = raw.rule_capacity {
+        let n = *c.get_ref();
+        if !(16..=16 * 1024 * 1024).contains(&n) {
+            return Err(at.error(
+                c.span(),
+                "agent.rule_capacity",
+                "must be between 16 and 16777216",
+            ));
+        }
+        agent.rule_capacity = n as u32;
     }
     if let Some(a) = raw.metrics_address {
         agent.metrics_address = a.get_ref().parse().map_err(|_| {

@@ -1,27 +1,37 @@
-//! The subcommands' work: `run` (the daemon's start-up, event loop and shutdown), `check`
-//! and `detach`.
+//! The subcommands' work: `run` (the daemon's start-up, main loop, reloads and
+//! shutdown), `check`, `detach`, and the CLI side of `reload` and `status`.
 //!
 //! Start-up refuses to run without enforcing: every step that enforcement needs
 //! (cgroup v2, a bpffs for pins, loading the program, attaching it) either succeeds or
 //! stops the agent with a message naming what is missing. Shutdown leaves the pinned
-//! program enforcing (fail closed); only `detach` removes it.
+//! program enforcing (fail closed); only `detach` removes it. A reload (control socket
+//! or SIGHUP) validates the whole new config first and swaps it in atomically
+//! (`generations.rs`); a bad one is rejected and the policy in force stays.
 
 use std::{
-    path::Path,
-    sync::{Arc, Mutex},
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, RwLock, atomic::Ordering},
+    time::Instant,
 };
+
+use aya::programs::links::FdLink;
 
 use anyhow::{Context as _, bail};
 use residency_common::Stat;
 use tracing::{info, warn};
 
 use crate::{
-    bpf,
+    bpf::{self, BoundCgroup, Loaded},
     cgroup::{Hierarchy, PathCache},
     config::{self, Config},
+    control::{self, Request, Response},
     events,
+    generations::Generations,
     metrics::{self, Metrics, Telemetry},
-    pins, policy, sinks,
+    pins,
+    policy::{self, Versioned},
+    sinks,
 };
 
 /// Loads the config named on the command line, else the default path, else the
@@ -58,22 +68,277 @@ pub fn check(path: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `detach`: remove every pinned instance under the config's pin path.
+/// `detach`: remove every pinned link instance and the pinned maps.
 pub fn detach(path: Option<&Path>) -> anyhow::Result<()> {
     let config = load_config(path)?;
     let pin_path = &config.agent.pin_path;
-    let instances = pins::instances(pin_path)?;
-    if instances.is_empty() {
+    if pins::instances(pin_path)?.is_empty() && !pins::maps_dir(pin_path).exists() {
         println!("nothing to detach under {}", pin_path.display());
         return Ok(());
     }
-    let links = pins::remove_others(pin_path, None)?;
-    let _ = std::fs::remove_dir(pin_path.join(pins::LAYOUT));
+    let (links, instances) = pins::remove_all(pin_path)?;
     println!(
-        "detached {links} cgroup link(s) and removed {} pinned instance(s) under {}",
-        instances.len(),
+        "detached {links} cgroup link(s) and removed {instances} pinned instance(s) under {}",
         pin_path.display()
     );
+    Ok(())
+}
+
+/// `reload` and `status` (the CLI side): ask the running agent.
+pub fn ask(
+    socket: Option<&Path>,
+    config: Option<&Path>,
+    request: Request,
+    json: bool,
+) -> anyhow::Result<()> {
+    let socket = match socket {
+        Some(s) => s.to_owned(),
+        None => match config {
+            Some(c) => Config::load(c)?.agent.control_socket,
+            None => config::AgentConfig::default().control_socket,
+        },
+    };
+    let response = control::call(&socket, &request)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&response.data)?);
+    } else {
+        print!("{}", response.text);
+        if !response.text.ends_with('\n') {
+            println!();
+        }
+    }
+    if !response.ok {
+        bail!("{}", response.text.lines().next().unwrap_or("failed"));
+    }
+    Ok(())
+}
+
+/// A validated config resolved on this host, ready to apply.
+struct Prepared {
+    config: Config,
+    bound: Vec<BoundCgroup>,
+}
+
+fn prepare(config: Config, hierarchy: &Hierarchy) -> anyhow::Result<Prepared> {
+    if config.policies.is_empty() {
+        // Applying it would replace enforcement with nothing: `detach` is the one way
+        // to remove enforcement.
+        bail!(
+            "{} has no [[policy]], so there is nothing to enforce \
+             (`residency-agent detach` removes enforcement)",
+            config.source
+        );
+    }
+    config.check_cgroups(hierarchy)?;
+    let bound =
+        bpf::resolve_cgroups(&config, hierarchy).context("a configured cgroup cannot be used")?;
+    Ok(Prepared { config, bound })
+}
+
+/// The daemon's state between requests.
+struct Daemon {
+    config_path: Option<PathBuf>,
+    hierarchy: Hierarchy,
+    loaded: Loaded,
+    generations: Generations,
+    instance: PathBuf,
+    /// Attached cgroup id -> path, for the links pinned in `instance`.
+    attached: BTreeMap<u64, PathBuf>,
+    bound: Vec<BoundCgroup>,
+    versioned: Arc<RwLock<Versioned>>,
+    telemetry: Arc<Telemetry>,
+    started: Instant,
+    last_reload: String,
+}
+
+impl Daemon {
+    /// Attaches the program where `bound` needs it and detaches it where it no longer
+    /// does. Called after a flip, so new cgroups are judged by the new policy from their
+    /// first packet and removed ones keep the policy until their link goes.
+    fn reconcile_links(&mut self) -> anyhow::Result<()> {
+        let wanted: BTreeMap<u64, PathBuf> = bpf::attach_points(&self.bound)
+            .into_iter()
+            .map(|b| (b.id, b.path.clone()))
+            .collect();
+        for (id, path) in &wanted {
+            if !self.attached.contains_key(id) {
+                let link = self.loaded.attach(path)?;
+                pin_link(&self.instance, *id, link)?;
+                self.attached.insert(*id, path.clone());
+            }
+        }
+        let stale: Vec<u64> = self
+            .attached
+            .keys()
+            .filter(|id| !wanted.contains_key(id))
+            .copied()
+            .collect();
+        for id in stale {
+            let _ = std::fs::remove_file(self.instance.join(format!("link-{id}")));
+            self.attached.remove(&id);
+        }
+        self.telemetry
+            .attached_cgroups
+            .store(self.bound.len(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Re-reads the config file and applies it, or only reports the change.
+    fn reload(&mut self, dry_run: bool) -> Response {
+        let result = self.try_reload(dry_run);
+        if !dry_run {
+            let counter = if result.ok {
+                &self.telemetry.reloads_ok
+            } else {
+                &self.telemetry.reloads_failed
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            self.last_reload = result.text.lines().next().unwrap_or_default().to_owned();
+            if result.ok {
+                info!("{}", result.text.trim_end());
+            } else {
+                warn!(
+                    "reload rejected; the policy in force is unchanged: {}",
+                    result.text.trim_end()
+                );
+            }
+        }
+        result
+    }
+
+    fn try_reload(&mut self, dry_run: bool) -> Response {
+        let config = match load_config(self.config_path.as_deref()) {
+            Ok(c) => c,
+            Err(e) => return Response::error(format!("rejected: {e:#}")),
+        };
+        let prepared = match prepare(config, &self.hierarchy) {
+            Ok(p) => p,
+            Err(e) => return Response::error(format!("rejected: {e:#}")),
+        };
+        let old = self.versioned.read().expect("lock").config.clone();
+        let (diff, diff_json) = policy::diff(&old, &prepared.config);
+        if dry_run {
+            return Response {
+                ok: true,
+                text: format!(
+                    "dry run: {} is valid; a reload would change:\n{diff}",
+                    prepared.config.source
+                ),
+                data: serde_json::json!({"dry_run": true, "changes": diff_json}),
+            };
+        }
+        let applied = match self.generations.apply(&prepared.config, &prepared.bound) {
+            Ok(a) => a,
+            Err(e) => return Response::error(format!("rejected: {e}")),
+        };
+        self.bound = prepared.bound;
+        *self.versioned.write().expect("lock") = Versioned {
+            config: prepared.config,
+            ids: applied.ids.clone(),
+            generation: applied.generation,
+        };
+        if let Err(e) = self.reconcile_links() {
+            // The new policy is in force for every cgroup that was attached before;
+            // say loudly which attachment is missing.
+            return Response::error(format!(
+                "generation {} applied, but attaching a new cgroup failed: {e:#}",
+                applied.generation
+            ));
+        }
+        Response {
+            ok: true,
+            text: format!(
+                "reloaded: generation {} in force ({} prefixes applied in {:.1} ms)\n{diff}",
+                applied.generation,
+                applied.entries,
+                applied.duration.as_secs_f64() * 1000.0
+            ),
+            data: serde_json::json!({
+                "generation": applied.generation,
+                "prefixes": applied.entries,
+                "duration_ms": applied.duration.as_secs_f64() * 1000.0,
+                "changes": diff_json,
+            }),
+        }
+    }
+
+    fn status(&self, metrics: &Metrics) -> Response {
+        let v = self.versioned.read().expect("lock");
+        let packets = metrics.kernel.lock().expect("lock").packets(&v.ids);
+        let mut text = format!(
+            "residency-agent {} — generation {}, up {}s, pins {}\n",
+            env!("CARGO_PKG_VERSION"),
+            v.generation,
+            self.started.elapsed().as_secs(),
+            self.instance.display()
+        );
+        let mut policies = Vec::new();
+        for (p, id) in v.config.policies.iter().zip(&v.ids) {
+            let c = policy::counts(p);
+            let count = |verdict: &str| -> u64 {
+                packets
+                    .iter()
+                    .filter(|((pid, vd, _), _)| *pid == *id && *vd == verdict)
+                    .map(|(_, n)| n)
+                    .sum()
+            };
+            let cgroups: Vec<String> = self
+                .bound
+                .iter()
+                .filter(|b| v.config.policies[b.policy].name == p.name)
+                .map(|b| b.path.display().to_string())
+                .collect();
+            text.push_str(&format!(
+                "  policy {} mode={} ipv4={} ipv6={} allowed={} blocked={} audited={}\n",
+                p.name,
+                p.mode.as_str(),
+                c.allow_v4 + c.deny_v4,
+                c.allow_v6 + c.deny_v6,
+                count("allowed"),
+                count("blocked"),
+                count("audited")
+            ));
+            for cg in &cgroups {
+                text.push_str(&format!("    cgroup {cg}\n"));
+            }
+            policies.push(serde_json::json!({
+                "name": p.name, "mode": p.mode.as_str(), "id": id,
+                "prefixes": {"ipv4": c.allow_v4 + c.deny_v4, "ipv6": c.allow_v6 + c.deny_v6},
+                "cgroups": cgroups,
+                "packets": {"allowed": count("allowed"), "blocked": count("blocked"), "audited": count("audited")},
+            }));
+        }
+        text.push_str(&format!(
+            "  attached at {} cgroup(s); last reload: {}\n",
+            self.attached.len(),
+            if self.last_reload.is_empty() {
+                "none"
+            } else {
+                &self.last_reload
+            }
+        ));
+        Response {
+            ok: true,
+            text,
+            data: serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "generation": v.generation,
+                "uptime_seconds": self.started.elapsed().as_secs(),
+                "config": v.config.source,
+                "pins": self.instance,
+                "attached_cgroups": self.attached.values().collect::<Vec<_>>(),
+                "policies": policies,
+                "reloads": {"success": self.telemetry.reloads_ok.load(Ordering::Relaxed), "failure": self.telemetry.reloads_failed.load(Ordering::Relaxed)},
+                "last_reload": self.last_reload,
+            }),
+        }
+    }
+}
+
+fn pin_link(instance: &Path, id: u64, link: FdLink) -> anyhow::Result<()> {
+    let path = instance.join(format!("link-{id}"));
+    link.pin(&path)
+        .with_context(|| format!("pinning {}", path.display()))?;
     Ok(())
 }
 
@@ -82,19 +347,8 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let config = load_config(path)?;
     info!(config = %config.source, policies = config.policies.len(), "residency-agent {} starting", env!("CARGO_PKG_VERSION"));
 
-    if config.policies.is_empty() {
-        // Starting would replace whatever is pinned with nothing: `detach` is the one
-        // way to remove enforcement.
-        bail!(
-            "refusing to start: {} has no [[policy]], so there is nothing to enforce \
-             (`residency-agent detach` removes enforcement)",
-            config.source
-        );
-    }
     let hierarchy = Hierarchy::discover().context("refusing to start without enforcement")?;
-    config.check_cgroups(&hierarchy)?;
-    let bound = bpf::resolve_cgroups(&config, &hierarchy)
-        .context("refusing to start: a configured cgroup cannot be used")?;
+    let Prepared { config, bound } = prepare(config, &hierarchy).context("refusing to start")?;
 
     let pin_path = config.agent.pin_path.clone();
     if let Some(at) =
@@ -102,9 +356,11 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
     {
         info!(path = %at.display(), "no BPF filesystem for the pins: mounted one");
     }
+    pins::check_layout(&pin_path).context("refusing to start")?;
 
-    // Everything that reports must be ready before anything is attached: an agent that
-    // enforces but cannot say what it blocked is not started.
+    // Everything that reports or listens must be ready before anything is attached: an
+    // agent that enforces but cannot say what it blocked, or cannot be reloaded, is not
+    // started.
     let sink_kinds = sinks::selected(&config.events);
     let sinks = sinks::open(&config.events, &sink_kinds)
         .context("refusing to start: opening an event sink failed")?;
@@ -116,40 +372,62 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             )
         })?;
     metrics_listener.set_nonblocking(true)?;
+    let access = control::Access {
+        group: config
+            .agent
+            .control_group
+            .as_deref()
+            .map(control::group_id)
+            .transpose()
+            .context("refusing to start")?,
+    };
 
-    let mut loaded = bpf::load().context("refusing to start: the kernel program did not load")?;
+    let maps_dir = pins::maps_dir(&pin_path);
+    let adopting = maps_dir.join(residency_common::maps::ACTIVE).exists();
+    let mut loaded = bpf::load(&maps_dir, config.agent.rule_capacity)
+        .context("refusing to start: the kernel program did not load")?;
     loaded
         .configure(&config.events)
         .context("refusing to start")?;
-    loaded
-        .fill(&config, &bound)
-        .context("refusing to start: filling the policy maps failed")?;
+    let mut generations =
+        Generations::new(loaded.take_policy_maps()?).context("refusing to start")?;
+    if adopting {
+        info!(maps = %maps_dir.display(), "adopting the pinned policy maps: the policy in force keeps enforcing until this agent's is swapped in");
+    }
+    let applied = generations
+        .apply(&config, &bound)
+        .context("refusing to start: writing the policy failed")?;
 
+    // Attach and pin as one new instance; only then retire older instances. Old and
+    // new links read the same maps, so they agree on every verdict.
     let mut links = Vec::new();
+    let mut attached = BTreeMap::new();
     for point in bpf::attach_points(&bound) {
         // On error, `links` is dropped on return: links attached so far are detached,
         // and whatever an earlier agent pinned keeps enforcing.
         let link = loaded.attach(&point.path).context("refusing to start")?;
         links.push((point.id, link));
+        attached.insert(point.id, point.path.clone());
     }
-    let instance = pins::pin_instance(&pin_path, &loaded, links).context("refusing to start")?;
+    let instance = pins::pin_links(&pin_path, links).context("refusing to start")?;
     let replaced = pins::remove_others(&pin_path, Some(&instance))?;
     if replaced > 0 {
         info!(
             links = replaced,
-            "replaced the enforcement an earlier agent left pinned"
+            "took over from the enforcement an earlier agent left pinned"
         );
     }
 
-    for (i, p) in config.policies.iter().enumerate() {
+    for (p, id) in config.policies.iter().zip(&applied.ids) {
         let c = policy::counts(p);
         let cgroups: Vec<String> = bound
             .iter()
-            .filter(|b| b.policy == i)
+            .filter(|b| config.policies[b.policy].name == p.name)
             .map(|b| b.path.display().to_string())
             .collect();
         info!(
             policy = %p.name,
+            id,
             mode = p.mode.as_str(),
             ipv4 = c.allow_v4 + c.deny_v4,
             ipv6 = c.allow_v6 + c.deny_v6,
@@ -160,34 +438,63 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
     }
     let names: Vec<&str> = sink_kinds.iter().map(|k| k.as_str()).collect();
     info!(sinks = %names.join(","), metrics = %config.agent.metrics_address, "events go to: {}", names.join(", "));
-    info!(pins = %instance.display(), "attached; reporting blocked packets");
 
     let ring = loaded.take_events()?;
     let telemetry = Arc::new(Telemetry::default());
-    let metrics = Arc::new(Metrics {
+    telemetry
+        .attached_cgroups
+        .store(bound.len(), Ordering::Relaxed);
+    let versioned = Arc::new(RwLock::new(Versioned {
         config: config.clone(),
+        ids: applied.ids.clone(),
+        generation: applied.generation,
+    }));
+    let metrics = Arc::new(Metrics {
+        versioned: versioned.clone(),
         kernel: Mutex::new(loaded.take_counters()?),
         telemetry: telemetry.clone(),
         sinks: sink_kinds.clone(),
-        attached_cgroups: bound.len(),
         instance: instance.clone(),
     });
     let logger = aya_log::EbpfLogger::init(&mut loaded.ebpf);
     if let Err(e) = &logger {
         warn!("kernel diagnostics unavailable: {e}");
     }
+    let paths = PathCache::new(
+        hierarchy.clone(),
+        bound.iter().map(|b| (b.id, b.path.clone())),
+    );
+    let mut daemon = Daemon {
+        config_path: path.map(Path::to_owned),
+        hierarchy,
+        loaded,
+        generations,
+        instance: instance.clone(),
+        attached,
+        bound,
+        versioned: versioned.clone(),
+        telemetry: telemetry.clone(),
+        started: Instant::now(),
+        last_reload: String::new(),
+    };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let paths = PathCache::new(hierarchy, bound.iter().map(|b| (b.id, b.path.clone())));
     runtime.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
+        let control_listener = control::bind(&config.agent.control_socket, access).context("refusing to serve")?;
+        info!(
+            pins = %instance.display(),
+            control = %config.agent.control_socket.display(),
+            "attached; reporting blocked packets"
+        );
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        // SIGHUP would otherwise kill the agent (its default action).
         let mut hup = signal(SignalKind::hangup())?;
-        let mut events = tokio::spawn(events::run(ring, config.clone(), paths, sinks, telemetry));
+        let (to_daemon, mut requests) = tokio::sync::mpsc::channel(16);
+        let control_task = tokio::spawn(control::serve(control_listener, access, to_daemon));
+        let mut events = tokio::spawn(events::run(ring, versioned.clone(), paths, sinks, telemetry.clone(), config.events.clone()));
         let listener = tokio::net::TcpListener::from_std(metrics_listener)?;
         let mut server = tokio::spawn(metrics::serve(listener, metrics.clone()));
         let kernel_log = tokio::spawn(async move {
@@ -210,57 +517,66 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             }
         };
         tokio::pin!(detached);
-        let why = loop {
+        let outcome = loop {
             tokio::select! {
                 _ = hup.recv() => {
-                    warn!(
-                        "SIGHUP: this version cannot reload; restart the agent to apply \
-                         a new config (enforcement continues unchanged)"
-                    );
-                    continue;
+                    info!("SIGHUP: reloading {}", daemon.versioned.read().expect("lock").config.source);
+                    daemon.reload(false);
                 }
-                _ = term.recv() => break "SIGTERM",
-                _ = int.recv() => break "SIGINT",
+                Some((request, answer)) = requests.recv() => {
+                    let response = match request {
+                        Request::Reload { dry_run } => daemon.reload(dry_run),
+                        Request::Status => daemon.status(&metrics),
+                    };
+                    let _ = answer.send(response);
+                }
+                _ = term.recv() => break Ok("SIGTERM"),
+                _ = int.recv() => break Ok("SIGINT"),
                 _ = &mut detached => {
-                    kernel_log.abort();
                     info!(
                         "enforcement at {} was removed (detach, or a newer agent took \
                          over); exiting",
                         instance.display()
                     );
-                    return anyhow::Ok(());
+                    break Ok("");
                 }
                 r = &mut server => {
-                    kernel_log.abort();
-                    match r {
-                        Ok(Err(e)) => bail!("metrics endpoint failed: {e}"),
-                        Ok(Ok(())) => bail!("metrics endpoint stopped"),
-                        Err(e) => bail!("metrics endpoint panicked: {e}"),
-                    }
+                    break Err(match r {
+                        Ok(Err(e)) => anyhow::anyhow!("metrics endpoint failed: {e}"),
+                        Ok(Ok(())) => anyhow::anyhow!("metrics endpoint stopped"),
+                        Err(e) => anyhow::anyhow!("metrics endpoint panicked: {e}"),
+                    });
                 }
                 r = &mut events => {
-                    kernel_log.abort();
-                    match r {
-                        Ok(Err(e)) => bail!("event reader failed: {e}"),
-                        Ok(Ok(())) => bail!("event reader stopped"),
-                        Err(e) => bail!("event reader panicked: {e}"),
-                    }
+                    break Err(match r {
+                        Ok(Err(e)) => anyhow::anyhow!("event reader failed: {e}"),
+                        Ok(Ok(())) => anyhow::anyhow!("event reader stopped"),
+                        Err(e) => anyhow::anyhow!("event reader panicked: {e}"),
+                    });
                 }
             }
         };
         kernel_log.abort();
-        info!(
-            "{why}: shutting down; enforcement stays pinned at {} (fail closed). \
-               `residency-agent detach` removes it.",
-            instance.display()
-        );
+        control_task.abort();
+        // The socket is ours only while we answer on it.
+        let _ = std::fs::remove_file(&config.agent.control_socket);
+        let why = outcome?;
+        if !why.is_empty() {
+            info!(
+                "{why}: shutting down; enforcement stays pinned at {} (fail closed). \
+                 `residency-agent detach` removes it.",
+                instance.display()
+            );
+        }
         anyhow::Ok(())
     })?;
 
+    let v = versioned.read().expect("lock");
     let kernel = metrics.kernel.lock().expect("kernel counters lock");
-    for ((policy, verdict, family), n) in kernel.packets(config.policies.len()) {
+    for ((id, verdict, family), n) in kernel.packets(&v.ids) {
         if n > 0 {
-            info!(policy = %config.policies[policy].name, verdict, family, packets = n, "counted");
+            let name = v.by_id(id).map(|p| p.name.as_str()).unwrap_or("?");
+            info!(policy = %name, verdict, family, packets = n, "counted");
         }
     }
     for (stat, name) in [

@@ -7,7 +7,7 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    sync::{Arc, atomic::Ordering},
+    sync::{Arc, RwLock, atomic::Ordering},
     time::SystemTime,
 };
 
@@ -18,9 +18,9 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     aggregate::Aggregator,
     cgroup::PathCache,
-    config::Config,
+    config::EventsConfig,
     metrics::Telemetry,
-    policy,
+    policy::{self, Versioned},
     sinks::{self, Sink},
 };
 
@@ -83,8 +83,8 @@ fn addr(family: u8, bytes: &[u8; 16]) -> Option<IpAddr> {
 
 impl BlockEvent {
     /// Decodes a raw event; `config` names its policy and rule, `paths` its cgroup.
-    pub fn decode(e: &Event, config: &Config, paths: &mut PathCache) -> BlockEvent {
-        let p = config.policies.get(e.policy as usize);
+    pub fn decode(e: &Event, version: &Versioned, paths: &mut PathCache) -> BlockEvent {
+        let p = version.by_id(e.policy);
         let comm_len = e.comm.iter().position(|b| *b == 0).unwrap_or(e.comm.len());
         BlockEvent {
             audit: e.kind == EVENT_AUDIT,
@@ -109,7 +109,7 @@ impl BlockEvent {
             pid: e.pid,
             comm: String::from_utf8_lossy(&e.comm[..comm_len]).into_owned(),
             count: e.count,
-            masked: config.events.mask_addresses,
+            masked: version.config.events.mask_addresses,
             time: SystemTime::now(),
         }
     }
@@ -256,18 +256,15 @@ pub fn readable<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>
 /// repeats and writes every event to every sink.
 pub async fn run(
     ring: RingBuf<MapData>,
-    config: Config,
+    version: Arc<RwLock<Versioned>>,
     mut paths: PathCache,
     mut sinks: Vec<Box<dyn Sink>>,
     telemetry: Arc<Telemetry>,
+    events: EventsConfig,
 ) -> std::io::Result<()> {
     let mut fd = readable(ring)?;
-    let mut aggregator = Aggregator::new(
-        config.events.aggregate_window,
-        config.events.aggregate_max_keys,
-    );
-    let tick = config
-        .events
+    let mut aggregator = Aggregator::new(events.aggregate_window, events.aggregate_max_keys);
+    let tick = events
         .aggregate_window
         .max(std::time::Duration::from_millis(100))
         / 2;
@@ -288,7 +285,10 @@ pub async fn run(
                     // SAFETY: the kernel wrote a whole `Event` (checked length); read unaligned.
                     let raw: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
                     telemetry.received.fetch_add(1, Ordering::Relaxed);
-                    let event = BlockEvent::decode(&raw, &config, &mut paths);
+                    // Decoded against the version in force when read: ids are stable
+                    // by name across reloads, so an event a moment older still names
+                    // its policy.
+                    let event = BlockEvent::decode(&raw, &version.read().expect("policy lock"), &mut paths);
                     for e in aggregator.offer(event, now) {
                         sinks::dispatch(&mut sinks, &e, &telemetry);
                     }
@@ -318,6 +318,7 @@ impl Drop for AliveGuard {
 mod tests {
     use super::*;
     use crate::cgroup::Hierarchy;
+    use crate::config::Config;
     use residency_common::{EVENT_BLOCK, RULE_NONE, SOURCE_SKB};
 
     fn event() -> Event {
@@ -361,7 +362,8 @@ mod tests {
             },
             [(42, "/sys/fs/cgroup/x".into())],
         );
-        let line = BlockEvent::decode(&event(), &config, &mut paths).line();
+        let line =
+            BlockEvent::decode(&event(), &Versioned::initial(config.clone()), &mut paths).line();
         assert_eq!(
             line,
             "RESIDENCY_EGRESS_BLOCK policy=eu-central mode=enforce proto=tcp dst=203.0.113.9 \
@@ -375,7 +377,7 @@ mod tests {
         e.family = 6;
         e.dst_addr = "2001:db8::7".parse::<Ipv6Addr>().unwrap().octets();
         e.icmp_type = 128;
-        let line = BlockEvent::decode(&e, &config, &mut paths).line();
+        let line = BlockEvent::decode(&e, &Versioned::initial(config.clone()), &mut paths).line();
         assert!(
             line.starts_with(
                 "RESIDENCY_EGRESS_AUDIT policy=eu-central mode=audit proto=icmpv6 dst=2001:db8::7"
@@ -403,7 +405,7 @@ mod tests {
         e.family = 6;
         e.dst_addr = "2001:db8:1:2::7".parse::<Ipv6Addr>().unwrap().octets();
         e.src_addr = "2001:db8:ffff:1::1".parse::<Ipv6Addr>().unwrap().octets();
-        let ev = BlockEvent::decode(&e, &config, &mut paths);
+        let ev = BlockEvent::decode(&e, &Versioned::initial(config.clone()), &mut paths);
         assert!(
             ev.line()
                 .contains("dst=2001:db8:1::/48 dport=443 src=2001:db8:ffff::/48"),
@@ -429,7 +431,7 @@ mod tests {
         );
         let mut v4 = event();
         v4.dst_addr[..4].copy_from_slice(&[203, 0, 113, 9]);
-        let ev = BlockEvent::decode(&v4, &config, &mut paths);
+        let ev = BlockEvent::decode(&v4, &Versioned::initial(config.clone()), &mut paths);
         assert!(ev.line().contains("dst=203.0.113.0/24 "), "{}", ev.line());
         let msg = crate::sinks::syslog_format_for_test(&ev);
         assert!(

@@ -12,11 +12,14 @@ mod bpf_test_run;
 mod cgroup;
 mod cli;
 mod config;
+mod control;
 mod daemon;
 mod events;
+mod generations;
 mod metrics;
 mod pins;
 mod policy;
+mod rcu;
 mod sinks;
 
 use std::process::ExitCode;
@@ -38,6 +41,26 @@ fn main() -> ExitCode {
         cli::Command::Run { config } => daemon::run(config.as_deref()),
         cli::Command::Check { config } => daemon::check(config.as_deref()),
         cli::Command::Detach { config } => daemon::detach(config.as_deref()),
+        cli::Command::Reload {
+            socket,
+            config,
+            dry_run,
+        } => daemon::ask(
+            socket.as_deref(),
+            config.as_deref(),
+            control::Request::Reload { dry_run },
+            false,
+        ),
+        cli::Command::Status {
+            socket,
+            config,
+            json,
+        } => daemon::ask(
+            socket.as_deref(),
+            config.as_deref(),
+            control::Request::Status,
+            json,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

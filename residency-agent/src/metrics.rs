@@ -13,8 +13,8 @@ use std::{
     collections::BTreeMap,
     path::PathBuf,
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -27,7 +27,7 @@ use prometheus_client::{
 };
 use residency_common::{FAMILIES, Stat, Verdict, counter_index};
 
-use crate::config::{Config, SinkKind};
+use crate::{config::SinkKind, policy::Versioned};
 
 /// The kernel program's counters, taken out of the loaded object.
 pub struct KernelCounters {
@@ -36,17 +36,18 @@ pub struct KernelCounters {
 }
 
 impl KernelCounters {
-    /// Packets per `(policy, verdict, family)`, summed over CPUs; zeros included.
-    pub fn packets(&self, policies: usize) -> BTreeMap<(usize, &'static str, &'static str), u64> {
+    /// Packets per `(policy id, verdict, family)` for the given policy ids, summed over
+    /// CPUs; zeros included.
+    pub fn packets(&self, ids: &[u32]) -> BTreeMap<(u32, &'static str, &'static str), u64> {
         let mut out = BTreeMap::new();
-        for policy in 0..policies {
+        for &policy in ids {
             for (verdict, name) in [
                 (Verdict::Allowed, "allowed"),
                 (Verdict::Blocked, "blocked"),
                 (Verdict::Audited, "audited"),
             ] {
                 for family in 0..FAMILIES {
-                    let index = counter_index(policy as u32, verdict, family);
+                    let index = counter_index(policy, verdict, family);
                     let sum = self
                         .counters
                         .get(&index, 0)
@@ -85,6 +86,10 @@ pub struct Telemetry {
     pub received: AtomicU64,
     /// Set while the event reader runs.
     pub reader_alive: AtomicBool,
+    /// Configured cgroups in force.
+    pub attached_cgroups: AtomicUsize,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
 }
 
 impl Telemetry {
@@ -98,11 +103,10 @@ impl Telemetry {
 
 /// Everything `/metrics` reports.
 pub struct Metrics {
-    pub config: Config,
+    pub versioned: Arc<RwLock<Versioned>>,
     pub kernel: Mutex<KernelCounters>,
     pub telemetry: Arc<Telemetry>,
     pub sinks: Vec<SinkKind>,
-    pub attached_cgroups: usize,
     pub instance: PathBuf,
 }
 
@@ -149,10 +153,11 @@ fn gauge(
 
 impl Collector for Metrics {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let v = self.versioned.read().expect("policy lock");
         let (packets, lost_ring, lost_rate, parse_errors, no_binding) = {
             let k = self.kernel.lock().expect("kernel counters lock");
             (
-                k.packets(self.config.policies.len()),
+                k.packets(&v.ids),
                 k.stat(Stat::EventsLost),
                 k.stat(Stat::EventsRateLimited),
                 k.stat(Stat::ParseErrors),
@@ -164,7 +169,10 @@ impl Collector for Metrics {
             .map(|((p, verdict, family), n)| {
                 (
                     vec![
-                        ("policy", self.config.policies[p].name.clone()),
+                        (
+                            "policy",
+                            v.by_id(p).map(|p| p.name.clone()).unwrap_or_default(),
+                        ),
                         ("verdict", verdict.to_owned()),
                         ("family", family.to_owned()),
                     ],
@@ -235,7 +243,7 @@ impl Collector for Metrics {
         )?;
 
         let mut rows = Vec::new();
-        for p in &self.config.policies {
+        for p in &v.config.policies {
             let c = crate::policy::counts(p);
             rows.push((
                 vec![("policy", p.name.clone()), ("family", "ipv4".to_owned())],
@@ -257,15 +265,21 @@ impl Collector for Metrics {
             "residency_reloads",
             "Policy reloads, by result.",
             &[
-                (vec![("result", "success".to_owned())], 0),
-                (vec![("result", "failure".to_owned())], 0),
+                (
+                    vec![("result", "success".to_owned())],
+                    t.reloads_ok.load(Ordering::Relaxed),
+                ),
+                (
+                    vec![("result", "failure".to_owned())],
+                    t.reloads_failed.load(Ordering::Relaxed),
+                ),
             ],
         )?;
         gauge(
             &mut enc,
             "residency_policy_generation",
-            "Generation of the policy in force (1 at start).",
-            &[(vec![], 1)],
+            "Generation of the policy in force: 1 at start, one more per successful reload.",
+            &[(vec![], v.generation as i64)],
         )?;
         gauge(
             &mut enc,
@@ -274,7 +288,7 @@ impl Collector for Metrics {
             &[(
                 vec![],
                 if self.instance.exists() {
-                    self.attached_cgroups as i64
+                    t.attached_cgroups.load(Ordering::Relaxed) as i64
                 } else {
                     0
                 },

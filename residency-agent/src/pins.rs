@@ -1,18 +1,21 @@
 //! The pinned state under `[agent] pin_path`: what keeps enforcement in place when the
 //! agent is gone, and what `detach` removes.
 //!
-//! Layout (version 1):
+//! Layout (version 2):
 //!
 //! ```text
-//! <pin_path>/v1/<instance>/link-<cgroup id>   one BPF link per attached cgroup
-//! <pin_path>/v1/<instance>/map-<MAP NAME>     every map of the program
+//! <pin_path>/v2/maps/RES_*                        the program's maps, shared by
+//!                                                 successive agents
+//! <pin_path>/v2/links/<instance>/link-<cgroup id> one BPF link per attach point
 //! ```
 //!
 //! A link exists as long as it is pinned or open, so an agent that exits — cleanly or by
-//! SIGKILL — leaves its pinned links enforcing (fail closed). A new agent pins a new
-//! instance first and only then removes the older ones, so there is never a moment with
-//! neither attached (during the overlap both judge, and a packet passes only if both
-//! allow it: stricter, never looser). Unpinning the last reference to a link detaches it.
+//! SIGKILL — leaves its pinned links enforcing (fail closed). A restarted agent adopts
+//! the pinned maps (the policy in force keeps judging), swaps its own policy in
+//! atomically (`generations.rs`), pins its links as a new instance and only then
+//! removes the older instances. Old and new links run programs reading the same maps,
+//! so their verdicts agree: there is no window in which a blocked destination passes
+//! or an allowed one is dropped. Unpinning the last reference to a link detaches it.
 
 use std::{
     ffi::CString,
@@ -22,10 +25,8 @@ use std::{
 
 use aya::programs::links::FdLink;
 
-use crate::bpf::Loaded;
-
 /// Version of the pin layout; a directory of another version is never touched.
-pub const LAYOUT: &str = "v1";
+pub const LAYOUT: &str = "v2";
 /// `BPF_FS_MAGIC` from include/uapi/linux/magic.h.
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
@@ -46,6 +47,12 @@ pub enum PinError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{path} holds pinned state of layout \"{found}\", which this agent does not \
+         understand (it uses \"{LAYOUT}\"); remove it with the agent that created it \
+         (`residency-agent detach`) before starting this one"
+    )]
+    UnknownLayout { path: PathBuf, found: String },
     #[error("pinning {what} at {path} failed: {source}")]
     Pin {
         what: String,
@@ -127,9 +134,42 @@ fn is_bpffs(path: &Path) -> std::io::Result<bool> {
     Ok(st.f_type as i64 == BPF_FS_MAGIC)
 }
 
-/// The instance directories of this layout, oldest first (names sort by time).
+/// Where the maps are pinned (and adopted from).
+pub fn maps_dir(pin_path: &Path) -> PathBuf {
+    pin_path.join(LAYOUT).join("maps")
+}
+
+fn links_dir(pin_path: &Path) -> PathBuf {
+    pin_path.join(LAYOUT).join("links")
+}
+
+/// Refuses pinned state of a layout this agent does not understand.
+pub fn check_layout(pin_path: &Path) -> Result<(), PinError> {
+    let entries = match std::fs::read_dir(pin_path) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(pin_path)(e)),
+    };
+    for e in entries {
+        let name = e
+            .map_err(io(pin_path))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        // bpffs shows its own debug files at its root.
+        if name != LAYOUT && !name.ends_with(".debug") {
+            return Err(PinError::UnknownLayout {
+                path: pin_path.join(&name),
+                found: name,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The link instance directories, oldest first (names sort by time).
 pub fn instances(pin_path: &Path) -> Result<Vec<PathBuf>, PinError> {
-    let dir = pin_path.join(LAYOUT);
+    let dir = links_dir(pin_path);
     let mut out = Vec::new();
     match std::fs::read_dir(&dir) {
         Ok(entries) => {
@@ -145,52 +185,26 @@ pub fn instances(pin_path: &Path) -> Result<Vec<PathBuf>, PinError> {
     Ok(out)
 }
 
-/// Pins every map and link of a freshly attached program into a new instance directory
-/// and returns it. On failure the partial directory is removed; older instances are
-/// left alone either way.
-/// Call it before any map is taken out of the object (the event ring buffer, the log
-/// buffer), so that every map is pinned.
-pub fn pin_instance(
-    pin_path: &Path,
-    loaded: &Loaded,
-    links: Vec<(u64, FdLink)>,
-) -> Result<PathBuf, PinError> {
+/// Pins the links of a freshly attached program as a new instance and returns its
+/// directory. On failure the partial directory is removed (detaching what it held);
+/// older instances are left alone either way.
+pub fn pin_links(pin_path: &Path, links: Vec<(u64, FdLink)>) -> Result<PathBuf, PinError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let dir = pin_path
-        .join(LAYOUT)
-        .join(format!("{:020}-{}", now.as_nanos(), std::process::id()));
+    let dir = links_dir(pin_path).join(format!("{:020}-{}", now.as_nanos(), std::process::id()));
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let result = (|| {
-        // Internal maps (.rodata, .bss) are reachable through the program; bpffs
-        // reserves names with dots anyway.
-        for (name, map) in loaded
-            .ebpf
-            .maps()
-            .filter(|(name, _)| !name.starts_with('.'))
-        {
-            let path = dir.join(format!("map-{name}"));
-            map.pin(&path).map_err(|source| PinError::Pin {
-                what: format!("map {name}"),
-                path,
-                source,
-            })?;
-        }
-        for (cgroup_id, link) in links {
-            let path = dir.join(format!("link-{cgroup_id}"));
-            // The pin holds the link; the returned handle is dropped (closing only our fd).
-            link.pin(&path).map_err(|source| PinError::Pin {
+    for (cgroup_id, link) in links {
+        let path = dir.join(format!("link-{cgroup_id}"));
+        // The pin holds the link; the returned handle is dropped (closing only our fd).
+        if let Err(source) = link.pin(&path) {
+            let _ = remove_instance(&dir);
+            return Err(PinError::Pin {
                 what: format!("link for cgroup {cgroup_id}"),
                 path,
                 source,
-            })?;
+            });
         }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = remove_instance(&dir);
-        return Err(e);
     }
     Ok(dir)
 }
@@ -218,4 +232,24 @@ pub fn remove_others(pin_path: &Path, keep: Option<&Path>) -> Result<usize, PinE
         }
     }
     Ok(detached)
+}
+
+/// `detach`: every link instance, then the maps. Returns (links, instances).
+pub fn remove_all(pin_path: &Path) -> Result<(usize, usize), PinError> {
+    let instances = instances(pin_path)?.len();
+    let links = remove_others(pin_path, None)?;
+    let maps = maps_dir(pin_path);
+    if maps.exists() {
+        for e in std::fs::read_dir(&maps).map_err(io(&maps))? {
+            let p = e.map_err(io(&maps))?.path();
+            std::fs::remove_file(&p).map_err(io(&p))?;
+        }
+        std::fs::remove_dir(&maps).map_err(io(&maps))?;
+    }
+    for d in [links_dir(pin_path), pin_path.join(LAYOUT)] {
+        if d.exists() {
+            std::fs::remove_dir(&d).map_err(io(&d))?;
+        }
+    }
+    Ok((links, instances))
 }

@@ -9,8 +9,10 @@
 
 /// Map names, as they appear in the object file and under the pin directory.
 pub mod maps {
-    /// `HASH`: cgroup id (u64) -> [`super::Binding`].
+    /// `HASH`: [`super::BindingKey`] -> [`super::Binding`].
     pub const BINDINGS: &str = "RES_BINDINGS";
+    /// `ARRAY` of one u32: the generation slot (0 or 1) every packet is judged by.
+    pub const ACTIVE: &str = "RES_ACTIVE";
     /// `LPM_TRIE`: [`super::RuleKeyV4`] -> [`super::RuleValue`].
     pub const RULES_V4: &str = "RES_RULES_V4";
     /// `LPM_TRIE`: [`super::RuleKeyV6`] -> [`super::RuleValue`].
@@ -42,7 +44,19 @@ pub const EVENTS_RING_BYTES: u32 = 1 << 20;
 /// How many cgroup levels the program climbs to find the nearest bound ancestor.
 pub const MAX_CGROUP_DEPTH: u32 = 32;
 
-/// Rule key prefix bits taken by the policy id (see [`RuleKeyV4`]).
+/// Generation slots: a reload writes the new policy into the slot not in use, flips
+/// [`maps::ACTIVE`], waits for programs still running on the old slot, then clears it.
+/// Each packet reads the slot once, so it is judged wholly by one version.
+pub const GENERATION_SLOTS: u32 = 2;
+
+/// The 32-bit scope that starts every rule key: the generation slot in the top byte,
+/// the policy id below, big-endian (LPM tries compare keys bytewise).
+#[inline(always)]
+pub const fn scope(slot: u32, policy: u32) -> [u8; 4] {
+    ((slot << 24) | policy).to_be_bytes()
+}
+
+/// Rule key prefix bits taken by the scope (see [`RuleKeyV4`]).
 pub const POLICY_KEY_BITS: u32 = 32;
 
 /// Enforcement mode of a policy ([`Binding::mode`]).
@@ -60,7 +74,16 @@ pub const RULE_NONE: u32 = u32::MAX;
 /// [`Event::rule`] when the packet was dropped because the program could not judge it.
 pub const RULE_ERROR: u32 = u32::MAX - 1;
 
-/// A cgroup bound to a policy: value of [`maps::BINDINGS`], keyed by cgroup id.
+/// Key of [`maps::BINDINGS`]: a cgroup in one generation slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BindingKey {
+    pub cgroup_id: u64,
+    pub slot: u32,
+    pub _pad: u32,
+}
+
+/// A cgroup bound to a policy: value of [`maps::BINDINGS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Binding {
@@ -76,7 +99,7 @@ pub struct Binding {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RuleKeyV4 {
-    /// Policy id, big-endian (LPM tries compare keys bytewise, most significant first).
+    /// [`scope`]: generation slot and policy id, big-endian.
     pub policy: [u8; 4],
     /// Destination address in network byte order.
     pub addr: [u8; 4],
@@ -86,7 +109,7 @@ pub struct RuleKeyV4 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RuleKeyV6 {
-    /// Policy id, big-endian.
+    /// [`scope`]: generation slot and policy id, big-endian.
     pub policy: [u8; 4],
     /// Destination address in network byte order.
     pub addr: [u8; 16],
@@ -221,6 +244,8 @@ pub struct Event {
 }
 
 const _: () = assert!(core::mem::size_of::<Binding>() == 8);
+const _: () = assert!(core::mem::size_of::<BindingKey>() == 16);
+const _: () = assert!(MAX_POLICIES < (1 << 24));
 const _: () = assert!(core::mem::size_of::<RuleKeyV4>() == 8);
 const _: () = assert!(core::mem::size_of::<RuleKeyV6>() == 20);
 const _: () = assert!(core::mem::size_of::<RuleValue>() == 8);
@@ -235,6 +260,7 @@ mod user {
     use super::*;
 
     unsafe impl aya::Pod for Binding {}
+    unsafe impl aya::Pod for BindingKey {}
     unsafe impl aya::Pod for RuleKeyV4 {}
     unsafe impl aya::Pod for RuleKeyV6 {}
     unsafe impl aya::Pod for RuleValue {}

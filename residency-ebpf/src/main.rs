@@ -25,13 +25,13 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::error;
 use residency_common::{
-    ACTION_ALLOW, Binding, EVENT_AUDIT, EVENT_BLOCK, Event, MAX_CGROUP_DEPTH, MODE_AUDIT,
-    POLICY_KEY_BITS, RULE_ERROR, RULE_NONE, RuleKeyV4, RuleKeyV6, SOURCE_SKB, Stat,
-    TOKENS_PER_EVENT, Verdict, counter_index,
+    ACTION_ALLOW, Binding, BindingKey, EVENT_AUDIT, EVENT_BLOCK, Event, MAX_CGROUP_DEPTH,
+    MODE_AUDIT, POLICY_KEY_BITS, RULE_ERROR, RULE_NONE, RuleKeyV4, RuleKeyV6, SOURCE_SKB, Stat,
+    TOKENS_PER_EVENT, Verdict, counter_index, scope,
 };
 
 use aya_ebpf::maps::lpm_trie::Key;
-use maps::{BINDINGS, COUNTERS, EVENTS, RATE, RULES_V4, RULES_V6, SETTINGS, STATS, bump};
+use maps::{ACTIVE, BINDINGS, COUNTERS, EVENTS, RATE, RULES_V4, RULES_V6, SETTINGS, STATS, bump};
 use packet::Packet;
 
 /// cgroup/skb return values.
@@ -42,7 +42,10 @@ const DROP: i32 = 0;
 pub fn residency_egress(ctx: SkBuffContext) -> i32 {
     // SAFETY: the context pointer is the skb the kernel handed us.
     let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
-    let Some(binding) = find_binding(&ctx, cgroup_id) else {
+    // Read once: every lookup below uses this slot, so a reload flipping it meanwhile
+    // cannot judge this packet half by the old policy and half by the new.
+    let slot = ACTIVE.get(0).copied().unwrap_or(0);
+    let Some(binding) = find_binding(&ctx, cgroup_id, slot) else {
         // Attached, but no policy found for this socket's cgroup: the agent's maps and
         // attachments disagree. Fail closed.
         if bump(&STATS, Stat::NoBinding as u32) == 0 {
@@ -54,7 +57,7 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
         return DROP;
     };
     match packet::parse(&ctx) {
-        Ok(p) => judge(&ctx, cgroup_id, binding, &p),
+        Ok(p) => judge(&ctx, cgroup_id, slot, binding, &p),
         Err(_) => {
             if bump(&STATS, Stat::ParseErrors as u32) == 0 {
                 error!(
@@ -86,9 +89,14 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
 /// packet runs through it once; a configured cgroup below an attached one is found
 /// here by climbing from the root down and keeping the deepest binding seen.
 #[inline(always)]
-fn find_binding(ctx: &SkBuffContext, cgroup_id: u64) -> Option<Binding> {
+fn find_binding(ctx: &SkBuffContext, cgroup_id: u64, slot: u32) -> Option<Binding> {
+    let key = |cgroup_id| BindingKey {
+        cgroup_id,
+        slot,
+        _pad: 0,
+    };
     // SAFETY: lookups in a hash map of plain values.
-    if let Some(b) = unsafe { BINDINGS.get(cgroup_id) } {
+    if let Some(b) = unsafe { BINDINGS.get(key(cgroup_id)) } {
         return Some(*b);
     }
     let mut found = None;
@@ -98,7 +106,7 @@ fn find_binding(ctx: &SkBuffContext, cgroup_id: u64) -> Option<Binding> {
         if id == 0 || id == cgroup_id {
             break;
         }
-        if let Some(b) = unsafe { BINDINGS.get(id) } {
+        if let Some(b) = unsafe { BINDINGS.get(key(id)) } {
             found = Some(*b);
         }
     }
@@ -106,8 +114,8 @@ fn find_binding(ctx: &SkBuffContext, cgroup_id: u64) -> Option<Binding> {
 }
 
 #[inline(always)]
-fn judge(ctx: &SkBuffContext, cgroup_id: u64, binding: Binding, p: &Packet) -> i32 {
-    let policy = binding.policy.to_be_bytes();
+fn judge(ctx: &SkBuffContext, cgroup_id: u64, slot: u32, binding: Binding, p: &Packet) -> i32 {
+    let policy = scope(slot, binding.policy);
     let hit = match p.dst_v4() {
         Some(addr) => RULES_V4.get(Key::new(POLICY_KEY_BITS + 32, RuleKeyV4 { policy, addr })),
         None => RULES_V6.get(Key::new(

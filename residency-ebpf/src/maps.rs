@@ -6,13 +6,19 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use residency_common::{
-    Binding, COUNTER_SLOTS, DEFAULT_RULE_CAPACITY, EVENTS_RING_BYTES, MAX_BINDINGS, RateBucket,
-    RuleKeyV4, RuleKeyV6, RuleValue, STAT_SLOTS, Settings,
+    Binding, BindingKey, COUNTER_SLOTS, DEFAULT_RULE_CAPACITY, EVENTS_RING_BYTES, GENERATION_SLOTS,
+    MAX_BINDINGS, RateBucket, RuleKeyV4, RuleKeyV6, RuleValue, STAT_SLOTS, Settings,
 };
 
-/// Cgroup id -> policy binding, filled by the agent for every configured cgroup.
+/// `{cgroup id, generation slot}` -> policy binding, filled by the agent for every
+/// configured cgroup; room for both slots during a reload.
 #[map(name = "RES_BINDINGS")]
-pub static BINDINGS: HashMap<u64, Binding> = HashMap::with_max_entries(MAX_BINDINGS, 0);
+pub static BINDINGS: HashMap<BindingKey, Binding> =
+    HashMap::with_max_entries(MAX_BINDINGS * GENERATION_SLOTS, 0);
+
+/// The generation slot packets are judged by.
+#[map(name = "RES_ACTIVE")]
+pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
 /// `{policy, IPv4 prefix}` -> allow/deny. `LpmTrie` sets `BPF_F_NO_PREALLOC`, which the
 /// kernel requires for LPM tries: entries are allocated as they are inserted.

@@ -321,6 +321,22 @@ impl Sandbox {
         }
     }
 
+    /// The control socket of the sandbox's agents.
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.join("agent.sock")
+    }
+
+    /// Runs `residency-agent <args> --socket <sandbox socket>` (reload, status).
+    pub fn ctl(&self, bin: &Path, args: &[&str]) -> std::process::Output {
+        output_within(
+            Command::new(bin)
+                .args(args)
+                .arg("--socket")
+                .arg(self.control_socket()),
+            120,
+        )
+    }
+
     /// Where the sandbox's agents pin (a bpffs the agent mounts there).
     pub fn pin_path(&self) -> PathBuf {
         self.dir.join("pins")
@@ -328,9 +344,20 @@ impl Sandbox {
 
     /// Writes a config file into the sandbox directory; `{pins}` is replaced by
     /// [`Sandbox::pin_path`], `{cg}` by the sandbox's cgroup root and `{metrics}` by
-    /// [`Sandbox::metrics`].
+    /// [`Sandbox::metrics`]. A config that sets `pin_path` but no `control_socket` gets
+    /// [`Sandbox::control_socket`], so that sandboxes never share a socket.
     pub fn write_config(&self, file: &str, text: &str) -> PathBuf {
+        let text = if text.contains("control_socket") {
+            text.to_owned()
+        } else {
+            text.replacen(
+                "pin_path = \"{pins}\"",
+                "pin_path = \"{pins}\"\ncontrol_socket = \"{control}\"",
+                1,
+            )
+        };
         let text = text
+            .replace("{control}", &self.control_socket().display().to_string())
             .replace("{pins}", &self.pin_path().display().to_string())
             .replace("{cg}", &self.cgroup_root.display().to_string())
             .replace("{metrics}", &self.metrics.to_string());
@@ -384,7 +411,7 @@ impl Drop for Sandbox {
         // Unpin whatever the agents left (unpinning detaches), then drop the bpffs.
         let pins = self.pin_path();
         if pins.exists() {
-            let _ = remove_tree(&pins.join("v1"));
+            let _ = remove_tree(&pins.join("v2"));
             let target = std::ffi::CString::new(pins.display().to_string()).expect("no NUL");
             // SAFETY: umount2 on a path we own; failure (not mounted) is fine.
             unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };

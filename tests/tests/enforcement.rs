@@ -272,7 +272,9 @@ fn enforcement_outlives_the_agent_until_detach() {
         !sb.client(Some(&app), "udp", FORBIDDEN_V4).ok,
         "leak after SIGKILL"
     );
-    let instances = std::fs::read_dir(sb.pin_path().join("v1")).unwrap().count();
+    let instances = std::fs::read_dir(sb.pin_path().join("v2/links"))
+        .unwrap()
+        .count();
     assert_eq!(
         instances, 1,
         "a restarted agent replaces the pinned instance"
@@ -291,7 +293,7 @@ fn enforcement_outlives_the_agent_until_detach() {
         "{:?}",
         Sandbox::attached(&app)
     );
-    assert!(!sb.pin_path().join("v1").exists(), "pins left behind");
+    assert!(!sb.pin_path().join("v2").exists(), "pins left behind");
 
     // Detaching twice is harmless and says so.
     let out = sb.detach(&bin, &config);
