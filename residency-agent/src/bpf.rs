@@ -101,6 +101,13 @@ pub enum BpfError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{file}:{line}")]
+    CgroupAt {
+        file: String,
+        line: usize,
+        #[source]
+        source: CgroupError,
+    },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error("cannot open cgroup {path}: {source}")]
@@ -136,8 +143,13 @@ pub fn resolve_cgroups(
     let mut out = Vec::new();
     for (policy, p) in config.policies.iter().enumerate() {
         for c in &p.cgroups {
-            let path = hierarchy.resolve(&c.path)?;
-            let id = cgroup::id_of(&path)?;
+            let at = |source| BpfError::CgroupAt {
+                file: config.source.clone(),
+                line: c.line,
+                source,
+            };
+            let path = hierarchy.resolve(&c.path).map_err(at)?;
+            let id = cgroup::id_of(&path).map_err(at)?;
             // The same directory written two ways ("x" and "<mount>/x") would bind one
             // cgroup twice, the second silently winning.
             if let Some(other) = out.iter().find(|b: &&BoundCgroup| b.id == id) {

@@ -23,7 +23,7 @@ pub enum CgroupError {
     NoCgroup2,
     #[error("cgroup \"{path}\" is outside the cgroup v2 hierarchy mounted at {mount}")]
     Outside { path: String, mount: PathBuf },
-    #[error("cgroup {path}: {source}")]
+    #[error("cannot use cgroup {path}")]
     Stat {
         path: PathBuf,
         #[source]

@@ -86,6 +86,28 @@ for _ in range(count):
 print(ok, failed)
 "#;
 
+const PROBE: &str = r#"
+import os, socket, sys, time
+stop, both, neither, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+fam = lambda a: socket.AF_INET6 if ":" in a else socket.AF_INET
+sb, sn = socket.socket(fam(both), socket.SOCK_DGRAM), socket.socket(fam(neither), socket.SOCK_DGRAM)
+sent = wrongly_dropped = leaked = 0
+deadline = time.time() + 600
+while not os.path.exists(stop) and time.time() < deadline:
+    for _ in range(50):
+        sent += 1
+        try:
+            sb.sendto(b"residency", (both, port))
+        except OSError:
+            wrongly_dropped += 1
+        try:
+            sn.sendto(b"residency", (neither, port))
+            leaked += 1
+        except OSError:
+            pass
+print(sent, wrongly_dropped, leaked, flush=True)
+"#;
+
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 /// Fails loudly when the tests cannot run here (they need root for BPF, cgroups and
@@ -304,6 +326,33 @@ impl Sandbox {
         )
     }
 
+    /// Starts a continuous prober inside `cgroup`: UDP to `both` (allowed by every
+    /// policy version under test) and to `neither` (allowed by none), until
+    /// [`Probe::finish`]. Each `sendto` to a dropped destination fails with EPERM at
+    /// once, so every packet's verdict is seen.
+    pub fn probe(&self, cgroup: &Path, both: &str, neither: &str) -> Probe {
+        let stop = self
+            .dir
+            .join(format!("probe-stop-{}", SEQ.fetch_add(1, Ordering::SeqCst)));
+        let child = self
+            .command(
+                Some(cgroup),
+                "python3",
+                &[
+                    "-c",
+                    PROBE,
+                    &stop.display().to_string(),
+                    both,
+                    neither,
+                    &PORT.to_string(),
+                ],
+            )
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the prober");
+        Probe { child, stop }
+    }
+
     /// One ICMP echo to `addr` from inside `cgroup`.
     pub fn ping(&self, cgroup: Option<&Path>, addr: &str) -> Outcome {
         let out = self
@@ -450,6 +499,40 @@ fn remove_tree(dir: &Path) -> std::io::Result<()> {
         }
     }
     std::fs::remove_dir(dir)
+}
+
+/// A running prober (see [`Sandbox::probe`]).
+pub struct Probe {
+    child: Child,
+    stop: PathBuf,
+}
+
+/// What a prober saw.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeResult {
+    pub sent: u64,
+    /// Packets to the destination every version allows that were dropped.
+    pub wrongly_dropped: u64,
+    /// Packets to the destination no version allows that passed.
+    pub leaked: u64,
+}
+
+impl Probe {
+    pub fn finish(self) -> ProbeResult {
+        std::fs::write(&self.stop, b"").expect("stop file");
+        let out = self.child.wait_with_output().expect("prober");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let n: Vec<u64> = text
+            .split_whitespace()
+            .map(|v| v.parse().expect("a count"))
+            .collect();
+        assert_eq!(n.len(), 3, "prober output: {text:?}");
+        ProbeResult {
+            sent: n[0],
+            wrongly_dropped: n[1],
+            leaked: n[2],
+        }
+    }
 }
 
 /// A running `residency-agent run`, with its stdout (events) and stderr (log) collected.

@@ -1,0 +1,360 @@
+//! Policy lifecycle: reloads (control socket, SIGHUP, dry run), atomicity under a
+//! thousand reloads with traffic flowing, rejection of bad configs with the old policy
+//! enforcing, a non-root client refused, and takeover after kill -9 without a window.
+
+use std::{path::Path, process::Command};
+
+use residency_tests::{Sandbox, agent_binary, http_get, output_within, require_root, sample};
+
+const BOTH: &str = "198.51.100.7"; // allowed by versions A and B
+const ONLY_A: &str = "198.51.100.100"; // allowed by A only (in /25, not in /26)
+const ONLY_B: &str = "203.0.113.9"; // allowed by B only
+const NEITHER: &str = "198.51.100.99"; // allowed by neither (a carve-out in both)
+const ADDRS: &[&str] = &[BOTH, ONLY_A, ONLY_B, NEITHER];
+
+fn version(allow: &str) -> String {
+    format!(
+        r#"
+[agent]
+pin_path = "{{pins}}"
+metrics_address = "{{metrics}}"
+
+[events]
+sinks = ["text"]
+
+[[policy]]
+name = "eu-central"
+cgroups = ["{{cg}}/app"]
+allow = [{allow}]
+deny = ["198.51.100.99/32"]
+"#
+    )
+}
+
+fn version_a() -> String {
+    version(r#""198.51.100.0/25""#)
+}
+
+fn version_b() -> String {
+    version(r#""198.51.100.0/26", "203.0.113.0/24""#)
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Replaces the config file atomically (write + rename), as an operator's editor or a
+/// ConfigMap update does.
+fn replace(path: &Path, text: &str, sb: &Sandbox) {
+    let tmp = path.with_extension("tmp");
+    let text = text
+        .replace("{pins}", &sb.pin_path().display().to_string())
+        .replace("{cg}", &sb.cgroup_root.display().to_string())
+        .replace("{metrics}", &sb.metrics.to_string())
+        .replace(
+            "metrics_address",
+            &format!(
+                "control_socket = \"{}\"\nmetrics_address",
+                sb.control_socket().display()
+            ),
+        );
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn reload_dry_run_status_and_sighup() {
+    if !require_root() {
+        return;
+    }
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    let cfg = sb.write_config("residency.toml", &version_a());
+    sb.start_agent(&bin, &cfg).unwrap();
+    assert!(sb.client(Some(&app), "udp", ONLY_A).ok);
+    assert!(!sb.client(Some(&app), "udp", ONLY_B).ok);
+
+    // The socket is private to root.
+    let mode = std::fs::metadata(sb.control_socket()).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+
+    replace(&cfg, &version_b(), &sb);
+    let o = sb.ctl(&bin, &["reload", "--dry-run"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("dry run") && t.contains("~ policy eu-central: +2 -1 prefixes"),
+        "{t}"
+    );
+    assert!(
+        t.contains("+ allow:203.0.113.0/24") && t.contains("- allow:198.51.100.0/25"),
+        "{t}"
+    );
+    assert!(
+        !sb.client(Some(&app), "udp", ONLY_B).ok,
+        "a dry run applies nothing"
+    );
+
+    let o = sb.ctl(&bin, &["reload"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("reloaded: generation 2 in force"), "{t}");
+    assert!(
+        sb.client(Some(&app), "udp", ONLY_B).ok,
+        "the new version allows it"
+    );
+    assert!(
+        !sb.client(Some(&app), "udp", ONLY_A).ok,
+        "the new version no longer allows it"
+    );
+
+    let o = sb.ctl(&bin, &["status"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("generation 2") && t.contains("policy eu-central mode=enforce ipv4=3"),
+        "{t}"
+    );
+    assert!(t.contains(&format!("cgroup {}", app.display())), "{t}");
+    let o = sb.ctl(&bin, &["status", "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["generation"], 2);
+    assert_eq!(j["policies"][0]["name"], "eu-central");
+    assert_eq!(j["policies"][0]["prefixes"]["ipv4"], 3);
+    assert!(
+        j["policies"][0]["packets"]["blocked"].as_u64().unwrap() >= 2,
+        "{j}"
+    );
+    assert_eq!(j["reloads"]["success"], 1);
+
+    // SIGHUP does what `reload` does.
+    replace(&cfg, &version_a(), &sb);
+    // SAFETY: kill(2) on the agent this test started.
+    unsafe { libc::kill(sb.agent().pid() as i32, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !sb
+        .agent()
+        .stderr()
+        .iter()
+        .any(|l| l.contains("generation 3 in force"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload: {:?}",
+            sb.agent().stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(sb.client(Some(&app), "udp", ONLY_A).ok);
+    let (_, body) = http_get(sb.metrics, "/metrics").unwrap();
+    assert_eq!(sample(&body, "residency_policy_generation"), Some(3.0));
+    assert_eq!(
+        sample(&body, "residency_reloads_total{result=\"success\"}"),
+        Some(2.0)
+    );
+}
+
+#[test]
+fn a_bad_reload_is_rejected_and_the_policy_in_force_stays() {
+    if !require_root() {
+        return;
+    }
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    let cfg = sb.write_config("residency.toml", &version_a());
+    sb.start_agent(&bin, &cfg).unwrap();
+    for (bad, expect) in [
+        (
+            version_a().replace("198.51.100.0/25", "198.51.100.0/33"),
+            "198.51.100.0/33",
+        ),
+        (version_a().replace("allow =", "alow ="), "alow"),
+        (version_a().replace("{cg}/app", "{cg}/missing"), "missing"),
+        (
+            version_a().replace("[[policy]]", "[[policy]\n"),
+            "residency.toml:",
+        ),
+    ] {
+        replace(&cfg, &bad, &sb);
+        let o = sb.ctl(&bin, &["reload"]);
+        let t = text(&o);
+        assert!(!o.status.success(), "accepted: {t}");
+        assert!(t.contains("rejected") && t.contains(expect), "{t}");
+        assert!(t.contains("residency.toml"), "names the file: {t}");
+        // Still version A, exactly.
+        assert!(sb.client(Some(&app), "udp", ONLY_A).ok);
+        assert!(!sb.client(Some(&app), "udp", ONLY_B).ok);
+        assert!(!sb.client(Some(&app), "udp", NEITHER).ok);
+    }
+    let (_, body) = http_get(sb.metrics, "/metrics").unwrap();
+    assert_eq!(
+        sample(&body, "residency_reloads_total{result=\"failure\"}"),
+        Some(4.0)
+    );
+    assert_eq!(sample(&body, "residency_policy_generation"), Some(1.0));
+}
+
+#[test]
+fn a_non_root_client_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    sb.cgroup("app").unwrap();
+    let cfg = sb.write_config("residency.toml", &version_a());
+    sb.start_agent(&bin, &cfg).unwrap();
+    // The sandbox directory is root's; let nobody reach the socket file itself, so that
+    // the agent's own credential check is what refuses.
+    std::fs::set_permissions(&sb.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let as_nobody = |mode: u32| {
+        std::fs::set_permissions(
+            sb.control_socket(),
+            std::os::unix::fs::PermissionsExt::from_mode(mode),
+        )
+        .unwrap();
+        let mut c = Command::new(&bin);
+        c.args(["reload", "--socket"]).arg(sb.control_socket());
+        std::os::unix::process::CommandExt::uid(&mut c, 65534);
+        std::os::unix::process::CommandExt::gid(&mut c, 65534);
+        output_within(&mut c, 20)
+    };
+    let o = as_nobody(0o600);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("Permission denied") || text(&o).contains("permission denied"),
+        "{}",
+        text(&o)
+    );
+    let o = as_nobody(0o666);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("permission denied: uid 65534 is not root"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        sb.agent()
+            .stderr()
+            .iter()
+            .any(|l| l.contains("refused a client"))
+    );
+    let (_, body) = http_get(sb.metrics, "/metrics").unwrap();
+    assert_eq!(
+        sample(&body, "residency_policy_generation"),
+        Some(1.0),
+        "nothing was reloaded"
+    );
+}
+
+#[test]
+fn a_thousand_reloads_under_traffic_never_mix_versions() {
+    if !require_root() {
+        return;
+    }
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    let cfg = sb.write_config("residency.toml", &version_a());
+    sb.start_agent(&bin, &cfg).unwrap();
+    let probe = sb.probe(&app, BOTH, NEITHER);
+    let started = std::time::Instant::now();
+    let (a, b) = (version_a(), version_b());
+    for i in 0..1000 {
+        replace(&cfg, if i % 2 == 0 { &b } else { &a }, &sb);
+        let o = sb.ctl(&bin, &["reload"]);
+        assert!(o.status.success(), "reload {i}: {}", text(&o));
+    }
+    let took = started.elapsed();
+    let r = probe.finish();
+    eprintln!("1000 reloads in {took:?}; prober sent {} pairs", r.sent);
+    assert!(r.sent > 1000, "the prober ran throughout: {r:?}");
+    assert_eq!(
+        r.wrongly_dropped, 0,
+        "packets both versions allow were dropped: {r:?}"
+    );
+    assert_eq!(r.leaked, 0, "packets neither version allows passed: {r:?}");
+    let (_, body) = http_get(sb.metrics, "/metrics").unwrap();
+    assert_eq!(sample(&body, "residency_policy_generation"), Some(1001.0));
+    assert_eq!(
+        sample(&body, "residency_program_errors_total{kind=\"no_binding\"}"),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn kill_9_keeps_enforcing_and_a_restart_takes_over_without_a_window() {
+    if !require_root() {
+        return;
+    }
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    let cfg = sb.write_config("residency.toml", &version_a());
+    sb.start_agent(&bin, &cfg).unwrap();
+    let probe = sb.probe(&app, BOTH, NEITHER);
+    sb.agent().signal(libc::SIGKILL);
+    assert!(
+        !sb.client(Some(&app), "udp", NEITHER).ok,
+        "still enforced after kill -9"
+    );
+    // The restarted agent runs version B: BOTH stays allowed and NEITHER blocked
+    // through the takeover.
+    replace(&cfg, &version_b(), &sb);
+    sb.start_agent(&bin, &cfg).unwrap();
+    assert!(
+        sb.agent()
+            .stderr()
+            .iter()
+            .any(|l| l.contains("adopting the pinned policy maps")),
+        "{:?}",
+        sb.agent().stderr()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let r = probe.finish();
+    assert!(r.sent > 100, "{r:?}");
+    assert_eq!(r.wrongly_dropped, 0, "{r:?}");
+    assert_eq!(r.leaked, 0, "{r:?}");
+    assert!(
+        sb.client(Some(&app), "udp", ONLY_B).ok,
+        "the new agent's version is in force"
+    );
+    assert_eq!(
+        Sandbox::attached(&app),
+        vec!["residency_egress"],
+        "one link: the old instance was retired"
+    );
+}
+
+#[test]
+fn an_unknown_pin_layout_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    sb.cgroup("app").unwrap();
+    let cfg = sb.write_config("residency.toml", &version_a());
+    // Mount the bpffs first (by starting and stopping an agent), then plant a layout
+    // from the future.
+    sb.start_agent(&bin, &cfg).unwrap();
+    sb.agent().signal(libc::SIGTERM);
+    std::fs::create_dir(sb.pin_path().join("v9")).unwrap();
+    let o = output_within(Command::new(&bin).args(["run", "--config"]).arg(&cfg), 30);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("layout \"v9\"") && t.contains("does not understand"),
+        "{t}"
+    );
+    std::fs::remove_dir(sb.pin_path().join("v9")).unwrap();
+}
