@@ -135,12 +135,21 @@ pub struct BoundCgroup {
     pub id: u64,
 }
 
-/// Resolves every configured cgroup to a path and id on this host.
+/// A configured cgroup that does not exist (yet): its policy applies when it appears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingCgroup {
+    pub policy: usize,
+    pub path: PathBuf,
+}
+
+/// Resolves every configured cgroup to a path and id on this host; cgroups that do not
+/// exist are returned apart, to be watched for.
 pub fn resolve_cgroups(
     config: &Config,
     hierarchy: &Hierarchy,
-) -> Result<Vec<BoundCgroup>, BpfError> {
+) -> Result<(Vec<BoundCgroup>, Vec<MissingCgroup>), BpfError> {
     let mut out = Vec::new();
+    let mut missing = Vec::new();
     for (policy, p) in config.policies.iter().enumerate() {
         for c in &p.cgroups {
             let at = |source| BpfError::CgroupAt {
@@ -149,7 +158,16 @@ pub fn resolve_cgroups(
                 source,
             };
             let path = hierarchy.resolve(&c.path).map_err(at)?;
-            let id = cgroup::id_of(&path).map_err(at)?;
+            let id = match cgroup::id_of(&path) {
+                Ok(id) => id,
+                Err(CgroupError::Stat { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    missing.push(MissingCgroup { policy, path });
+                    continue;
+                }
+                Err(e) => return Err(at(e)),
+            };
             // The same directory written two ways ("x" and "<mount>/x") would bind one
             // cgroup twice, the second silently winning.
             if let Some(other) = out.iter().find(|b: &&BoundCgroup| b.id == id) {
@@ -162,7 +180,7 @@ pub fn resolve_cgroups(
             out.push(BoundCgroup { policy, path, id });
         }
     }
-    Ok(out)
+    Ok((out, missing))
 }
 
 /// The cgroups to attach to: configured cgroups with no configured ancestor. A packet

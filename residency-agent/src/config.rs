@@ -292,7 +292,7 @@ impl Config {
 
     /// Parses and validates config text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let at = Locator { text, file };
+        let at = Locator::new(text, file);
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
             at.error(span, "config", e.message().trim_end())
@@ -632,21 +632,37 @@ pub fn parse_prefix(text: &str) -> Result<IpNetwork, String> {
 struct Locator<'a> {
     text: &'a str,
     file: &'a str,
+    /// Byte offset where each line starts: every entry's line is looked up, and a
+    /// 100,000-prefix policy must not cost a scan of the text per entry.
+    line_starts: Vec<usize>,
 }
 
-impl Locator<'_> {
+impl<'a> Locator<'a> {
+    fn new(text: &'a str, file: &'a str) -> Locator<'a> {
+        let line_starts = std::iter::once(0)
+            .chain(
+                text.bytes()
+                    .enumerate()
+                    .filter(|(_, b)| *b == b'\n')
+                    .map(|(i, _)| i + 1),
+            )
+            .collect();
+        Locator {
+            text,
+            file,
+            line_starts,
+        }
+    }
+
     fn line(&self, offset: usize) -> usize {
-        let offset = offset.min(self.text.len());
-        self.text.as_bytes()[..offset]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count()
-            + 1
+        self.line_starts
+            .partition_point(|start| *start <= offset)
+            .max(1)
     }
 
     fn column(&self, offset: usize) -> usize {
         let offset = offset.min(self.text.len());
-        let start = self.text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let start = self.line_starts[self.line(offset) - 1].min(offset);
         self.text[start..offset].chars().count() + 1
     }
 

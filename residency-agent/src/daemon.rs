@@ -22,7 +22,7 @@ use residency_common::Stat;
 use tracing::{info, warn};
 
 use crate::{
-    bpf::{self, BoundCgroup, Loaded},
+    bpf::{self, BoundCgroup, Loaded, MissingCgroup},
     cgroup::{Hierarchy, PathCache},
     config::{self, Config},
     control::{self, Request, Response},
@@ -32,6 +32,7 @@ use crate::{
     pins,
     policy::{self, Versioned},
     sinks,
+    watch::CgroupWatch,
 };
 
 /// Loads the config named on the command line, else the default path, else the
@@ -117,6 +118,7 @@ pub fn ask(
 struct Prepared {
     config: Config,
     bound: Vec<BoundCgroup>,
+    missing: Vec<MissingCgroup>,
 }
 
 fn prepare(config: Config, hierarchy: &Hierarchy) -> anyhow::Result<Prepared> {
@@ -130,9 +132,20 @@ fn prepare(config: Config, hierarchy: &Hierarchy) -> anyhow::Result<Prepared> {
         );
     }
     config.check_cgroups(hierarchy)?;
-    let bound =
+    let (bound, missing) =
         bpf::resolve_cgroups(&config, hierarchy).context("a configured cgroup cannot be used")?;
-    Ok(Prepared { config, bound })
+    for m in &missing {
+        warn!(
+            cgroup = %m.path.display(),
+            policy = %config.policies[m.policy].name,
+            "cgroup does not exist yet; its policy applies as soon as it appears"
+        );
+    }
+    Ok(Prepared {
+        config,
+        bound,
+        missing,
+    })
 }
 
 /// The daemon's state between requests.
@@ -145,6 +158,8 @@ struct Daemon {
     /// Attached cgroup id -> path, for the links pinned in `instance`.
     attached: BTreeMap<u64, PathBuf>,
     bound: Vec<BoundCgroup>,
+    missing: Vec<MissingCgroup>,
+    watch: CgroupWatch,
     versioned: Arc<RwLock<Versioned>>,
     telemetry: Arc<Telemetry>,
     started: Instant,
@@ -181,6 +196,69 @@ impl Daemon {
             .attached_cgroups
             .store(self.bound.len(), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Watches where configured cgroups live or will live: the parent of each bound
+    /// one (re-creation) and the nearest existing ancestor of each missing one.
+    fn watch_cgroups(&self) {
+        for b in &self.bound {
+            if let Some(parent) = b.path.parent() {
+                self.watch.watch(parent);
+            }
+        }
+        for m in &self.missing {
+            if let Some(dir) = m.path.ancestors().skip(1).find(|p| p.exists()) {
+                self.watch.watch(dir);
+            }
+        }
+    }
+
+    /// Re-resolves the configured cgroups of the version in force: binds cgroups that
+    /// appeared (or were re-created under a new id) before attaching to them, and
+    /// unbinds those that are gone.
+    fn rescan(&mut self) {
+        let (config, ids) = {
+            let v = self.versioned.read().expect("lock");
+            (v.config.clone(), v.ids.clone())
+        };
+        let (bound, missing) = match bpf::resolve_cgroups(&config, &self.hierarchy) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("re-resolving cgroups failed: {e:#}");
+                return;
+            }
+        };
+        let same = bound.len() == self.bound.len()
+            && bound
+                .iter()
+                .zip(&self.bound)
+                .all(|(a, b)| a.id == b.id && a.path == b.path);
+        if same && missing == self.missing {
+            return;
+        }
+        for b in &bound {
+            if !self.bound.iter().any(|o| o.id == b.id) {
+                let mode = policy::mode_value(config.policies[b.policy].mode);
+                match self.generations.bind(b.id, ids[b.policy], mode) {
+                    Ok(()) => {
+                        info!(cgroup = %b.path.display(), policy = %config.policies[b.policy].name, "cgroup appeared: its policy applies")
+                    }
+                    Err(e) => warn!(cgroup = %b.path.display(), "binding a new cgroup failed: {e}"),
+                }
+            }
+        }
+        for o in &self.bound {
+            if !bound.iter().any(|b| b.id == o.id) {
+                self.generations.unbind(o.id);
+                info!(cgroup = %o.path.display(), "cgroup is gone; its policy applies again when it reappears");
+            }
+        }
+        self.bound = bound;
+        self.missing = missing;
+        if let Err(e) = self.reconcile_links() {
+            warn!("attaching to a new cgroup failed: {e:#}");
+        }
+        self.watch_cgroups();
     }
 
     /// Re-reads the config file and applies it, or only reports the change.
@@ -232,6 +310,8 @@ impl Daemon {
             Err(e) => return Response::error(format!("rejected: {e}")),
         };
         self.bound = prepared.bound;
+        self.missing = prepared.missing;
+        self.watch_cgroups();
         *self.versioned.write().expect("lock") = Versioned {
             config: prepared.config,
             ids: applied.ids.clone(),
@@ -348,7 +428,11 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
     info!(config = %config.source, policies = config.policies.len(), "residency-agent {} starting", env!("CARGO_PKG_VERSION"));
 
     let hierarchy = Hierarchy::discover().context("refusing to start without enforcement")?;
-    let Prepared { config, bound } = prepare(config, &hierarchy).context("refusing to start")?;
+    let Prepared {
+        config,
+        bound,
+        missing,
+    } = prepare(config, &hierarchy).context("refusing to start")?;
 
     let pin_path = config.agent.pin_path.clone();
     if let Some(at) =
@@ -464,6 +548,11 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         hierarchy.clone(),
         bound.iter().map(|b| (b.id, b.path.clone())),
     );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // The inotify watch registers with the runtime's reactor.
+    let _entered = runtime.enter();
     let mut daemon = Daemon {
         config_path: path.map(Path::to_owned),
         hierarchy,
@@ -472,15 +561,14 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         instance: instance.clone(),
         attached,
         bound,
+        missing,
+        watch: CgroupWatch::new().context("refusing to start: inotify")?,
         versioned: versioned.clone(),
         telemetry: telemetry.clone(),
         started: Instant::now(),
         last_reload: String::new(),
     };
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     runtime.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let control_listener = control::bind(&config.agent.control_socket, access).context("refusing to serve")?;
@@ -517,8 +605,12 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             }
         };
         tokio::pin!(detached);
+        daemon.watch_cgroups();
+        let mut rescan = tokio::time::interval(std::time::Duration::from_secs(1));
         let outcome = loop {
             tokio::select! {
+                _ = daemon.watch.changed() => daemon.rescan(),
+                _ = rescan.tick() => daemon.rescan(),
                 _ = hup.recv() => {
                     info!("SIGHUP: reloading {}", daemon.versioned.read().expect("lock").config.source);
                     daemon.reload(false);

@@ -178,6 +178,37 @@ impl Generations {
         }
     }
 
+    /// Binds one more cgroup in the version in force (a configured cgroup that has just
+    /// appeared). The binding becomes visible to packets in one map update.
+    pub fn bind(&mut self, cgroup_id: u64, policy: u32, mode: u32) -> Result<(), BpfError> {
+        let key = BindingKey {
+            cgroup_id,
+            slot: self.slot,
+            _pad: 0,
+        };
+        self.maps
+            .bindings
+            .insert(key, Binding { policy, mode }, 0)
+            .map_err(|source| BpfError::MapFull {
+                name: maps::BINDINGS,
+                entry: format!("cgroup id {cgroup_id}"),
+                source,
+            })?;
+        self.written.bindings.push(key);
+        Ok(())
+    }
+
+    /// Removes the binding of a cgroup that no longer exists.
+    pub fn unbind(&mut self, cgroup_id: u64) {
+        let key = BindingKey {
+            cgroup_id,
+            slot: self.slot,
+            _pad: 0,
+        };
+        let _ = self.maps.bindings.remove(&key);
+        self.written.bindings.retain(|k| *k != key);
+    }
+
     /// Applies `config` (with its cgroups resolved in `bound`) as the new version.
     pub fn apply(&mut self, config: &Config, bound: &[BoundCgroup]) -> Result<Applied, BpfError> {
         let started = Instant::now();

@@ -21,6 +21,7 @@ mod pins;
 mod policy;
 mod rcu;
 mod sinks;
+mod watch;
 
 use std::process::ExitCode;
 

@@ -140,15 +140,21 @@ fn run_refuses_to_start_when_it_cannot_enforce() {
         return;
     }
     let sb = Sandbox::new(&[]).unwrap();
-    // A cgroup that does not exist: nothing is attached, and the message names it.
+    // A configured path that exists but is not a cgroup directory: nothing is attached,
+    // and the message names the file, the line and the path.
     let cfg = sb.write_config(
-        "missing.toml",
-        "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\n[[policy]]\nname = \"p\"\ncgroups = [\"{cg}/nope\"]\nallow = [\"198.51.100.0/24\"]\n",
+        "notcgroup.toml",
+        "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\n[[policy]]\nname = \"p\"\ncgroups = [\"{cg}/cgroup.procs\"]\nallow = [\"198.51.100.0/24\"]\n",
     );
     let o = agent(&["run", "--config", &cfg.display().to_string()]);
     let t = text(&o);
     assert!(!o.status.success(), "{t}");
-    assert!(t.contains("refusing to start") && t.contains("nope"), "{t}");
+    assert!(
+        t.contains("refusing to start")
+            && t.contains("notcgroup.toml:7")
+            && t.contains("not a cgroup v2 directory"),
+        "{t}"
+    );
     assert!(Sandbox::attached(&sb.cgroup_root).is_empty());
 
     // No policy at all: starting would replace pinned enforcement with nothing.

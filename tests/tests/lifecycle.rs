@@ -178,7 +178,10 @@ fn a_bad_reload_is_rejected_and_the_policy_in_force_stays() {
             "198.51.100.0/33",
         ),
         (version_a().replace("allow =", "alow ="), "alow"),
-        (version_a().replace("{cg}/app", "{cg}/missing"), "missing"),
+        (
+            version_a().replace("{cg}/app", "{cg}/app/cgroup.procs"),
+            "not a cgroup v2 directory",
+        ),
         (
             version_a().replace("[[policy]]", "[[policy]\n"),
             "residency.toml:",
@@ -357,4 +360,162 @@ fn an_unknown_pin_layout_is_refused() {
         "{t}"
     );
     std::fs::remove_dir(sb.pin_path().join("v9")).unwrap();
+}
+
+#[test]
+fn cgroups_that_appear_later_or_are_recreated_get_their_policy() {
+    if !require_root() {
+        return;
+    }
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    // Neither `app` nor `batch/job` exists when the agent starts.
+    let cfg = sb.write_config(
+        "residency.toml",
+        &version_a().replace(
+            r#"cgroups = ["{cg}/app"]"#,
+            r#"cgroups = ["{cg}/app", "{cg}/batch/job"]"#,
+        ),
+    );
+    sb.start_agent(&bin, &cfg).unwrap();
+    assert!(
+        sb.agent()
+            .stderr()
+            .iter()
+            .any(|l| l.contains("does not exist yet")),
+        "{:?}",
+        sb.agent().stderr()
+    );
+
+    let wait_attached = |sb: &mut Sandbox, path: &Path| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !sb
+            .agent()
+            .stderr()
+            .iter()
+            .any(|l| l.contains("cgroup appeared") && l.contains(&path.display().to_string()))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never got its policy",
+                path.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let app = sb.cgroup("app").unwrap();
+    wait_attached(&mut sb, &app);
+    assert!(sb.client(Some(&app), "udp", BOTH).ok);
+    assert!(
+        !sb.client(Some(&app), "udp", ONLY_B).ok,
+        "a cgroup created after start is enforced"
+    );
+
+    // Two levels created at once; and a child of the new cgroup inherits its policy.
+    let job = sb.cgroup("batch/job").unwrap();
+    wait_attached(&mut sb, &job);
+    let step = sb.cgroup("batch/job/step-1").unwrap();
+    assert!(!sb.client(Some(&step), "udp", NEITHER).ok);
+    assert!(sb.client(Some(&step), "udp", BOTH).ok);
+    let (_, body) = http_get(sb.metrics, "/metrics").unwrap();
+    assert_eq!(sample(&body, "residency_attached_cgroups"), Some(2.0));
+
+    // Re-created (as systemd does on a unit restart): a new cgroup id, same policy.
+    std::fs::remove_dir(&step).unwrap();
+    std::fs::remove_dir(&job).unwrap();
+    std::fs::create_dir(&job).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while sb
+        .agent()
+        .stderr()
+        .iter()
+        .filter(|l| l.contains("cgroup appeared") && l.contains(&job.display().to_string()))
+        .count()
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the re-created cgroup never got its policy"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!sb.client(Some(&job), "udp", ONLY_B).ok);
+    assert!(sb.client(Some(&job), "udp", BOTH).ok);
+}
+
+#[test]
+fn a_hundred_thousand_prefixes_reload_and_an_oversized_policy_is_rejected_whole() {
+    if !require_root() {
+        return;
+    }
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    let cfg = sb.write_config(
+        "residency.toml",
+        &version_a()
+            .replace("[events]", "[events]\n")
+            .replace("metrics_address", "rule_capacity = 150000\nmetrics_address"),
+    );
+    sb.start_agent(&bin, &cfg).unwrap();
+
+    // 60k IPv4 /32s in 10.0.0.0/8 and 40k IPv6 /64s, plus the version-B entries.
+    let mut big = String::from(r#""198.51.100.0/26", "203.0.113.0/24""#);
+    for i in 0..60_000u32 {
+        big.push_str(&format!(
+            ", \"10.{}.{}.{}/32\"",
+            (i >> 16) & 0xff,
+            (i >> 8) & 0xff,
+            i & 0xff
+        ));
+    }
+    for i in 0..40_000u32 {
+        big.push_str(&format!(
+            ", \"2001:db8:{:x}:{:x}::/64\"",
+            0x100 + (i >> 16),
+            i & 0xffff
+        ));
+    }
+    let with_capacity = |v: String, cap: u32| {
+        v.replace(
+            "metrics_address",
+            &format!("rule_capacity = {cap}\nmetrics_address"),
+        )
+    };
+    replace(&cfg, &with_capacity(version(&big), 150_000), &sb);
+    let o = sb.ctl(&bin, &["reload"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("reloaded: generation 2 in force (100003 prefixes applied in"),
+        "{t}"
+    );
+    eprintln!("{}", t.lines().next().unwrap());
+    assert!(sb.client(Some(&app), "udp", ONLY_B).ok);
+    assert!(!sb.client(Some(&app), "udp", NEITHER).ok);
+
+    // 150k entries do not fit beside the 100k in force in a 150k-entry map: rejected
+    // whole, before anything is written; the 100k version keeps enforcing.
+    let mut bigger = big.clone();
+    for i in 0..50_000u32 {
+        bigger.push_str(&format!(", \"172.16.{}.{}/32\"", (i >> 8) & 0xff, i & 0xff));
+    }
+    replace(&cfg, &with_capacity(version(&bigger), 150_000), &sb);
+    let o = sb.ctl(&bin, &["reload"]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("would not fit") && t.contains("RES_RULES_V4"),
+        "{t}"
+    );
+    assert!(sb.client(Some(&app), "udp", ONLY_B).ok);
+    assert!(!sb.client(Some(&app), "udp", NEITHER).ok);
+    let (_, body) = http_get(sb.metrics, "/metrics").unwrap();
+    assert_eq!(
+        sample(
+            &body,
+            "residency_policy_prefixes{policy=\"eu-central\",family=\"ipv4\"}"
+        ),
+        Some(60_003.0)
+    );
 }

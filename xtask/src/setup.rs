@@ -20,6 +20,8 @@ const PACKAGES: &[(&str, &str)] = &[
         "rust-web-src",
         "/usr/lib/rustlib/src/rust/library/core/Cargo.toml",
     ),
+    // Debian's clippy for the same compiler, to lint the kernel crate.
+    ("rust-web-clippy", "/usr/bin/clippy-driver"),
     ("llvm-22-dev", "/usr/lib/llvm-22/bin/llvm-config"),
     ("libpolly-22-dev", "/usr/lib/llvm-22/lib/libPolly.a"),
     ("iproute2", "/usr/bin/ip"),
