@@ -21,6 +21,8 @@ metrics_address = "{metrics}"
 
 [events]
 sinks = ["text"]
+# One line per packet in the demo; production keeps the 1 s default.
+aggregate_window_ms = 0
 
 [[policy]]
 name = "eu-central"
