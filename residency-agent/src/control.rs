@@ -161,6 +161,16 @@ async fn handle(
 ) -> anyhow::Result<()> {
     let cred = stream.peer_cred()?;
     let (read, mut write) = stream.into_split();
+    // Read the request before answering, even a refused one: answering first and
+    // closing would race the client's write (it would see EPIPE, not the refusal).
+    let mut line = String::new();
+    let mut reader = BufReader::new(read);
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        reader.read_line(&mut line),
+    )
+    .await
+    .context("request timed out")??;
     let allowed = cred.uid() == 0
         || access
             .group
@@ -177,8 +187,6 @@ async fn handle(
             }
         ))
     } else {
-        let mut line = String::new();
-        BufReader::new(read).read_line(&mut line).await?;
         match serde_json::from_str::<Request>(&line) {
             Err(e) => Response::error(format!("bad request: {e}")),
             Ok(req) => {

@@ -251,10 +251,15 @@ impl Generations {
                 source,
             });
         }
-        // No packet is judged by the old slot any more once this returns.
-        self.rcu
-            .wait()
-            .map_err(|source| BpfError::Barrier { source })?;
+        // No packet is judged by the old slot any more once this returns. The flip has
+        // happened, so a failed barrier must not abort the bookkeeping below: wait a
+        // generous grace period instead (programs run for microseconds).
+        if let Err(e) = self.rcu.wait() {
+            tracing::warn!(
+                "RCU barrier failed ({e}); waiting 100 ms before retiring the old version"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let old = std::mem::replace(&mut self.written, w);
         self.delete(&old);
         self.slot = next;
