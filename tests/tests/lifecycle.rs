@@ -519,3 +519,66 @@ fn a_hundred_thousand_prefixes_reload_and_an_oversized_policy_is_rejected_whole(
         Some(60_003.0)
     );
 }
+
+#[test]
+fn members_of_control_group_may_use_the_socket() {
+    if !require_root() {
+        return;
+    }
+    let group = format!("rzctl{}", std::process::id());
+    let out = Command::new("groupadd")
+        .arg(&group)
+        .output()
+        .expect("groupadd (Debian package passwd)");
+    assert!(out.status.success(), "{}", text(&out));
+    struct DelGroup(String);
+    impl Drop for DelGroup {
+        fn drop(&mut self) {
+            let _ = Command::new("groupdel").arg(&self.0).status();
+        }
+    }
+    let _del = DelGroup(group.clone());
+    let gid: u32 = String::from_utf8_lossy(
+        &Command::new("getent")
+            .args(["group", &group])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .split(':')
+    .nth(2)
+    .unwrap()
+    .parse()
+    .unwrap();
+
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    sb.cgroup("app").unwrap();
+    let cfg = sb.write_config(
+        "residency.toml",
+        &version_a().replace(
+            "metrics_address",
+            &format!("control_group = \"{group}\"\nmetrics_address"),
+        ),
+    );
+    sb.start_agent(&bin, &cfg).unwrap();
+    std::fs::set_permissions(&sb.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let meta = std::fs::metadata(sb.control_socket()).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o660
+    );
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), gid);
+    let as_user = |g: u32| {
+        let mut c = Command::new(&bin);
+        c.args(["status", "--socket"]).arg(sb.control_socket());
+        std::os::unix::process::CommandExt::uid(&mut c, 65534);
+        std::os::unix::process::CommandExt::gid(&mut c, g);
+        output_within(&mut c, 20)
+    };
+    let o = as_user(gid);
+    assert!(o.status.success(), "a member may ask: {}", text(&o));
+    assert!(text(&o).contains("generation 1"), "{}", text(&o));
+    let o = as_user(65534);
+    assert!(!o.status.success(), "a non-member may not: {}", text(&o));
+}

@@ -31,6 +31,7 @@ const PACKAGES: &[(&str, &str)] = &[
     // End-to-end tests of the event sinks and monitoring artifacts.
     ("systemd", "/lib/systemd/systemd-journald"),
     ("prometheus", "/usr/bin/promtool"),
+    ("passwd", "/usr/sbin/groupadd"),
 ];
 
 pub fn setup() -> anyhow::Result<()> {
