@@ -8,7 +8,7 @@
 use std::{path::Path, process::Command};
 
 use anyhow::Context as _;
-use residency_tests::Sandbox;
+use residency_tests::{Sandbox, http_get};
 
 const IN_REGION_V4: &str = "198.51.100.7";
 const IN_REGION_V6: &str = "2001:db8:1::7";
@@ -94,14 +94,46 @@ pub fn demo(bin: &Path) -> anyhow::Result<()> {
         println!("     {e}");
     }
 
+    println!(
+        "\n   Exact per-policy counters on the Prometheus endpoint (http://{}/metrics):",
+        sb.metrics
+    );
+    let (_, body) = http_get(sb.metrics, "/metrics")?;
+    for l in body
+        .lines()
+        .filter(|l| l.starts_with("residency_packets_total") && !l.ends_with(" 0"))
+    {
+        println!("     {l}");
+    }
+
+    println!("\n   Reload: the policy now also allows 203.0.113.0/24 (`residency-agent reload`):");
+    let text = std::fs::read_to_string(&config)?.replace(
+        "allow = [\"198.51.100.0/24\"",
+        "allow = [\"203.0.113.0/24\", \"198.51.100.0/24\"",
+    );
+    std::fs::write(&config, text)?;
+    let out = sb.ctl(bin, &["reload"]);
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("     {l}");
+    }
+    probe(
+        &sb,
+        &cg,
+        &[("tcp", OUT_OF_REGION_V4), ("tcp", OUT_OF_REGION_V6)],
+    );
+
     println!("\n4. Stop the agent (SIGTERM). Enforcement stays pinned: fail closed.");
     sb.agent().signal(libc_sigterm());
-    probe(&sb, &cg, &[("tcp", OUT_OF_REGION_V4)]);
+    probe(
+        &sb,
+        &cg,
+        &[("tcp", OUT_OF_REGION_V4), ("tcp", OUT_OF_REGION_V6)],
+    );
 
     println!("\n5. `residency-agent detach` removes it:");
     let out = sb.detach(bin, &config);
     print!("     {}", String::from_utf8_lossy(&out.stdout));
-    probe(&sb, &cg, &[("tcp", OUT_OF_REGION_V4)]);
+    probe(&sb, &cg, &[("tcp", OUT_OF_REGION_V6)]);
 
     drop(sb);
     let left = Command::new("bpftool")
