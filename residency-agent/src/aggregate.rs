@@ -113,34 +113,13 @@ fn summary(p: Pending) -> BlockEvent {
 mod tests {
     use super::*;
     use crate::{cgroup::Hierarchy, cgroup::PathCache, config::Config};
-    use residency_common::{EVENT_BLOCK, Event, RULE_NONE, SOURCE_SKB};
 
     fn ev(dst_last: u8, dport: u16) -> BlockEvent {
         let config = Config::parse("[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\n", "t").unwrap();
         let mut paths = PathCache::new(Hierarchy { mount: "/c".into() }, []);
-        let mut dst = [0u8; 16];
-        dst[..4].copy_from_slice(&[203, 0, 113, dst_last]);
-        let raw = Event {
-            timestamp_ns: 0,
-            cgroup_id: 0,
-            policy: 0,
-            rule: RULE_NONE,
-            uid: 0,
-            pid: 0,
-            dst_port: dport,
-            src_port: 1,
-            kind: EVENT_BLOCK,
-            family: 4,
-            protocol: 17,
-            source: SOURCE_SKB,
-            icmp_type: 0,
-            icmp_code: 0,
-            _pad: [0; 2],
-            count: 1,
-            dst_addr: dst,
-            src_addr: [0; 16],
-            comm: [0; 16],
-        };
+        let mut raw = crate::events::tests::event();
+        raw.dst_addr[3] = dst_last;
+        raw.dst_port = dport;
         BlockEvent::decode(&raw, &crate::policy::Versioned::initial(config), &mut paths)
     }
 

@@ -316,13 +316,14 @@ impl Drop for AliveGuard {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cgroup::Hierarchy;
     use crate::config::Config;
     use residency_common::{EVENT_BLOCK, RULE_NONE, SOURCE_SKB};
 
-    fn event() -> Event {
+    /// A blocked TCP packet to 203.0.113.9:443 from cgroup 42, policy 0.
+    pub(crate) fn event() -> Event {
         let mut dst = [0u8; 16];
         dst[..4].copy_from_slice(&[203, 0, 113, 9]);
         let mut src = [0u8; 16];
