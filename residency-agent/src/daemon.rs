@@ -64,7 +64,7 @@ pub fn check(path: Option<&Path>) -> anyhow::Result<()> {
     let notes = config.check_cgroups(&hierarchy)?;
     print!("{}", policy::summary(&config));
     for n in notes {
-        println!("note: {n} (`run` refuses to start until it exists)");
+        println!("note: {n} (its policy applies as soon as it appears)");
     }
     Ok(())
 }
@@ -162,6 +162,7 @@ struct Daemon {
     watch: CgroupWatch,
     versioned: Arc<RwLock<Versioned>>,
     telemetry: Arc<Telemetry>,
+    metrics: Arc<Metrics>,
     started: Instant,
     last_reload: String,
 }
@@ -309,6 +310,16 @@ impl Daemon {
             Ok(a) => a,
             Err(e) => return Response::error(format!("rejected: {e}")),
         };
+        let old_ids = self.versioned.read().expect("lock").ids.clone();
+        let fresh: Vec<u32> = applied
+            .ids
+            .iter()
+            .copied()
+            .filter(|id| !old_ids.contains(id))
+            .collect();
+        if let Err(e) = self.metrics.kernel.lock().expect("lock").reset(&fresh) {
+            warn!("zeroing the counters of new policies failed: {e}");
+        }
         self.bound = prepared.bound;
         self.missing = prepared.missing;
         self.watch_cgroups();
@@ -342,9 +353,9 @@ impl Daemon {
         }
     }
 
-    fn status(&self, metrics: &Metrics) -> Response {
+    fn status(&self) -> Response {
         let v = self.versioned.read().expect("lock");
-        let packets = metrics.kernel.lock().expect("lock").packets(&v.ids);
+        let packets = self.metrics.kernel.lock().expect("lock").packets(&v.ids);
         let mut text = format!(
             "residency-agent {} — generation {}, up {}s, pins {}\n",
             env!("CARGO_PKG_VERSION"),
@@ -533,9 +544,15 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         ids: applied.ids.clone(),
         generation: applied.generation,
     }));
+    let mut kernel_counters = loaded.take_counters()?;
+    // Counts adopted from an earlier agent may sit under ids this agent gives to other
+    // policies; a restart starts every series from zero, as Prometheus expects.
+    kernel_counters
+        .reset(&applied.ids)
+        .context("zeroing the packet counters")?;
     let metrics = Arc::new(Metrics {
         versioned: versioned.clone(),
-        kernel: Mutex::new(loaded.take_counters()?),
+        kernel: Mutex::new(kernel_counters),
         telemetry: telemetry.clone(),
         sinks: sink_kinds.clone(),
         instance: instance.clone(),
@@ -565,6 +582,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         watch: CgroupWatch::new().context("refusing to start: inotify")?,
         versioned: versioned.clone(),
         telemetry: telemetry.clone(),
+        metrics: metrics.clone(),
         started: Instant::now(),
         last_reload: String::new(),
     };
@@ -618,7 +636,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
                 Some((request, answer)) = requests.recv() => {
                     let response = match request {
                         Request::Reload { dry_run } => daemon.reload(dry_run),
-                        Request::Status => daemon.status(&metrics),
+                        Request::Status => daemon.status(),
                     };
                     let _ = answer.send(response);
                 }

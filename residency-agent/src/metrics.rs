@@ -36,6 +36,28 @@ pub struct KernelCounters {
 }
 
 impl KernelCounters {
+    /// Zeroes the packet counters of policy ids that now stand for another policy (a
+    /// new policy taking a freed id, or counts adopted from an earlier agent whose ids
+    /// differ), so that no series starts from someone else's count.
+    pub fn reset(&mut self, ids: &[u32]) -> Result<(), aya::maps::MapError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| {
+            aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "nr_cpus",
+                io_error: e,
+            })
+        })?;
+        for &policy in ids {
+            for verdict in [Verdict::Allowed, Verdict::Blocked, Verdict::Audited] {
+                for family in 0..FAMILIES {
+                    let zeros = aya::maps::PerCpuValues::try_from(vec![0u64; cpus])?;
+                    self.counters
+                        .set(counter_index(policy, verdict, family), zeros, 0)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Packets per `(policy id, verdict, family)` for the given policy ids, summed over
     /// CPUs; zeros included.
     pub fn packets(&self, ids: &[u32]) -> BTreeMap<(u32, &'static str, &'static str), u64> {

@@ -206,7 +206,10 @@ pub fn diff(old: &Config, new: &Config) -> (String, serde_json::Value) {
         }
     }
     if old.agent != new.agent || old.events != new.events {
-        text.push_str("  note: [agent] and [events] changes take effect when the agent restarts\n");
+        text.push_str(
+            "  note: [agent] and [events] changes take effect when the agent restarts \
+             (mask_addresses applies at once)\n",
+        );
     }
     (text, serde_json::Value::Array(json))
 }
