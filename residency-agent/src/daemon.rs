@@ -29,7 +29,7 @@ use crate::{
     events,
     generations::Generations,
     metrics::{self, Metrics, Telemetry},
-    pins,
+    notify, pins,
     policy::{self, Versioned},
     sinks,
     watch::CgroupWatch,
@@ -265,6 +265,9 @@ impl Daemon {
     /// Re-reads the config file and applies it, or only reports the change.
     fn reload(&mut self, dry_run: bool) -> Response {
         let result = self.try_reload(dry_run);
+        if !dry_run && result.ok {
+            notify::status(result.text.lines().next().unwrap_or_default());
+        }
         if !dry_run {
             let counter = if result.ok {
                 &self.telemetry.reloads_ok
@@ -565,6 +568,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         hierarchy.clone(),
         bound.iter().map(|b| (b.id, b.path.clone())),
     );
+    let bound_count = bound.len();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -595,6 +599,11 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             control = %config.agent.control_socket.display(),
             "attached; reporting blocked packets"
         );
+        notify::ready(&format!("enforcing generation {} on {} cgroup(s)", applied.generation, bound_count));
+        // Pinged only while healthy: a wedged agent is restarted by systemd, and the
+        // pinned program keeps enforcing meanwhile.
+        let mut watchdog = tokio::time::interval(notify::watchdog_interval().unwrap_or(std::time::Duration::from_secs(3600)));
+        let watchdog_on = notify::watchdog_interval().is_some();
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
@@ -629,6 +638,11 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             tokio::select! {
                 _ = daemon.watch.changed() => daemon.rescan(),
                 _ = rescan.tick() => daemon.rescan(),
+                _ = watchdog.tick(), if watchdog_on => {
+                    if metrics.healthy() {
+                        notify::watchdog();
+                    }
+                }
                 _ = hup.recv() => {
                     info!("SIGHUP: reloading {}", daemon.versioned.read().expect("lock").config.source);
                     daemon.reload(false);
@@ -666,6 +680,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
                 }
             }
         };
+        notify::stopping();
         kernel_log.abort();
         control_task.abort();
         // The socket is ours only while we answer on it.

@@ -17,6 +17,7 @@ mod daemon;
 mod events;
 mod generations;
 mod metrics;
+mod notify;
 mod pins;
 mod policy;
 mod rcu;

@@ -417,7 +417,17 @@ impl Sandbox {
 
     /// Starts `residency-agent run --config <config>` and waits until it is enforcing.
     pub fn start_agent(&mut self, bin: &Path, config: &Path) -> anyhow::Result<&mut Agent> {
-        let agent = Agent::start(bin, config)?;
+        self.start_agent_with_env(bin, config, &[])
+    }
+
+    /// As [`Sandbox::start_agent`], with extra environment variables.
+    pub fn start_agent_with_env(
+        &mut self,
+        bin: &Path,
+        config: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<&mut Agent> {
+        let agent = Agent::start(bin, config, env)?;
         self.agents.push(agent);
         Ok(self.agents.last_mut().expect("pushed"))
     }
@@ -544,10 +554,11 @@ pub struct Agent {
 }
 
 impl Agent {
-    fn start(bin: &Path, config: &Path) -> anyhow::Result<Agent> {
+    fn start(bin: &Path, config: &Path, env: &[(&str, &str)]) -> anyhow::Result<Agent> {
         let mut child = Command::new(bin)
             .args(["run", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -214,3 +214,99 @@ fn a_real_prometheus_scrapes_the_agent() {
     let (_, targets) = http_get(web, "/api/v1/targets").unwrap();
     assert!(targets.contains("\"health\":\"up\""), "{targets}");
 }
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(deploy().join("systemd/residency-agent.service")).unwrap();
+    assert!(
+        unit.contains("Type=notify")
+            && unit.contains("ExecReload=")
+            && unit.contains("Restart=on-failure")
+    );
+    assert!(unit.contains("CapabilityBoundingSet=") && unit.contains("ProtectSystem=strict"));
+    // `verify` insists that every Exec binary exists: point a copy at the one built.
+    let bin = agent_binary();
+    let dir = std::env::temp_dir().join(format!("residency-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("residency-agent.service");
+    std::fs::write(
+        &copy,
+        unit.replace(
+            "/usr/local/sbin/residency-agent",
+            &bin.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("systemd-analyze");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    // Unknown keys and other mistakes are warnings, not failures: allow none.
+    assert!(
+        text.trim().is_empty(),
+        "systemd-analyze verify warned:\n{text}"
+    );
+}
+
+#[test]
+fn sd_notify_ready_only_after_attach_then_watchdog_and_stopping() {
+    if !require_root() {
+        return;
+    }
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(&["203.0.113.9"]).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    let cfg = sb.write_config(
+        "residency.toml",
+        "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\n[events]\nsinks = [\"text\"]\n\
+         [[policy]]\nname = \"eu-central\"\ncgroups = [\"{cg}/app\"]\nallow = [\"198.51.100.0/24\"]\n",
+    );
+    let notify_path = sb.dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let notify = notify_path.display().to_string();
+    sb.start_agent_with_env(
+        &bin,
+        &cfg,
+        &[("NOTIFY_SOCKET", &notify), ("WATCHDOG_USEC", "400000")],
+    )
+    .unwrap();
+    let mut buf = [0u8; 4096];
+    let recv = |buf: &mut [u8]| {
+        let n = sock.recv(buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = recv(&mut buf);
+    assert!(
+        first.contains("READY=1") && first.contains("STATUS=enforcing generation 1 on 1 cgroup(s)"),
+        "{first}"
+    );
+    // READY means enforcing.
+    assert!(!sb.client(Some(&app), "udp", "203.0.113.9").ok);
+    let mut watchdog = false;
+    for _ in 0..5 {
+        if recv(&mut buf).contains("WATCHDOG=1") {
+            watchdog = true;
+            break;
+        }
+    }
+    assert!(watchdog, "no watchdog ping within WATCHDOG_USEC");
+    sb.agent().signal(libc::SIGTERM);
+    let mut stopping = false;
+    while let Ok(n) = sock.recv(&mut buf) {
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "no STOPPING=1 on SIGTERM");
+}
