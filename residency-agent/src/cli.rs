@@ -52,6 +52,20 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Show the verdict a policy gives a destination and the config entry that decides
+    /// it, computed offline from the config (nothing needs to run).
+    Explain {
+        /// Config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Only this policy (default: every policy).
+        #[arg(long, short)]
+        policy: Option<String>,
+        /// Destination address (IPv4 or IPv6).
+        addr: std::net::IpAddr,
+        /// Protocol and port, e.g. tcp/443 (shown; this version judges by address).
+        port: Option<String>,
+    },
     /// Show the running agent's generation, policies, cgroups, counters and last reload.
     Status {
         /// Control socket (default as for `reload`).

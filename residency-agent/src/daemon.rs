@@ -85,6 +85,18 @@ pub fn detach(path: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `explain`: a verdict computed offline from the config.
+pub fn explain(
+    path: Option<&Path>,
+    policy: Option<&str>,
+    addr: std::net::IpAddr,
+    port: Option<&str>,
+) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    print!("{}", crate::explain::explain(&config, policy, addr, port)?);
+    Ok(())
+}
+
 /// `reload` and `status` (the CLI side): ask the running agent.
 pub fn ask(
     socket: Option<&Path>,

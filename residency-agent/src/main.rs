@@ -15,6 +15,7 @@ mod config;
 mod control;
 mod daemon;
 mod events;
+mod explain;
 mod generations;
 mod metrics;
 mod notify;
@@ -53,6 +54,12 @@ fn main() -> ExitCode {
             control::Request::Reload { dry_run },
             false,
         ),
+        cli::Command::Explain {
+            config,
+            policy,
+            addr,
+            port,
+        } => daemon::explain(config.as_deref(), policy.as_deref(), addr, port.as_deref()),
         cli::Command::Status {
             socket,
             config,

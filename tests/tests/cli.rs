@@ -235,3 +235,22 @@ fn run_refuses_one_cgroup_bound_twice_under_two_spellings() {
         "{t}"
     );
 }
+
+#[test]
+fn explain_names_the_deciding_entry() {
+    let dir = tempdir::Dir::new("explain");
+    let cfg = write(
+        &dir,
+        "explain.toml",
+        "[[policy]]\nname = \"eu-central\"\ncgroups = [\"x\"]\nallow = [\"10.0.0.0/16\"]\ndeny = [\"10.0.99.0/24\"]\n",
+    );
+    let o = agent(&["explain", "--config", &cfg, "10.0.99.7", "tcp/5432"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains(&format!("10.0.99.7 tcp/5432: BLOCKED by policy eu-central (mode=enforce): deny 10.0.99.0/24 ({cfg}:5)")), "{t}");
+    let t = text(&agent(&["explain", "--config", &cfg, "::ffff:10.0.1.1"]));
+    assert!(t.contains("judged as 10.0.1.1") && t.contains("ALLOWED") && t.contains("allow 10.0.0.0/16"), "{t}");
+    let t = text(&agent(&["explain", "--config", &cfg, "203.0.113.9"]));
+    assert!(t.contains("BLOCKED") && t.contains("default deny"), "{t}");
+    assert!(!agent(&["explain", "--config", &cfg, "--policy", "nope", "10.0.0.1"]).status.success());
+}
