@@ -12,7 +12,36 @@ use aya_build::{Package, Toolchain};
 /// rustup toolchain that `cargo xtask setup` links to Debian's rustc-web.
 const BPF_TOOLCHAIN: &str = "residency-bpf";
 
+/// `--version`: the crate version, the commit it was built from (when built from a
+/// git checkout) and the kernel-side toolchain.
+fn version_string() -> String {
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let rustc =
+        std::process::Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+            .arg("--version")
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+    format!(
+        "{} (commit {}, {rustc}, kernel program built with toolchain residency-bpf)",
+        env!("CARGO_PKG_VERSION"),
+        commit.as_deref().unwrap_or("unknown")
+    )
+}
+
 fn main() -> anyhow::Result<()> {
+    println!("cargo:rustc-env=RESIDENCY_VERSION={}", version_string());
+    // Outside a git checkout there is no commit to track (and a missing path would
+    // make cargo rerun this script, and rebuild the kernel program, every time).
+    if std::path::Path::new("../.git/HEAD").exists() {
+        println!("cargo:rerun-if-changed=../.git/HEAD");
+    }
     println!("cargo:rerun-if-env-changed=RESIDENCY_BPF_TOOLCHAIN");
     let toolchain =
         std::env::var("RESIDENCY_BPF_TOOLCHAIN").unwrap_or_else(|_| BPF_TOOLCHAIN.to_owned());

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 /// Enforce data residency at the kernel: egress from configured cgroups is allowed only
 /// to the regional networks of their policy.
 #[derive(Debug, Parser)]
-#[command(name = "residency-agent", version, about)]
+#[command(name = "residency-agent", version = env!("RESIDENCY_VERSION"), about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -52,6 +52,10 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), e.g. `residency-agent man > residency-agent.1`.
+    Man,
     /// Show the verdict a policy gives a destination and the config entry that decides
     /// it, computed offline from the config (nothing needs to run).
     Explain {

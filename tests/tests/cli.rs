@@ -249,8 +249,43 @@ fn explain_names_the_deciding_entry() {
     assert!(o.status.success(), "{t}");
     assert!(t.contains(&format!("10.0.99.7 tcp/5432: BLOCKED by policy eu-central (mode=enforce): deny 10.0.99.0/24 ({cfg}:5)")), "{t}");
     let t = text(&agent(&["explain", "--config", &cfg, "::ffff:10.0.1.1"]));
-    assert!(t.contains("judged as 10.0.1.1") && t.contains("ALLOWED") && t.contains("allow 10.0.0.0/16"), "{t}");
+    assert!(
+        t.contains("judged as 10.0.1.1")
+            && t.contains("ALLOWED")
+            && t.contains("allow 10.0.0.0/16"),
+        "{t}"
+    );
     let t = text(&agent(&["explain", "--config", &cfg, "203.0.113.9"]));
     assert!(t.contains("BLOCKED") && t.contains("default deny"), "{t}");
-    assert!(!agent(&["explain", "--config", &cfg, "--policy", "nope", "10.0.0.1"]).status.success());
+    assert!(
+        !agent(&["explain", "--config", &cfg, "--policy", "nope", "10.0.0.1"])
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn version_completions_and_man_page_come_from_the_cli_definition() {
+    let t = text(&agent(&["--version"]));
+    assert!(
+        t.starts_with("residency-agent 0.") && t.contains("commit "),
+        "{t}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let o = agent(&["completions", shell]);
+        assert!(o.status.success());
+        let script = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            script.contains("residency-agent")
+                && script.contains("reload")
+                && script.contains("explain"),
+            "{shell}"
+        );
+    }
+    let o = agent(&["man"]);
+    let page = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && page.contains(".TH residency-agent 1") && page.contains("detach"),
+        "{page}"
+    );
 }
