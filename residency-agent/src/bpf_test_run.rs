@@ -325,3 +325,54 @@ fn event_rate_limit_caps_events_but_never_counts() {
         Some(&200)
     );
 }
+
+/// IPv4 with options (`opts`, padded to a multiple of 4 bytes by the caller).
+fn ipv4_with_options(dst: [u8; 4], opts: &[u8]) -> Vec<u8> {
+    let mut p = ipv4(dst, 17, 0, 53);
+    let ihl = 5 + opts.len() / 4;
+    p[14] = 0x40 | ihl as u8;
+    let total = (20 + opts.len() + 8) as u16;
+    p[16..18].copy_from_slice(&total.to_be_bytes());
+    let mut out = p[..14 + 20].to_vec();
+    out.extend_from_slice(opts);
+    out.extend_from_slice(&p[14 + 20..]);
+    out
+}
+
+/// IPv6 with a routing header (type 4, segment routing) with `segments_left`.
+fn ipv6_with_routing(dst: [u8; 16], segments_left: u8) -> Vec<u8> {
+    let mut p = ipv6(dst, false, 53);
+    p[14 + 6] = 43;
+    p[14 + 4..14 + 6].copy_from_slice(&(8u16 + 24).to_be_bytes());
+    let mut rh = vec![17, 2, 4, segments_left, 0, 0, 0, 0];
+    rh.extend_from_slice(&v6("2001:db8:99::9"));
+    let mut out = p[..14 + 40].to_vec();
+    out.extend_from_slice(&rh);
+    out.extend_from_slice(&p[14 + 40..]);
+    out
+}
+
+#[test]
+fn source_routed_packets_are_not_judged_by_their_first_hop() {
+    if !require_root() {
+        return;
+    }
+    let mut h = Harness::new(0);
+    // NOP options are harmless.
+    assert_eq!(
+        h.run(&ipv4_with_options([198, 51, 100, 7], &[1, 1, 1, 0])),
+        PASS
+    );
+    // Loose source route through the allowed host to a forbidden one: not judged by
+    // the allowed first hop, dropped (fail closed).
+    let mut lsrr = vec![131, 7, 4];
+    lsrr.extend_from_slice(&[203, 0, 113, 9]);
+    lsrr.push(0);
+    assert_eq!(h.run(&ipv4_with_options([198, 51, 100, 7], &lsrr)), DROP);
+    assert_eq!(h.next_event().unwrap().rule, residency_common::RULE_ERROR);
+    // An IPv6 routing header with segments left: the same.
+    assert_eq!(h.run(&ipv6_with_routing(v6("2001:db8:1::7"), 1)), DROP);
+    assert_eq!(h.next_event().unwrap().rule, residency_common::RULE_ERROR);
+    // One whose segments are all visited is judged by its (final) destination.
+    assert_eq!(h.run(&ipv6_with_routing(v6("2001:db8:1::7"), 0)), PASS);
+}

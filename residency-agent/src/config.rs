@@ -84,7 +84,7 @@ struct RawEvents {
     mask_addresses: Option<bool>,
     aggregate_window_ms: Option<u64>,
     aggregate_max_keys: Option<Spanned<u64>>,
-    rate_limit_per_cpu: Option<u32>,
+    rate_limit_per_cpu: Option<Spanned<u32>>,
     rate_limit_burst: Option<Spanned<u32>>,
     syslog_target: Option<Spanned<String>>,
 }
@@ -540,7 +540,16 @@ fn parse_events(at: &Locator<'_>, raw: RawEvents) -> Result<EventsConfig, Config
         ev.aggregate_max_keys = *n.get_ref() as usize;
     }
     if let Some(r) = raw.rate_limit_per_cpu {
-        ev.rate_limit_per_cpu = r;
+        // The kernel's token bucket multiplies elapsed nanoseconds by the rate; a
+        // million events per second and CPU keeps that far from overflowing.
+        if *r.get_ref() > 1_000_000 {
+            return Err(at.error(
+                r.span(),
+                "events.rate_limit_per_cpu",
+                "must be at most 1000000 (0 = unlimited)",
+            ));
+        }
+        ev.rate_limit_per_cpu = *r.get_ref();
     }
     if let Some(b) = raw.rate_limit_burst {
         if *b.get_ref() == 0 {

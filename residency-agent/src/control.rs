@@ -164,7 +164,8 @@ async fn handle(
     // Read the request before answering, even a refused one: answering first and
     // closing would race the client's write (it would see EPIPE, not the refusal).
     let mut line = String::new();
-    let mut reader = BufReader::new(read);
+    // One request is a short JSON line: bound what a client can make the agent hold.
+    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, 64 * 1024));
     tokio::time::timeout(
         std::time::Duration::from_secs(10),
         reader.read_line(&mut line),

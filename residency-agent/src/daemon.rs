@@ -38,12 +38,32 @@ use crate::{
 /// Loads the config named on the command line, else the default path, else the
 /// embedded default (audit only), saying which.
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    load_config_for(path, Fallback::Allowed)
+}
+
+/// Whether a missing default config may fall back to the embedded audit-only one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fallback {
+    Allowed,
+    /// A reload, or a start over pinned enforcement: falling back would silently turn
+    /// enforcement into audit (a config file moved aside while being edited must not
+    /// open the host).
+    Refused,
+}
+
+fn load_config_for(path: Option<&Path>, fallback: Fallback) -> anyhow::Result<Config> {
     match path {
         Some(p) => Ok(Config::load(p)?),
         None => {
             let default = Path::new(config::DEFAULT_PATH);
             if default.exists() {
                 Ok(Config::load(default)?)
+            } else if fallback == Fallback::Refused {
+                bail!(
+                    "{}: no such file; refusing to replace the policy in force with the embedded \
+                     audit-only default",
+                    config::DEFAULT_PATH
+                )
             } else {
                 warn!(
                     "no config at {}; using the embedded default config (audit only, never drops). \
@@ -188,11 +208,24 @@ impl Daemon {
             .into_iter()
             .map(|b| (b.id, b.path.clone()))
             .collect();
+        // Every attach point is tried, and a failed one is tried again at the next
+        // rescan; the first error is reported.
+        let mut first_error = None;
         for (id, path) in &wanted {
             if !self.attached.contains_key(id) {
-                let link = self.loaded.attach(path)?;
-                pin_link(&self.instance, *id, link)?;
-                self.attached.insert(*id, path.clone());
+                let attached = self
+                    .loaded
+                    .attach(path)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|link| pin_link(&self.instance, *id, link));
+                match attached {
+                    Ok(()) => {
+                        self.attached.insert(*id, path.clone());
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
             }
         }
         let stale: Vec<u64> = self
@@ -205,9 +238,18 @@ impl Daemon {
             let _ = std::fs::remove_file(self.instance.join(format!("link-{id}")));
             self.attached.remove(&id);
         }
+        // Configured cgroups actually judged: attached themselves, or below an attached one.
+        let judged = self
+            .bound
+            .iter()
+            .filter(|b| self.attached.values().any(|a| b.path.starts_with(a)))
+            .count();
         self.telemetry
             .attached_cgroups
-            .store(self.bound.len(), Ordering::Relaxed);
+            .store(judged, Ordering::Relaxed);
+        if let Some(e) = first_error {
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -246,9 +288,14 @@ impl Daemon {
                 .iter()
                 .zip(&self.bound)
                 .all(|(a, b)| a.id == b.id && a.path == b.path);
-        if same && missing == self.missing {
+        let all_attached = bpf::attach_points(&bound)
+            .iter()
+            .all(|b| self.attached.contains_key(&b.id));
+        if same && missing == self.missing && all_attached {
             return;
         }
+        let mut bound = bound;
+        let mut failed = Vec::new();
         for b in &bound {
             if !self.bound.iter().any(|o| o.id == b.id) {
                 let mode = policy::mode_value(config.policies[b.policy].mode);
@@ -256,10 +303,15 @@ impl Daemon {
                     Ok(()) => {
                         info!(cgroup = %b.path.display(), policy = %config.policies[b.policy].name, "cgroup appeared: its policy applies")
                     }
-                    Err(e) => warn!(cgroup = %b.path.display(), "binding a new cgroup failed: {e}"),
+                    Err(e) => {
+                        // Left out of `bound`, so the next rescan tries again.
+                        warn!(cgroup = %b.path.display(), "binding a new cgroup failed: {e}");
+                        failed.push(b.id);
+                    }
                 }
             }
         }
+        bound.retain(|b| !failed.contains(&b.id));
         for o in &self.bound {
             if !bound.iter().any(|b| b.id == o.id) {
                 self.generations.unbind(o.id);
@@ -301,7 +353,7 @@ impl Daemon {
     }
 
     fn try_reload(&mut self, dry_run: bool) -> Response {
-        let config = match load_config(self.config_path.as_deref()) {
+        let config = match load_config_for(self.config_path.as_deref(), Fallback::Refused) {
             Ok(c) => c,
             Err(e) => return Response::error(format!("rejected: {e:#}")),
         };
@@ -321,20 +373,22 @@ impl Daemon {
                 data: serde_json::json!({"dry_run": true, "changes": diff_json}),
             };
         }
-        let applied = match self.generations.apply(&prepared.config, &prepared.bound) {
-            Ok(a) => a,
-            Err(e) => return Response::error(format!("rejected: {e}")),
-        };
+        // Counters of ids new to this version start at zero, before any packet is
+        // judged under them.
         let old_ids = self.versioned.read().expect("lock").ids.clone();
-        let fresh: Vec<u32> = applied
-            .ids
-            .iter()
-            .copied()
+        let fresh: Vec<u32> = self
+            .generations
+            .preview_ids(&prepared.config)
+            .into_iter()
             .filter(|id| !old_ids.contains(id))
             .collect();
         if let Err(e) = self.metrics.kernel.lock().expect("lock").reset(&fresh) {
             warn!("zeroing the counters of new policies failed: {e}");
         }
+        let applied = match self.generations.apply(&prepared.config, &prepared.bound) {
+            Ok(a) => a,
+            Err(e) => return Response::error(format!("rejected: {e}")),
+        };
         self.bound = prepared.bound;
         self.missing = prepared.missing;
         self.watch_cgroups();
@@ -450,7 +504,15 @@ fn pin_link(instance: &Path, id: u64, link: FdLink) -> anyhow::Result<()> {
 
 /// `run`: the daemon.
 pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
-    let config = load_config(path)?;
+    // Over enforcement pinned at the default pin path, a missing config is an error,
+    // not a reason to swap in the audit-only default.
+    let default_pins = pins::maps_dir(&config::AgentConfig::default().pin_path);
+    let fallback = if default_pins.join(residency_common::maps::ACTIVE).exists() {
+        Fallback::Refused
+    } else {
+        Fallback::Allowed
+    };
+    let config = load_config_for(path, fallback).context("refusing to start")?;
     info!(config = %config.source, policies = config.policies.len(), "residency-agent {} starting", env!("CARGO_PKG_VERSION"));
 
     let hierarchy = Hierarchy::discover().context("refusing to start without enforcement")?;
@@ -467,6 +529,9 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         info!(path = %at.display(), "no BPF filesystem for the pins: mounted one");
     }
     pins::check_layout(&pin_path).context("refusing to start")?;
+    // Held until the process exits: one agent owns the pinned state at a time.
+    let _owner =
+        pins::lock(&pin_path, std::time::Duration::from_secs(30)).context("refusing to start")?;
 
     // Everything that reports or listens must be ready before anything is attached: an
     // agent that enforces but cannot say what it blocked, or cannot be reloaded, is not
@@ -504,6 +569,12 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
     if adopting {
         info!(maps = %maps_dir.display(), "adopting the pinned policy maps: the policy in force keeps enforcing until this agent's is swapped in");
     }
+    // Counts adopted from an earlier agent may sit under ids this agent gives to other
+    // policies: every series starts from zero, before any packet is judged under it.
+    let mut kernel_counters = loaded.take_counters()?;
+    kernel_counters
+        .reset(&generations.preview_ids(&config))
+        .context("refusing to start: zeroing the packet counters")?;
     let applied = generations
         .apply(&config, &bound)
         .context("refusing to start: writing the policy failed")?;
@@ -559,12 +630,6 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         ids: applied.ids.clone(),
         generation: applied.generation,
     }));
-    let mut kernel_counters = loaded.take_counters()?;
-    // Counts adopted from an earlier agent may sit under ids this agent gives to other
-    // policies; a restart starts every series from zero, as Prometheus expects.
-    kernel_counters
-        .reset(&applied.ids)
-        .context("zeroing the packet counters")?;
     let metrics = Arc::new(Metrics {
         versioned: versioned.clone(),
         kernel: Mutex::new(kernel_counters),

@@ -58,7 +58,9 @@ pub struct PolicyIds(BTreeMap<String, u32>);
 
 impl PolicyIds {
     /// Ids for `config`'s policies, in config order: kept for known names, the lowest
-    /// free id for new ones. Ids of removed policies become free.
+    /// id for new ones that neither this version nor the previous one uses. An id is
+    /// never handed straight from a removed policy to a new one: events still in the
+    /// ring when the swap happens must not name the newcomer.
     pub fn assign(&self, config: &Config) -> (PolicyIds, Vec<u32>) {
         let mut next = BTreeMap::new();
         let mut ids = Vec::with_capacity(config.policies.len());
@@ -71,7 +73,8 @@ impl PolicyIds {
             let id = match next.get(&p.name) {
                 Some(id) => *id,
                 None => {
-                    let used: std::collections::BTreeSet<u32> = next.values().copied().collect();
+                    let used: std::collections::BTreeSet<u32> =
+                        next.values().chain(self.0.values()).copied().collect();
                     let id = (0..MAX_POLICIES)
                         .find(|i| !used.contains(i))
                         .expect("validated count");
@@ -176,6 +179,11 @@ impl Generations {
         for k in &w.bindings {
             let _ = self.maps.bindings.remove(k);
         }
+    }
+
+    /// The ids [`Generations::apply`] will give `config`'s policies.
+    pub fn preview_ids(&self, config: &Config) -> Vec<u32> {
+        self.ids.assign(config).1
     }
 
     /// Binds one more cgroup in the version in force (a configured cgroup that has just
@@ -342,10 +350,10 @@ mod tests {
         let (ids, list) = ids.assign(&config(&["c", "d", "a"]));
         assert_eq!(
             list,
-            vec![2, 1, 0],
-            "c and a keep theirs; d takes b's freed id"
+            vec![2, 3, 0],
+            "c and a keep theirs; d does not take b's id at once"
         );
         let (_, list) = ids.assign(&config(&["e", "a"]));
-        assert_eq!(list, vec![1, 0]);
+        assert_eq!(list, vec![1, 0], "b's id is free again one version later");
     }
 }

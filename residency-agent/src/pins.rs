@@ -53,6 +53,11 @@ pub enum PinError {
          (`residency-agent detach`) before starting this one"
     )]
     UnknownLayout { path: PathBuf, found: String },
+    #[error(
+        "another residency-agent is running with pin path {path} (it holds the lock); stop \
+         it first, or give this one another pin_path"
+    )]
+    Locked { path: PathBuf },
     #[error("pinning {what} at {path} failed: {source}")]
     Pin {
         what: String,
@@ -132,6 +137,38 @@ fn is_bpffs(path: &Path) -> std::io::Result<bool> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+/// Takes the exclusive lock on `pin_path` that makes one agent at a time the owner of
+/// the pinned state (a second agent would retire the first one's links and write into
+/// the slot it believes idle). Waits up to `wait` for a previous agent to exit (a
+/// rolling update), then fails. The lock lives as long as the returned file, and the
+/// kernel drops it when the process dies, SIGKILL included.
+pub fn lock(pin_path: &Path, wait: std::time::Duration) -> Result<std::fs::File, PinError> {
+    use std::os::fd::AsRawFd as _;
+    let dir = std::fs::File::open(pin_path).map_err(io(pin_path))?;
+    let deadline = std::time::Instant::now() + wait;
+    let mut said = false;
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(dir);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io(pin_path)(e));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(PinError::Locked {
+                path: pin_path.to_owned(),
+            });
+        }
+        if !said {
+            tracing::info!(path = %pin_path.display(), "another residency-agent owns the pinned state; waiting for it to exit");
+            said = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// Where the maps are pinned (and adopted from).

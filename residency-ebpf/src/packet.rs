@@ -120,6 +120,9 @@ fn parse_v4(ctx: &SkBuffContext) -> Result<Packet, ParseError> {
     };
     p.src[..4].copy_from_slice(&ip.saddr);
     p.dst[..4].copy_from_slice(&ip.daddr);
+    if ihl > 20 {
+        reject_source_route_v4(ctx, ihl)?;
+    }
     // Only the first fragment carries the transport header (offset is in the low 13 bits).
     if u16::from_be(ip.frag_off) & 0x1fff == 0 {
         read_transport(ctx, ihl, &mut p);
@@ -147,7 +150,18 @@ fn parse_v6(ctx: &SkBuffContext) -> Result<Packet, ParseError> {
     let mut first_fragment = true;
     for _ in 0..MAX_EXT_HEADERS {
         match p.protocol {
-            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+            IPPROTO_ROUTING => {
+                // With segments left, the destination field is only the next hop: the
+                // packet's real destination is further down the header. Such a packet
+                // cannot be judged by its destination field, so it is not judged.
+                let h: [u8; 4] = ctx.load(offset).map_err(|_| ParseError)?;
+                if h[3] != 0 {
+                    return Err(ParseError);
+                }
+                p.protocol = h[0];
+                offset += (h[1] as usize + 1) * 8;
+            }
+            IPPROTO_HOPOPTS | IPPROTO_DSTOPTS => {
                 let h: [u8; 2] = ctx.load(offset).map_err(|_| ParseError)?;
                 p.protocol = h[0];
                 offset += (h[1] as usize + 1) * 8;
@@ -170,6 +184,38 @@ fn parse_v6(ctx: &SkBuffContext) -> Result<Packet, ParseError> {
         read_transport(ctx, offset, &mut p);
     }
     Ok(p)
+}
+
+/// IPv4 loose or strict source routing (options 131, 137) sends a packet through the
+/// header's destination to another address listed in the option: judging the header's
+/// destination would let an allowed router relay to a forbidden one. Such packets are
+/// not judged (fail closed). Options take at most 40 bytes, so the walk is bounded.
+#[inline(always)]
+fn reject_source_route_v4(ctx: &SkBuffContext, ihl: usize) -> Result<(), ParseError> {
+    const IPOPT_END: u8 = 0;
+    const IPOPT_NOOP: u8 = 1;
+    const IPOPT_LSRR: u8 = 131;
+    const IPOPT_SSRR: u8 = 137;
+    let mut off = 20;
+    for _ in 0..40 {
+        if off >= ihl {
+            break;
+        }
+        let kind: u8 = ctx.load(off).map_err(|_| ParseError)?;
+        match kind {
+            IPOPT_END => break,
+            IPOPT_NOOP => off += 1,
+            IPOPT_LSRR | IPOPT_SSRR => return Err(ParseError),
+            _ => {
+                let len: u8 = ctx.load(off + 1).map_err(|_| ParseError)?;
+                if len < 2 {
+                    return Err(ParseError);
+                }
+                off += len as usize;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads ports (TCP/UDP) or type and code (ICMP). A transport header that cannot be read

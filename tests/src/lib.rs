@@ -452,12 +452,17 @@ impl Sandbox {
             .arg(cgroup)
             .output();
         match out {
+            Ok(o) if !o.status.success() => panic!(
+                "bpftool cgroup show {} failed: {}",
+                cgroup.display(),
+                String::from_utf8_lossy(&o.stderr)
+            ),
             Ok(o) => String::from_utf8_lossy(&o.stdout)
                 .lines()
                 .skip(1)
                 .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
                 .collect(),
-            Err(_) => vec!["<bpftool missing>".into()],
+            Err(e) => panic!("bpftool (Debian package bpftool) cannot run: {e}"),
         }
     }
 }

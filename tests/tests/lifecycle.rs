@@ -271,7 +271,13 @@ fn a_thousand_reloads_under_traffic_never_mix_versions() {
     sb.start_agent(&bin, &cfg).unwrap();
     let probe = sb.probe(&app, BOTH, NEITHER);
     let started = std::time::Instant::now();
-    let (a, b) = (version_a(), version_b());
+    // Differently named policies, so the two versions carry different policy ids: a
+    // packet judged with one version's binding and the other's rules would find no
+    // rule and drop BOTH, which the prober would see.
+    let (a, b) = (
+        version_a(),
+        version_b().replace("name = \"eu-central\"", "name = \"eu-central-b\""),
+    );
     for i in 0..1000 {
         replace(&cfg, if i % 2 == 0 { &b } else { &a }, &sb);
         let o = sb.ctl(&bin, &["reload"]);
@@ -579,6 +585,18 @@ fn members_of_control_group_may_use_the_socket() {
     let o = as_user(gid);
     assert!(o.status.success(), "a member may ask: {}", text(&o));
     assert!(text(&o).contains("generation 1"), "{}", text(&o));
+    // A non-member reaching the socket (made world-writable here) is refused by the
+    // agent's own credential check.
+    std::fs::set_permissions(
+        sb.control_socket(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
     let o = as_user(65534);
     assert!(!o.status.success(), "a non-member may not: {}", text(&o));
+    assert!(
+        text(&o).contains("is not root and not in the control group"),
+        "{}",
+        text(&o)
+    );
 }

@@ -420,8 +420,21 @@ fn a_block_storm_is_bounded_and_every_packet_counted() {
     assert_eq!(sb.udp_burst(Some(&app), FORBIDDEN_V4, STORM), (0, STORM));
 
     // Every packet counted, exactly; every event delivered or counted as lost.
-    let body = scrape(&sb);
+    let mut body = scrape(&sb);
     assert_eq!(packets(&body, &policy, "blocked", "ipv4"), f64::from(STORM));
+    // The agent may still be draining the ring: wait until every event the kernel
+    // emitted is accounted for.
+    eventually("every event received or counted lost", || {
+        body = scrape(&sb);
+        let r = sample(&body, "residency_events_received_total").unwrap();
+        let l = sample(
+            &body,
+            "residency_events_lost_total{reason=\"rate_limited\"}",
+        )
+        .unwrap();
+        let f = sample(&body, "residency_events_lost_total{reason=\"ring_full\"}").unwrap();
+        r + l + f == f64::from(STORM)
+    });
     let received = sample(&body, "residency_events_received_total").unwrap();
     let limited = sample(
         &body,
