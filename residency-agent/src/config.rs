@@ -97,6 +97,7 @@ struct RawAgent {
     metrics_address: Option<Spanned<String>>,
     control_group: Option<Spanned<String>>,
     rule_capacity: Option<Spanned<u64>>,
+    watch_config: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,6 +127,9 @@ pub struct AgentConfig {
     /// Entries each rule trie (IPv4, IPv6) holds; a reload needs room for the old and
     /// the new version together.
     pub rule_capacity: u32,
+    /// Reload by itself when the config file changes (an edit saved, a Kubernetes
+    /// ConfigMap update). Off by default: on a host, `reload` is the explicit step.
+    pub watch_config: bool,
 }
 
 impl Default for AgentConfig {
@@ -136,6 +140,7 @@ impl Default for AgentConfig {
             metrics_address: SocketAddr::from(([127, 0, 0, 1], 9477)),
             control_group: None,
             rule_capacity: residency_common::DEFAULT_RULE_CAPACITY,
+            watch_config: false,
         }
     }
 }
@@ -446,6 +451,9 @@ fn parse_agent(at: &Locator<'_>, raw: RawAgent) -> Result<AgentConfig, ConfigErr
             return Err(at.error(p.span(), "agent.control_socket", "must be an absolute path"));
         }
         agent.control_socket = PathBuf::from(p.into_inner());
+    }
+    if let Some(w) = raw.watch_config {
+        agent.watch_config = w;
     }
     if let Some(g) = raw.control_group {
         let ok = !g.get_ref().is_empty()

@@ -192,6 +192,9 @@ struct Daemon {
     bound: Vec<BoundCgroup>,
     missing: Vec<MissingCgroup>,
     watch: CgroupWatch,
+    /// Watches the config file's directory; the file's content when last applied.
+    config_watch: CgroupWatch,
+    config_seen: Option<Vec<u8>>,
     versioned: Arc<RwLock<Versioned>>,
     telemetry: Arc<Telemetry>,
     metrics: Arc<Metrics>,
@@ -326,9 +329,43 @@ impl Daemon {
         self.watch_cgroups();
     }
 
+    /// The file the agent reads its config from, when there is one.
+    fn config_file(&self) -> Option<PathBuf> {
+        match &self.config_path {
+            Some(p) => Some(p.clone()),
+            None => Some(PathBuf::from(config::DEFAULT_PATH)).filter(|p| p.exists()),
+        }
+    }
+
+    /// Reloads when the config file's content changed since it was last applied (or
+    /// last rejected): an edit, or a ConfigMap update. A file caught mid-swap or
+    /// missing is left for the next look.
+    fn check_config_changed(&mut self) {
+        let Some(path) = self.config_file() else {
+            return;
+        };
+        let Ok(now) = std::fs::read(&path) else {
+            return;
+        };
+        if self.config_seen.as_deref() == Some(now.as_slice()) {
+            return;
+        }
+        let first = self.config_seen.is_none();
+        self.config_seen = Some(now);
+        if !first {
+            info!(config = %path.display(), "config file changed: reloading");
+            self.reload(false);
+        }
+    }
+
     /// Re-reads the config file and applies it, or only reports the change.
     fn reload(&mut self, dry_run: bool) -> Response {
         let result = self.try_reload(dry_run);
+        if !dry_run {
+            // What this reload read counts as seen: the file watch must not apply (or
+            // reject) the same content a second time.
+            self.config_seen = self.config_file().and_then(|p| std::fs::read(p).ok());
+        }
         if !dry_run && result.ok {
             notify::status(result.text.lines().next().unwrap_or_default());
         }
@@ -661,6 +698,8 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         bound,
         missing,
         watch: CgroupWatch::new().context("refusing to start: inotify")?,
+        config_watch: CgroupWatch::new().context("refusing to start: inotify")?,
+        config_seen: None,
         versioned: versioned.clone(),
         telemetry: telemetry.clone(),
         metrics: metrics.clone(),
@@ -710,11 +749,28 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         };
         tokio::pin!(detached);
         daemon.watch_cgroups();
+        let watch_config = config.agent.watch_config;
+        if watch_config {
+            if let Some(dir) = daemon.config_file().as_deref().and_then(Path::parent) {
+                daemon.config_watch.watch_config_dir(dir);
+            }
+            daemon.check_config_changed();
+        }
         let mut rescan = tokio::time::interval(std::time::Duration::from_secs(1));
         let outcome = loop {
             tokio::select! {
                 _ = daemon.watch.changed() => daemon.rescan(),
-                _ = rescan.tick() => daemon.rescan(),
+                _ = daemon.config_watch.changed(), if watch_config => {
+                    // A ConfigMap swap is several renames: let it settle.
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    daemon.check_config_changed();
+                }
+                _ = rescan.tick() => {
+                    daemon.rescan();
+                    if watch_config {
+                        daemon.check_config_changed();
+                    }
+                }
                 _ = watchdog.tick(), if watchdog_on => {
                     if metrics.healthy() {
                         notify::watchdog();

@@ -1,6 +1,7 @@
 //! Noticing cgroups that appear, disappear or are re-created (a restarted systemd
 //! unit, a new pod), so that their policy applies at once: inotify on the directories
-//! where configured cgroups live or will live.
+//! where configured cgroups live or will live. The same mechanism notices a changed
+//! config file (an edit, or a Kubernetes ConfigMap's symlink swap).
 //!
 //! inotify only wakes the daemon up; what changed is found by re-resolving every
 //! configured cgroup (`Daemon::rescan`), so a missed or coalesced event costs nothing
@@ -36,10 +37,29 @@ impl CgroupWatch {
     /// Watches `dir` for entries created, deleted or moved in (adding a watch twice is
     /// harmless: the kernel returns the same one).
     pub fn watch(&self, dir: &Path) {
+        self.watch_mask(
+            dir,
+            libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_TO | libc::IN_ONLYDIR,
+        );
+    }
+
+    /// Watches the directory holding a config file for edits in place, renames over it,
+    /// and Kubernetes ConfigMap updates (an atomic swap of the `..data` symlink).
+    pub fn watch_config_dir(&self, dir: &Path) {
+        self.watch_mask(
+            dir,
+            libc::IN_CREATE
+                | libc::IN_DELETE
+                | libc::IN_MOVED_TO
+                | libc::IN_CLOSE_WRITE
+                | libc::IN_ONLYDIR,
+        );
+    }
+
+    fn watch_mask(&self, dir: &Path, mask: u32) {
         let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
             return;
         };
-        let mask = libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_TO | libc::IN_ONLYDIR;
         // SAFETY: valid fd and NUL-terminated path; a failure (dir gone) is fine.
         unsafe { libc::inotify_add_watch(self.fd.get_ref().as_raw_fd(), c.as_ptr(), mask) };
     }

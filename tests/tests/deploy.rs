@@ -310,3 +310,58 @@ fn sd_notify_ready_only_after_attach_then_watchdog_and_stopping() {
     }
     assert!(stopping, "no STOPPING=1 on SIGTERM");
 }
+
+#[test]
+fn kubernetes_manifests_validate_strictly_and_carry_a_valid_policy() {
+    let dir = deploy().join("kubernetes");
+    let out = Command::new("kubernetes-validate")
+        .arg("--strict")
+        .arg(dir.join("daemonset.yaml"))
+        .arg(dir.join("configmap.yaml"))
+        .output()
+        .expect("kubernetes-validate (PyPI; `cargo xtask setup` installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches(" passed for resource ").count(), 4, "{text}");
+    let daemonset = std::fs::read_to_string(dir.join("daemonset.yaml")).unwrap();
+    for needle in [
+        "mountPropagation: Bidirectional",
+        "privileged: false",
+        "drop: [\"ALL\"]",
+        "path: /healthz",
+        "prometheus.io/scrape",
+    ] {
+        assert!(daemonset.contains(needle), "daemonset lacks {needle}");
+    }
+    // The policy inside the ConfigMap is one the agent accepts.
+    let extract = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['data']['residency.toml'])",
+        ])
+        .arg(dir.join("configmap.yaml"))
+        .output()
+        .expect("python3 with PyYAML");
+    assert!(
+        extract.status.success(),
+        "{}",
+        String::from_utf8_lossy(&extract.stderr)
+    );
+    let toml =
+        std::env::temp_dir().join(format!("residency-configmap-{}.toml", std::process::id()));
+    std::fs::write(&toml, &extract.stdout).unwrap();
+    let check = Command::new(agent_binary())
+        .args(["check", "--config"])
+        .arg(&toml)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&toml);
+    let text = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{text}");
+    assert!(text.contains("OK, 1 policies"), "{text}");
+}

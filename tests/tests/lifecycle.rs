@@ -600,3 +600,92 @@ fn members_of_control_group_may_use_the_socket() {
         text(&o)
     );
 }
+
+#[test]
+fn a_configmap_style_symlink_swap_is_applied_when_watch_config_is_on() {
+    if !require_root() {
+        return;
+    }
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    // The layout the kubelet gives a mounted ConfigMap: the file is a symlink through
+    // `..data`, and an update swaps `..data` to a new timestamped directory.
+    let dir = sb.dir.join("configmap");
+    std::fs::create_dir_all(dir.join("..v1")).unwrap();
+    let (pins, cg, metrics, control) = (
+        sb.pin_path(),
+        sb.cgroup_root.clone(),
+        sb.metrics,
+        sb.control_socket(),
+    );
+    let render = |text: &str| {
+        text.replace("{pins}", &pins.display().to_string())
+            .replace("{cg}", &cg.display().to_string())
+            .replace("{metrics}", &metrics.to_string())
+            .replace(
+                "metrics_address",
+                &format!(
+                    "control_socket = \"{}\"\nwatch_config = true\nmetrics_address",
+                    control.display()
+                ),
+            )
+    };
+    std::fs::write(dir.join("..v1/residency.toml"), render(&version_a())).unwrap();
+    std::os::unix::fs::symlink("..v1", dir.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/residency.toml", dir.join("residency.toml")).unwrap();
+    sb.start_agent(&bin, &dir.join("residency.toml")).unwrap();
+    assert!(!sb.client(Some(&app), "udp", ONLY_B).ok);
+
+    std::fs::create_dir_all(dir.join("..v2")).unwrap();
+    std::fs::write(dir.join("..v2/residency.toml"), render(&version_b())).unwrap();
+    std::os::unix::fs::symlink("..v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !sb
+        .agent()
+        .stderr()
+        .iter()
+        .any(|l| l.contains("generation 2 in force"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the swap was not applied: {:?}",
+            sb.agent().stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        sb.agent()
+            .stderr()
+            .iter()
+            .any(|l| l.contains("config file changed: reloading"))
+    );
+    assert!(sb.client(Some(&app), "udp", ONLY_B).ok);
+    assert!(!sb.client(Some(&app), "udp", ONLY_A).ok);
+
+    // A bad update is rejected like a bad reload; version B stays in force.
+    std::fs::create_dir_all(dir.join("..v3")).unwrap();
+    std::fs::write(
+        dir.join("..v3/residency.toml"),
+        render(&version_b()).replace("allow =", "alow ="),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..v3", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !sb
+        .agent()
+        .stderr()
+        .iter()
+        .any(|l| l.contains("reload rejected"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bad update was not noticed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(sb.client(Some(&app), "udp", ONLY_B).ok);
+    assert!(!sb.client(Some(&app), "udp", NEITHER).ok);
+}

@@ -38,6 +38,7 @@ pub fn setup() -> anyhow::Result<()> {
     install_packages()?;
     link_toolchain()?;
     install_bpf_linker()?;
+    install_kubernetes_validate()?;
     println!("setup: toolchain ready (rustup toolchain `{BPF_TOOLCHAIN}`, bpf-linker)");
     Ok(())
 }
@@ -116,6 +117,20 @@ fn install_bpf_linker() -> anyhow::Result<()> {
         ])
         .env("LLVM_PREFIX", "/usr/lib/llvm-22")
         .env("LLVM_SYS_221_PREFIX", "/usr/lib/llvm-22"))
+}
+
+/// `kubernetes-validate` (PyPI) checks the Kubernetes manifests against the API
+/// schemas offline.
+fn install_kubernetes_validate() -> anyhow::Result<()> {
+    if Command::new("kubernetes-validate")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Ok(());
+    }
+    println!("setup: installing kubernetes-validate from PyPI");
+    run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "kubernetes-validate"]))
 }
 
 pub fn is_root() -> bool {
