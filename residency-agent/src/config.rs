@@ -111,6 +111,10 @@ struct RawPolicy {
     allow: Vec<Spanned<String>>,
     #[serde(default)]
     deny: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow_sources: Vec<Spanned<crate::sources::SourceSpec>>,
+    #[serde(default)]
+    deny_sources: Vec<Spanned<crate::sources::SourceSpec>>,
 }
 
 /// `[agent]`: where the agent keeps its state and listens.
@@ -247,6 +251,9 @@ pub struct Entry {
     pub network: IpNetwork,
     /// Line of the entry in its file, so that verdicts can cite it.
     pub line: usize,
+    /// The IP-range file it came from (`aws ip-ranges.json`), for entries of
+    /// `allow_sources` / `deny_sources`.
+    pub origin: Option<String>,
 }
 
 /// One `[[policy]]`.
@@ -256,8 +263,11 @@ pub struct PolicyConfig {
     pub mode: Mode,
     /// As written: absolute paths under the cgroup v2 mount, or paths relative to it.
     pub cgroups: Vec<CgroupRef>,
-    /// Allow entries first, then deny entries, each in file order.
+    /// Allow entries first, then deny entries, each in file order, then the entries of
+    /// the IP-range sources.
     pub entries: Vec<Entry>,
+    /// What each source contributed: `(description, prefixes read, after aggregation)`.
+    pub sources: Vec<(String, usize, usize)>,
 }
 
 /// A cgroup named in a policy, with where it was written.
@@ -390,7 +400,41 @@ impl Config {
                         action,
                         network,
                         line,
+                        origin: None,
                     });
+                }
+            }
+            // IP-range sources: aggregated, and never overriding an entry written by
+            // hand (nor an earlier source) for the same prefix.
+            let mut sources = Vec::new();
+            let base = Path::new(file)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            for (action, list) in [
+                (Action::Allow, p.allow_sources),
+                (Action::Deny, p.deny_sources),
+            ] {
+                let entry_key = format!("{key}.{}_sources", action.as_str());
+                for item in list {
+                    let spec = item.get_ref();
+                    let loaded = crate::sources::load(spec, base)
+                        .map_err(|reason| at.error(item.span(), &entry_key, &reason))?;
+                    let line = at.line(item.span().start);
+                    let origin = format!("{:?} {}", spec.format, spec.path).to_lowercase();
+                    sources.push((origin.clone(), loaded.read, loaded.prefixes.len()));
+                    for network in loaded.prefixes {
+                        if seen.contains_key(&network) {
+                            continue;
+                        }
+                        seen.insert(network, (action, line));
+                        entries.push(Entry {
+                            action,
+                            network,
+                            line,
+                            origin: Some(origin.clone()),
+                        });
+                    }
                 }
             }
             policies.push(PolicyConfig {
@@ -398,6 +442,7 @@ impl Config {
                 mode,
                 cgroups,
                 entries,
+                sources,
             });
         }
         Ok(Config {

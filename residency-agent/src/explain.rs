@@ -81,13 +81,22 @@ pub fn explain(
                 let e = &p.entries[v.rule as usize];
                 (
                     v.action == residency_common::ACTION_ALLOW,
-                    format!(
-                        "{} {} ({}:{})",
-                        e.action.as_str(),
-                        e.network,
-                        config.source,
-                        e.line
-                    ),
+                    match &e.origin {
+                        Some(o) => format!(
+                            "{} {} (from {o}, {}:{})",
+                            e.action.as_str(),
+                            e.network,
+                            config.source,
+                            e.line
+                        ),
+                        None => format!(
+                            "{} {} ({}:{})",
+                            e.action.as_str(),
+                            e.network,
+                            config.source,
+                            e.line
+                        ),
+                    },
                 )
             }
             None => (false, "no entry matches: default deny".to_owned()),

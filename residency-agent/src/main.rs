@@ -23,6 +23,7 @@ mod pins;
 mod policy;
 mod rcu;
 mod sinks;
+mod sources;
 mod watch;
 
 use std::process::ExitCode;

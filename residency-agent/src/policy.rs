@@ -262,6 +262,12 @@ pub fn summary(config: &Config) -> String {
         for cg in &p.cgroups {
             let _ = writeln!(s, "    cgroup {}", cg.path);
         }
+        for (origin, read, kept) in &p.sources {
+            let _ = writeln!(
+                s,
+                "    source {origin}: {read} prefixes, {kept} after aggregation"
+            );
+        }
     }
     s
 }

@@ -289,3 +289,88 @@ fn version_completions_and_man_page_come_from_the_cli_definition() {
         "{page}"
     );
 }
+
+#[test]
+fn region_sources_are_read_aggregated_reported_and_explained() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let dir = tempdir::Dir::new("sources");
+    let cfg = write(
+        &dir,
+        "sources.toml",
+        &format!(
+            r#"
+[[policy]]
+name = "eu-central"
+cgroups = ["x"]
+allow = ["10.0.0.0/16"]
+deny = ["18.158.0.0/16"]
+allow_sources = [
+  {{ format = "aws", path = "{f}/ip-ranges.json", regions = ["eu-central-1"] }},
+  {{ format = "gcp", path = "{f}/cloud.json", scopes = ["europe-west3"] }},
+  {{ format = "azure", path = "{f}/ServiceTags_Public.json", regions = ["germanywestcentral"] }},
+  {{ format = "plain", path = "{f}/eu-partners.txt" }},
+]
+"#,
+            f = fixtures.display()
+        ),
+    );
+    let o = agent(&["check", "--config", &cfg]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    // AWS: 5 entries for eu-central-1 (one duplicate, two adjacent /15s) -> 3.
+    assert!(
+        t.contains("source aws ") && t.contains("ip-ranges.json: 5 prefixes, 3 after aggregation"),
+        "{t}"
+    );
+    assert!(
+        t.contains("cloud.json: 2 prefixes, 2 after aggregation"),
+        "{t}"
+    );
+    assert!(
+        t.contains("servicetags_public.json: 3 prefixes, 2 after aggregation"),
+        "{t}"
+    );
+    assert!(
+        t.contains("eu-partners.txt: 3 prefixes, 2 after aggregation"),
+        "{t}"
+    );
+
+    let explain = |addr: &str| text(&agent(&["explain", "--config", &cfg, addr]));
+    let t = explain("18.157.1.1");
+    assert!(
+        t.contains("ALLOWED")
+            && t.contains("allow 18.156.0.0/14 (from aws ")
+            && t.contains("ip-ranges.json"),
+        "{t}"
+    );
+    let t = explain("18.158.3.3");
+    assert!(
+        t.contains("BLOCKED") && t.contains("deny 18.158.0.0/16") && !t.contains("from aws"),
+        "a hand-written deny carves the source out: {t}"
+    );
+    let t = explain("52.94.248.17");
+    assert!(
+        t.contains("BLOCKED") && t.contains("default deny"),
+        "us-east-1 is not allowed: {t}"
+    );
+    assert!(explain("20.52.100.1").contains("allow 20.52.0.0/17 (from azure "));
+    assert!(explain("2600:1900:4031::1").contains("(from gcp "));
+    assert!(explain("198.51.100.200").contains("allow 198.51.100.0/24 (from plain "));
+
+    // A region that matches nothing is an error naming the config line.
+    let bad = write(
+        &dir,
+        "bad.toml",
+        &format!(
+            "[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\nallow_sources = [{{ format = \"aws\", path = \"{}/ip-ranges.json\", regions = [\"mars-1\"] }}]\n",
+            fixtures.display()
+        ),
+    );
+    let o = agent(&["check", "--config", &bad]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("bad.toml:4:") && text(&o).contains("no prefix"),
+        "{}",
+        text(&o)
+    );
+}
