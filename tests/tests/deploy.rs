@@ -365,3 +365,57 @@ fn kubernetes_manifests_validate_strictly_and_carry_a_valid_policy() {
     assert!(check.status.success(), "{text}");
     assert!(text.contains("OK, 1 policies"), "{text}");
 }
+
+#[test]
+fn the_helm_chart_wraps_the_validated_manifests_and_its_values_make_a_valid_policy() {
+    let chart = deploy().join("helm/residency");
+    // Helm cannot be installed here: render_check.py validates the values against the
+    // schema, checks every `.Values` path the templates use, and proves the DaemonSet
+    // template (default values substituted) equals the strictly validated manifest.
+    let out = Command::new("python3")
+        .arg(chart.join("render_check.py"))
+        .arg(&chart)
+        .arg(deploy().join("kubernetes"))
+        .output()
+        .expect("python3 with PyYAML and jsonschema (installed with kubernetes-validate)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The ConfigMap template renders `.Values.config` with toToml: the same config as
+    // TOML must pass `residency-agent check`.
+    let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let toml = toml::to_string(&config).unwrap();
+    let path = std::env::temp_dir().join(format!("residency-helm-{}.toml", std::process::id()));
+    std::fs::write(&path, toml).unwrap();
+    let check = Command::new(agent_binary())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    let text = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(
+        check.status.success() && text.contains("OK, 1 policies"),
+        "{text}"
+    );
+
+    // The schema rejects what the agent would reject.
+    let bad = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml, jsonschema\n\
+             v = yaml.safe_load(open(sys.argv[1])); v['config']['policy'][0]['mode'] = 'block'\n\
+             jsonschema.validate(v, json.load(open(sys.argv[2])))",
+        ])
+        .arg(chart.join("values.yaml"))
+        .arg(chart.join("values.schema.json"))
+        .output()
+        .unwrap();
+    assert!(
+        !bad.status.success(),
+        "mode = \"block\" passed the values schema"
+    );
+}
