@@ -297,19 +297,41 @@ impl Generations {
                 source,
             }
         };
+        // Large policies (a country's GeoIP set, a cloud's ranges) take a while: say how
+        // far the write has got, every 100,000 entries.
+        let total = rules.v4.len() + rules.v6.len();
+        let progress = |done: usize| {
+            if total >= 100_000 && done.is_multiple_of(100_000) && done > 0 {
+                tracing::info!(
+                    done,
+                    total,
+                    "writing the policy's prefixes into the idle slot"
+                );
+            }
+        };
         for (k, v) in &rules.v4 {
-            self.maps.rules_v4.insert(k, v, 0).map_err(full(
-                maps::RULES_V4,
-                format!("{:?}/{}", k.data().addr, k.prefix_len()),
-            ))?;
+            self.maps
+                .rules_v4
+                .insert(k, v, 0)
+                .map_err(|source| BpfError::MapFull {
+                    name: maps::RULES_V4,
+                    entry: format!("{:?}/{}", k.data().addr, k.prefix_len()),
+                    source,
+                })?;
             w.v4.push(*k);
+            progress(w.v4.len());
         }
         for (k, v) in &rules.v6 {
-            self.maps.rules_v6.insert(k, v, 0).map_err(full(
-                maps::RULES_V6,
-                format!("{:?}/{}", k.data().addr, k.prefix_len()),
-            ))?;
+            self.maps
+                .rules_v6
+                .insert(k, v, 0)
+                .map_err(|source| BpfError::MapFull {
+                    name: maps::RULES_V6,
+                    entry: format!("{:?}/{}", k.data().addr, k.prefix_len()),
+                    source,
+                })?;
             w.v6.push(*k);
+            progress(w.v4.len() + w.v6.len());
         }
         for c in bound {
             let key = BindingKey {
