@@ -10,6 +10,10 @@ use std::{
 
 use residency_tests::{Sandbox, agent_binary, http_get, require_root};
 
+/// One enforcing policy on the sandbox's `app` cgroup, events as text.
+const CONFIG: &str = "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\n[events]\nsinks = [\"text\"]\n\
+     [[policy]]\nname = \"eu-central\"\ncgroups = [\"{cg}/app\"]\nallow = [\"198.51.100.0/24\"]\n";
+
 fn deploy() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
@@ -82,11 +86,7 @@ fn dashboard_and_exposition_agree_with_the_agent() {
     let bin = agent_binary();
     let mut sb = Sandbox::new(&["203.0.113.9"]).unwrap();
     let app = sb.cgroup("app").unwrap();
-    let cfg = sb.write_config(
-        "residency.toml",
-        "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\n[events]\nsinks = [\"text\"]\n\
-         [[policy]]\nname = \"eu-central\"\ncgroups = [\"{cg}/app\"]\nallow = [\"198.51.100.0/24\"]\n",
-    );
+    let cfg = sb.write_config("residency.toml", CONFIG);
     sb.start_agent(&bin, &cfg).unwrap();
     assert!(!sb.client(Some(&app), "udp", "203.0.113.9").ok);
     let (status, body) = http_get(sb.metrics, "/metrics").unwrap();
@@ -145,11 +145,7 @@ fn a_real_prometheus_scrapes_the_agent() {
     let bin = agent_binary();
     let mut sb = Sandbox::new(&["203.0.113.9"]).unwrap();
     let app = sb.cgroup("app").unwrap();
-    let cfg = sb.write_config(
-        "residency.toml",
-        "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\n[events]\nsinks = [\"text\"]\n\
-         [[policy]]\nname = \"eu-central\"\ncgroups = [\"{cg}/app\"]\nallow = [\"198.51.100.0/24\"]\n",
-    );
+    let cfg = sb.write_config("residency.toml", CONFIG);
     sb.start_agent(&bin, &cfg).unwrap();
     assert_eq!(sb.udp_burst(Some(&app), "203.0.113.9", 3), (0, 3));
 
@@ -264,11 +260,7 @@ fn sd_notify_ready_only_after_attach_then_watchdog_and_stopping() {
     let bin = agent_binary();
     let mut sb = Sandbox::new(&["203.0.113.9"]).unwrap();
     let app = sb.cgroup("app").unwrap();
-    let cfg = sb.write_config(
-        "residency.toml",
-        "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\n[events]\nsinks = [\"text\"]\n\
-         [[policy]]\nname = \"eu-central\"\ncgroups = [\"{cg}/app\"]\nallow = [\"198.51.100.0/24\"]\n",
-    );
+    let cfg = sb.write_config("residency.toml", CONFIG);
     let notify_path = sb.dir.join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
     sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))

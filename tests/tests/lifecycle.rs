@@ -39,6 +39,24 @@ fn version_b() -> String {
     version(r#""198.51.100.0/26", "203.0.113.0/24""#)
 }
 
+/// A sandbox with the cgroup `app` and an agent running `config`: the agent binary,
+/// the sandbox, the cgroup and the config file.
+fn started(
+    config: &str,
+) -> (
+    std::path::PathBuf,
+    Sandbox,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    let cfg = sb.write_config("residency.toml", config);
+    sb.start_agent(&bin, &cfg).unwrap();
+    (bin, sb, app, cfg)
+}
+
 fn text(o: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -71,11 +89,7 @@ fn reload_dry_run_status_and_sighup() {
     if !require_root() {
         return;
     }
-    let bin = agent_binary();
-    let mut sb = Sandbox::new(ADDRS).unwrap();
-    let app = sb.cgroup("app").unwrap();
-    let cfg = sb.write_config("residency.toml", &version_a());
-    sb.start_agent(&bin, &cfg).unwrap();
+    let (bin, mut sb, app, cfg) = started(&version_a());
     assert!(sb.client(Some(&app), "udp", ONLY_A).ok);
     assert!(!sb.client(Some(&app), "udp", ONLY_B).ok);
 
@@ -167,11 +181,7 @@ fn a_bad_reload_is_rejected_and_the_policy_in_force_stays() {
     if !require_root() {
         return;
     }
-    let bin = agent_binary();
-    let mut sb = Sandbox::new(ADDRS).unwrap();
-    let app = sb.cgroup("app").unwrap();
-    let cfg = sb.write_config("residency.toml", &version_a());
-    sb.start_agent(&bin, &cfg).unwrap();
+    let (bin, sb, app, cfg) = started(&version_a());
     for (bad, expect) in [
         (
             version_a().replace("198.51.100.0/25", "198.51.100.0/33"),
@@ -264,11 +274,7 @@ fn a_thousand_reloads_under_traffic_never_mix_versions() {
     if !require_root() {
         return;
     }
-    let bin = agent_binary();
-    let mut sb = Sandbox::new(ADDRS).unwrap();
-    let app = sb.cgroup("app").unwrap();
-    let cfg = sb.write_config("residency.toml", &version_a());
-    sb.start_agent(&bin, &cfg).unwrap();
+    let (bin, mut sb, app, cfg) = started(&version_a());
     let probe = sb.probe(&app, BOTH, NEITHER);
     let started = std::time::Instant::now();
     // Differently named policies, so the two versions carry different policy ids: a
@@ -305,11 +311,7 @@ fn kill_9_keeps_enforcing_and_a_restart_takes_over_without_a_window() {
     if !require_root() {
         return;
     }
-    let bin = agent_binary();
-    let mut sb = Sandbox::new(ADDRS).unwrap();
-    let app = sb.cgroup("app").unwrap();
-    let cfg = sb.write_config("residency.toml", &version_a());
-    sb.start_agent(&bin, &cfg).unwrap();
+    let (bin, mut sb, app, cfg) = started(&version_a());
     let probe = sb.probe(&app, BOTH, NEITHER);
     sb.agent().signal(libc::SIGKILL);
     assert!(
