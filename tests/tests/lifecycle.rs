@@ -274,7 +274,7 @@ fn a_thousand_reloads_under_traffic_never_mix_versions() {
     if !require_root() {
         return;
     }
-    let (bin, mut sb, app, cfg) = started(&version_a());
+    let (bin, sb, app, cfg) = started(&version_a());
     let probe = sb.probe(&app, BOTH, NEITHER);
     let started = std::time::Instant::now();
     // Differently named policies, so the two versions carry different policy ids: a
