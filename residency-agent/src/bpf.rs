@@ -4,9 +4,17 @@
 //! The object is built from `residency-ebpf` by `build.rs` and embedded here, so the
 //! agent binary is all a host needs.
 //!
+//! Programs, all attached to each topmost configured cgroup:
+//! - `residency_egress` (cgroup/skb egress): every packet, the backstop;
+//! - `residency_connect4/6`, `residency_sendmsg4/6` (cgroup sock_addr): `connect()` and
+//!   `sendto()` fail with EPERM at once;
+//! - `residency_socket_create` (lsm_cgroup/socket_create): packet sockets are refused.
+//!   It needs the BPF LSM (`bpf` in `/sys/kernel/security/lsm`) and kernel BTF; where
+//!   they are missing, the agent refuses to start while a policy depends on it.
+//!
 //! # Minimum kernel version
-//! 5.8 (BPF ring buffer, cgroup BPF links, `bpf_skb_ancestor_cgroup_id`); developed and
-//! tested on 6.18.
+//! 6.0 (cgroup LSM programs; 5.8 for the rest: BPF ring buffer, cgroup BPF links,
+//! `bpf_skb_ancestor_cgroup_id`); developed and tested on 6.18.
 
 use std::{
     fs::File,
@@ -14,11 +22,17 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::{Array, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, links::FdLink},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, LsmCgroup,
+        ProgramError, links::FdLink,
+    },
 };
-use residency_common::{Settings, maps};
+use residency_common::{
+    PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_EGRESS, PROGRAM_SENDMSG4, PROGRAM_SENDMSG6,
+    PROGRAM_SOCKET_CREATE, Settings, maps,
+};
 
 use crate::{
     cgroup::{self, CgroupError, Hierarchy},
@@ -88,6 +102,8 @@ pub enum BpfError {
         needed: usize,
         capacity: u32,
     },
+    #[error(transparent)]
+    Policy(crate::policy::CompileError),
     #[error(
         "waiting for running BPF programs (an RCU barrier through a map-of-maps update) failed: {source}"
     )]
@@ -117,14 +133,21 @@ pub enum BpfError {
         source: std::io::Error,
     },
     #[error(
-        "attaching to cgroup {path} failed: {source}\n(is CONFIG_CGROUP_BPF enabled and the \
+        "attaching {program} to cgroup {path} failed: {source}\n(is CONFIG_CGROUP_BPF enabled and the \
          path a cgroup v2 directory?)"
     )]
     Attach {
+        program: &'static str,
         path: PathBuf,
         #[source]
         source: ProgramError,
     },
+    #[error(
+        "policy \"{policy}\" enforces and denies packet sockets (AF_PACKET), but this kernel \
+         cannot enforce that: {reason}.\nBoot with the BPF LSM enabled (e.g. lsm=...,bpf), or \
+         set allow_packet_sockets = true in the policy to accept this gap knowingly"
+    )]
+    PacketSocketGuard { policy: String, reason: String },
 }
 
 /// A configured cgroup, resolved on this host.
@@ -197,11 +220,34 @@ pub fn attach_points(bound: &[BoundCgroup]) -> Vec<&BoundCgroup> {
         .collect()
 }
 
-/// The loaded program and its maps.
+/// The loaded programs and their maps.
 pub struct Loaded {
     pub ebpf: Ebpf,
     /// Capacity of each rule trie.
     pub capacity: u32,
+    /// Why the packet socket guard (`residency_socket_create`) is not enforcing, when
+    /// it is not.
+    pub socket_guard_missing: Option<String>,
+}
+
+/// The cgroup sock_addr programs (their attach types come from their ELF sections).
+const SOCK_ADDR_PROGRAMS: &[&str] = &[
+    PROGRAM_CONNECT4,
+    PROGRAM_CONNECT6,
+    PROGRAM_SENDMSG4,
+    PROGRAM_SENDMSG6,
+];
+
+/// Short names of the programs, used in link pin names (`link-<cgroup id>-<name>`).
+pub fn short_name(program: &str) -> &str {
+    program.strip_prefix("residency_").unwrap_or(program)
+}
+
+/// Whether the BPF LSM is active: without it, lsm_cgroup programs load and attach but
+/// never run. `None` when securityfs is not mounted (cannot tell).
+fn bpf_lsm_active() -> Option<bool> {
+    let list = std::fs::read_to_string("/sys/kernel/security/lsm").ok()?;
+    Some(list.trim().split(',').any(|l| l == "bpf"))
 }
 
 /// Loads the object and the program into the kernel (nothing is attached yet).
@@ -241,22 +287,49 @@ pub fn load(maps_dir: &Path, capacity: u32) -> Result<Loaded, BpfError> {
             });
         }
     };
-    let prog: &mut CgroupSkb = ebpf
-        .program_mut(residency_common::PROGRAM_EGRESS)
-        .ok_or(BpfError::Program {
-            name: residency_common::PROGRAM_EGRESS,
-            source: ProgramError::UnexpectedProgramType,
-        })?
-        .try_into()
-        .map_err(|source| BpfError::Program {
-            name: residency_common::PROGRAM_EGRESS,
-            source,
-        })?;
+    fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, BpfError>
+    where
+        &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+    {
+        ebpf.program_mut(name)
+            .ok_or(BpfError::Program {
+                name,
+                source: ProgramError::UnexpectedProgramType,
+            })?
+            .try_into()
+            .map_err(|source| BpfError::Program { name, source })
+    }
+    let prog: &mut CgroupSkb = program(&mut ebpf, PROGRAM_EGRESS)?;
     prog.load().map_err(|source| BpfError::Program {
-        name: residency_common::PROGRAM_EGRESS,
+        name: PROGRAM_EGRESS,
         source,
     })?;
-    Ok(Loaded { ebpf, capacity })
+    for name in SOCK_ADDR_PROGRAMS {
+        let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+        prog.load()
+            .map_err(|source| BpfError::Program { name, source })?;
+    }
+    let socket_guard_missing = match bpf_lsm_active() {
+        Some(false) => Some("the BPF LSM is not active (\"bpf\" is missing from /sys/kernel/security/lsm)".to_owned()),
+        _ => {
+            let prog: &mut LsmCgroup = program(&mut ebpf, PROGRAM_SOCKET_CREATE)?;
+            match Btf::from_sys_fs() {
+                Err(e) => Some(format!("kernel BTF is not readable ({e})")),
+                Ok(btf) => prog
+                    .load("socket_create", &btf)
+                    .err()
+                    .map(|e| format!("loading the cgroup LSM program failed ({e}); Linux >= 6.0 with CONFIG_BPF_LSM is needed")),
+            }
+        }
+    };
+    if let Some(reason) = &socket_guard_missing {
+        tracing::warn!("packet sockets (AF_PACKET) cannot be denied: {reason}");
+    }
+    Ok(Loaded {
+        ebpf,
+        capacity,
+        socket_guard_missing,
+    })
 }
 
 /// The maps pinned under `<pin_path>/v2/maps` and adopted by the next agent.
@@ -270,6 +343,8 @@ const PINNED_MAPS: &[&str] = &[
     maps::EVENTS,
     maps::SETTINGS,
     maps::RATE,
+    maps::PORTS,
+    maps::VERDICTS,
 ];
 
 impl Loaded {
@@ -287,20 +362,81 @@ impl Loaded {
             rules_v6: take(&mut self.ebpf, maps::RULES_V6)?,
             bindings: take(&mut self.ebpf, maps::BINDINGS)?,
             active: take(&mut self.ebpf, maps::ACTIVE)?,
+            ports: take(&mut self.ebpf, maps::PORTS)?,
             capacity: self.capacity,
         })
     }
 
-    /// Attaches the program to one cgroup's egress and returns the link, owned by the
-    /// caller (dropping an unpinned link detaches it).
-    pub fn attach(&mut self, path: &Path) -> Result<FdLink, BpfError> {
+    /// Refuses a config whose enforce policies deny packet sockets when this kernel
+    /// cannot deny them: failing to start is better than a silent gap.
+    pub fn check_socket_guard(&self, config: &Config) -> Result<(), BpfError> {
+        let Some(reason) = &self.socket_guard_missing else {
+            return Ok(());
+        };
+        match config
+            .policies
+            .iter()
+            .find(|p| p.mode == crate::config::Mode::Enforce && !p.allow_packet_sockets)
+        {
+            Some(p) => Err(BpfError::PacketSocketGuard {
+                policy: p.name.clone(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Attaches every program to one cgroup and returns the links with the programs'
+    /// short names, owned by the caller (dropping an unpinned link detaches it). On
+    /// error, the links attached so far are dropped, so nothing is left half attached.
+    pub fn attach(&mut self, path: &Path) -> Result<Vec<(&'static str, FdLink)>, BpfError> {
         let file = File::open(path).map_err(|source| BpfError::OpenCgroup {
             path: path.to_owned(),
             source,
         })?;
+        let failed = |program: &'static str| {
+            move |source: ProgramError| BpfError::Attach {
+                program,
+                path: path.to_owned(),
+                source,
+            }
+        };
+        let not_fd = |source| BpfError::NotFdLink {
+            path: path.to_owned(),
+            source,
+        };
+        let mut links = Vec::new();
+        // Socket calls first, packets last: from the moment packets are judged, a
+        // forbidden connect() already fails fast.
+        for name in SOCK_ADDR_PROGRAMS {
+            let prog: &mut CgroupSockAddr = self
+                .ebpf
+                .program_mut(name)
+                .expect("loaded")
+                .try_into()
+                .expect("checked in load");
+            let id = prog
+                .attach(&file, CgroupAttachMode::Single)
+                .map_err(failed(name))?;
+            let link = prog.take_link(id).map_err(failed(name))?;
+            links.push((short_name(name), FdLink::try_from(link).map_err(not_fd)?));
+        }
+        if self.socket_guard_missing.is_none() {
+            let prog: &mut LsmCgroup = self
+                .ebpf
+                .program_mut(PROGRAM_SOCKET_CREATE)
+                .expect("loaded")
+                .try_into()
+                .expect("checked in load");
+            let id = prog
+                .attach(&file)
+                .map_err(failed(PROGRAM_SOCKET_CREATE))?;
+            let link = prog.take_link(id).map_err(failed(PROGRAM_SOCKET_CREATE))?;
+            links.push((short_name(PROGRAM_SOCKET_CREATE), FdLink::from(link)));
+        }
         let prog: &mut CgroupSkb = self
             .ebpf
-            .program_mut(residency_common::PROGRAM_EGRESS)
+            .program_mut(PROGRAM_EGRESS)
             .expect("loaded above")
             .try_into()
             .expect("checked in load");
@@ -309,18 +445,13 @@ impl Loaded {
         // (aya issue #1078).
         let id = prog
             .attach(&file, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
-            .map_err(|source| BpfError::Attach {
-                path: path.to_owned(),
-                source,
-            })?;
-        let link = prog.take_link(id).map_err(|source| BpfError::Attach {
-            path: path.to_owned(),
-            source,
-        })?;
-        FdLink::try_from(link).map_err(|source| BpfError::NotFdLink {
-            path: path.to_owned(),
-            source,
-        })
+            .map_err(failed(PROGRAM_EGRESS))?;
+        let link = prog.take_link(id).map_err(failed(PROGRAM_EGRESS))?;
+        links.push((
+            short_name(PROGRAM_EGRESS),
+            FdLink::try_from(link).map_err(not_fd)?,
+        ));
+        Ok(links)
     }
 
     /// Takes the event ring buffer out of the object, for the event reader.

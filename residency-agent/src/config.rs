@@ -115,6 +115,8 @@ struct RawPolicy {
     allow_sources: Vec<Spanned<crate::sources::SourceSpec>>,
     #[serde(default)]
     deny_sources: Vec<Spanned<crate::sources::SourceSpec>>,
+    #[serde(default)]
+    allow_packet_sockets: bool,
 }
 
 /// `[agent]`: where the agent keeps its state and listens.
@@ -244,11 +246,57 @@ impl Action {
     }
 }
 
+/// The protocol and destination ports an entry is limited to (`tcp/5432`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortSpec {
+    /// IP protocol number.
+    pub protocol: u8,
+    /// First and last destination port; `0..=65535` for every port (or a protocol
+    /// without ports).
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl PortSpec {
+    /// Whether the spec covers every port of its protocol.
+    pub fn every_port(&self) -> bool {
+        self.lo == 0 && self.hi == u16::MAX
+    }
+}
+
+impl std::fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = PROTOCOLS
+            .iter()
+            .find(|(_, n, _)| *n == self.protocol)
+            .map(|(s, _, _)| *s)
+            .unwrap_or("?");
+        if self.every_port() {
+            write!(f, "{name}")
+        } else if self.lo == self.hi {
+            write!(f, "{name}/{}", self.lo)
+        } else {
+            write!(f, "{name}/{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
+/// Protocols an entry may name: (name, number, has ports).
+pub const PROTOCOLS: &[(&str, u8, bool)] = &[
+    ("tcp", 6, true),
+    ("udp", 17, true),
+    ("sctp", 132, true),
+    ("icmp", 1, false),
+    ("icmpv6", 58, false),
+];
+
 /// One `allow` or `deny` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub action: Action,
     pub network: IpNetwork,
+    /// `None`: every protocol and port.
+    pub ports: Option<PortSpec>,
     /// Line of the entry in its file, so that verdicts can cite it.
     pub line: usize,
     /// The IP-range file it came from (`aws ip-ranges.json`), for entries of
@@ -268,6 +316,9 @@ pub struct PolicyConfig {
     pub entries: Vec<Entry>,
     /// What each source contributed: `(description, prefixes read, after aggregation)`.
     pub sources: Vec<(String, usize, usize)>,
+    /// Workloads may create packet sockets (AF_PACKET), which no IP egress hook sees.
+    /// Off by default; only enforce policies deny them, audit policies report them.
+    pub allow_packet_sockets: bool,
 }
 
 /// A cgroup named in a policy, with where it was written.
@@ -378,27 +429,47 @@ impl Config {
             }
 
             let mut entries = Vec::new();
-            let mut seen: HashMap<IpNetwork, (Action, usize)> = HashMap::new();
+            let mut seen: HashMap<(IpNetwork, Option<PortSpec>), (Action, usize)> =
+                HashMap::new();
             for (action, list) in [(Action::Allow, p.allow), (Action::Deny, p.deny)] {
                 let entry_key = format!("{key}.{}", action.as_str());
                 for item in list {
-                    let network = parse_prefix(item.get_ref())
+                    let (network, ports) = parse_entry(item.get_ref())
                         .map_err(|reason| at.error(item.span(), &entry_key, &reason))?;
                     let line = at.line(item.span().start);
-                    if let Some((prev, prev_line)) = seen.insert(network, (action, line)) {
+                    let shown = display_entry(network, ports);
+                    if let Some((prev, prev_line)) = seen.insert((network, ports), (action, line))
+                    {
                         let reason = if prev == action {
-                            format!("{network} is listed twice (also on line {prev_line})")
+                            format!("{shown} is listed twice (also on line {prev_line})")
                         } else {
                             format!(
-                                "{network} is both allowed and denied (the {} entry is on line {prev_line})",
+                                "{shown} is both allowed and denied (the {} entry is on line {prev_line})",
                                 prev.as_str()
                             )
                         };
                         return Err(at.error(item.span(), &entry_key, &reason));
                     }
+                    let same_prefix = entries
+                        .iter()
+                        .filter(|e: &&Entry| e.network == network && e.ports.is_some())
+                        .count();
+                    if ports.is_some()
+                        && same_prefix + 1 > residency_common::MAX_PORT_RULES_PER_PREFIX as usize
+                    {
+                        return Err(at.error(
+                            item.span(),
+                            &entry_key,
+                            &format!(
+                                "{network} has more than {} protocol/port entries; merge ranges",
+                                residency_common::MAX_PORT_RULES_PER_PREFIX
+                            ),
+                        ));
+                    }
                     entries.push(Entry {
                         action,
                         network,
+                        ports,
                         line,
                         origin: None,
                     });
@@ -424,13 +495,14 @@ impl Config {
                     let origin = format!("{:?} {}", spec.format, spec.path).to_lowercase();
                     sources.push((origin.clone(), loaded.read, loaded.prefixes.len()));
                     for network in loaded.prefixes {
-                        if seen.contains_key(&network) {
+                        if seen.contains_key(&(network, None)) {
                             continue;
                         }
-                        seen.insert(network, (action, line));
+                        seen.insert((network, None), (action, line));
                         entries.push(Entry {
                             action,
                             network,
+                            ports: None,
                             line,
                             origin: Some(origin.clone()),
                         });
@@ -443,6 +515,7 @@ impl Config {
                 cgroups,
                 entries,
                 sources,
+                allow_packet_sockets: p.allow_packet_sockets,
             });
         }
         Ok(Config {
@@ -656,6 +729,77 @@ fn validate_name(at: &Locator<'_>, name: &Spanned<String>) -> Result<(), ConfigE
             &format!("\"{n}\" is not a valid name: use 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 - _ ."),
         ))
     }
+}
+
+/// An entry as written back: `10.0.0.0/16` or `10.0.0.0/16 tcp/5432`.
+pub fn display_entry(network: IpNetwork, ports: Option<PortSpec>) -> String {
+    match ports {
+        Some(p) => format!("{network} {p}"),
+        None => network.to_string(),
+    }
+}
+
+/// Parses one `allow`/`deny` entry: a prefix, optionally followed by a protocol and
+/// ports: `10.0.0.0/16`, `10.0.0.0/16 tcp/5432`, `203.0.113.0/24 tcp/8000-8100`,
+/// `192.0.2.0/24 udp`, `198.51.100.0/24 icmp`.
+pub fn parse_entry(text: &str) -> Result<(IpNetwork, Option<PortSpec>), String> {
+    let mut words = text.split_whitespace();
+    let prefix = words.next().unwrap_or("");
+    let network = parse_prefix(prefix)?;
+    let Some(spec) = words.next() else {
+        return Ok((network, None));
+    };
+    if words.next().is_some() {
+        return Err(format!(
+            "\"{}\" has more than a prefix and one protocol/ports word (write \"PREFIX\" or \"PREFIX tcp/PORT[-PORT]\")",
+            text.trim()
+        ));
+    }
+    let (name, ports) = match spec.split_once('/') {
+        Some((n, p)) => (n, Some(p)),
+        None => (spec, None),
+    };
+    let name = name.to_ascii_lowercase();
+    let Some((_, protocol, has_ports)) = PROTOCOLS.iter().find(|(n, _, _)| *n == name) else {
+        let known: Vec<&str> = PROTOCOLS.iter().map(|(n, _, _)| *n).collect();
+        return Err(format!(
+            "\"{spec}\" does not name a protocol ({} [/PORT or /FIRST-LAST])",
+            known.join(", ")
+        ));
+    };
+    match (network.is_ipv4(), *protocol) {
+        (true, 58) => return Err(format!("icmpv6 does not go to the IPv4 prefix {network}; write icmp")),
+        (false, 1) => return Err(format!("ICMP to the IPv6 prefix {network} is icmpv6")),
+        _ => {}
+    }
+    let (lo, hi) = match ports {
+        None => (0, u16::MAX),
+        Some(_) if !has_ports => {
+            return Err(format!("{name} has no ports; write \"{network} {name}\""));
+        }
+        Some(p) => {
+            let port = |s: &str| {
+                s.parse::<u16>()
+                    .map_err(|_| format!("\"{s}\" in \"{spec}\" is not a port (0-65535)"))
+            };
+            let (lo, hi) = match p.split_once('-') {
+                Some((a, b)) => (port(a)?, port(b)?),
+                None => (port(p)?, port(p)?),
+            };
+            if lo > hi {
+                return Err(format!("port range {lo}-{hi} in \"{spec}\" is empty (first > last)"));
+            }
+            (lo, hi)
+        }
+    };
+    Ok((
+        network,
+        Some(PortSpec {
+            protocol: *protocol,
+            lo,
+            hi,
+        }),
+    ))
 }
 
 /// Parses one prefix: `198.51.100.0/24`, `2001:db8::/32`, or a bare address (a host

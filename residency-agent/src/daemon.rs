@@ -15,7 +15,6 @@ use std::{
     time::Instant,
 };
 
-use aya::programs::links::FdLink;
 
 use anyhow::{Context as _, bail};
 use residency_common::Stat;
@@ -82,10 +81,19 @@ pub fn check(path: Option<&Path>) -> anyhow::Result<()> {
     let config = load_config(path)?;
     let hierarchy = Hierarchy::discover()?;
     let notes = config.check_cgroups(&hierarchy)?;
+    validate_compiled(&config)?;
     print!("{}", policy::summary(&config));
     for n in notes {
         println!("note: {n} (its policy applies as soon as it appears)");
     }
+    Ok(())
+}
+
+/// Compiles the config once, for the limits only the compiled form shows (port rules
+/// inherited per prefix, the port rule table).
+fn validate_compiled(config: &Config) -> anyhow::Result<()> {
+    let ids: Vec<u32> = (0..config.policies.len() as u32).collect();
+    policy::compile(config, &ids, 0).with_context(|| format!("{} cannot be applied", config.source))?;
     Ok(())
 }
 
@@ -220,7 +228,10 @@ impl Daemon {
                     .loaded
                     .attach(path)
                     .map_err(anyhow::Error::from)
-                    .and_then(|link| pin_link(&self.instance, *id, link));
+                    .and_then(|links| {
+                        pins::pin_cgroup_links(&self.instance, *id, links)
+                            .map_err(anyhow::Error::from)
+                    });
                 match attached {
                     Ok(()) => {
                         self.attached.insert(*id, path.clone());
@@ -238,7 +249,7 @@ impl Daemon {
             .copied()
             .collect();
         for id in stale {
-            let _ = std::fs::remove_file(self.instance.join(format!("link-{id}")));
+            pins::unpin_cgroup_links(&self.instance, id);
             self.attached.remove(&id);
         }
         // Configured cgroups actually judged: attached themselves, or below an attached one.
@@ -301,8 +312,8 @@ impl Daemon {
         let mut failed = Vec::new();
         for b in &bound {
             if !self.bound.iter().any(|o| o.id == b.id) {
-                let mode = policy::mode_value(config.policies[b.policy].mode);
-                match self.generations.bind(b.id, ids[b.policy], mode) {
+                let binding = crate::generations::binding_of(&config, &ids, b.policy);
+                match self.generations.bind(b.id, binding) {
                     Ok(()) => {
                         info!(cgroup = %b.path.display(), policy = %config.policies[b.policy].name, "cgroup appeared: its policy applies")
                     }
@@ -398,9 +409,15 @@ impl Daemon {
             Ok(p) => p,
             Err(e) => return Response::error(format!("rejected: {e:#}")),
         };
+        if let Err(e) = self.loaded.check_socket_guard(&prepared.config) {
+            return Response::error(format!("rejected: {e}"));
+        }
         let old = self.versioned.read().expect("lock").config.clone();
         let (diff, diff_json) = policy::diff(&old, &prepared.config);
         if dry_run {
+            if let Err(e) = validate_compiled(&prepared.config) {
+                return Response::error(format!("rejected: {e:#}"));
+            }
             return Response {
                 ok: true,
                 text: format!(
@@ -532,13 +549,6 @@ impl Daemon {
     }
 }
 
-fn pin_link(instance: &Path, id: u64, link: FdLink) -> anyhow::Result<()> {
-    let path = instance.join(format!("link-{id}"));
-    link.pin(&path)
-        .with_context(|| format!("pinning {}", path.display()))?;
-    Ok(())
-}
-
 /// `run`: the daemon.
 pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
     // Over enforcement pinned at the default pin path, a missing config is an error,
@@ -600,6 +610,9 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         .context("refusing to start: the kernel program did not load")?;
     loaded
         .configure(&config.events)
+        .context("refusing to start")?;
+    loaded
+        .check_socket_guard(&config)
         .context("refusing to start")?;
     let mut generations =
         Generations::new(loaded.take_policy_maps()?).context("refusing to start")?;

@@ -12,7 +12,9 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use residency_common::{EVENT_AUDIT, Event};
+use residency_common::{
+    EVENT_AUDIT, Event, SOURCE_CONNECT, SOURCE_SENDMSG, SOURCE_SKB, SOURCE_SOCKET,
+};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
@@ -51,6 +53,9 @@ pub struct BlockEvent {
     pub cgroup: Option<String>,
     pub cgroup_id: u64,
     pub uid: u32,
+    /// Where it was judged: `packet` (cgroup/skb), `connect`, `sendmsg` or `socket`
+    /// (packet socket creation).
+    pub hook: &'static str,
     pub pid: u32,
     pub comm: String,
     pub count: u32,
@@ -97,7 +102,11 @@ impl BlockEvent {
                 "enforce"
             },
             rule: policy::describe_rule(p, e.rule),
-            protocol: protocol_name(e.protocol),
+            protocol: if e.source == SOURCE_SOCKET {
+                "packet-socket".to_owned()
+            } else {
+                protocol_name(e.protocol)
+            },
             dst: addr(e.family, &e.dst_addr),
             dst_port: e.dst_port,
             src: addr(e.family, &e.src_addr),
@@ -106,6 +115,13 @@ impl BlockEvent {
             cgroup: paths.path(e.cgroup_id),
             cgroup_id: e.cgroup_id,
             uid: e.uid,
+            hook: match e.source {
+                SOURCE_SKB => "packet",
+                SOURCE_CONNECT => "connect",
+                SOURCE_SENDMSG => "sendmsg",
+                SOURCE_SOCKET => "socket",
+                _ => "unknown",
+            },
             pid: e.pid,
             comm: String::from_utf8_lossy(&e.comm[..comm_len]).into_owned(),
             count: e.count,
@@ -162,6 +178,7 @@ impl BlockEvent {
             self.cgroup_id.to_string(),
         ));
         f.push((field("RESIDENCY_UID", "uid"), self.uid.to_string()));
+        f.push((field("RESIDENCY_HOOK", "hook"), self.hook.to_owned()));
         if self.pid != 0 {
             f.push((field("RESIDENCY_PID", "pid"), self.pid.to_string()));
             f.push((field("RESIDENCY_COMM", "comm"), self.comm.clone()));
@@ -232,7 +249,10 @@ impl BlockEvent {
             Some(p) => s.push_str(&format!(" cgroup={p}")),
             None => s.push_str(" cgroup=unknown"),
         }
-        s.push_str(&format!(" cgroup_id={} uid={}", self.cgroup_id, self.uid));
+        s.push_str(&format!(
+            " cgroup_id={} uid={} hook={}",
+            self.cgroup_id, self.uid, self.hook
+        ));
         if self.pid != 0 {
             s.push_str(&format!(" pid={} comm={:?}", self.pid, self.comm));
         }
@@ -370,7 +390,7 @@ pub(crate) mod tests {
             line,
             "RESIDENCY_EGRESS_BLOCK policy=eu-central mode=enforce proto=tcp dst=203.0.113.9 \
              dport=443 src=198.51.100.7 sport=40000 cgroup=/sys/fs/cgroup/x cgroup_id=42 uid=1000 \
-             rule=default-deny"
+             hook=packet rule=default-deny"
         );
         let mut e = event();
         e.kind = EVENT_AUDIT;

@@ -7,22 +7,58 @@ use std::net::IpAddr;
 
 use anyhow::bail;
 
+use residency_common::RULE_NONE;
+
 use crate::{
-    config::{Config, Mode},
+    config::{Config, Mode, PROTOCOLS, PolicyConfig, display_entry},
     policy,
 };
 
-/// Whether the first `bits` bits of `a` and `b` agree.
-fn prefix_match(a: &[u8], b: &[u8], bits: u32) -> bool {
-    let full = (bits / 8) as usize;
-    if a[..full] != b[..full] {
-        return false;
-    }
-    let rest = bits % 8;
-    rest == 0 || (a[full] ^ b[full]) >> (8 - rest) == 0
+/// Parses `tcp/443`, `udp/53`, `tcp` or `icmp` into (protocol, port).
+fn parse_port(text: &str) -> anyhow::Result<(u8, Option<u16>)> {
+    let (name, port) = match text.split_once('/') {
+        Some((n, p)) => (n, Some(p)),
+        None => (text, None),
+    };
+    let Some((_, protocol, _)) = PROTOCOLS
+        .iter()
+        .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
+    else {
+        bail!("\"{text}\" does not name a protocol (tcp/PORT, udp/PORT, sctp/PORT, icmp, icmpv6)");
+    };
+    let port = port
+        .map(|p| p.parse::<u16>())
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("\"{text}\": the port is not a number 0-65535"))?;
+    Ok((*protocol, port))
 }
 
-/// The verdict text for `addr` under every selected policy.
+/// How an entry is cited: action, prefix, ports and where it was written.
+fn cite(config: &Config, p: &PolicyConfig, rule: u32) -> String {
+    if rule == RULE_NONE {
+        return "no entry matches: default deny".to_owned();
+    }
+    if rule >= policy::RULE_SPECIAL_BASE {
+        return format!(
+            "{} (denied unless the policy names it itself)",
+            policy::describe_rule(Some(p), rule)
+        );
+    }
+    let e = &p.entries[rule as usize];
+    let what = display_entry(e.network, e.ports);
+    match &e.origin {
+        Some(o) => format!(
+            "{} {what} (from {o}, {}:{})",
+            e.action.as_str(),
+            config.source,
+            e.line
+        ),
+        None => format!("{} {what} ({}:{})", e.action.as_str(), config.source, e.line),
+    }
+}
+
+/// The verdict text for `addr` (and, if given, a protocol and port such as `tcp/443`)
+/// under every selected policy.
 pub fn explain(
     config: &Config,
     policy_name: Option<&str>,
@@ -30,13 +66,20 @@ pub fn explain(
     port: Option<&str>,
 ) -> anyhow::Result<String> {
     let ids: Vec<u32> = (0..config.policies.len() as u32).collect();
-    let rules = policy::compile(config, &ids, 0);
+    let rules = policy::compile(config, &ids, 0)?;
+    let (protocol, port_number) = match port {
+        Some(p) => {
+            let (proto, n) = parse_port(p)?;
+            (Some(proto), n)
+        }
+        None => (None, None),
+    };
     // The kernel judges an IPv4-mapped IPv6 destination as the IPv4 address.
     let judged = match addr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
         v4 => v4,
     };
-    let selected: Vec<(usize, &crate::config::PolicyConfig)> = config
+    let selected: Vec<(usize, &PolicyConfig)> = config
         .policies
         .iter()
         .enumerate()
@@ -57,63 +100,32 @@ pub fn explain(
     if judged != addr {
         out.push_str(&format!("{addr} is IPv4-mapped: judged as {judged}\n"));
     }
+    let mut port_rules_seen = false;
     for (i, p) in selected {
-        let scope = residency_common::scope(0, i as u32);
-        // (prefix bits, rule index) of the longest match.
-        let best = match judged {
-            IpAddr::V4(a) => rules
-                .v4
-                .iter()
-                .filter(|(k, _)| k.data().policy == scope)
-                .filter(|(k, _)| prefix_match(&k.data().addr, &a.octets(), k.prefix_len() - 32))
-                .max_by_key(|(k, _)| k.prefix_len())
-                .map(|(_, v)| *v),
-            IpAddr::V6(a) => rules
-                .v6
-                .iter()
-                .filter(|(k, _)| k.data().policy == scope)
-                .filter(|(k, _)| prefix_match(&k.data().addr, &a.octets(), k.prefix_len() - 32))
-                .max_by_key(|(k, _)| k.prefix_len())
-                .map(|(_, v)| *v),
+        let target = policy::Target {
+            addr: judged,
+            protocol,
+            port: port_number,
         };
-        let (allowed, why) = match best {
-            Some(v) => {
-                let e = &p.entries[v.rule as usize];
-                (
-                    v.action == residency_common::ACTION_ALLOW,
-                    match &e.origin {
-                        Some(o) => format!(
-                            "{} {} (from {o}, {}:{})",
-                            e.action.as_str(),
-                            e.network,
-                            config.source,
-                            e.line
-                        ),
-                        None => format!(
-                            "{} {} ({}:{})",
-                            e.action.as_str(),
-                            e.network,
-                            config.source,
-                            e.line
-                        ),
-                    },
-                )
-            }
-            None => (false, "no entry matches: default deny".to_owned()),
-        };
+        let (allowed, rule) = policy::decide(&rules, 0, i as u32, &target);
+        if protocol.is_none() {
+            // Would a protocol/port change this verdict?
+            port_rules_seen |= p.entries.iter().any(|e| e.ports.is_some());
+        }
         let verdict = match (allowed, p.mode) {
             (true, _) => "ALLOWED",
             (false, Mode::Enforce) => "BLOCKED",
             (false, Mode::Audit) => "AUDITED (passes, reported)",
         };
         out.push_str(&format!(
-            "{what}: {verdict} by policy {} (mode={}): {why}\n",
+            "{what}: {verdict} by policy {} (mode={}): {}\n",
             p.name,
-            p.mode.as_str()
+            p.mode.as_str(),
+            cite(config, p, rule)
         ));
     }
-    if port.is_some() {
-        out.push_str("note: this version judges destinations by address only; the port and protocol do not change the verdict\n");
+    if port_rules_seen {
+        out.push_str("note: the policy has protocol/port entries; add a protocol and port (e.g. tcp/443) to see their verdict\n");
     }
     Ok(out)
 }
@@ -165,20 +177,5 @@ mod tests {
             "{t}"
         );
         assert!(explain(&c, Some("nope"), "10.0.0.1".parse().unwrap(), None).is_err());
-    }
-
-    #[test]
-    fn prefix_match_handles_partial_bytes() {
-        assert!(prefix_match(
-            &[10, 0, 0b1010_0000, 0],
-            &[10, 0, 0b1011_1111, 9],
-            19
-        ));
-        assert!(!prefix_match(
-            &[10, 0, 0b1010_0000, 0],
-            &[10, 0, 0b1000_0000, 9],
-            19
-        ));
-        assert!(prefix_match(&[1, 2, 3, 4], &[9, 9, 9, 9], 0));
     }
 }

@@ -1,14 +1,16 @@
 //! The policy in force, and how a new one replaces it atomically.
 //!
-//! Rule keys and cgroup bindings carry a generation slot (0 or 1); the kernel program
-//! reads the active slot once per packet (`RES_ACTIVE`). Applying a policy:
+//! Rule keys, port rules and cgroup bindings carry a generation slot (0 or 1); the
+//! kernel programs read the active epoch once per packet or call (`RES_ACTIVE`; its low
+//! bit is the slot, and every change of it retires the cached verdicts). Applying a
+//! policy:
 //!
 //! 1. checks that it fits beside the one in force (both live in the maps for a moment)
 //!    — a policy that would not fit is rejected whole, before anything is written;
 //! 2. writes every rule and binding into the idle slot (the program does not look
 //!    there, so a half-written policy is never seen; a failure removes what was
 //!    written and leaves the policy in force untouched);
-//! 3. flips `RES_ACTIVE` — from here on, new packets are judged wholly by the new
+//! 3. advances `RES_ACTIVE` by one, flipping the slot — from here on, new packets are judged wholly by the new
 //!    version;
 //! 4. waits one RCU grace period ([`RcuBarrier`]) for packets still being judged by
 //!    the old version, then deletes the old slot's entries.
@@ -23,8 +25,8 @@ use std::{
 
 use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError};
 use residency_common::{
-    Binding, BindingKey, GENERATION_SLOTS, MAX_BINDINGS, MAX_POLICIES, RuleKeyV4, RuleKeyV6,
-    RuleValue, maps,
+    BINDING_ALLOW_PACKET_SOCKETS, Binding, BindingKey, GENERATION_SLOTS, MAX_BINDINGS,
+    MAX_POLICIES, PortRule, RuleKeyV4, RuleKeyV6, RuleValue, maps, slot_of,
 };
 
 use crate::{
@@ -40,6 +42,7 @@ pub struct PolicyMaps {
     pub rules_v6: LpmTrie<MapData, RuleKeyV6, RuleValue>,
     pub bindings: HashMap<MapData, BindingKey, Binding>,
     pub active: Array<MapData, u32>,
+    pub ports: Array<MapData, PortRule>,
     /// Capacity of each rule trie (entries, both slots together).
     pub capacity: u32,
 }
@@ -92,6 +95,8 @@ impl PolicyIds {
 pub struct Generations {
     maps: PolicyMaps,
     rcu: RcuBarrier,
+    /// The value of `RES_ACTIVE`; `slot_of(epoch)` is the slot in force.
+    epoch: u32,
     slot: u32,
     written: Written,
     ids: PolicyIds,
@@ -114,14 +119,15 @@ impl Generations {
     /// slot is cleared of leftovers first.
     pub fn new(maps: PolicyMaps) -> Result<Generations, BpfError> {
         let rcu = RcuBarrier::new().map_err(|source| BpfError::Barrier { source })?;
-        let slot = maps.active.get(&0, 0).map_err(|source| BpfError::Map {
+        let epoch = maps.active.get(&0, 0).map_err(|source| BpfError::Map {
             name: maps::ACTIVE,
             source,
         })?;
         let mut g = Generations {
             maps,
             rcu,
-            slot: slot % GENERATION_SLOTS,
+            epoch,
+            slot: slot_of(epoch),
             written: Written::default(),
             ids: PolicyIds::default(),
             generation: 0,
@@ -187,8 +193,10 @@ impl Generations {
     }
 
     /// Binds one more cgroup in the version in force (a configured cgroup that has just
-    /// appeared). The binding becomes visible to packets in one map update.
-    pub fn bind(&mut self, cgroup_id: u64, policy: u32, mode: u32) -> Result<(), BpfError> {
+    /// appeared). The binding becomes visible to packets in one map update; the epoch
+    /// then advances by two (same slot) so that verdicts cached for the cgroup under
+    /// its ancestor's policy are not used again.
+    pub fn bind(&mut self, cgroup_id: u64, binding: Binding) -> Result<(), BpfError> {
         let key = BindingKey {
             cgroup_id,
             slot: self.slot,
@@ -196,13 +204,22 @@ impl Generations {
         };
         self.maps
             .bindings
-            .insert(key, Binding { policy, mode }, 0)
+            .insert(key, binding, 0)
             .map_err(|source| BpfError::MapFull {
                 name: maps::BINDINGS,
                 entry: format!("cgroup id {cgroup_id}"),
                 source,
             })?;
         self.written.bindings.push(key);
+        let epoch = self.epoch.wrapping_add(GENERATION_SLOTS);
+        self.maps
+            .active
+            .set(0, epoch, 0)
+            .map_err(|source| BpfError::Map {
+                name: maps::ACTIVE,
+                source,
+            })?;
+        self.epoch = epoch;
         Ok(())
     }
 
@@ -221,8 +238,9 @@ impl Generations {
     pub fn apply(&mut self, config: &Config, bound: &[BoundCgroup]) -> Result<Applied, BpfError> {
         let started = Instant::now();
         let (ids, id_list) = self.ids.assign(config);
-        let next = 1 - self.slot;
-        let rules = policy::compile(config, &id_list, next);
+        let next_epoch = self.epoch.wrapping_add(1);
+        let next = slot_of(next_epoch);
+        let rules = policy::compile(config, &id_list, next).map_err(BpfError::Policy)?;
 
         // Both versions live in the maps until the flip completes.
         let (v4_in_use, v6_in_use) = (self.written.v4.len(), self.written.v6.len());
@@ -252,7 +270,7 @@ impl Generations {
             self.delete(&w);
             return Err(e);
         }
-        if let Err(source) = self.maps.active.set(0, next, 0) {
+        if let Err(source) = self.maps.active.set(0, next_epoch, 0) {
             self.delete(&w);
             return Err(BpfError::Map {
                 name: maps::ACTIVE,
@@ -271,6 +289,7 @@ impl Generations {
         let old = std::mem::replace(&mut self.written, w);
         self.delete(&old);
         self.slot = next;
+        self.epoch = next_epoch;
         self.ids = ids;
         self.generation += 1;
         Ok(Applied {
@@ -309,6 +328,15 @@ impl Generations {
                 );
             }
         };
+        // Port rules first: the slot's half of the array is not read by any packet until
+        // the trie entries pointing into it exist, and those are not read until the flip.
+        let base = policy::ports_base(slot);
+        for (i, r) in rules.ports.iter().enumerate() {
+            self.maps
+                .ports
+                .set(base + i as u32, r, 0)
+                .map_err(full(maps::PORTS, format!("port rule {i}")))?;
+        }
         for (k, v) in &rules.v4 {
             self.maps
                 .rules_v4
@@ -339,10 +367,7 @@ impl Generations {
                 slot,
                 _pad: 0,
             };
-            let value = Binding {
-                policy: ids[c.policy],
-                mode: policy::mode_value(config.policies[c.policy].mode),
-            };
+            let value = binding_of(config, ids, c.policy);
             self.maps
                 .bindings
                 .insert(key, value, 0)
@@ -350,6 +375,21 @@ impl Generations {
             w.bindings.push(key);
         }
         Ok(())
+    }
+}
+
+/// The kernel binding of `config.policies[index]`, whose id is `ids[index]`.
+pub fn binding_of(config: &Config, ids: &[u32], index: usize) -> Binding {
+    let p = &config.policies[index];
+    Binding {
+        policy: ids[index],
+        mode: policy::mode_value(p.mode),
+        flags: if p.allow_packet_sockets {
+            BINDING_ALLOW_PACKET_SOCKETS
+        } else {
+            0
+        },
+        _pad: 0,
     }
 }
 

@@ -176,7 +176,7 @@ fn gauge(
 impl Collector for Metrics {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let v = self.versioned.read().expect("policy lock");
-        let (packets, lost_ring, lost_rate, parse_errors, no_binding) = {
+        let (packets, lost_ring, lost_rate, parse_errors, no_binding, cache_hits, socket_denials) = {
             let k = self.kernel.lock().expect("kernel counters lock");
             (
                 k.packets(&v.ids),
@@ -184,6 +184,8 @@ impl Collector for Metrics {
                 k.stat(Stat::EventsRateLimited),
                 k.stat(Stat::ParseErrors),
                 k.stat(Stat::NoBinding),
+                k.stat(Stat::CacheHits),
+                k.stat(Stat::SocketDenials),
             )
         };
         let rows: Vec<_> = packets
@@ -241,6 +243,18 @@ impl Collector for Metrics {
                 (vec![("reason", "rate_limited".to_owned())], lost_rate),
                 (vec![("reason", "sink_error".to_owned())], sink_errors),
             ],
+        )?;
+        counter(
+            &mut enc,
+            "residency_verdict_cache_hits",
+            "Packets whose verdict came from the kernel's verdict cache (same cgroup, destination, protocol and port under the same policy version) instead of a trie lookup.",
+            &[(vec![], cache_hits)],
+        )?;
+        counter(
+            &mut enc,
+            "residency_socket_denials",
+            "connect() and sendto()/sendmsg() calls and packet socket creations refused (or, in audit mode, reported) by the socket-layer programs. Refused connect() and sendto() calls also count in residency_packets_total as blocked or audited.",
+            &[(vec![], socket_denials)],
         )?;
         counter(
             &mut enc,

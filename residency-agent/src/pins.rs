@@ -4,9 +4,10 @@
 //! Layout (version 2):
 //!
 //! ```text
-//! <pin_path>/v2/maps/RES_*                        the program's maps, shared by
+//! <pin_path>/v3/maps/RES_*                        the programs' maps, shared by
 //!                                                 successive agents
-//! <pin_path>/v2/links/<instance>/link-<cgroup id> one BPF link per attach point
+//! <pin_path>/v3/links/<instance>/link-<cgroup id>-<program>
+//!                                                 one BPF link per attach point and program
 //! ```
 //!
 //! A link exists as long as it is pinned or open, so an agent that exits — cleanly or by
@@ -26,7 +27,7 @@ use std::{
 use aya::programs::links::FdLink;
 
 /// Version of the pin layout; a directory of another version is never touched.
-pub const LAYOUT: &str = "v2";
+pub const LAYOUT: &str = "v3";
 /// `BPF_FS_MAGIC` from include/uapi/linux/magic.h.
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
@@ -225,39 +226,72 @@ pub fn instances(pin_path: &Path) -> Result<Vec<PathBuf>, PinError> {
 /// Pins the links of a freshly attached program as a new instance and returns its
 /// directory. On failure the partial directory is removed (detaching what it held);
 /// older instances are left alone either way.
-pub fn pin_links(pin_path: &Path, links: Vec<(u64, FdLink)>) -> Result<PathBuf, PinError> {
+pub fn pin_links(
+    pin_path: &Path,
+    links: Vec<(u64, Vec<(&'static str, FdLink)>)>,
+) -> Result<PathBuf, PinError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let dir = links_dir(pin_path).join(format!("{:020}-{}", now.as_nanos(), std::process::id()));
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    for (cgroup_id, link) in links {
-        let path = dir.join(format!("link-{cgroup_id}"));
-        // The pin holds the link; the returned handle is dropped (closing only our fd).
-        if let Err(source) = link.pin(&path) {
+    for (cgroup_id, links) in links {
+        if let Err(e) = pin_cgroup_links(&dir, cgroup_id, links) {
             let _ = remove_instance(&dir);
-            return Err(PinError::Pin {
-                what: format!("link for cgroup {cgroup_id}"),
-                path,
-                source,
-            });
+            return Err(e);
         }
     }
     Ok(dir)
 }
 
+/// Pins the links of one cgroup in an instance directory.
+pub fn pin_cgroup_links(
+    dir: &Path,
+    cgroup_id: u64,
+    links: Vec<(&'static str, FdLink)>,
+) -> Result<(), PinError> {
+    for (program, link) in links {
+        let path = dir.join(format!("link-{cgroup_id}-{program}"));
+        // The pin holds the link; the returned handle is dropped (closing only our fd).
+        if let Err(source) = link.pin(&path) {
+            // All or nothing per cgroup: a retry attaches every program again.
+            unpin_cgroup_links(dir, cgroup_id);
+            return Err(PinError::Pin {
+                what: format!("{program} link for cgroup {cgroup_id}"),
+                path,
+                source,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Unpins (detaching) the links of one cgroup in an instance directory.
+pub fn unpin_cgroup_links(dir: &Path, cgroup_id: u64) {
+    let prefix = format!("link-{cgroup_id}-");
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 /// Removes one instance: unpinning its links detaches them.
+/// Returns how many cgroups' links were detached.
 pub fn remove_instance(dir: &Path) -> Result<usize, PinError> {
-    let mut links = 0;
+    let mut cgroups = std::collections::BTreeSet::new();
     for e in std::fs::read_dir(dir).map_err(io(dir))? {
         let e = e.map_err(io(dir))?;
-        if e.file_name().to_string_lossy().starts_with("link-") {
-            links += 1;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix("link-") {
+            cgroups.insert(rest.split('-').next().unwrap_or_default().to_owned());
         }
         std::fs::remove_file(e.path()).map_err(io(&e.path()))?;
     }
     std::fs::remove_dir(dir).map_err(io(dir))?;
-    Ok(links)
+    Ok(cgroups.len())
 }
 
 /// Removes every instance but `keep`; returns how many links were detached.

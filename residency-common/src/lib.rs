@@ -27,10 +27,35 @@ pub mod maps {
     pub const SETTINGS: &str = "RES_SETTINGS";
     /// `PERCPU_ARRAY` of one [`super::RateBucket`]: the event rate limiter's state.
     pub const RATE: &str = "RES_RATE";
+    /// `ARRAY` of [`super::PortRule`]: the port and protocol rules of the rule entries,
+    /// one half per generation slot.
+    pub const PORTS: &str = "RES_PORTS";
+    /// `LRU_HASH` [`super::VerdictKey`] -> [`super::VerdictValue`]: verdicts already
+    /// computed, so that a flow's later packets skip the trie.
+    pub const VERDICTS: &str = "RES_VERDICTS";
 }
 
 /// Name of the cgroup/skb egress program in the object file.
 pub const PROGRAM_EGRESS: &str = "residency_egress";
+/// cgroup/connect4: a forbidden `connect()` on an IPv4 socket fails with EPERM.
+pub const PROGRAM_CONNECT4: &str = "residency_connect4";
+/// cgroup/connect6: the same for IPv6 sockets (IPv4-mapped destinations judged as IPv4).
+pub const PROGRAM_CONNECT6: &str = "residency_connect6";
+/// cgroup/sendmsg4: a forbidden `sendto()`/`sendmsg()` on an unconnected IPv4 socket.
+pub const PROGRAM_SENDMSG4: &str = "residency_sendmsg4";
+/// cgroup/sendmsg6: the same for IPv6 sockets.
+pub const PROGRAM_SENDMSG6: &str = "residency_sendmsg6";
+/// lsm_cgroup/socket_create: packet sockets (AF_PACKET) skip the IP egress hook, so
+/// enforce policies deny creating them.
+pub const PROGRAM_SOCKET_CREATE: &str = "residency_socket_create";
+
+/// Port rules one rule entry may carry, its inherited ones included (the kernel walks
+/// them in a bounded loop).
+pub const MAX_PORT_RULES_PER_PREFIX: u32 = 16;
+/// Capacity of [`maps::PORTS`]: half per generation slot.
+pub const PORT_RULE_SLOTS: u32 = 1 << 16;
+/// Capacity of [`maps::VERDICTS`].
+pub const VERDICT_CACHE_ENTRIES: u32 = 1 << 16;
 
 /// Highest number of policies one agent can load (policy ids are `0..MAX_POLICIES`).
 pub const MAX_POLICIES: u32 = 1024;
@@ -60,9 +85,9 @@ pub const fn scope(slot: u32, policy: u32) -> [u8; 4] {
 pub const POLICY_KEY_BITS: u32 = 32;
 
 /// Enforcement mode of a policy ([`Binding::mode`]).
-pub const MODE_ENFORCE: u32 = 1;
+pub const MODE_ENFORCE: u8 = 1;
 /// Audit mode: packets that enforce mode would drop pass and are reported.
-pub const MODE_AUDIT: u32 = 2;
+pub const MODE_AUDIT: u8 = 2;
 
 /// [`RuleValue::action`]: the prefix is allowed.
 pub const ACTION_ALLOW: u32 = 1;
@@ -73,6 +98,17 @@ pub const ACTION_DENY: u32 = 2;
 pub const RULE_NONE: u32 = u32::MAX;
 /// [`Event::rule`] when the packet was dropped because the program could not judge it.
 pub const RULE_ERROR: u32 = u32::MAX - 1;
+
+/// [`Binding::flags`]: the policy lets its workloads create packet sockets (AF_PACKET).
+pub const BINDING_ALLOW_PACKET_SOCKETS: u8 = 1;
+
+/// The generation slot an [`maps::ACTIVE`] value selects. The value is an epoch: a
+/// reload adds one (flipping the slot), binding a late cgroup adds two (same slot), and
+/// every change gives cached verdicts ([`VerdictKey::epoch`]) a new key space.
+#[inline(always)]
+pub const fn slot_of(epoch: u32) -> u32 {
+    epoch & 1
+}
 
 /// Key of [`maps::BINDINGS`]: a cgroup in one generation slot.
 #[repr(C)]
@@ -90,7 +126,10 @@ pub struct Binding {
     /// Policy id: the first 32 bits of every rule key of this policy.
     pub policy: u32,
     /// [`MODE_ENFORCE`] or [`MODE_AUDIT`].
-    pub mode: u32,
+    pub mode: u8,
+    /// [`BINDING_ALLOW_PACKET_SOCKETS`].
+    pub flags: u8,
+    pub _pad: u16,
 }
 
 /// Data part of an IPv4 rule key. The trie key is `{ prefix_len: u32, data }` with
@@ -115,15 +154,74 @@ pub struct RuleKeyV6 {
     pub addr: [u8; 16],
 }
 
-/// Value of a rule trie entry.
+/// Value of a rule trie entry: the port rules of the most specific matching prefix
+/// (its own, then those it inherits from wider prefixes), walked in order, first match
+/// wins; then the prefix's default.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RuleValue {
-    /// [`ACTION_ALLOW`] or [`ACTION_DENY`].
+    /// Default for traffic no port rule matches: [`ACTION_ALLOW`], [`ACTION_DENY`], or
+    /// [`ACTION_NONE`] (not allowed, [`RULE_NONE`]).
     pub action: u32,
-    /// Index of the entry in the policy's compiled rule list, so that an event can name
-    /// the config entry that decided it.
+    /// Index of the deciding entry in the policy's compiled rule list, so that an event
+    /// can name the config entry that decided it.
     pub rule: u32,
+    /// First of this entry's [`PortRule`]s in [`maps::PORTS`].
+    pub ports_start: u32,
+    /// Number of port rules (at most [`MAX_PORT_RULES_PER_PREFIX`]).
+    pub ports_len: u32,
+}
+
+/// [`RuleValue::action`]: no default at this prefix; traffic no port rule matches is
+/// not allowed.
+pub const ACTION_NONE: u32 = 0;
+
+/// One protocol/port rule of a prefix: value of [`maps::PORTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct PortRule {
+    /// First and last destination port (host byte order). `0..=65535` matches every
+    /// port, including packets whose port is unknown.
+    pub port_lo: u16,
+    pub port_hi: u16,
+    /// IP protocol number; every rule names one.
+    pub protocol: u8,
+    /// [`ACTION_ALLOW`] or [`ACTION_DENY`] (as u8).
+    pub action: u8,
+    pub _pad: u16,
+    /// Index of the entry in the policy's compiled rule list.
+    pub rule: u32,
+}
+
+/// Key of [`maps::VERDICTS`]: everything a verdict depends on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerdictKey {
+    /// Cgroup of the socket (its binding may be an ancestor's).
+    pub cgroup_id: u64,
+    /// The [`maps::ACTIVE`] epoch the verdict was computed under.
+    pub epoch: u32,
+    /// Destination port, or 0 when unknown.
+    pub dst_port: u16,
+    pub protocol: u8,
+    /// 4 or 6: the family the address is judged as (IPv4-mapped IPv6 is 4); bit 7 set
+    /// when the port is known.
+    pub family: u8,
+    /// Destination as judged, network byte order; IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
+}
+
+/// Value of [`maps::VERDICTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerdictValue {
+    pub policy: u32,
+    pub rule: u32,
+    /// The binding's mode.
+    pub mode: u8,
+    /// 1 when allowed.
+    pub allowed: u8,
+    pub _pad: u16,
 }
 
 /// Verdicts counted per policy and family.
@@ -162,10 +260,14 @@ pub enum Stat {
     /// An event was not emitted because its CPU's event rate limit was reached (the
     /// packet was still judged and counted).
     EventsRateLimited = 3,
+    /// Verdicts answered from [`maps::VERDICTS`] without a trie lookup.
+    CacheHits = 4,
+    /// `connect()`/`sendmsg()` calls refused (or audited) at the socket layer.
+    SocketDenials = 5,
 }
 
 /// Size of [`maps::STATS`].
-pub const STAT_SLOTS: u32 = 4;
+pub const STAT_SLOTS: u32 = 6;
 
 /// Program settings the agent writes before attaching: value of [`maps::SETTINGS`].
 #[repr(C)]
@@ -197,6 +299,13 @@ pub const EVENT_AUDIT: u8 = 2;
 
 /// [`Event::source`]: the cgroup/skb egress program.
 pub const SOURCE_SKB: u8 = 1;
+/// [`Event::source`]: a `connect()` (cgroup/connect4 or connect6).
+pub const SOURCE_CONNECT: u8 = 2;
+/// [`Event::source`]: a `sendto()`/`sendmsg()` (cgroup/sendmsg4 or sendmsg6).
+pub const SOURCE_SENDMSG: u8 = 3;
+/// [`Event::source`]: creating a packet socket (lsm_cgroup/socket_create);
+/// `protocol` holds the address family (17, AF_PACKET) and `dst_port` the socket type.
+pub const SOURCE_SOCKET: u8 = 4;
 
 /// One blocked or audited packet, as put on [`maps::EVENTS`] by the kernel program.
 ///
@@ -248,7 +357,10 @@ const _: () = assert!(core::mem::size_of::<BindingKey>() == 16);
 const _: () = assert!(MAX_POLICIES < (1 << 24));
 const _: () = assert!(core::mem::size_of::<RuleKeyV4>() == 8);
 const _: () = assert!(core::mem::size_of::<RuleKeyV6>() == 20);
-const _: () = assert!(core::mem::size_of::<RuleValue>() == 8);
+const _: () = assert!(core::mem::size_of::<RuleValue>() == 16);
+const _: () = assert!(core::mem::size_of::<PortRule>() == 12);
+const _: () = assert!(core::mem::size_of::<VerdictKey>() == 32);
+const _: () = assert!(core::mem::size_of::<VerdictValue>() == 12);
 const _: () = assert!(core::mem::size_of::<Event>() == 96);
 const _: () = assert!(core::mem::size_of::<Settings>() == 8);
 const _: () = assert!(core::mem::size_of::<RateBucket>() == 16);
@@ -267,4 +379,7 @@ mod user {
     unsafe impl aya::Pod for Event {}
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for RateBucket {}
+    unsafe impl aya::Pod for PortRule {}
+    unsafe impl aya::Pod for VerdictKey {}
+    unsafe impl aya::Pod for VerdictValue {}
 }

@@ -1,218 +1,330 @@
-//! The residency kernel program: a cgroup/skb egress filter.
+//! The residency kernel programs.
 //!
-//! For every packet a socket in an attached cgroup sends, the program
-//! 1. finds the policy bound to the socket's cgroup, or to its nearest bound ancestor
-//!    (`binding`);
-//! 2. reads the destination from the packet (`packet`);
-//! 3. looks up `{policy, destination}` in the policy's LPM trie: the most specific
-//!    matching prefix decides (allow or deny), and no match means not allowed;
-//! 4. counts the verdict per policy, family and verdict, and puts an event on the ring
-//!    buffer for every packet that is not allowed;
-//! 5. drops the packet in enforce mode, passes it in audit mode.
+//! - `residency_egress` (cgroup/skb egress), the backstop: for every packet a socket in
+//!   an attached cgroup sends, it
+//!   1. reads the destination, protocol and port from the packet (`packet`);
+//!   2. answers from the verdict cache when this cgroup sent to this destination and
+//!      port under the same policy epoch before (`maps::VERDICTS`);
+//!   3. else finds the policy bound to the socket's cgroup or its nearest bound
+//!      ancestor (`binding`) and judges the destination (`verdict`): the most specific
+//!      matching prefix and its port rules decide, no match means not allowed;
+//!   4. counts the verdict and reports every packet that is not allowed (`event`);
+//!   5. drops the packet in enforce mode, passes it in audit mode.
+//! - `residency_connect4/6` and `residency_sendmsg4/6` (cgroup sock_addr): the same
+//!   verdict when an application calls `connect()` or `sendto()`, so a forbidden call
+//!   fails at once with EPERM instead of timing out, and its event names the process.
+//! - `residency_socket_create` (lsm_cgroup/socket_create): packet sockets (AF_PACKET)
+//!   write below the IP layer, where no egress hook sees them; enforce policies deny
+//!   creating them unless they allow it.
 //!
-//! Errors fail closed: a packet the program cannot judge is dropped unless its policy is
-//! known to be in audit mode.
+//! Errors fail closed: a packet or call the programs cannot judge is refused unless its
+//! policy is known to be in audit mode.
 #![no_std]
 #![no_main]
 
+mod binding;
+mod event;
 mod maps;
 mod packet;
+mod verdict;
 
 use aya_ebpf::{
-    helpers::generated::{bpf_ktime_get_boot_ns, bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id},
-    macros::cgroup_skb,
-    programs::SkBuffContext,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::bpf_skb_cgroup_id,
+    },
+    macros::{cgroup_skb, cgroup_sock_addr, lsm_cgroup},
+    programs::{LsmContext, SkBuffContext, SockAddrContext},
 };
 use aya_log_ebpf::error;
 use residency_common::{
-    ACTION_ALLOW, Binding, BindingKey, EVENT_AUDIT, EVENT_BLOCK, Event, MAX_CGROUP_DEPTH,
-    MODE_AUDIT, POLICY_KEY_BITS, RULE_ERROR, RULE_NONE, RuleKeyV4, RuleKeyV6, SOURCE_SKB, Stat,
-    TOKENS_PER_EVENT, Verdict, counter_index, scope,
+    BINDING_ALLOW_PACKET_SOCKETS, Binding, EVENT_AUDIT, EVENT_BLOCK, Event, MODE_AUDIT,
+    RULE_ERROR, RULE_NONE, SOURCE_CONNECT, SOURCE_SENDMSG, SOURCE_SKB, SOURCE_SOCKET, Stat,
+    Verdict, VerdictKey, VerdictValue, slot_of,
 };
 
-use aya_ebpf::maps::lpm_trie::Key;
-use maps::{ACTIVE, BINDINGS, COUNTERS, EVENTS, RATE, RULES_V4, RULES_V6, SETTINGS, STATS, bump};
+use maps::{ACTIVE, STATS, VERDICTS, bump};
 use packet::Packet;
+use verdict::{Decision, Target};
 
 /// cgroup/skb return values.
 const PASS: i32 = 1;
 const DROP: i32 = 0;
+/// cgroup sock_addr and lsm_cgroup return values: 0 makes the call fail with EPERM.
+const ALLOW_CALL: i32 = 1;
+const DENY_CALL: i32 = 0;
+
+const AF_PACKET: i32 = 17;
+
+/// The policy epoch: read once, so that every lookup of one packet or call uses one
+/// version even when a reload flips it meanwhile.
+#[inline(always)]
+fn epoch() -> u32 {
+    ACTIVE.get(0).copied().unwrap_or(0)
+}
+
+#[inline(always)]
+fn verdict_of(allowed: bool, audit: bool) -> Verdict {
+    match (allowed, audit) {
+        (true, _) => Verdict::Allowed,
+        (false, true) => Verdict::Audited,
+        (false, false) => Verdict::Blocked,
+    }
+}
 
 #[cgroup_skb(egress)]
 pub fn residency_egress(ctx: SkBuffContext) -> i32 {
     // SAFETY: the context pointer is the skb the kernel handed us.
     let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
-    // Read once: every lookup below uses this slot, so a reload flipping it meanwhile
-    // cannot judge this packet half by the old policy and half by the new.
-    let slot = ACTIVE.get(0).copied().unwrap_or(0);
-    let Some(binding) = find_binding(&ctx, cgroup_id, slot) else {
-        // Attached, but no policy found for this socket's cgroup: the agent's maps and
-        // attachments disagree. Fail closed.
-        if bump(&STATS, Stat::NoBinding as u32) == 0 {
-            error!(
-                &ctx,
-                "residency: no policy binding for cgroup {}; dropping", cgroup_id
-            );
-        }
-        return DROP;
+    let epoch = epoch();
+    let slot = slot_of(epoch);
+    let Ok(p) = packet::parse(&ctx) else {
+        return unparsable(&ctx, cgroup_id, slot);
     };
-    match packet::parse(&ctx) {
-        Ok(p) => judge(&ctx, cgroup_id, slot, binding, &p),
-        Err(_) => {
-            if bump(&STATS, Stat::ParseErrors as u32) == 0 {
-                error!(
-                    &ctx,
-                    "residency: unparsable egress packet (cgroup {})", cgroup_id
-                );
-            }
-            let audit = binding.mode == MODE_AUDIT;
-            // Report what we can: the packet's own addresses are unknown.
-            let unknown = Packet {
-                family: 0,
-                protocol: 0,
-                src: [0; 16],
-                dst: [0; 16],
-                src_port: 0,
-                dst_port: 0,
-                icmp_type: 0,
-                icmp_code: 0,
-            };
-            emit(&ctx, cgroup_id, binding, &unknown, RULE_ERROR, audit);
-            if audit { PASS } else { DROP }
-        }
+    let v4 = p.dst_v4();
+    let mut addr = p.dst;
+    if let Some(a) = v4 {
+        addr = [0; 16];
+        addr[..4].copy_from_slice(&a);
     }
-}
-
-/// The binding of the socket's cgroup, else of its nearest bound ancestor.
-///
-/// The agent attaches the program only to the topmost configured cgroups, so every
-/// packet runs through it once; a configured cgroup below an attached one is found
-/// here by climbing from the root down and keeping the deepest binding seen.
-#[inline(always)]
-fn find_binding(ctx: &SkBuffContext, cgroup_id: u64, slot: u32) -> Option<Binding> {
-    let key = |cgroup_id| BindingKey {
+    let key = VerdictKey {
         cgroup_id,
-        slot,
-        _pad: 0,
+        epoch,
+        dst_port: if p.ports_known { p.dst_port } else { 0 },
+        protocol: p.protocol,
+        family: if v4.is_some() { 4 } else { 6 } | if p.ports_known { 0x80 } else { 0 },
+        addr,
     };
-    // SAFETY: lookups in a hash map of plain values.
-    if let Some(b) = unsafe { BINDINGS.get(key(cgroup_id)) } {
-        return Some(*b);
-    }
-    let mut found = None;
-    for level in 0..MAX_CGROUP_DEPTH {
-        // SAFETY: helper call on the program's own skb.
-        let id = unsafe { bpf_skb_ancestor_cgroup_id(ctx.skb.skb, level as i32) };
-        if id == 0 || id == cgroup_id {
-            break;
+    // SAFETY: a lookup in a hash map of plain values, copied out at once.
+    let (policy, mode, d) = match unsafe { VERDICTS.get(key).copied() } {
+        Some(v) => {
+            bump(&STATS, Stat::CacheHits as u32);
+            (
+                v.policy,
+                v.mode,
+                Decision {
+                    allowed: v.allowed != 0,
+                    rule: v.rule,
+                },
+            )
         }
-        if let Some(b) = unsafe { BINDINGS.get(key(id)) } {
-            found = Some(*b);
+        None => {
+            let Some(b) = binding::of_skb(ctx.skb.skb, cgroup_id, slot) else {
+                no_binding(&ctx, cgroup_id);
+                return DROP;
+            };
+            let target = Target {
+                v4,
+                v6: p.dst,
+                protocol: p.protocol,
+                port: p.dst_port,
+                port_known: p.ports_known,
+            };
+            let d = verdict::decide(slot, b.policy, &target);
+            let value = VerdictValue {
+                policy: b.policy,
+                rule: d.rule,
+                mode: b.mode,
+                allowed: d.allowed as u8,
+                _pad: 0,
+            };
+            // A full cache evicts its least recently used verdict; a failed insert only
+            // means the next packet is judged from the trie again.
+            let _ = VERDICTS.insert(key, value, 0);
+            (b.policy, b.mode, d)
         }
-    }
-    found
-}
-
-#[inline(always)]
-fn judge(ctx: &SkBuffContext, cgroup_id: u64, slot: u32, binding: Binding, p: &Packet) -> i32 {
-    let policy = scope(slot, binding.policy);
-    let hit = match p.dst_v4() {
-        Some(addr) => RULES_V4.get(Key::new(POLICY_KEY_BITS + 32, RuleKeyV4 { policy, addr })),
-        None => RULES_V6.get(Key::new(
-            POLICY_KEY_BITS + 128,
-            RuleKeyV6 {
-                policy,
-                addr: p.dst,
-            },
-        )),
     };
-    let family = if p.family == 4 { 0 } else { 1 };
-    let (allowed, rule) = match hit {
-        Some(v) => (v.action == ACTION_ALLOW, v.rule),
-        None => (false, RULE_NONE),
-    };
-    let audit = binding.mode == MODE_AUDIT;
-    let verdict = match (allowed, audit) {
-        (true, _) => Verdict::Allowed,
-        (false, true) => Verdict::Audited,
-        (false, false) => Verdict::Blocked,
-    };
-    bump(&COUNTERS, counter_index(binding.policy, verdict, family));
-    if allowed {
+    let audit = mode == MODE_AUDIT;
+    event::count(policy, verdict_of(d.allowed, audit), p.family);
+    if d.allowed {
         return PASS;
     }
-    emit(ctx, cgroup_id, binding, p, rule, audit);
+    report_packet(&ctx, cgroup_id, policy, d.rule, audit, &p);
     if audit { PASS } else { DROP }
 }
 
-/// Takes one token from this CPU's event bucket; false when the rate limit is reached.
-///
-/// A block storm must not flood the ring buffer, the agent or the journal: events are
-/// limited per CPU (no shared state, no atomics), while the per-packet counters stay
-/// exact. Tokens refill at `events_per_second`, capped at `events_burst`.
+/// Attached, but no policy found for this socket's cgroup: the agent's maps and
+/// attachments disagree. Fail closed.
 #[inline(always)]
-fn take_token(now: u64) -> bool {
-    let Some(settings) = SETTINGS.get(0) else {
-        return true;
-    };
-    let rate = settings.events_per_second as u64;
-    if rate == 0 {
-        return true;
+fn no_binding<C: aya_ebpf::EbpfContext>(ctx: &C, cgroup_id: u64) {
+    if bump(&STATS, Stat::NoBinding as u32) == 0 {
+        error!(
+            ctx,
+            "residency: no policy binding for cgroup {}; refusing", cgroup_id
+        );
     }
-    let Some(bucket) = RATE.get_ptr_mut(0) else {
-        return true;
-    };
-    // SAFETY: a per-CPU slot, touched only by programs running on this CPU.
-    let bucket = unsafe { &mut *bucket };
-    let cap = (settings.events_burst as u64).max(1) * TOKENS_PER_EVENT;
-    // Clamp the idle time so `elapsed * rate` cannot overflow (10 s refills any bucket).
-    let elapsed = now.saturating_sub(bucket.last_ns).min(10_000_000_000);
-    bucket.last_ns = now;
-    let tokens = (bucket.tokens + elapsed * rate).min(cap);
-    if tokens < TOKENS_PER_EVENT {
-        bucket.tokens = tokens;
-        return false;
-    }
-    bucket.tokens = tokens - TOKENS_PER_EVENT;
-    true
 }
 
-/// Puts one event on the ring buffer; a full buffer or an exhausted rate limit is
-/// counted, never waited on.
+/// A packet the parser could not read far enough: dropped unless its policy audits.
 #[inline(always)]
-fn emit(ctx: &SkBuffContext, cgroup_id: u64, binding: Binding, p: &Packet, rule: u32, audit: bool) {
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    if !take_token(now) {
-        bump(&STATS, Stat::EventsRateLimited as u32);
-        return;
-    }
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        bump(&STATS, Stat::EventsLost as u32);
-        return;
+fn unparsable(ctx: &SkBuffContext, cgroup_id: u64, slot: u32) -> i32 {
+    let Some(b) = binding::of_skb(ctx.skb.skb, cgroup_id, slot) else {
+        no_binding(ctx, cgroup_id);
+        return DROP;
     };
-    entry.write(Event {
-        timestamp_ns: now,
-        cgroup_id,
-        policy: binding.policy,
-        rule,
-        uid: ctx.get_socket_uid(),
-        pid: 0,
-        dst_port: p.dst_port,
-        src_port: p.src_port,
-        kind: if audit { EVENT_AUDIT } else { EVENT_BLOCK },
-        family: p.family,
-        protocol: p.protocol,
-        source: SOURCE_SKB,
-        icmp_type: p.icmp_type,
-        icmp_code: p.icmp_code,
-        _pad: [0; 2],
-        count: 1,
-        dst_addr: p.dst,
-        src_addr: p.src,
-        comm: [0; 16],
+    if bump(&STATS, Stat::ParseErrors as u32) == 0 {
+        error!(
+            ctx,
+            "residency: unparsable egress packet (cgroup {})", cgroup_id
+        );
+    }
+    let audit = b.mode == MODE_AUDIT;
+    let uid = ctx.get_socket_uid();
+    event::emit(|e| {
+        e.cgroup_id = cgroup_id;
+        e.policy = b.policy;
+        e.rule = RULE_ERROR;
+        e.uid = uid;
+        e.kind = if audit { EVENT_AUDIT } else { EVENT_BLOCK };
+        e.source = SOURCE_SKB;
     });
-    entry.submit(0);
+    if audit { PASS } else { DROP }
+}
+
+#[inline(always)]
+fn report_packet(
+    ctx: &SkBuffContext,
+    cgroup_id: u64,
+    policy: u32,
+    rule: u32,
+    audit: bool,
+    p: &Packet,
+) {
+    let uid = ctx.get_socket_uid();
+    event::emit(|e| {
+        e.cgroup_id = cgroup_id;
+        e.policy = policy;
+        e.rule = rule;
+        e.uid = uid;
+        e.dst_port = p.dst_port;
+        e.src_port = p.src_port;
+        e.kind = if audit { EVENT_AUDIT } else { EVENT_BLOCK };
+        e.family = p.family;
+        e.protocol = p.protocol;
+        e.source = SOURCE_SKB;
+        e.icmp_type = p.icmp_type;
+        e.icmp_code = p.icmp_code;
+        e.dst_addr = p.dst;
+        e.src_addr = p.src;
+    });
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn residency_connect4(ctx: SockAddrContext) -> i32 {
+    socket_call(&ctx, false, SOURCE_CONNECT)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn residency_connect6(ctx: SockAddrContext) -> i32 {
+    socket_call(&ctx, true, SOURCE_CONNECT)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn residency_sendmsg4(ctx: SockAddrContext) -> i32 {
+    socket_call(&ctx, false, SOURCE_SENDMSG)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn residency_sendmsg6(ctx: SockAddrContext) -> i32 {
+    socket_call(&ctx, true, SOURCE_SENDMSG)
+}
+
+/// Fills the calling process's identity into an event.
+#[inline(always)]
+fn caller(e: &mut Event) {
+    e.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    e.uid = bpf_get_current_uid_gid() as u32;
+    e.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}
+
+/// `connect()` or `sendto()`: the destination the application asked for, judged by the
+/// calling task's policy.
+#[inline(always)]
+fn socket_call(ctx: &SockAddrContext, v6: bool, source: u8) -> i32 {
+    // SAFETY: the context pointer is the bpf_sock_addr the kernel handed us; the
+    // verifier checks each field access.
+    let sa = unsafe { &*ctx.sock_addr };
+    let mut dst = [0u8; 16];
+    if v6 {
+        for (i, word) in sa.user_ip6.iter().enumerate() {
+            dst[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+        }
+    } else {
+        dst[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+    }
+    // The port is stored as in `sin_port`: network byte order in the low 16 bits.
+    let port = u16::from_be(sa.user_port as u16);
+    let protocol = sa.protocol as u8;
+    let v4 = packet::judged_as_v4(!v6, &dst);
+    let family = if v4.is_some() { 4 } else { 6 };
+    let cgroup_id = binding::current_cgroup();
+    let slot = slot_of(epoch());
+    let Some(b) = binding::of_current_task(cgroup_id, slot) else {
+        no_binding(ctx, cgroup_id);
+        return DENY_CALL;
+    };
+    let target = Target {
+        v4,
+        v6: dst,
+        protocol,
+        port,
+        port_known: true,
+    };
+    let d = verdict::decide(slot, b.policy, &target);
+    if d.allowed {
+        return ALLOW_CALL;
+    }
+    let audit = b.mode == MODE_AUDIT;
+    event::count(b.policy, verdict_of(false, audit), family);
+    bump(&STATS, Stat::SocketDenials as u32);
+    event::emit(|e| {
+        e.cgroup_id = cgroup_id;
+        e.policy = b.policy;
+        e.rule = d.rule;
+        caller(e);
+        e.dst_port = port;
+        e.kind = if audit { EVENT_AUDIT } else { EVENT_BLOCK };
+        e.family = if v6 { 6 } else { 4 };
+        e.protocol = protocol;
+        e.source = source;
+        e.dst_addr = dst;
+    });
+    if audit { ALLOW_CALL } else { DENY_CALL }
+}
+
+/// `socket_create(family, type, protocol, kern)`: packet sockets are refused to
+/// workloads of enforce policies that do not allow them. Sockets the kernel creates for
+/// itself (`kern`) are never judged.
+#[lsm_cgroup(hook = "socket_create")]
+pub fn residency_socket_create(ctx: LsmContext) -> i32 {
+    let family: i32 = ctx.arg(0);
+    let kind: i32 = ctx.arg(1);
+    let kern: i32 = ctx.arg(3);
+    if family != AF_PACKET || kern != 0 {
+        return ALLOW_CALL;
+    }
+    let cgroup_id = binding::current_cgroup();
+    let slot = slot_of(epoch());
+    let Some(b): Option<Binding> = binding::of_current_task(cgroup_id, slot) else {
+        no_binding(&ctx, cgroup_id);
+        return DENY_CALL;
+    };
+    if b.flags & BINDING_ALLOW_PACKET_SOCKETS != 0 {
+        return ALLOW_CALL;
+    }
+    let audit = b.mode == MODE_AUDIT;
+    bump(&STATS, Stat::SocketDenials as u32);
+    event::emit(|e| {
+        e.cgroup_id = cgroup_id;
+        e.policy = b.policy;
+        e.rule = RULE_NONE;
+        caller(e);
+        e.kind = if audit { EVENT_AUDIT } else { EVENT_BLOCK };
+        e.protocol = AF_PACKET as u8;
+        e.dst_port = kind as u16;
+        e.source = SOURCE_SOCKET;
+    });
+    if audit { ALLOW_CALL } else { DENY_CALL }
 }
 
 #[cfg(not(test))]

@@ -3,12 +3,17 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use residency_common::{
     Binding, BindingKey, COUNTER_SLOTS, DEFAULT_RULE_CAPACITY, EVENTS_RING_BYTES, GENERATION_SLOTS,
-    MAX_BINDINGS, RateBucket, RuleKeyV4, RuleKeyV6, RuleValue, STAT_SLOTS, Settings,
+    MAX_BINDINGS, PORT_RULE_SLOTS, PortRule, RateBucket, RuleKeyV4, RuleKeyV6, RuleValue,
+    STAT_SLOTS, Settings, VERDICT_CACHE_ENTRIES, VerdictKey, VerdictValue,
 };
+
+/// `BPF_F_NO_COMMON_LRU`: one LRU list per CPU, so that inserting a verdict never takes
+/// a lock another CPU holds.
+const BPF_F_NO_COMMON_LRU: u32 = 2;
 
 /// `{cgroup id, generation slot}` -> policy binding, filled by the agent for every
 /// configured cgroup; room for both slots during a reload.
@@ -16,7 +21,8 @@ use residency_common::{
 pub static BINDINGS: HashMap<BindingKey, Binding> =
     HashMap::with_max_entries(MAX_BINDINGS * GENERATION_SLOTS, 0);
 
-/// The generation slot packets are judged by.
+/// The epoch packets are judged by; its low bit is the generation slot
+/// (`residency_common::slot_of`).
 #[map(name = "RES_ACTIVE")]
 pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
@@ -30,6 +36,17 @@ pub static RULES_V4: LpmTrie<RuleKeyV4, RuleValue> =
 #[map(name = "RES_RULES_V6")]
 pub static RULES_V6: LpmTrie<RuleKeyV6, RuleValue> =
     LpmTrie::with_max_entries(DEFAULT_RULE_CAPACITY, 0);
+
+/// Protocol/port rules of the rule entries (`RuleValue::ports_start`).
+#[map(name = "RES_PORTS")]
+pub static PORTS: Array<PortRule> = Array::with_max_entries(PORT_RULE_SLOTS, 0);
+
+/// Verdicts already computed, keyed by everything they depend on, the epoch included:
+/// a reload or a new binding changes the epoch, so stale verdicts are never read again
+/// and age out of the LRU. A flow's packets after its first skip the trie.
+#[map(name = "RES_VERDICTS")]
+pub static VERDICTS: LruHashMap<VerdictKey, VerdictValue> =
+    LruHashMap::with_max_entries(VERDICT_CACHE_ENTRIES, BPF_F_NO_COMMON_LRU);
 
 /// Per-CPU packet counters by policy, verdict and family: exact, never sampled.
 #[map(name = "RES_COUNTERS")]

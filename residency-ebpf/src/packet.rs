@@ -16,6 +16,7 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ICMPV6: u8 = 58;
+pub const IPPROTO_SCTP: u8 = 132;
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;
@@ -40,6 +41,9 @@ pub struct Packet {
     /// Ports in host byte order (0 when absent: not TCP/UDP, or a later fragment).
     pub src_port: u16,
     pub dst_port: u16,
+    /// The destination port was read (TCP, UDP or SCTP, first fragment): only then may
+    /// a port rule allow the packet.
+    pub ports_known: bool,
     pub icmp_type: u8,
     pub icmp_code: u8,
 }
@@ -50,16 +54,22 @@ impl Packet {
     /// `None` (judged as IPv6).
     #[inline(always)]
     pub fn dst_v4(&self) -> Option<[u8; 4]> {
-        let d = &self.dst;
-        let mapped = d[0..10].iter().all(|b| *b == 0) && d[10] == 0xff && d[11] == 0xff;
-        if self.family == 4 {
-            Some([d[0], d[1], d[2], d[3]])
-        } else if mapped {
-            Some([d[12], d[13], d[14], d[15]])
-        } else {
-            None
-        }
+        judged_as_v4(self.family == 4, &self.dst)
     }
+}
+
+/// The IPv4 address a destination is judged as: the address itself for IPv4, the
+/// embedded address for an IPv4-mapped IPv6 destination (`::ffff:a.b.c.d`), else
+/// `None` (judged as IPv6). Other IPv6 forms that embed an IPv4 address (IPv4-compatible,
+/// 6to4, Teredo, NAT64) are judged as IPv6: the agent denies them unless a policy allows
+/// them explicitly.
+#[inline(always)]
+pub fn judged_as_v4(is_v4: bool, d: &[u8; 16]) -> Option<[u8; 4]> {
+    if is_v4 {
+        return Some([d[0], d[1], d[2], d[3]]);
+    }
+    let mapped = d[0..10].iter().all(|b| *b == 0) && d[10] == 0xff && d[11] == 0xff;
+    mapped.then_some([d[12], d[13], d[14], d[15]])
 }
 
 #[repr(C)]
@@ -115,6 +125,7 @@ fn parse_v4(ctx: &SkBuffContext) -> Result<Packet, ParseError> {
         dst: [0; 16],
         src_port: 0,
         dst_port: 0,
+        ports_known: false,
         icmp_type: 0,
         icmp_code: 0,
     };
@@ -143,6 +154,7 @@ fn parse_v6(ctx: &SkBuffContext) -> Result<Packet, ParseError> {
         dst: ip.daddr,
         src_port: 0,
         dst_port: 0,
+        ports_known: false,
         icmp_type: 0,
         icmp_code: 0,
     };
@@ -224,10 +236,11 @@ fn reject_source_route_v4(ctx: &SkBuffContext, ihl: usize) -> Result<(), ParseEr
 #[inline(always)]
 fn read_transport(ctx: &SkBuffContext, offset: usize, p: &mut Packet) {
     match p.protocol {
-        IPPROTO_TCP | IPPROTO_UDP => {
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
             if let Ok(ports) = ctx.load::<[u16; 2]>(offset) {
                 p.src_port = u16::from_be(ports[0]);
                 p.dst_port = u16::from_be(ports[1]);
+                p.ports_known = true;
             }
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
