@@ -25,8 +25,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, LsmCgroup,
-        ProgramError, links::FdLink,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, LsmCgroup, ProgramError,
+        links::FdLink,
     },
 };
 use residency_common::{
@@ -143,9 +143,10 @@ pub enum BpfError {
         source: ProgramError,
     },
     #[error(
-        "policy \"{policy}\" enforces and denies packet sockets (AF_PACKET), but this kernel \
-         cannot enforce that: {reason}.\nBoot with the BPF LSM enabled (e.g. lsm=...,bpf), or \
-         set allow_packet_sockets = true in the policy to accept this gap knowingly"
+        "policy \"{policy}\" enforces and denies packet sockets (AF_PACKET, AF_XDP), but this \
+         kernel cannot enforce that: {reason}.\n([agent] require_packet_socket_guard is set.) Boot \
+         with the BPF LSM usable (lsm=...,bpf and BPF LSM programs allowed), or set \
+         allow_packet_sockets = true in the policy to accept this gap knowingly"
     )]
     PacketSocketGuard { policy: String, reason: String },
 }
@@ -309,8 +310,12 @@ pub fn load(maps_dir: &Path, capacity: u32) -> Result<Loaded, BpfError> {
         prog.load()
             .map_err(|source| BpfError::Program { name, source })?;
     }
+    // Probing by loading: some kernels list the BPF LSM yet refuse its programs.
     let socket_guard_missing = match bpf_lsm_active() {
-        Some(false) => Some("the BPF LSM is not active (\"bpf\" is missing from /sys/kernel/security/lsm)".to_owned()),
+        Some(false) => Some(
+            "the BPF LSM is not active (\"bpf\" is missing from /sys/kernel/security/lsm)"
+                .to_owned(),
+        ),
         _ => {
             let prog: &mut LsmCgroup = program(&mut ebpf, PROGRAM_SOCKET_CREATE)?;
             match Btf::from_sys_fs() {
@@ -318,13 +323,11 @@ pub fn load(maps_dir: &Path, capacity: u32) -> Result<Loaded, BpfError> {
                 Ok(btf) => prog
                     .load("socket_create", &btf)
                     .err()
-                    .map(|e| format!("loading the cgroup LSM program failed ({e}); Linux >= 6.0 with CONFIG_BPF_LSM is needed")),
+                    .map(|e| format!("the kernel refused the cgroup LSM program ({e}); Linux >= 6.0 with the BPF LSM usable is needed")),
             }
         }
     };
-    if let Some(reason) = &socket_guard_missing {
-        tracing::warn!("packet sockets (AF_PACKET) cannot be denied: {reason}");
-    }
+
     Ok(Loaded {
         ebpf,
         capacity,
@@ -367,23 +370,32 @@ impl Loaded {
         })
     }
 
-    /// Refuses a config whose enforce policies deny packet sockets when this kernel
-    /// cannot deny them: failing to start is better than a silent gap.
+    /// Enforce policies that deny packet sockets while this kernel cannot deny them:
+    /// with `[agent] require_packet_socket_guard` the config is refused; otherwise each
+    /// exposed policy is reported as an error (never silently).
     pub fn check_socket_guard(&self, config: &Config) -> Result<(), BpfError> {
         let Some(reason) = &self.socket_guard_missing else {
             return Ok(());
         };
-        match config
+        for p in config
             .policies
             .iter()
-            .find(|p| p.mode == crate::config::Mode::Enforce && !p.allow_packet_sockets)
+            .filter(|p| p.mode == crate::config::Mode::Enforce && !p.allow_packet_sockets)
         {
-            Some(p) => Err(BpfError::PacketSocketGuard {
-                policy: p.name.clone(),
-                reason: reason.clone(),
-            }),
-            None => Ok(()),
+            if config.agent.require_packet_socket_guard {
+                return Err(BpfError::PacketSocketGuard {
+                    policy: p.name.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            tracing::error!(
+                policy = %p.name,
+                "packet sockets (AF_PACKET, AF_XDP) are NOT denied for this policy's workloads: {reason}. \
+                 Their egress bypasses every IP hook: drop CAP_NET_RAW from these workloads, or boot \
+                 with the BPF LSM usable; set [agent] require_packet_socket_guard = true to refuse to run without it"
+            );
         }
+        Ok(())
     }
 
     /// Attaches every program to one cgroup and returns the links with the programs'
@@ -428,9 +440,7 @@ impl Loaded {
                 .expect("loaded")
                 .try_into()
                 .expect("checked in load");
-            let id = prog
-                .attach(&file)
-                .map_err(failed(PROGRAM_SOCKET_CREATE))?;
+            let id = prog.attach(&file).map_err(failed(PROGRAM_SOCKET_CREATE))?;
             let link = prog.take_link(id).map_err(failed(PROGRAM_SOCKET_CREATE))?;
             links.push((short_name(PROGRAM_SOCKET_CREATE), FdLink::from(link)));
         }

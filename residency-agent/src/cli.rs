@@ -67,7 +67,8 @@ pub enum Command {
         policy: Option<String>,
         /// Destination address (IPv4 or IPv6).
         addr: std::net::IpAddr,
-        /// Protocol and port, e.g. tcp/443 (shown; this version judges by address).
+        /// Protocol and port, e.g. tcp/443, udp/53 or icmp: judged by the policy's
+        /// protocol/port entries.
         port: Option<String>,
     },
     /// Show the running agent's generation, policies, cgroups, counters and last reload.

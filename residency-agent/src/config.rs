@@ -98,6 +98,7 @@ struct RawAgent {
     control_group: Option<Spanned<String>>,
     rule_capacity: Option<Spanned<u64>>,
     watch_config: Option<bool>,
+    require_packet_socket_guard: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,6 +137,10 @@ pub struct AgentConfig {
     /// Reload by itself when the config file changes (an edit saved, a Kubernetes
     /// ConfigMap update). Off by default: on a host, `reload` is the explicit step.
     pub watch_config: bool,
+    /// Refuse to start (or reload) when an enforce policy denies packet sockets and
+    /// the kernel cannot enforce that (no usable BPF LSM). Off by default: the agent
+    /// then enforces everything else and reports the gap loudly.
+    pub require_packet_socket_guard: bool,
 }
 
 impl Default for AgentConfig {
@@ -147,6 +152,7 @@ impl Default for AgentConfig {
             control_group: None,
             rule_capacity: residency_common::DEFAULT_RULE_CAPACITY,
             watch_config: false,
+            require_packet_socket_guard: false,
         }
     }
 }
@@ -429,8 +435,7 @@ impl Config {
             }
 
             let mut entries = Vec::new();
-            let mut seen: HashMap<(IpNetwork, Option<PortSpec>), (Action, usize)> =
-                HashMap::new();
+            let mut seen: HashMap<(IpNetwork, Option<PortSpec>), (Action, usize)> = HashMap::new();
             for (action, list) in [(Action::Allow, p.allow), (Action::Deny, p.deny)] {
                 let entry_key = format!("{key}.{}", action.as_str());
                 for item in list {
@@ -438,8 +443,7 @@ impl Config {
                         .map_err(|reason| at.error(item.span(), &entry_key, &reason))?;
                     let line = at.line(item.span().start);
                     let shown = display_entry(network, ports);
-                    if let Some((prev, prev_line)) = seen.insert((network, ports), (action, line))
-                    {
+                    if let Some((prev, prev_line)) = seen.insert((network, ports), (action, line)) {
                         let reason = if prev == action {
                             format!("{shown} is listed twice (also on line {prev_line})")
                         } else {
@@ -569,6 +573,9 @@ fn parse_agent(at: &Locator<'_>, raw: RawAgent) -> Result<AgentConfig, ConfigErr
             return Err(at.error(p.span(), "agent.control_socket", "must be an absolute path"));
         }
         agent.control_socket = PathBuf::from(p.into_inner());
+    }
+    if let Some(r) = raw.require_packet_socket_guard {
+        agent.require_packet_socket_guard = r;
     }
     if let Some(w) = raw.watch_config {
         agent.watch_config = w;
@@ -768,7 +775,11 @@ pub fn parse_entry(text: &str) -> Result<(IpNetwork, Option<PortSpec>), String> 
         ));
     };
     match (network.is_ipv4(), *protocol) {
-        (true, 58) => return Err(format!("icmpv6 does not go to the IPv4 prefix {network}; write icmp")),
+        (true, 58) => {
+            return Err(format!(
+                "icmpv6 does not go to the IPv4 prefix {network}; write icmp"
+            ));
+        }
         (false, 1) => return Err(format!("ICMP to the IPv6 prefix {network} is icmpv6")),
         _ => {}
     }
@@ -787,7 +798,9 @@ pub fn parse_entry(text: &str) -> Result<(IpNetwork, Option<PortSpec>), String> 
                 None => (port(p)?, port(p)?),
             };
             if lo > hi {
-                return Err(format!("port range {lo}-{hi} in \"{spec}\" is empty (first > last)"));
+                return Err(format!(
+                    "port range {lo}-{hi} in \"{spec}\" is empty (first > last)"
+                ));
             }
             (lo, hi)
         }

@@ -15,7 +15,6 @@ use std::{
     time::Instant,
 };
 
-
 use anyhow::{Context as _, bail};
 use residency_common::Stat;
 use tracing::{info, warn};
@@ -93,7 +92,8 @@ pub fn check(path: Option<&Path>) -> anyhow::Result<()> {
 /// inherited per prefix, the port rule table).
 fn validate_compiled(config: &Config) -> anyhow::Result<()> {
     let ids: Vec<u32> = (0..config.policies.len() as u32).collect();
-    policy::compile(config, &ids, 0).with_context(|| format!("{} cannot be applied", config.source))?;
+    policy::compile(config, &ids, 0)
+        .with_context(|| format!("{} cannot be applied", config.source))?;
     Ok(())
 }
 

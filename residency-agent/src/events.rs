@@ -103,7 +103,11 @@ impl BlockEvent {
             },
             rule: policy::describe_rule(p, e.rule),
             protocol: if e.source == SOURCE_SOCKET {
-                "packet-socket".to_owned()
+                if e.protocol == 44 {
+                    "xdp-socket".to_owned()
+                } else {
+                    "packet-socket".to_owned()
+                }
             } else {
                 protocol_name(e.protocol)
             },

@@ -53,7 +53,12 @@ fn cite(config: &Config, p: &PolicyConfig, rule: u32) -> String {
             config.source,
             e.line
         ),
-        None => format!("{} {what} ({}:{})", e.action.as_str(), config.source, e.line),
+        None => format!(
+            "{} {what} ({}:{})",
+            e.action.as_str(),
+            config.source,
+            e.line
+        ),
     }
 }
 

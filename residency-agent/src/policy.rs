@@ -12,7 +12,7 @@ use residency_common::{
     RuleValue,
 };
 
-use crate::config::{Action, Config, Mode, PortSpec, PolicyConfig};
+use crate::config::{Action, Config, Mode, PolicyConfig, PortSpec};
 
 /// A trie key as aya's `LpmTrie` takes it: `(prefix_len, data)`.
 pub type KeyV4 = aya::maps::lpm_trie::Key<RuleKeyV4>;
@@ -89,15 +89,15 @@ pub fn ports_base(slot: u32) -> u32 {
 /// host, nor a broad IPv4 allow reach multicast groups. `(prefix, name)`; the index is
 /// the rule number above [`RULE_SPECIAL_BASE`].
 pub const SPECIAL_DESTINATIONS: &[(&str, &str)] = &[
-    ("224.0.0.0/4", "IPv4 multicast"),
-    ("255.255.255.255/32", "IPv4 limited broadcast"),
-    ("::/96", "IPv4-compatible IPv6 (::a.b.c.d)"),
-    ("::ffff:0:0:0/96", "IPv4-translated IPv6 (SIIT)"),
-    ("64:ff9b::/96", "NAT64 well-known prefix"),
-    ("64:ff9b:1::/48", "NAT64 local-use prefix"),
+    ("224.0.0.0/4", "multicast"),
+    ("255.255.255.255/32", "broadcast"),
+    ("::/96", "ipv4-compatible"),
+    ("::ffff:0:0:0/96", "ipv4-translated"),
+    ("64:ff9b::/96", "nat64"),
+    ("64:ff9b:1::/48", "nat64-local"),
     ("2002::/16", "6to4"),
-    ("2001::/32", "Teredo"),
-    ("ff00::/8", "IPv6 multicast"),
+    ("2001::/32", "teredo"),
+    ("ff00::/8", "multicast"),
 ];
 
 /// Rule number of the first [`SPECIAL_DESTINATIONS`] entry.
@@ -160,7 +160,8 @@ pub fn compile(config: &Config, ids: &[u32], slot: u32) -> Result<RuleSet, Compi
                 order.push(*net);
                 Group::default()
             });
-            g.bare.get_or_insert((ACTION_DENY, RULE_SPECIAL_BASE + k as u32));
+            g.bare
+                .get_or_insert((ACTION_DENY, RULE_SPECIAL_BASE + k as u32));
         }
         for g in groups.values_mut() {
             g.ports.sort_by_key(|(spec, action, rule)| {
@@ -330,10 +331,12 @@ pub fn describe_rule(policy: Option<&PolicyConfig>, rule: u32) -> String {
     match rule {
         RULE_NONE => "default-deny".to_owned(),
         RULE_ERROR => "unparsable-packet".to_owned(),
-        i if i >= RULE_SPECIAL_BASE => match SPECIAL_DESTINATIONS.get((i - RULE_SPECIAL_BASE) as usize) {
-            Some((prefix, name)) => format!("special:{prefix} ({name})"),
-            None => format!("rule-{i}"),
-        },
+        i if i >= RULE_SPECIAL_BASE => {
+            match SPECIAL_DESTINATIONS.get((i - RULE_SPECIAL_BASE) as usize) {
+                Some((prefix, name)) => format!("special-deny:{name}:{prefix}"),
+                None => format!("rule-{i}"),
+            }
+        }
         i => match policy.and_then(|p| p.entries.get(i as usize)) {
             Some(e) => format!(
                 "{}:{}",
@@ -593,10 +596,19 @@ mod tests {
         assert!(d("203.0.113.5", Some(6), Some(8050)));
         assert!(!d("203.0.113.5", Some(6), Some(8101)), "outside the range");
         assert!(!d("203.0.113.5", Some(17), Some(8050)), "wrong protocol");
-        assert!(!d("203.0.113.5", Some(6), None), "unknown port: no port allow");
-        assert!(!d("10.1.2.3", Some(6), Some(22)), "denied port inside an allowed /8");
+        assert!(
+            !d("203.0.113.5", Some(6), None),
+            "unknown port: no port allow"
+        );
+        assert!(
+            !d("10.1.2.3", Some(6), Some(22)),
+            "denied port inside an allowed /8"
+        );
         assert!(d("10.1.2.3", Some(6), Some(23)), "other ports of the /8");
-        assert!(!d("10.1.2.3", Some(6), None), "an unknown port may be the denied one");
+        assert!(
+            !d("10.1.2.3", Some(6), None),
+            "an unknown port may be the denied one"
+        );
         assert!(d("2001:db8::1", Some(6), Some(443)));
         assert!(!d("2001:db8::1", Some(17), Some(443)));
     }
@@ -613,10 +625,16 @@ mod tests {
         .unwrap();
         let set = compile(&c, &[0, 1], 0).unwrap();
         let d = |id, a, p, port| decide(&set, 0, id, &target(a, p, port)).0;
-        assert!(d(0, "10.9.1.1", Some(17), Some(53)), "the /8 allows the rest");
+        assert!(
+            d(0, "10.9.1.1", Some(17), Some(53)),
+            "the /8 allows the rest"
+        );
         assert!(d(0, "10.9.1.1", Some(6), Some(5432)));
         assert!(d(1, "10.9.1.1", Some(6), Some(5432)));
-        assert!(!d(1, "10.9.1.1", Some(6), Some(5433)), "no wider prefix: denied");
+        assert!(
+            !d(1, "10.9.1.1", Some(6), Some(5433)),
+            "no wider prefix: denied"
+        );
     }
 
     #[test]
@@ -646,7 +664,7 @@ mod tests {
         assert!(d("2001:db8::1").0);
         assert_eq!(
             describe_rule(c.policies.first(), d("2002::1").1),
-            "special:2002::/16 (6to4)"
+            "special-deny:6to4:2002::/16"
         );
     }
 
@@ -663,7 +681,10 @@ mod tests {
         )
         .unwrap();
         let e = compile(&c, &[0], 0).err().expect("too many").to_string();
-        assert!(e.contains("10.1.0.0/16 carries 17 protocol/port rules"), "{e}");
+        assert!(
+            e.contains("10.1.0.0/16 carries 17 protocol/port rules"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -44,7 +44,11 @@ fn find(cgroup_id: u64, slot: u32, ancestor: impl Fn(i32) -> u64) -> Option<Bind
 
 /// The binding for a packet: by the cgroup of the socket that sent it.
 #[inline(always)]
-pub fn of_skb(skb: *mut aya_ebpf::bindings::__sk_buff, cgroup_id: u64, slot: u32) -> Option<Binding> {
+pub fn of_skb(
+    skb: *mut aya_ebpf::bindings::__sk_buff,
+    cgroup_id: u64,
+    slot: u32,
+) -> Option<Binding> {
     // SAFETY: helper call on the program's own skb.
     find(cgroup_id, slot, |level| unsafe {
         bpf_skb_ancestor_cgroup_id(skb, level)

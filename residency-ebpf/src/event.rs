@@ -10,7 +10,10 @@ use crate::maps::{COUNTERS, EVENTS, RATE, SETTINGS, STATS, bump};
 /// Counts a verdict of `policy` for an address family (4 or 6).
 #[inline(always)]
 pub fn count(policy: u32, verdict: Verdict, family: u8) {
-    bump(&COUNTERS, counter_index(policy, verdict, u32::from(family != 4)));
+    bump(
+        &COUNTERS,
+        counter_index(policy, verdict, u32::from(family != 4)),
+    );
 }
 
 /// Takes one token from this CPU's event bucket; false when the rate limit is reached.

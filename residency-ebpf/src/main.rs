@@ -38,9 +38,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::error;
 use residency_common::{
-    BINDING_ALLOW_PACKET_SOCKETS, Binding, EVENT_AUDIT, EVENT_BLOCK, Event, MODE_AUDIT,
-    RULE_ERROR, RULE_NONE, SOURCE_CONNECT, SOURCE_SENDMSG, SOURCE_SKB, SOURCE_SOCKET, Stat,
-    Verdict, VerdictKey, VerdictValue, slot_of,
+    BINDING_ALLOW_PACKET_SOCKETS, Binding, EVENT_AUDIT, EVENT_BLOCK, Event, MODE_AUDIT, RULE_ERROR,
+    RULE_NONE, SOURCE_CONNECT, SOURCE_SENDMSG, SOURCE_SKB, SOURCE_SOCKET, Stat, Verdict,
+    VerdictKey, VerdictValue, slot_of,
 };
 
 use maps::{ACTIVE, STATS, VERDICTS, bump};
@@ -55,6 +55,7 @@ const ALLOW_CALL: i32 = 1;
 const DENY_CALL: i32 = 0;
 
 const AF_PACKET: i32 = 17;
+const AF_XDP: i32 = 44;
 
 /// The policy epoch: read once, so that every lookup of one packet or call uses one
 /// version even when a reload flips it meanwhile.
@@ -292,7 +293,7 @@ fn socket_call(ctx: &SockAddrContext, v6: bool, source: u8) -> i32 {
     if audit { ALLOW_CALL } else { DENY_CALL }
 }
 
-/// `socket_create(family, type, protocol, kern)`: packet sockets are refused to
+/// `socket_create(family, type, protocol, kern)`: packet and XDP sockets are refused to
 /// workloads of enforce policies that do not allow them. Sockets the kernel creates for
 /// itself (`kern`) are never judged.
 #[lsm_cgroup(hook = "socket_create")]
@@ -300,7 +301,7 @@ pub fn residency_socket_create(ctx: LsmContext) -> i32 {
     let family: i32 = ctx.arg(0);
     let kind: i32 = ctx.arg(1);
     let kern: i32 = ctx.arg(3);
-    if family != AF_PACKET || kern != 0 {
+    if (family != AF_PACKET && family != AF_XDP) || kern != 0 {
         return ALLOW_CALL;
     }
     let cgroup_id = binding::current_cgroup();
@@ -320,7 +321,7 @@ pub fn residency_socket_create(ctx: LsmContext) -> i32 {
         e.rule = RULE_NONE;
         caller(e);
         e.kind = if audit { EVENT_AUDIT } else { EVENT_BLOCK };
-        e.protocol = AF_PACKET as u8;
+        e.protocol = family as u8;
         e.dst_port = kind as u16;
         e.source = SOURCE_SOCKET;
     });
