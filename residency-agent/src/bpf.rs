@@ -31,12 +31,12 @@ use aya::{
 };
 use residency_common::{
     PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_EGRESS, PROGRAM_SENDMSG4, PROGRAM_SENDMSG6,
-    PROGRAM_SOCKET_CREATE, Settings, maps,
+    PROGRAM_SOCKET_CREATE, SETTINGS_NO_VERDICT_CACHE, Settings, maps,
 };
 
 use crate::{
     cgroup::{self, CgroupError, Hierarchy},
-    config::{Config, EventsConfig},
+    config::Config,
     generations::PolicyMaps,
     metrics::KernelCounters,
 };
@@ -501,12 +501,18 @@ impl Loaded {
         })
     }
 
-    /// Writes the program settings (the event rate limit).
-    pub fn configure(&mut self, events: &EventsConfig) -> Result<(), BpfError> {
+    /// Writes the program settings (the event rate limit, the verdict cache).
+    pub fn configure(&mut self, config: &Config) -> Result<(), BpfError> {
         let mut settings: Array<_, Settings> = self.map_mut(maps::SETTINGS)?;
         let value = Settings {
-            events_per_second: events.rate_limit_per_cpu,
-            events_burst: events.rate_limit_burst,
+            events_per_second: config.events.rate_limit_per_cpu,
+            events_burst: config.events.rate_limit_burst,
+            flags: if config.agent.verdict_cache {
+                0
+            } else {
+                SETTINGS_NO_VERDICT_CACHE
+            },
+            _pad: 0,
         };
         settings.set(0, value, 0).map_err(|source| BpfError::Map {
             name: maps::SETTINGS,

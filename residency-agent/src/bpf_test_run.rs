@@ -73,7 +73,7 @@ fn load_private() -> bpf::Loaded {
     let root = std::env::temp_dir().join(format!("residency-testrun-{}-{n}", std::process::id()));
     crate::pins::ensure_bpffs(&root).unwrap();
     let maps_dir = root.join("maps");
-    let loaded = bpf::load(&maps_dir, 1024).unwrap();
+    let loaded = bpf::load(&maps_dir, 1 << 18).unwrap();
     for e in std::fs::read_dir(&maps_dir).unwrap() {
         std::fs::remove_file(e.unwrap().path()).unwrap();
     }
@@ -95,7 +95,7 @@ impl Harness {
     fn with_events(policy: u32, events: &str) -> Harness {
         let config = Config::parse(&format!("{events}{CONFIG}"), "test").unwrap();
         let mut loaded = load_private();
-        loaded.configure(&config.events).unwrap();
+        loaded.configure(&config).unwrap();
         // A test run's socket lives in this process's cgroup: bind it to `policy`.
         let bound = [bpf::BoundCgroup {
             policy: policy as usize,
@@ -375,4 +375,89 @@ fn source_routed_packets_are_not_judged_by_their_first_hop() {
     assert_eq!(h.next_event().unwrap().rule, residency_common::RULE_ERROR);
     // One whose segments are all visited is judged by its (final) destination.
     assert_eq!(h.run(&ipv6_with_routing(v6("2001:db8:1::7"), 0)), PASS);
+}
+
+/// A policy with port rules, loaded and bound to this process's cgroup.
+fn ported(config: &str) -> (bpf::Loaded, Generations) {
+    let config = Config::parse(config, "ports").unwrap();
+    let mut loaded = load_private();
+    loaded.configure(&config).unwrap();
+    let bound = [bpf::BoundCgroup {
+        policy: 0,
+        path: "/".into(),
+        id: own_cgroup_id(),
+    }];
+    let mut generations = Generations::new(loaded.take_policy_maps().unwrap()).unwrap();
+    generations.apply(&config, &bound).unwrap();
+    (loaded, generations)
+}
+
+fn run_on(loaded: &mut bpf::Loaded, packet: &[u8]) -> u32 {
+    let prog: &mut CgroupSkb = loaded
+        .ebpf
+        .program_mut(residency_common::PROGRAM_EGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(packet);
+    prog.test_run(opts).unwrap().return_value
+}
+
+const PORTS: &str = "[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\n\
+    allow = [\"198.51.100.0/24 tcp/443\", \"198.51.100.0/24 udp/53\", \"2001:db8:1::/48 tcp/443\"]\n";
+
+#[test]
+fn port_rules_are_judged_in_the_kernel_and_never_allow_an_unread_port() {
+    if !require_root() {
+        return;
+    }
+    for cache in ["true", "false"] {
+        let (mut l, _g) = ported(&format!("[agent]\nverdict_cache = {cache}\n{PORTS}"));
+        for _ in 0..3 {
+            // Repeated, so that cached verdicts are checked too.
+            assert_eq!(run_on(&mut l, &ipv4([198, 51, 100, 7], 6, 0, 443)), PASS);
+            assert_eq!(run_on(&mut l, &ipv4([198, 51, 100, 7], 6, 0, 444)), DROP);
+            assert_eq!(run_on(&mut l, &ipv4([198, 51, 100, 7], 17, 0, 443)), DROP);
+            assert_eq!(run_on(&mut l, &ipv4([198, 51, 100, 7], 17, 0, 53)), PASS);
+            // A later fragment: its port is unknown, so no port rule allows it.
+            assert_eq!(run_on(&mut l, &ipv4([198, 51, 100, 7], 17, 185, 53)), DROP);
+            assert_eq!(run_on(&mut l, &ipv6(v6("2001:db8:1::7"), true, 443)), DROP);
+            assert_eq!(
+                run_on(&mut l, &ipv6(v6("::ffff:198.51.100.7"), false, 53)),
+                PASS,
+                "IPv4-mapped, udp/53"
+            );
+        }
+    }
+}
+
+#[test]
+fn cached_verdicts_end_with_their_policy_version() {
+    if !require_root() {
+        return;
+    }
+    let (mut l, mut g) = ported(PORTS);
+    let dns = ipv4([198, 51, 100, 7], 17, 0, 53);
+    assert_eq!(run_on(&mut l, &dns), PASS);
+    assert_eq!(run_on(&mut l, &dns), PASS, "now from the cache");
+    let bound = [bpf::BoundCgroup {
+        policy: 0,
+        path: "/".into(),
+        id: own_cgroup_id(),
+    }];
+    let stricter = Config::parse(
+        "[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\nallow = [\"198.51.100.0/24 tcp/443\"]\n",
+        "v2",
+    )
+    .unwrap();
+    g.apply(&stricter, &bound).unwrap();
+    assert_eq!(
+        run_on(&mut l, &dns),
+        DROP,
+        "the new version decides at once"
+    );
+    let config = Config::parse(PORTS, "v3").unwrap();
+    g.apply(&config, &bound).unwrap();
+    assert_eq!(run_on(&mut l, &dns), PASS);
 }

@@ -99,6 +99,7 @@ struct RawAgent {
     rule_capacity: Option<Spanned<u64>>,
     watch_config: Option<bool>,
     require_packet_socket_guard: Option<bool>,
+    verdict_cache: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +142,10 @@ pub struct AgentConfig {
     /// the kernel cannot enforce that (no usable BPF LSM). Off by default: the agent
     /// then enforces everything else and reports the gap loudly.
     pub require_packet_socket_guard: bool,
+    /// Let the kernel program remember verdicts per flow (per CPU), so that a flow's
+    /// later packets skip the trie. On by default; off judges every packet from the
+    /// trie (for measuring, or to rule the cache out when debugging).
+    pub verdict_cache: bool,
 }
 
 impl Default for AgentConfig {
@@ -153,6 +158,7 @@ impl Default for AgentConfig {
             rule_capacity: residency_common::DEFAULT_RULE_CAPACITY,
             watch_config: false,
             require_packet_socket_guard: false,
+            verdict_cache: true,
         }
     }
 }
@@ -436,6 +442,8 @@ impl Config {
 
             let mut entries = Vec::new();
             let mut seen: HashMap<(IpNetwork, Option<PortSpec>), (Action, usize)> = HashMap::new();
+            // Protocol/port entries per prefix, bounded by what the kernel walks.
+            let mut port_entries: HashMap<IpNetwork, usize> = HashMap::new();
             for (action, list) in [(Action::Allow, p.allow), (Action::Deny, p.deny)] {
                 let entry_key = format!("{key}.{}", action.as_str());
                 for item in list {
@@ -454,13 +462,15 @@ impl Config {
                         };
                         return Err(at.error(item.span(), &entry_key, &reason));
                     }
-                    let same_prefix = entries
-                        .iter()
-                        .filter(|e: &&Entry| e.network == network && e.ports.is_some())
-                        .count();
-                    if ports.is_some()
-                        && same_prefix + 1 > residency_common::MAX_PORT_RULES_PER_PREFIX as usize
-                    {
+                    let same_prefix = match ports {
+                        Some(_) => {
+                            let n = port_entries.entry(network).or_insert(0usize);
+                            *n += 1;
+                            *n
+                        }
+                        None => 0,
+                    };
+                    if same_prefix > residency_common::MAX_PORT_RULES_PER_PREFIX as usize {
                         return Err(at.error(
                             item.span(),
                             &entry_key,
@@ -573,6 +583,9 @@ fn parse_agent(at: &Locator<'_>, raw: RawAgent) -> Result<AgentConfig, ConfigErr
             return Err(at.error(p.span(), "agent.control_socket", "must be an absolute path"));
         }
         agent.control_socket = PathBuf::from(p.into_inner());
+    }
+    if let Some(v) = raw.verdict_cache {
+        agent.verdict_cache = v;
     }
     if let Some(r) = raw.require_packet_socket_guard {
         agent.require_packet_socket_guard = r;
@@ -1073,6 +1086,58 @@ allow = ["198.51.100.7"]
         assert!(
             err("[events]\nsyslog_target = \"tcp://host:601\"\n").contains("not an address:port")
         );
+    }
+
+    #[test]
+    fn protocol_and_port_entries_are_parsed_and_checked() {
+        let c = Config::parse(
+            "[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\n\
+             allow = [\"10.0.0.0/16 tcp/5432\", \"10.0.0.0/16 UDP/53\", \"203.0.113.0/24 tcp/8000-8100\", \"198.51.100.0/24 icmp\", \"10.0.0.0/16\"]\n",
+            "t.toml",
+        )
+        .unwrap();
+        let e = &c.policies[0].entries;
+        assert_eq!(
+            e[0].ports,
+            Some(PortSpec {
+                protocol: 6,
+                lo: 5432,
+                hi: 5432
+            })
+        );
+        assert_eq!(e[1].ports.unwrap().to_string(), "udp/53");
+        assert_eq!(e[2].ports.unwrap().to_string(), "tcp/8000-8100");
+        assert_eq!(e[3].ports.unwrap().to_string(), "icmp");
+        assert_eq!(e[4].ports, None, "the same prefix bare is its own entry");
+        for (entry, reason) in [
+            ("10.0.0.0/16 tcp/99999", "is not a port"),
+            ("10.0.0.0/16 gre", "does not name a protocol"),
+            ("10.0.0.0/16 icmp/8", "icmp has no ports"),
+            ("2001:db8::/32 icmp", "is icmpv6"),
+            ("10.0.0.0/8 icmpv6", "write icmp"),
+            ("10.0.0.0/16 tcp/10-5", "is empty"),
+            ("10.0.0.0/16 tcp/1 tcp/2", "more than a prefix and one"),
+        ] {
+            let e = err(&format!(
+                "[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\nallow = [\"{entry}\"]\n"
+            ));
+            assert!(e.contains(reason) && e.contains("t.toml:4"), "{entry}: {e}");
+        }
+        let e = err(
+            "[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\nallow = [\"10.0.0.0/8 tcp/22\"]\ndeny = [\"10.0.0.0/8 tcp/22\"]\n",
+        );
+        assert!(
+            e.contains("10.0.0.0/8 tcp/22 is both allowed and denied"),
+            "{e}"
+        );
+        let many: Vec<String> = (1..=17)
+            .map(|p| format!("\"10.0.0.0/8 tcp/{p}\""))
+            .collect();
+        let e = err(&format!(
+            "[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\nallow = [{}]\n",
+            many.join(", ")
+        ));
+        assert!(e.contains("more than 16 protocol/port entries"), "{e}");
     }
 
     #[test]

@@ -608,9 +608,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let adopting = maps_dir.join(residency_common::maps::ACTIVE).exists();
     let mut loaded = bpf::load(&maps_dir, config.agent.rule_capacity)
         .context("refusing to start: the kernel program did not load")?;
-    loaded
-        .configure(&config.events)
-        .context("refusing to start")?;
+    loaded.configure(&config).context("refusing to start")?;
     loaded
         .check_socket_guard(&config)
         .context("refusing to start")?;

@@ -296,7 +296,7 @@ impl Generations {
             generation: self.generation,
             ids: id_list,
             duration: started.elapsed(),
-            entries: rules.v4.len() + rules.v6.len(),
+            entries: rules.v4.len() + rules.v6.len() - rules.implicit,
         })
     }
 

@@ -26,6 +26,8 @@ pub struct RuleSet {
     /// Port rules; [`RuleValue::ports_start`] indexes this list plus the slot's base
     /// ([`ports_base`]).
     pub ports: Vec<PortRule>,
+    /// Trie entries added for [`SPECIAL_DESTINATIONS`] (not written in the config).
+    pub implicit: usize,
 }
 
 /// A config together with the policy ids its version carries in the kernel.
@@ -157,6 +159,7 @@ pub fn compile(config: &Config, ids: &[u32], slot: u32) -> Result<RuleSet, Compi
         }
         for (k, net) in specials.iter().enumerate() {
             let g = groups.entry(*net).or_insert_with(|| {
+                set.implicit += 1;
                 order.push(*net);
                 Group::default()
             });

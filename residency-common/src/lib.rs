@@ -30,8 +30,8 @@ pub mod maps {
     /// `ARRAY` of [`super::PortRule`]: the port and protocol rules of the rule entries,
     /// one half per generation slot.
     pub const PORTS: &str = "RES_PORTS";
-    /// `LRU_HASH` [`super::VerdictKey`] -> [`super::VerdictValue`]: verdicts already
-    /// computed, so that a flow's later packets skip the trie.
+    /// `PERCPU_ARRAY` of [`super::CacheSlot`]: a direct-mapped cache of verdicts
+    /// already computed, so that a flow's later packets skip the trie.
     pub const VERDICTS: &str = "RES_VERDICTS";
 }
 
@@ -54,8 +54,8 @@ pub const PROGRAM_SOCKET_CREATE: &str = "residency_socket_create";
 pub const MAX_PORT_RULES_PER_PREFIX: u32 = 16;
 /// Capacity of [`maps::PORTS`]: half per generation slot.
 pub const PORT_RULE_SLOTS: u32 = 1 << 16;
-/// Capacity of [`maps::VERDICTS`].
-pub const VERDICT_CACHE_ENTRIES: u32 = 1 << 16;
+/// Slots of [`maps::VERDICTS`] on each CPU (a power of two).
+pub const VERDICT_CACHE_SLOTS: u32 = 1 << 12;
 
 /// Highest number of policies one agent can load (policy ids are `0..MAX_POLICIES`).
 pub const MAX_POLICIES: u32 = 1024;
@@ -211,7 +211,7 @@ pub struct VerdictKey {
     pub addr: [u8; 16],
 }
 
-/// Value of [`maps::VERDICTS`].
+/// A cached verdict.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VerdictValue {
@@ -222,6 +222,19 @@ pub struct VerdictValue {
     /// 1 when allowed.
     pub allowed: u8,
     pub _pad: u16,
+}
+
+/// One slot of the per-CPU verdict cache ([`maps::VERDICTS`]). `seq` is odd while the
+/// slot is being written: a program interrupted on its CPU (a softirq sending a packet
+/// in the middle of a process's send) never reads a half-written slot as valid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheSlot {
+    pub seq: u32,
+    pub _pad: u32,
+    pub key: VerdictKey,
+    pub value: VerdictValue,
+    pub _pad2: u32,
 }
 
 /// Verdicts counted per policy and family.
@@ -277,7 +290,13 @@ pub struct Settings {
     pub events_per_second: u32,
     /// Events each CPU may emit in a burst above that rate.
     pub events_burst: u32,
+    /// [`SETTINGS_NO_VERDICT_CACHE`].
+    pub flags: u32,
+    pub _pad: u32,
 }
+
+/// [`Settings::flags`]: judge every packet from the trie (`[agent] verdict_cache = false`).
+pub const SETTINGS_NO_VERDICT_CACHE: u32 = 1;
 
 /// Per-CPU token bucket of the event rate limiter: value of [`maps::RATE`]. Tokens are
 /// counted in nanosecond-scaled units (one event costs 10^9) so that refilling needs
@@ -361,8 +380,9 @@ const _: () = assert!(core::mem::size_of::<RuleValue>() == 16);
 const _: () = assert!(core::mem::size_of::<PortRule>() == 12);
 const _: () = assert!(core::mem::size_of::<VerdictKey>() == 32);
 const _: () = assert!(core::mem::size_of::<VerdictValue>() == 12);
+const _: () = assert!(core::mem::size_of::<CacheSlot>() == 56);
 const _: () = assert!(core::mem::size_of::<Event>() == 96);
-const _: () = assert!(core::mem::size_of::<Settings>() == 8);
+const _: () = assert!(core::mem::size_of::<Settings>() == 16);
 const _: () = assert!(core::mem::size_of::<RateBucket>() == 16);
 
 #[cfg(feature = "user")]
@@ -382,4 +402,5 @@ mod user {
     unsafe impl aya::Pod for PortRule {}
     unsafe impl aya::Pod for VerdictKey {}
     unsafe impl aya::Pod for VerdictValue {}
+    unsafe impl aya::Pod for CacheSlot {}
 }

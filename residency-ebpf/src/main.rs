@@ -4,7 +4,7 @@
 //!   an attached cgroup sends, it
 //!   1. reads the destination, protocol and port from the packet (`packet`);
 //!   2. answers from the verdict cache when this cgroup sent to this destination and
-//!      port under the same policy epoch before (`maps::VERDICTS`);
+//!      port under the same policy epoch before (`cache`);
 //!   3. else finds the policy bound to the socket's cgroup or its nearest bound
 //!      ancestor (`binding`) and judges the destination (`verdict`): the most specific
 //!      matching prefix and its port rules decide, no match means not allowed;
@@ -23,6 +23,7 @@
 #![no_main]
 
 mod binding;
+mod cache;
 mod event;
 mod maps;
 mod packet;
@@ -39,11 +40,11 @@ use aya_ebpf::{
 use aya_log_ebpf::error;
 use residency_common::{
     BINDING_ALLOW_PACKET_SOCKETS, Binding, EVENT_AUDIT, EVENT_BLOCK, Event, MODE_AUDIT, RULE_ERROR,
-    RULE_NONE, SOURCE_CONNECT, SOURCE_SENDMSG, SOURCE_SKB, SOURCE_SOCKET, Stat, Verdict,
-    VerdictKey, VerdictValue, slot_of,
+    RULE_NONE, SETTINGS_NO_VERDICT_CACHE, SOURCE_CONNECT, SOURCE_SENDMSG, SOURCE_SKB,
+    SOURCE_SOCKET, Stat, Verdict, VerdictKey, VerdictValue, slot_of,
 };
 
-use maps::{ACTIVE, STATS, VERDICTS, bump};
+use maps::{ACTIVE, SETTINGS, STATS, bump};
 use packet::Packet;
 use verdict::{Decision, Target};
 
@@ -96,8 +97,11 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
         family: if v4.is_some() { 4 } else { 6 } | if p.ports_known { 0x80 } else { 0 },
         addr,
     };
-    // SAFETY: a lookup in a hash map of plain values, copied out at once.
-    let (policy, mode, d) = match unsafe { VERDICTS.get(key).copied() } {
+    let cache_on = SETTINGS
+        .get(0)
+        .is_none_or(|s| s.flags & SETTINGS_NO_VERDICT_CACHE == 0);
+    let cached = if cache_on { cache::get(&key) } else { None };
+    let (policy, mode, d) = match cached {
         Some(v) => {
             bump(&STATS, Stat::CacheHits as u32);
             (
@@ -129,9 +133,9 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
                 allowed: d.allowed as u8,
                 _pad: 0,
             };
-            // A full cache evicts its least recently used verdict; a failed insert only
-            // means the next packet is judged from the trie again.
-            let _ = VERDICTS.insert(key, value, 0);
+            if cache_on {
+                cache::put(&key, value);
+            }
             (b.policy, b.mode, d)
         }
     };
@@ -191,12 +195,11 @@ fn report_packet(
     audit: bool,
     p: &Packet,
 ) {
-    let uid = ctx.get_socket_uid();
     event::emit(|e| {
+        e.uid = ctx.get_socket_uid();
         e.cgroup_id = cgroup_id;
         e.policy = policy;
         e.rule = rule;
-        e.uid = uid;
         e.dst_port = p.dst_port;
         e.src_port = p.src_port;
         e.kind = if audit { EVENT_AUDIT } else { EVENT_BLOCK };

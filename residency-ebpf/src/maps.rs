@@ -3,17 +3,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use residency_common::{
-    Binding, BindingKey, COUNTER_SLOTS, DEFAULT_RULE_CAPACITY, EVENTS_RING_BYTES, GENERATION_SLOTS,
-    MAX_BINDINGS, PORT_RULE_SLOTS, PortRule, RateBucket, RuleKeyV4, RuleKeyV6, RuleValue,
-    STAT_SLOTS, Settings, VERDICT_CACHE_ENTRIES, VerdictKey, VerdictValue,
+    Binding, BindingKey, COUNTER_SLOTS, CacheSlot, DEFAULT_RULE_CAPACITY, EVENTS_RING_BYTES,
+    GENERATION_SLOTS, MAX_BINDINGS, PORT_RULE_SLOTS, PortRule, RateBucket, RuleKeyV4, RuleKeyV6,
+    RuleValue, STAT_SLOTS, Settings, VERDICT_CACHE_SLOTS,
 };
-
-/// `BPF_F_NO_COMMON_LRU`: one LRU list per CPU, so that inserting a verdict never takes
-/// a lock another CPU holds.
-const BPF_F_NO_COMMON_LRU: u32 = 2;
 
 /// `{cgroup id, generation slot}` -> policy binding, filled by the agent for every
 /// configured cgroup; room for both slots during a reload.
@@ -41,12 +37,10 @@ pub static RULES_V6: LpmTrie<RuleKeyV6, RuleValue> =
 #[map(name = "RES_PORTS")]
 pub static PORTS: Array<PortRule> = Array::with_max_entries(PORT_RULE_SLOTS, 0);
 
-/// Verdicts already computed, keyed by everything they depend on, the epoch included:
-/// a reload or a new binding changes the epoch, so stale verdicts are never read again
-/// and age out of the LRU. A flow's packets after its first skip the trie.
+/// Verdicts already computed (`cache.rs`), per CPU and direct-mapped: no locks, no
+/// shared cache lines, and a lookup the verifier inlines.
 #[map(name = "RES_VERDICTS")]
-pub static VERDICTS: LruHashMap<VerdictKey, VerdictValue> =
-    LruHashMap::with_max_entries(VERDICT_CACHE_ENTRIES, BPF_F_NO_COMMON_LRU);
+pub static VERDICTS: PerCpuArray<CacheSlot> = PerCpuArray::with_max_entries(VERDICT_CACHE_SLOTS, 0);
 
 /// Per-CPU packet counters by policy, verdict and family: exact, never sampled.
 #[map(name = "RES_COUNTERS")]

@@ -96,6 +96,23 @@ struct Ipv6Hdr {
     daddr: [u8; 16],
 }
 
+/// Reads a `T` at `offset`: straight from the packet when the bytes are in its linear
+/// part (the usual case for locally sent packets: one bounds check, no helper call),
+/// else through `bpf_skb_load_bytes`.
+#[inline(always)]
+fn read<T>(ctx: &SkBuffContext, offset: usize) -> Result<T, ParseError> {
+    // SAFETY: reads of the context's own data pointers; the packet read is bounds
+    // checked against `data_end`, as the verifier requires.
+    unsafe {
+        let start = (*ctx.skb.skb).data as usize;
+        let end = (*ctx.skb.skb).data_end as usize;
+        if start + offset + core::mem::size_of::<T>() <= end {
+            return Ok(core::ptr::read_unaligned((start + offset) as *const T));
+        }
+    }
+    ctx.load(offset).map_err(|_| ParseError)
+}
+
 /// Parses the network header and, where present, the transport ports.
 #[inline(always)]
 pub fn parse(ctx: &SkBuffContext) -> Result<Packet, ParseError> {
@@ -110,7 +127,7 @@ pub fn parse(ctx: &SkBuffContext) -> Result<Packet, ParseError> {
 
 #[inline(always)]
 fn parse_v4(ctx: &SkBuffContext) -> Result<Packet, ParseError> {
-    let ip: Ipv4Hdr = ctx.load(0).map_err(|_| ParseError)?;
+    let ip: Ipv4Hdr = read(ctx, 0)?;
     if ip.ver_ihl >> 4 != 4 {
         return Err(ParseError);
     }
@@ -143,7 +160,7 @@ fn parse_v4(ctx: &SkBuffContext) -> Result<Packet, ParseError> {
 
 #[inline(always)]
 fn parse_v6(ctx: &SkBuffContext) -> Result<Packet, ParseError> {
-    let ip: Ipv6Hdr = ctx.load(0).map_err(|_| ParseError)?;
+    let ip: Ipv6Hdr = read(ctx, 0)?;
     if u32::from_be(ip.ver_tc_flow) >> 28 != 6 {
         return Err(ParseError);
     }
@@ -237,7 +254,7 @@ fn reject_source_route_v4(ctx: &SkBuffContext, ihl: usize) -> Result<(), ParseEr
 fn read_transport(ctx: &SkBuffContext, offset: usize, p: &mut Packet) {
     match p.protocol {
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
-            if let Ok(ports) = ctx.load::<[u16; 2]>(offset) {
+            if let Ok(ports) = read::<[u16; 2]>(ctx, offset) {
                 p.src_port = u16::from_be(ports[0]);
                 p.dst_port = u16::from_be(ports[1]);
                 p.ports_known = true;

@@ -27,6 +27,16 @@ use anyhow::{Context as _, bail};
 /// Port of the echo servers (TCP and UDP, IPv4 and IPv6).
 pub const PORT: u16 = 8080;
 
+/// What the agent attaches to each topmost configured cgroup, each exactly once
+/// (besides the packet socket guard, see [`Sandbox::residency_programs`]).
+pub const PROGRAMS: &[&str] = &[
+    "residency_connect4",
+    "residency_connect6",
+    "residency_egress",
+    "residency_sendmsg4",
+    "residency_sendmsg6",
+];
+
 const SERVER: &str = r#"
 import socket, sys, threading
 port = int(sys.argv[1])
@@ -489,6 +499,16 @@ impl Sandbox {
     }
 
     /// Programs attached to a cgroup, as bpftool lists them (names).
+    /// The residency programs attached to `cgroup`, sorted; the packet socket guard
+    /// (`residency_socket_create`) is left out, as it attaches only where the kernel
+    /// allows BPF LSM programs.
+    pub fn residency_programs(cgroup: &Path) -> Vec<String> {
+        let mut progs = Self::attached(cgroup);
+        progs.sort();
+        progs.retain(|p| p != "residency_socket_create");
+        progs
+    }
+
     pub fn attached(cgroup: &Path) -> Vec<String> {
         let out = Command::new("bpftool")
             .args(["cgroup", "show"])
@@ -518,7 +538,7 @@ impl Drop for Sandbox {
         // Unpin whatever the agents left (unpinning detaches), then drop the bpffs.
         let pins = self.pin_path();
         if pins.exists() {
-            let _ = remove_tree(&pins.join("v2"));
+            let _ = remove_tree(&pins.join("v3"));
             let target = std::ffi::CString::new(pins.display().to_string()).expect("no NUL");
             // SAFETY: umount2 on a path we own; failure (not mounted) is fine.
             unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };

@@ -263,18 +263,9 @@ fn enforcement_outlives_the_agent_until_detach() {
 
     // SIGKILL of a second agent: the same, and the new agent replaced the old pins.
     sb.start_agent(&bin, &config).unwrap();
-    let mut progs = Sandbox::attached(&app);
-    progs.sort();
-    progs.retain(|p| p != "residency_socket_create"); // only where the BPF LSM is usable
     assert_eq!(
-        progs,
-        vec![
-            "residency_connect4",
-            "residency_connect6",
-            "residency_egress",
-            "residency_sendmsg4",
-            "residency_sendmsg6"
-        ],
+        Sandbox::residency_programs(&app),
+        residency_tests::PROGRAMS,
         "each program once: the old instance was replaced"
     );
     sb.agent().signal(libc::SIGKILL);
@@ -282,7 +273,7 @@ fn enforcement_outlives_the_agent_until_detach() {
         !sb.client(Some(&app), "udp", FORBIDDEN_V4).ok,
         "leak after SIGKILL"
     );
-    let instances = std::fs::read_dir(sb.pin_path().join("v2/links"))
+    let instances = std::fs::read_dir(sb.pin_path().join("v3/links"))
         .unwrap()
         .count();
     assert_eq!(
@@ -303,7 +294,7 @@ fn enforcement_outlives_the_agent_until_detach() {
         "{:?}",
         Sandbox::attached(&app)
     );
-    assert!(!sb.pin_path().join("v2").exists(), "pins left behind");
+    assert!(!sb.pin_path().join("v3").exists(), "pins left behind");
 
     // Detaching twice is harmless and says so.
     let out = sb.detach(&bin, &config);

@@ -340,9 +340,9 @@ fn kill_9_keeps_enforcing_and_a_restart_takes_over_without_a_window() {
         "the new agent's version is in force"
     );
     assert_eq!(
-        Sandbox::attached(&app),
-        vec!["residency_egress"],
-        "one link: the old instance was retired"
+        Sandbox::residency_programs(&app),
+        residency_tests::PROGRAMS,
+        "one link per program: the old instance was retired"
     );
 }
 
