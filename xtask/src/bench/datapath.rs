@@ -24,8 +24,7 @@ use anyhow::{Context as _, bail, ensure};
 use super::{
     Options, prefixes,
     sandbox::{
-        ALLOWED, Agent, AgentSetup, BLOCKED, DISCARD_PORT, IPERF_PORT, RR_PORT, Sandbox,
-        stdout_of,
+        ALLOWED, Agent, AgentSetup, BLOCKED, DISCARD_PORT, IPERF_PORT, RR_PORT, Sandbox, stdout_of,
     },
 };
 
@@ -218,7 +217,10 @@ fn check(sb: &Sandbox, helper: &Path, filtered: bool) -> anyhow::Result<()> {
         .to_owned())
     };
     let allowed = send(ALLOWED)?;
-    ensure!(allowed == "3 0", "sending to {ALLOWED}: {allowed} (accepted refused)");
+    ensure!(
+        allowed == "3 0",
+        "sending to {ALLOWED}: {allowed} (accepted refused)"
+    );
     let blocked = send(BLOCKED)?;
     let want = if filtered { "0 3" } else { "3 0" };
     ensure!(
@@ -231,7 +233,12 @@ fn check(sb: &Sandbox, helper: &Path, filtered: bool) -> anyhow::Result<()> {
 /// (delivered pps, sent pps, TCP transactions per second).
 fn measure(sb: &Sandbox, helper: &Path, secs: u32) -> anyhow::Result<(f64, f64, f64)> {
     std::thread::sleep(Duration::from_millis(200));
-    let json = stdout_of(sb.sender_cmd("iperf3").args([
+    let sender_cpu = sb.cpus.map(|(tx, _)| tx.to_string());
+    let mut iperf = sb.sender_cmd("iperf3");
+    if let Some(cpu) = &sender_cpu {
+        iperf.args(["-A", cpu]);
+    }
+    let json = stdout_of(iperf.args([
         "-c",
         ALLOWED,
         "-p",
@@ -257,18 +264,20 @@ fn measure(sb: &Sandbox, helper: &Path, secs: u32) -> anyhow::Result<(f64, f64, 
     let sent = sent["packets"].as_f64().context("sum_sent.packets")?
         / sent["seconds"].as_f64().context("sum_sent.seconds")?;
 
-    let out = stdout_of(sb.sender_cmd(helper).args([
+    let mut rr = sb.sender_cmd(helper);
+    rr.args([
         "bench-helper",
         "rr-client",
         "--addr",
         &format!("{ALLOWED}:{RR_PORT}"),
         "--secs",
         &secs.to_string(),
-    ]))?;
-    let (count, elapsed) = out
-        .trim()
-        .split_once(' ')
-        .context("rr-client output")?;
+    ]);
+    if let Some(cpu) = &sender_cpu {
+        rr.args(["--cpu", cpu]);
+    }
+    let out = stdout_of(&mut rr)?;
+    let (count, elapsed) = out.trim().split_once(' ').context("rr-client output")?;
     let rr = count.parse::<f64>()? / elapsed.parse::<f64>()?;
     Ok((delivered, sent, rr))
 }

@@ -1,8 +1,9 @@
 //! Section 4: an event storm. The agent enforces a 10k-prefix policy on the sender
 //! cgroup with the kernel rate limit off (`rate_limit_per_cpu = 0`) and aggregation off
 //! (`aggregate_window_ms = 0`), so every blocked packet is one event to deliver, to the
-//! `json` sink (stdout, sent to /dev/null). One flooder per CPU sends blocked 64-byte
-//! datagrams for `secs`; afterwards the agent drains its ring buffer.
+//! `json` sink (stdout, sent to /dev/null). Flooders send blocked 64-byte datagrams for
+//! `secs` — one flooder, then one per CPU — and afterwards the agent drains its ring
+//! buffer.
 //!
 //! Reported: events delivered per second (flood start to drained), events lost by
 //! reason, the agent's CPU (utime + stime from /proc over the same interval), and
@@ -83,11 +84,7 @@ fn counters(agent: &Agent) -> anyhow::Result<Counters> {
     Ok(Counters {
         blocked: get(
             "residency_packets_total",
-            &[
-                "policy=\"bench\"",
-                "verdict=\"blocked\"",
-                "family=\"ipv4\"",
-            ],
+            &["policy=\"bench\"", "verdict=\"blocked\"", "family=\"ipv4\""],
         )?,
         written: get("residency_events_total", &["sink=\"json\""])?,
         received: get("residency_events_received_total", &[])?,
@@ -97,8 +94,9 @@ fn counters(agent: &Agent) -> anyhow::Result<Counters> {
     })
 }
 
-pub fn run(sb: &Sandbox, bin: &Path, helper: &Path, secs: u32) -> anyhow::Result<Result> {
-    eprintln!("bench: event storm");
+/// One storm from one flooder, then one from a flooder per CPU (the agent then shares
+/// the CPUs with the flood).
+pub fn run(sb: &Sandbox, bin: &Path, helper: &Path, secs: u32) -> anyhow::Result<Vec<Result>> {
     let allow = prefixes::ipv4(10_000).cidrs;
     let agent = Agent::start(
         bin,
@@ -110,8 +108,24 @@ pub fn run(sb: &Sandbox, bin: &Path, helper: &Path, secs: u32) -> anyhow::Result
             events: "rate_limit_per_cpu = 0\naggregate_window_ms = 0",
         },
     )?;
-    let flooders = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let before = counters(&agent)?;
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut results = Vec::new();
+    for flooders in [1, cpus] {
+        eprintln!("bench: event storm, {flooders} flooder(s)");
+        results.push(storm(sb, &agent, helper, secs, flooders)?);
+    }
+    agent.stop()?;
+    Ok(results)
+}
+
+fn storm(
+    sb: &Sandbox,
+    agent: &Agent,
+    helper: &Path,
+    secs: u32,
+    flooders: usize,
+) -> anyhow::Result<Result> {
+    let before = counters(agent)?;
     let cpu_before = cpu_seconds(agent.pid())?;
     let started = Instant::now();
     let children = (0..flooders)
@@ -143,8 +157,9 @@ pub fn run(sb: &Sandbox, bin: &Path, helper: &Path, secs: u32) -> anyhow::Result
     // Drained: every blocked packet's event read or counted lost, or no progress for 2 s.
     let mut last = (0, Instant::now());
     let after = loop {
-        let c = counters(&agent)?;
-        let settled = c.received + c.lost_ring + c.lost_rate - before.received
+        let c = counters(agent)?;
+        let settled = c.received + c.lost_ring + c.lost_rate
+            - before.received
             - before.lost_ring
             - before.lost_rate
             >= c.blocked - before.blocked
@@ -161,7 +176,6 @@ pub fn run(sb: &Sandbox, bin: &Path, helper: &Path, secs: u32) -> anyhow::Result
     };
     let total_s = started.elapsed().as_secs_f64();
     let agent_cpu_s = cpu_seconds(agent.pid())? - cpu_before;
-    agent.stop()?;
     Ok(Result {
         flooders,
         flood_s,

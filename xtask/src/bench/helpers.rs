@@ -23,6 +23,9 @@ pub enum Helper {
     RrServer {
         #[arg(long)]
         addr: SocketAddr,
+        /// Pin to this CPU.
+        #[arg(long)]
+        cpu: Option<usize>,
     },
     /// Count request/response transactions for `secs`; prints `<count> <seconds>`.
     RrClient {
@@ -30,6 +33,9 @@ pub enum Helper {
         addr: SocketAddr,
         #[arg(long)]
         secs: f64,
+        /// Pin to this CPU.
+        #[arg(long)]
+        cpu: Option<usize>,
     },
     /// Send `count` datagrams; prints `<accepted> <refused>`.
     UdpSend {
@@ -51,8 +57,14 @@ pub enum Helper {
 
 pub fn run(helper: Helper) -> anyhow::Result<()> {
     match helper {
-        Helper::RrServer { addr } => rr_server(addr),
-        Helper::RrClient { addr, secs } => rr_client(addr, secs),
+        Helper::RrServer { addr, cpu } => {
+            pin(cpu)?;
+            rr_server(addr)
+        }
+        Helper::RrClient { addr, secs, cpu } => {
+            pin(cpu)?;
+            rr_client(addr, secs)
+        }
         Helper::UdpSend { addr, count } => {
             let (ok, refused) = udp(addr, 16, |sent| sent < count)?;
             println!("{ok} {refused}");
@@ -65,12 +77,26 @@ pub fn run(helper: Helper) -> anyhow::Result<()> {
         } => {
             let deadline = Instant::now() + Duration::from_secs_f64(secs);
             let (ok, refused) = udp(addr, payload, |sent| {
-                sent % 256 != 0 || Instant::now() < deadline
+                !sent.is_multiple_of(256) || Instant::now() < deadline
             })?;
             println!("{ok} {refused}");
             Ok(())
         }
     }
+}
+
+/// Pins this process (and the threads it starts) to one CPU.
+fn pin(cpu: Option<usize>) -> anyhow::Result<()> {
+    let Some(cpu) = cpu else { return Ok(()) };
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error()).context("sched_setaffinity");
+        }
+    }
+    Ok(())
 }
 
 fn rr_server(addr: SocketAddr) -> anyhow::Result<()> {
@@ -107,7 +133,7 @@ fn rr_client(addr: SocketAddr, secs: f64) -> anyhow::Result<()> {
     let deadline = started + Duration::from_secs_f64(secs);
     let mut count = 0u64;
     let mut b = [0u8; 1];
-    while count % 64 != 0 || Instant::now() < deadline {
+    while !count.is_multiple_of(64) || Instant::now() < deadline {
         conn.write_all(&b)?;
         conn.read_exact(&mut b)?;
         count += 1;

@@ -35,10 +35,10 @@ use anyhow::{Context as _, bail};
 #[derive(clap::Args, Debug, Clone)]
 pub struct Options {
     /// Datapath rounds (every case once per round; the median is reported).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub rounds: u32,
     /// Seconds per datapath measurement and for the event flood.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     pub secs: u32,
     /// BPF_PROG_TEST_RUN trials per case (median and p99 over these).
     #[arg(long, default_value_t = 100)]
@@ -65,7 +65,7 @@ pub struct Results {
     pub program: Vec<program::Row>,
     pub datapath: Vec<datapath::Case>,
     pub reload: Option<reload::Result>,
-    pub events: Option<events::Result>,
+    pub events: Vec<events::Result>,
     pub machine: Machine,
 }
 
@@ -104,10 +104,12 @@ pub fn bench(bin: &Path, opts: &Options) -> anyhow::Result<()> {
             cpu_model: cpu_model(),
             kernel: read_trim("/proc/sys/kernel/osrelease"),
             loadavg_start: read_trim("/proc/loadavg"),
-            started: sandbox::stdout_of(std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
-                .unwrap_or_default()
-                .trim()
-                .to_owned(),
+            started: sandbox::stdout_of(
+                std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]),
+            )
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
             command: command_line(opts),
             secs: opts.secs,
             tools,
@@ -124,7 +126,7 @@ pub fn bench(bin: &Path, opts: &Options) -> anyhow::Result<()> {
             results.datapath = datapath::run(&sb, bin, &helper, opts)?;
         }
         if wanted(Section::Events) {
-            results.events = Some(events::run(&sb, bin, &helper, opts.secs)?);
+            results.events = events::run(&sb, bin, &helper, opts.secs)?;
         }
         if wanted(Section::Program) {
             results.program = program::run(&sb, bin, opts)?;
@@ -157,7 +159,9 @@ fn check_tools() -> anyhow::Result<Vec<String>> {
         if tool == "iptables-restore" || tool == "ip" {
             continue;
         }
-        let out = std::process::Command::new(&path).arg(version_arg).output()?;
+        let out = std::process::Command::new(&path)
+            .arg(version_arg)
+            .output()?;
         let text = String::from_utf8_lossy(&out.stdout);
         versions.push(text.lines().next().unwrap_or(tool).trim().to_owned());
     }
@@ -191,8 +195,8 @@ fn cpu_model() -> String {
 fn command_line(opts: &Options) -> String {
     let mut c = "cargo xtask bench".to_owned();
     let d = Options {
-        rounds: 3,
-        secs: 3,
+        rounds: 5,
+        secs: 2,
         trials: 100,
         repeat: 50_000,
         only: Vec::new(),

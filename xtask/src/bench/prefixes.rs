@@ -87,7 +87,10 @@ pub fn ipv6(n: usize) -> PrefixSet {
         bits: 64,
         start: u128::from(top("2000::".parse().expect("literal"))),
         size: 1 << 61,
-        reserved: (u128::from(top("2001:db8::".parse().expect("literal"))), 1 << 32),
+        reserved: (
+            u128::from(top("2001:db8::".parse().expect("literal"))),
+            1 << 32,
+        ),
         mix: V6_MIX,
         longest_fallback: 48,
     };
@@ -160,7 +163,8 @@ impl Space {
             let first = lo.div_ceil(block) * block;
             let last = hi / block * block - block;
             let choices = (last - first) / block + 1;
-            let at = first + u128::from(rng.below(choices.min(u128::from(u64::MAX)) as u64)) * block;
+            let at =
+                first + u128::from(rng.below(choices.min(u128::from(u64::MAX)) as u64)) * block;
             out.push((at, len));
         }
         assert_eq!(out.len(), count, "the space holds {count} prefixes");

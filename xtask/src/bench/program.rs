@@ -56,7 +56,12 @@ pub fn run(sb: &Sandbox, bin: &Path, opts: &Options) -> anyhow::Result<Vec<Row>>
             };
             std::fs::write(
                 &config,
-                config_text(&sb.dir, &sb.dir.join("unused"), "127.0.0.1:1".parse()?, &setup),
+                config_text(
+                    &sb.dir,
+                    &sb.dir.join("unused"),
+                    "127.0.0.1:1".parse()?,
+                    &setup,
+                ),
             )?;
             let mut cmd = Command::new(bin);
             cmd.arg("bench-program")
@@ -69,7 +74,9 @@ pub fn run(sb: &Sandbox, bin: &Path, opts: &Options) -> anyhow::Result<Vec<Row>>
             // The test run's socket is in the caller's cgroup: a fresh one of our own.
             join_cgroup(&mut cmd, &sb.program);
             let out = stdout_of(&mut cmd)?;
-            rows.push(parse(family, n, &out).with_context(|| format!("bench-program output:\n{out}"))?);
+            rows.push(
+                parse(family, n, &out).with_context(|| format!("bench-program output:\n{out}"))?,
+            );
             let _ = std::fs::remove_file(&config);
         }
     }

@@ -62,7 +62,12 @@ pub fn run(sb: &Sandbox, bin: &Path) -> anyhow::Result<Result> {
         };
         std::fs::write(
             &agent.config,
-            config_text(&sb.dir, &sb.dir.join(format!("pins-{name}")), agent.metrics, &setup),
+            config_text(
+                &sb.dir,
+                &sb.dir.join(format!("pins-{name}")),
+                agent.metrics,
+                &setup,
+            ),
         )?;
         let started = Instant::now();
         let out = stdout_of(

@@ -40,6 +40,9 @@ pub struct Sandbox {
     pub program: PathBuf,
     pub tx: String,
     pub rx: String,
+    /// CPUs the sender and the receiver are pinned to (when there are two or more):
+    /// placement otherwise swings the rates by tens of percent from run to run.
+    pub cpus: Option<(usize, usize)>,
     servers: Vec<Child>,
     netns_up: bool,
 }
@@ -56,6 +59,8 @@ impl Sandbox {
             program: cgroup_root.join("program"),
             tx: format!("rbtx{}", std::process::id()),
             rx: format!("rbrx{}", std::process::id()),
+            cpus: (std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2)
+                .then_some((0, 1)),
             tag,
             dir,
             cgroup_root,
@@ -80,29 +85,39 @@ impl Sandbox {
         ])?;
         for (ns, host) in [(&tx, "1"), (&rx, "2")] {
             for net in ["198.18.0", "198.19.0"] {
-                ip(&["-n", ns, "addr", "add", &format!("{net}.{host}/24"), "dev", "v0"])?;
+                ip(&[
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("{net}.{host}/24"),
+                    "dev",
+                    "v0",
+                ])?;
             }
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
             ip(&["-n", ns, "link", "set", "v0", "up"])?;
         }
-        let iperf = self
-            .in_ns(&rx, None, "iperf3")
-            .args(["-s", "-p", &IPERF_PORT.to_string(), "-B", ALLOWED])
+        let mut iperf = self.in_ns(&rx, None, "iperf3");
+        iperf.args(["-s", "-p", &IPERF_PORT.to_string(), "-B", ALLOWED]);
+        let mut rr = self.in_ns(&rx, None, helper);
+        rr.args([
+            "bench-helper",
+            "rr-server",
+            "--addr",
+            &format!("{ALLOWED}:{RR_PORT}"),
+        ]);
+        if let Some((_, receiver)) = self.cpus {
+            iperf.args(["-A", &receiver.to_string()]);
+            rr.args(["--cpu", &receiver.to_string()]);
+        }
+        let iperf = iperf
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("starting iperf3 -s")?;
         self.servers.push(iperf);
-        let rr = self
-            .in_ns(&rx, None, helper)
-            .args([
-                "bench-helper",
-                "rr-server",
-                "--addr",
-                &format!("{ALLOWED}:{RR_PORT}"),
-            ])
-            .spawn()
-            .context("starting the request/response server")?;
+        let rr = rr.spawn().context("starting the request/response server")?;
         self.servers.push(rr);
         // Both servers bind within milliseconds; the clients retry besides.
         std::thread::sleep(Duration::from_millis(500));
