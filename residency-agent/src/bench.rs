@@ -30,14 +30,20 @@ use crate::{bpf, cgroup::Hierarchy, config::Config, generations::Generations};
 #[derive(Debug, clap::Args)]
 pub struct ProgramArgs {
     /// Config whose first policy (enforce mode) is bound to this process's cgroup.
-    #[arg(long)]
-    pub config: PathBuf,
+    #[arg(long, required_unless_present = "attach_empty")]
+    pub config: Option<PathBuf>,
     /// A destination the policy allows.
-    #[arg(long)]
-    pub hit: IpAddr,
+    #[arg(long, required_unless_present = "attach_empty")]
+    pub hit: Option<IpAddr>,
     /// A destination the policy does not allow.
-    #[arg(long)]
-    pub miss: IpAddr,
+    #[arg(long, required_unless_present = "attach_empty")]
+    pub miss: Option<IpAddr>,
+    /// Instead of measuring: attach the empty program to this cgroup's egress (a BPF
+    /// link, so it detaches when this process exits), print `attached`, and hold it
+    /// until stdin closes. The datapath benchmark's "empty program" case: the cost of
+    /// the cgroup hook itself.
+    #[arg(long, conflicts_with_all = ["config", "hit", "miss"])]
+    pub attach_empty: Option<PathBuf>,
     /// Trials per case.
     #[arg(long, default_value_t = 100)]
     pub trials: u32,
@@ -53,14 +59,20 @@ const PASS: u32 = 1;
 const DROP: u32 = 0;
 
 pub fn program(args: &ProgramArgs) -> anyhow::Result<()> {
+    if let Some(cgroup) = &args.attach_empty {
+        return hold_empty(cgroup);
+    }
+    let (Some(path), Some(hit), Some(miss)) = (&args.config, args.hit, args.miss) else {
+        bail!("--config, --hit and --miss are required");
+    };
     ensure!(
-        args.hit.is_ipv4() == args.miss.is_ipv4(),
+        hit.is_ipv4() == miss.is_ipv4(),
         "--hit and --miss must be of one family"
     );
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("reading {}", args.config.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let started = std::time::Instant::now();
-    let config = Config::parse(&text, &args.config.display().to_string())?;
+    let config = Config::parse(&text, &path.display().to_string())?;
     let parse_ms = started.elapsed().as_secs_f64() * 1000.0;
     ensure!(!config.policies.is_empty(), "the config has no policy");
 
@@ -91,8 +103,8 @@ pub fn program(args: &ProgramArgs) -> anyhow::Result<()> {
     let residency = prog.fd()?.as_fd().as_raw_fd();
     let empty = load_empty()?;
 
-    let hit = udp_packet(args.hit, args.payload);
-    let miss = udp_packet(args.miss, args.payload);
+    let hit = udp_packet(hit, args.payload);
+    let miss = udp_packet(miss, args.payload);
     let cases: [(&str, i32, &[u8], u32); 3] = [
         ("empty", empty.as_raw_fd(), &hit, PASS),
         ("hit", residency, &hit, PASS),
@@ -125,6 +137,28 @@ pub fn program(args: &ProgramArgs) -> anyhow::Result<()> {
         );
     }
     drop(generations);
+    Ok(())
+}
+
+/// Attaches the empty program to `cgroup`'s egress through a BPF link and holds it
+/// until stdin closes (or this process dies: the link goes with its last fd).
+fn hold_empty(cgroup: &std::path::Path) -> anyhow::Result<()> {
+    let prog = load_empty()?;
+    let cg =
+        std::fs::File::open(cgroup).with_context(|| format!("opening {}", cgroup.display()))?;
+    let mut attr = LinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_fd: cg.as_raw_fd() as u32,
+        attach_type: BPF_CGROUP_INET_EGRESS,
+        ..Default::default()
+    };
+    let fd = sys_bpf(BPF_LINK_CREATE, &mut attr).context("bpf(BPF_LINK_CREATE)")?;
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    let _link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    println!("attached");
+    std::io::Write::flush(&mut std::io::stdout())?;
+    let mut sink = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink)?;
     Ok(())
 }
 
@@ -210,6 +244,7 @@ fn udp_packet(dst: IpAddr, payload: usize) -> Vec<u8> {
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
 const BPF_CGROUP_INET_EGRESS: u32 = 1;
 
@@ -252,6 +287,17 @@ struct TestRunAttr {
     cpu: u32,
     batch_size: u32,
     _pad: u32,
+}
+
+/// `union bpf_attr` for `BPF_LINK_CREATE` (the cgroup form).
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+    _rest: [u64; 4],
 }
 
 fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {

@@ -31,6 +31,8 @@ use super::{
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Filter {
     None,
+    /// An empty cgroup_skb program (`r0 = 1`) on the sender cgroup: the hook's own cost.
+    EmptyProgram,
     Residency,
     Nftables,
     Iptables,
@@ -40,6 +42,7 @@ impl Filter {
     pub fn name(self) -> &'static str {
         match self {
             Filter::None => "no filter",
+            Filter::EmptyProgram => "empty cgroup_skb program",
             Filter::Residency => "residency",
             Filter::Nftables => "nftables interval set",
             Filter::Iptables => "iptables chain",
@@ -49,6 +52,7 @@ impl Filter {
     pub fn key(self) -> &'static str {
         match self {
             Filter::None => "none",
+            Filter::EmptyProgram => "empty_program",
             Filter::Residency => "residency",
             Filter::Nftables => "nftables",
             Filter::Iptables => "iptables",
@@ -57,8 +61,9 @@ impl Filter {
 }
 
 /// iptables chains are linear: beyond 10k rules a run would take minutes per case.
-pub const CASES: [(Filter, usize); 9] = [
+pub const CASES: [(Filter, usize); 10] = [
     (Filter::None, 0),
+    (Filter::EmptyProgram, 0),
     (Filter::Residency, 10),
     (Filter::Residency, 10_000),
     (Filter::Residency, 100_000),
@@ -102,7 +107,18 @@ pub fn run(sb: &Sandbox, bin: &Path, helper: &Path, opts: &Options) -> anyhow::R
         })
         .collect();
     for round in 1..=opts.rounds {
-        for case in &mut cases {
+        // A different order each round (the same each run): whatever one case leaves
+        // behind (a large set being freed, a cooling cache) lands on different cases.
+        let mut order: Vec<usize> = (0..cases.len()).collect();
+        let mut seed = 0x9e37_79b9_u64.wrapping_mul(u64::from(round));
+        for i in (1..order.len()).rev() {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            order.swap(i, (seed >> 33) as usize % (i + 1));
+        }
+        for &i in &order {
+            let case = &mut cases[i];
             eprintln!(
                 "bench: datapath round {round}/{}: {} {}",
                 opts.rounds,
@@ -112,6 +128,7 @@ pub fn run(sb: &Sandbox, bin: &Path, helper: &Path, opts: &Options) -> anyhow::R
             let started = Instant::now();
             let guard = match case.filter {
                 Filter::None => Active::Nothing,
+                Filter::EmptyProgram => Active::Held(hold_empty(sb, bin)?),
                 Filter::Residency => Active::Agent(Agent::start(
                     bin,
                     &sb.dir,
@@ -132,8 +149,12 @@ pub fn run(sb: &Sandbox, bin: &Path, helper: &Path, opts: &Options) -> anyhow::R
                 }
             };
             case.setup_s.push(started.elapsed().as_secs_f64());
-            let measured = check(sb, helper, case.filter != Filter::None)
-                .and_then(|()| measure(sb, helper, opts.secs));
+            let measured = check(
+                sb,
+                helper,
+                !matches!(case.filter, Filter::None | Filter::EmptyProgram),
+            )
+            .and_then(|()| measure(sb, helper, opts.secs));
             let cleared = guard.clear(sb);
             let (delivered, sent, rr) = measured?;
             cleared?;
@@ -148,6 +169,7 @@ pub fn run(sb: &Sandbox, bin: &Path, helper: &Path, opts: &Options) -> anyhow::R
 /// What is in force in the sender's namespace, removed by [`Active::clear`].
 enum Active {
     Nothing,
+    Held(std::process::Child),
     Agent(Agent),
     Rules,
 }
@@ -156,6 +178,16 @@ impl Active {
     fn clear(self, sb: &Sandbox) -> anyhow::Result<()> {
         match self {
             Active::Nothing => Ok(()),
+            Active::Held(mut child) => {
+                // Closing stdin ends the holder; its link (and the attachment) goes with it.
+                drop(child.stdin.take());
+                let status = child.wait()?;
+                ensure!(
+                    status.success(),
+                    "the empty-program holder failed: {status}"
+                );
+                Ok(())
+            }
             Active::Agent(a) => a.stop(),
             Active::Rules => {
                 let _ = stdout_of(sb.tx_cmd("iptables").args(["-F", "OUTPUT"]));
@@ -165,6 +197,27 @@ impl Active {
             }
         }
     }
+}
+
+/// Starts `residency-agent bench-program --attach-empty <sender cgroup>` and waits
+/// until it has attached.
+fn hold_empty(sb: &Sandbox, bin: &Path) -> anyhow::Result<std::process::Child> {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(bin)
+        .args(["bench-program", "--attach-empty"])
+        .arg(&sb.sender)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting the empty-program holder")?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    if line.trim() != "attached" {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("the empty program did not attach");
+    }
+    Ok(child)
 }
 
 /// An nftables table in the sender's namespace: an interval set of the prefixes, and
@@ -232,7 +285,7 @@ fn check(sb: &Sandbox, helper: &Path, filtered: bool) -> anyhow::Result<()> {
 
 /// (delivered pps, sent pps, TCP transactions per second).
 fn measure(sb: &Sandbox, helper: &Path, secs: u32) -> anyhow::Result<(f64, f64, f64)> {
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(300));
     let sender_cpu = sb.cpus.map(|(tx, _)| tx.to_string());
     let mut iperf = sb.sender_cmd("iperf3");
     if let Some(cpu) = &sender_cpu {

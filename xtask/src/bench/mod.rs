@@ -124,6 +124,12 @@ pub fn bench(bin: &Path, opts: &Options) -> anyhow::Result<()> {
         }
         if wanted(Section::Datapath) {
             results.datapath = datapath::run(&sb, bin, &helper, opts)?;
+            // The exact sets, for anyone re-running the peers side by side.
+            for n in [10, 10_000, 100_000] {
+                let mut text = prefixes::ipv4(n).cidrs.join("\n");
+                text.push('\n');
+                std::fs::write(out.join(format!("prefixes-ipv4-{n}.txt")), text)?;
+            }
         }
         if wanted(Section::Events) {
             results.events = events::run(&sb, bin, &helper, opts.secs)?;

@@ -179,7 +179,9 @@ fn datapath_table(cases: &[Case], secs: u32, s: &mut String) {
          transactions per second over one connection. Sender and receiver are pinned to \
          CPU 0 and 1. Median over {} rounds (min–max in brackets); every round runs every \
          case, and ratios are to the no-filter median of this run. The same prefixes in \
-         every filter, the receiver's last (the last rule of the iptables chain). Setup: \
+         every filter, the receiver's last (the last rule of the iptables chain). The empty \
+         cgroup_skb program (`r0 = 1`, attached to the sender cgroup) shows what the \
+         cgroup egress hook costs by itself. Cases run in a different order each round. Setup: \
          agent start until ready, `nft -f`, or `iptables-restore`. Targets: residency at \
          100k prefixes ≥ 95% of the no-filter small-UDP rate, and at least the nftables \
          rate at every size.\n",
@@ -227,7 +229,7 @@ fn datapath_table(cases: &[Case], secs: u32, s: &mut String) {
             s,
             "| {} | {} | {} | {:.0}% | {} | {:.0}% | {} | {:.0}% | {} | {} |",
             f.name(),
-            if f == Filter::None {
+            if matches!(f, Filter::None | Filter::EmptyProgram) {
                 "—".to_owned()
             } else {
                 int(n as f64)
