@@ -419,6 +419,13 @@ fn plot(r: &Results, out: &Path) -> anyhow::Result<()> {
         gp,
         "plot {base} with lines dashtype 2 lw 2 title 'no filter'"
     );
+    if let Some(c) = find(&r.datapath, Filter::EmptyProgram, 0) {
+        let _ = write!(
+            gp,
+            ", {} with lines dashtype 3 lw 2 title 'empty cgroup\\_skb program'",
+            median(&c.udp_sent)
+        );
+    }
     for (i, (file, name)) in series.iter().enumerate() {
         let _ = write!(
             gp,
