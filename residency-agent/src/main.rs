@@ -6,6 +6,7 @@
 //! config key into a map and of an event out of the kernel.
 
 mod aggregate;
+mod bench;
 mod bpf;
 #[cfg(test)]
 mod bpf_test_run;
@@ -73,6 +74,7 @@ fn main() -> ExitCode {
             addr,
             port,
         } => daemon::explain(config.as_deref(), policy.as_deref(), addr, port.as_deref()),
+        cli::Command::BenchProgram(args) => bench::program(&args),
         cli::Command::Status {
             socket,
             config,

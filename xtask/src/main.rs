@@ -4,7 +4,10 @@
 //! - `build`: setup, then build the agent (which builds and embeds the kernel program).
 //! - `demo`: build, then show enforcement in a sandbox cgroup and network namespace.
 //! - `test`: build, then run every test: formatting, lints, unit and end-to-end tests.
+//! - `bench`: build, then measure residency against no filter, nftables and iptables
+//!   (BENCHMARKS.md); results under `target/bench/`.
 
+mod bench;
 mod demo;
 mod setup;
 
@@ -37,6 +40,12 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Build, then benchmark per-packet cost, datapath rates against nftables and
+    /// iptables, reloads and event storms (root); writes target/bench/.
+    Bench(bench::Options),
+    /// Load generators the benchmark runs inside its namespaces.
+    #[command(hide = true, subcommand)]
+    BenchHelper(bench::helpers::Helper),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +61,12 @@ fn main() -> anyhow::Result<()> {
             build(true)?;
             demo::demo(&workspace().join("target/release/residency-agent"))
         }
+        Task::Bench(opts) => {
+            setup::setup()?;
+            build(true)?;
+            bench::bench(&workspace().join("target/release/residency-agent"), &opts)
+        }
+        Task::BenchHelper(helper) => bench::helpers::run(helper),
         Task::Test { args } => {
             setup::setup()?;
             test(&args)

@@ -32,6 +32,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("systemd", "/lib/systemd/systemd-journald"),
     ("prometheus", "/usr/bin/promtool"),
     ("passwd", "/usr/sbin/groupadd"),
+    // `cargo xtask bench`: the peers it compares with, its load generator, its plot.
+    ("iperf3", "/usr/bin/iperf3"),
+    ("nftables", "/usr/sbin/nft"),
+    ("iptables", "/usr/sbin/iptables-restore"),
+    ("gnuplot-nox", "/usr/bin/gnuplot-nox"),
 ];
 
 pub fn setup() -> anyhow::Result<()> {

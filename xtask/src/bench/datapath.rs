@@ -1,0 +1,336 @@
+//! Section 2: the datapath. A sender in its own cgroup and network namespace sends to a
+//! receiver namespace over a veth pair; the same two measurements run with no filter,
+//! with residency (the real agent, enforcing on the sender's cgroup), with an nftables
+//! interval set in the sender's output hook, and with an iptables chain, each holding
+//! the same prefixes ([`super::prefixes::ipv4`]; the receiver's prefix last):
+//!
+//! - small UDP: `iperf3 -u -b 0 -l 64` for `secs`, packets per second delivered to the
+//!   receiver (sent and delivered both kept in the JSON);
+//! - TCP request/response: transactions per second, one byte each way
+//!   ([`super::helpers`]).
+//!
+//! All cases run once per round, and the rounds repeat the whole list, so that slow
+//! drift of the machine's load touches every case alike; the tables report the median
+//! over rounds and ratios to the no-filter baseline of the same run.
+
+use std::{
+    fmt::Write as _,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+
+use super::{
+    Options, prefixes,
+    sandbox::{
+        ALLOWED, Agent, AgentSetup, BLOCKED, DISCARD_PORT, IPERF_PORT, RR_PORT, Sandbox, stdout_of,
+    },
+};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Filter {
+    None,
+    /// An empty cgroup_skb program (`r0 = 1`) on the sender cgroup: the hook's own cost.
+    EmptyProgram,
+    Residency,
+    Nftables,
+    Iptables,
+}
+
+impl Filter {
+    pub fn name(self) -> &'static str {
+        match self {
+            Filter::None => "no filter",
+            Filter::EmptyProgram => "empty cgroup_skb program",
+            Filter::Residency => "residency",
+            Filter::Nftables => "nftables interval set",
+            Filter::Iptables => "iptables chain",
+        }
+    }
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Filter::None => "none",
+            Filter::EmptyProgram => "empty_program",
+            Filter::Residency => "residency",
+            Filter::Nftables => "nftables",
+            Filter::Iptables => "iptables",
+        }
+    }
+}
+
+/// iptables chains are linear: beyond 10k rules a run would take minutes per case.
+pub const CASES: [(Filter, usize); 10] = [
+    (Filter::None, 0),
+    (Filter::EmptyProgram, 0),
+    (Filter::Residency, 10),
+    (Filter::Residency, 10_000),
+    (Filter::Residency, 100_000),
+    (Filter::Nftables, 10),
+    (Filter::Nftables, 10_000),
+    (Filter::Nftables, 100_000),
+    (Filter::Iptables, 10),
+    (Filter::Iptables, 10_000),
+];
+
+/// The results of one case over all rounds.
+pub struct Case {
+    pub filter: Filter,
+    pub prefixes: usize,
+    /// Small-UDP packets per second delivered to the receiver, per round.
+    pub udp: Vec<f64>,
+    /// Small-UDP packets per second the sender got out, per round.
+    pub udp_sent: Vec<f64>,
+    /// TCP transactions per second, per round.
+    pub rr: Vec<f64>,
+    /// Seconds to put the filter in place (agent start to ready, `nft -f`,
+    /// `iptables-restore`), per round.
+    pub setup_s: Vec<f64>,
+}
+
+pub fn run(sb: &Sandbox, bin: &Path, helper: &Path, opts: &Options) -> anyhow::Result<Vec<Case>> {
+    let sets: Vec<(usize, Vec<String>)> = [10, 10_000, 100_000]
+        .into_iter()
+        .map(|n| (n, prefixes::ipv4(n).cidrs))
+        .collect();
+    let set = |n: usize| &sets.iter().find(|s| s.0 == n).expect("generated").1;
+    let mut cases: Vec<Case> = CASES
+        .iter()
+        .map(|(filter, prefixes)| Case {
+            filter: *filter,
+            prefixes: *prefixes,
+            udp: Vec::new(),
+            udp_sent: Vec::new(),
+            rr: Vec::new(),
+            setup_s: Vec::new(),
+        })
+        .collect();
+    for round in 1..=opts.rounds {
+        // A different order each round (the same each run): whatever one case leaves
+        // behind (a large set being freed, a cooling cache) lands on different cases.
+        let mut order: Vec<usize> = (0..cases.len()).collect();
+        let mut seed = 0x9e37_79b9_u64.wrapping_mul(u64::from(round));
+        for i in (1..order.len()).rev() {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            order.swap(i, (seed >> 33) as usize % (i + 1));
+        }
+        for &i in &order {
+            let case = &mut cases[i];
+            eprintln!(
+                "bench: datapath round {round}/{}: {} {}",
+                opts.rounds,
+                case.filter.name(),
+                case.prefixes
+            );
+            let started = Instant::now();
+            let guard = match case.filter {
+                Filter::None => Active::Nothing,
+                Filter::EmptyProgram => Active::Held(hold_empty(sb, bin)?),
+                Filter::Residency => Active::Agent(Agent::start(
+                    bin,
+                    &sb.dir,
+                    &AgentSetup {
+                        name: &format!("datapath-{}", case.prefixes),
+                        cgroup_rel: &sb.sender_rel,
+                        allow: set(case.prefixes),
+                        events: "",
+                    },
+                )?),
+                Filter::Nftables => {
+                    nftables(sb, set(case.prefixes))?;
+                    Active::Rules
+                }
+                Filter::Iptables => {
+                    iptables(sb, set(case.prefixes))?;
+                    Active::Rules
+                }
+            };
+            case.setup_s.push(started.elapsed().as_secs_f64());
+            let measured = check(
+                sb,
+                helper,
+                !matches!(case.filter, Filter::None | Filter::EmptyProgram),
+            )
+            .and_then(|()| measure(sb, helper, opts.secs));
+            let cleared = guard.clear(sb);
+            let (delivered, sent, rr) = measured?;
+            cleared?;
+            case.udp.push(delivered);
+            case.udp_sent.push(sent);
+            case.rr.push(rr);
+        }
+    }
+    Ok(cases)
+}
+
+/// What is in force in the sender's namespace, removed by [`Active::clear`].
+enum Active {
+    Nothing,
+    Held(std::process::Child),
+    Agent(Agent),
+    Rules,
+}
+
+impl Active {
+    fn clear(self, sb: &Sandbox) -> anyhow::Result<()> {
+        match self {
+            Active::Nothing => Ok(()),
+            Active::Held(mut child) => {
+                // Closing stdin ends the holder; its link (and the attachment) goes with it.
+                drop(child.stdin.take());
+                let status = child.wait()?;
+                ensure!(
+                    status.success(),
+                    "the empty-program holder failed: {status}"
+                );
+                Ok(())
+            }
+            Active::Agent(a) => a.stop(),
+            Active::Rules => {
+                let _ = stdout_of(sb.tx_cmd("iptables").args(["-F", "OUTPUT"]));
+                let _ = stdout_of(sb.tx_cmd("iptables").args(["-F", "RB"]));
+                let _ = stdout_of(sb.tx_cmd("iptables").args(["-X", "RB"]));
+                stdout_of(sb.tx_cmd("nft").args(["flush", "ruleset"])).map(drop)
+            }
+        }
+    }
+}
+
+/// Starts `residency-agent bench-program --attach-empty <sender cgroup>` and waits
+/// until it has attached.
+fn hold_empty(sb: &Sandbox, bin: &Path) -> anyhow::Result<std::process::Child> {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(bin)
+        .args(["bench-program", "--attach-empty"])
+        .arg(&sb.sender)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting the empty-program holder")?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    if line.trim() != "attached" {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("the empty program did not attach");
+    }
+    Ok(child)
+}
+
+/// An nftables table in the sender's namespace: an interval set of the prefixes, and
+/// an output chain dropping what is not in it.
+fn nftables(sb: &Sandbox, cidrs: &[String]) -> anyhow::Result<()> {
+    let mut s = String::with_capacity(cidrs.len() * 20 + 512);
+    s.push_str(
+        "table ip residency_bench {\n  set allowed {\n    type ipv4_addr\n    flags interval\n    elements = {\n",
+    );
+    for c in cidrs {
+        let _ = writeln!(s, "      {c},");
+    }
+    s.push_str(
+        "    }\n  }\n  chain out {\n    type filter hook output priority filter; policy accept;\n    ip daddr != @allowed drop\n  }\n}\n",
+    );
+    let file = sb.dir.join("nft.conf");
+    std::fs::write(&file, s)?;
+    stdout_of(sb.tx_cmd("nft").arg("-f").arg(&file)).context("loading the nftables set")?;
+    Ok(())
+}
+
+/// An iptables chain in the sender's namespace: one ACCEPT rule per prefix (the
+/// receiver's last), then DROP.
+fn iptables(sb: &Sandbox, cidrs: &[String]) -> anyhow::Result<()> {
+    let mut s = String::with_capacity(cidrs.len() * 32 + 256);
+    s.push_str("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:RB - [0:0]\n-A OUTPUT -j RB\n");
+    for c in cidrs {
+        let _ = writeln!(s, "-A RB -d {c} -j ACCEPT");
+    }
+    s.push_str("-A RB -j DROP\nCOMMIT\n");
+    let file = sb.dir.join("iptables.rules");
+    std::fs::write(&file, s)?;
+    stdout_of(sb.tx_cmd("iptables-restore").arg(&file)).context("loading the iptables chain")?;
+    Ok(())
+}
+
+/// The receiver's allowed address is reachable from the sender cgroup, and — when a
+/// filter is in force — the blocked one is refused: the filter is really there.
+fn check(sb: &Sandbox, helper: &Path, filtered: bool) -> anyhow::Result<()> {
+    let send = |addr: &str| -> anyhow::Result<String> {
+        Ok(stdout_of(sb.sender_cmd(helper).args([
+            "bench-helper",
+            "udp-send",
+            "--addr",
+            &format!("{addr}:{DISCARD_PORT}"),
+            "--count",
+            "3",
+        ]))?
+        .trim()
+        .to_owned())
+    };
+    let allowed = send(ALLOWED)?;
+    ensure!(
+        allowed == "3 0",
+        "sending to {ALLOWED}: {allowed} (accepted refused)"
+    );
+    let blocked = send(BLOCKED)?;
+    let want = if filtered { "0 3" } else { "3 0" };
+    ensure!(
+        blocked == want,
+        "sending to {BLOCKED} (filter in force: {filtered}): {blocked}, expected {want}"
+    );
+    Ok(())
+}
+
+/// (delivered pps, sent pps, TCP transactions per second).
+fn measure(sb: &Sandbox, helper: &Path, secs: u32) -> anyhow::Result<(f64, f64, f64)> {
+    std::thread::sleep(Duration::from_millis(300));
+    let sender_cpu = sb.cpus.map(|(tx, _)| tx.to_string());
+    let mut iperf = sb.sender_cmd("iperf3");
+    if let Some(cpu) = &sender_cpu {
+        iperf.args(["-A", cpu]);
+    }
+    let json = stdout_of(iperf.args([
+        "-c",
+        ALLOWED,
+        "-p",
+        &IPERF_PORT.to_string(),
+        "-u",
+        "-b",
+        "0",
+        "-l",
+        "64",
+        "-t",
+        &secs.to_string(),
+        "-J",
+    ]))?;
+    let v: serde_json::Value = serde_json::from_str(&json).context("iperf3 -J output")?;
+    if let Some(e) = v["error"].as_str() {
+        bail!("iperf3: {e}");
+    }
+    let recv = &v["end"]["sum_received"];
+    let sent = &v["end"]["sum_sent"];
+    let delivered = recv["bytes"].as_f64().context("sum_received.bytes")?
+        / 64.0
+        / recv["seconds"].as_f64().context("sum_received.seconds")?;
+    let sent = sent["packets"].as_f64().context("sum_sent.packets")?
+        / sent["seconds"].as_f64().context("sum_sent.seconds")?;
+
+    let mut rr = sb.sender_cmd(helper);
+    rr.args([
+        "bench-helper",
+        "rr-client",
+        "--addr",
+        &format!("{ALLOWED}:{RR_PORT}"),
+        "--secs",
+        &secs.to_string(),
+    ]);
+    if let Some(cpu) = &sender_cpu {
+        rr.args(["--cpu", cpu]);
+    }
+    let out = stdout_of(&mut rr)?;
+    let (count, elapsed) = out.trim().split_once(' ').context("rr-client output")?;
+    let rr = count.parse::<f64>()? / elapsed.parse::<f64>()?;
+    Ok((delivered, sent, rr))
+}

@@ -1,0 +1,130 @@
+//! Section 1: per-packet cost of the kernel program through `BPF_PROG_TEST_RUN`, for
+//! allowlists of 10 to 1M prefixes, IPv4 and IPv6, an allowed (hit) and a blocked
+//! (miss) destination, next to an empty cgroup_skb program timed in the same process.
+//! `residency-agent bench-program` does the measuring (it fills the maps through the
+//! agent's own config and generation code); this file feeds it and reads its JSON.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use super::{
+    Options, prefixes,
+    sandbox::{AgentSetup, Sandbox, config_text, join_cgroup, stdout_of},
+    stats,
+};
+
+pub const SIZES: [usize; 5] = [10, 1_000, 10_000, 100_000, 1_000_000];
+
+/// One (family, size) measurement.
+pub struct Row {
+    pub family: u8,
+    pub prefixes: usize,
+    /// ns per run of each trial: empty program, hit, miss.
+    pub empty: Vec<f64>,
+    pub hit: Vec<f64>,
+    pub miss: Vec<f64>,
+    pub repeat: u64,
+    pub packet_bytes: u64,
+    /// Time the agent code took to write the policy (informational).
+    pub apply_ms: f64,
+}
+
+impl Row {
+    /// Median of the case / median of the empty program.
+    pub fn ratio(&self, case: &[f64]) -> f64 {
+        stats::median(case) / stats::median(&self.empty)
+    }
+}
+
+pub fn run(sb: &Sandbox, bin: &Path, opts: &Options) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for family in [4u8, 6] {
+        for n in SIZES {
+            eprintln!("bench: program cost, IPv{family}, {n} prefixes");
+            let set = if family == 4 {
+                prefixes::ipv4(n)
+            } else {
+                prefixes::ipv6(n)
+            };
+            let config = sb.dir.join(format!("program-v{family}-{n}.toml"));
+            let setup = AgentSetup {
+                name: "program",
+                cgroup_rel: &format!("{}/program", sb.tag),
+                allow: &set.cidrs,
+                events: "",
+            };
+            std::fs::write(
+                &config,
+                config_text(
+                    &sb.dir,
+                    &sb.dir.join("unused"),
+                    "127.0.0.1:1".parse()?,
+                    &setup,
+                ),
+            )?;
+            let mut cmd = Command::new(bin);
+            cmd.arg("bench-program")
+                .arg("--config")
+                .arg(&config)
+                .args(["--hit", &set.hit.to_string()])
+                .args(["--miss", &set.miss.to_string()])
+                .args(["--trials", &opts.trials.to_string()])
+                .args(["--repeat", &opts.repeat.to_string()]);
+            // The test run's socket is in the caller's cgroup: a fresh one of our own.
+            join_cgroup(&mut cmd, &sb.program);
+            let out = stdout_of(&mut cmd)?;
+            rows.push(
+                parse(family, n, &out).with_context(|| format!("bench-program output:\n{out}"))?,
+            );
+            let _ = std::fs::remove_file(&config);
+        }
+    }
+    Ok(rows)
+}
+
+fn parse(family: u8, prefixes: usize, out: &str) -> anyhow::Result<Row> {
+    let mut row = Row {
+        family,
+        prefixes,
+        empty: Vec::new(),
+        hit: Vec::new(),
+        miss: Vec::new(),
+        repeat: 0,
+        packet_bytes: 0,
+        apply_ms: 0.0,
+    };
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        match v["kind"].as_str() {
+            Some("setup") => {
+                row.apply_ms = v["apply_ms"].as_f64().unwrap_or(f64::NAN);
+                let n = v["prefixes"].as_u64().unwrap_or(0) as usize;
+                if n != prefixes {
+                    bail!("the agent applied {n} prefixes, expected {prefixes}");
+                }
+            }
+            Some("trials") => {
+                let ns: Vec<f64> = v["ns"]
+                    .as_array()
+                    .context("ns")?
+                    .iter()
+                    .filter_map(serde_json::Value::as_f64)
+                    .collect();
+                row.repeat = v["repeat"].as_u64().unwrap_or(0);
+                row.packet_bytes = v["packet_bytes"].as_u64().unwrap_or(0);
+                match v["case"].as_str() {
+                    Some("empty") => row.empty = ns,
+                    Some("hit") => row.hit = ns,
+                    Some("miss") => row.miss = ns,
+                    other => bail!("unknown case {other:?}"),
+                }
+            }
+            _ => {}
+        }
+    }
+    if row.empty.is_empty() || row.hit.is_empty() || row.miss.is_empty() {
+        bail!("bench-program printed no trials");
+    }
+    Ok(row)
+}
