@@ -77,7 +77,7 @@ pub fn program(args: &ProgramArgs) -> anyhow::Result<()> {
     ensure!(!config.policies.is_empty(), "the config has no policy");
 
     let mut loaded = load_private(config.agent.rule_capacity)?;
-    loaded.configure(&config.events)?;
+    loaded.configure(&config)?;
     let bound = [bpf::BoundCgroup {
         policy: 0,
         path: "/".into(),

@@ -24,6 +24,10 @@ pub struct Row {
     pub empty: Vec<f64>,
     pub hit: Vec<f64>,
     pub miss: Vec<f64>,
+    /// The same with the verdict cache off (`[agent] verdict_cache = false`): every
+    /// run takes the trie path, as the first packet of each flow does.
+    pub hit_cold: Vec<f64>,
+    pub miss_cold: Vec<f64>,
     pub repeat: u64,
     pub packet_bytes: u64,
     /// Time the agent code took to write the policy (informational).
@@ -54,29 +58,32 @@ pub fn run(sb: &Sandbox, bin: &Path, opts: &Options) -> anyhow::Result<Vec<Row>>
                 allow: &set.cidrs,
                 events: "",
             };
-            std::fs::write(
-                &config,
-                config_text(
-                    &sb.dir,
-                    &sb.dir.join("unused"),
-                    "127.0.0.1:1".parse()?,
-                    &setup,
-                ),
-            )?;
-            let mut cmd = Command::new(bin);
-            cmd.arg("bench-program")
-                .arg("--config")
-                .arg(&config)
-                .args(["--hit", &set.hit.to_string()])
-                .args(["--miss", &set.miss.to_string()])
-                .args(["--trials", &opts.trials.to_string()])
-                .args(["--repeat", &opts.repeat.to_string()]);
-            // The test run's socket is in the caller's cgroup: a fresh one of our own.
-            join_cgroup(&mut cmd, &sb.program);
-            let out = stdout_of(&mut cmd)?;
-            rows.push(
-                parse(family, n, &out).with_context(|| format!("bench-program output:\n{out}"))?,
+            let text = config_text(
+                &sb.dir,
+                &sb.dir.join("unused"),
+                "127.0.0.1:1".parse()?,
+                &setup,
             );
+            let measure = |text: &str| -> anyhow::Result<Row> {
+                std::fs::write(&config, text)?;
+                let mut cmd = Command::new(bin);
+                cmd.arg("bench-program")
+                    .arg("--config")
+                    .arg(&config)
+                    .args(["--hit", &set.hit.to_string()])
+                    .args(["--miss", &set.miss.to_string()])
+                    .args(["--trials", &opts.trials.to_string()])
+                    .args(["--repeat", &opts.repeat.to_string()]);
+                // The test run's socket is in the caller's cgroup: a fresh one of our own.
+                join_cgroup(&mut cmd, &sb.program);
+                let out = stdout_of(&mut cmd)?;
+                parse(family, n, &out).with_context(|| format!("bench-program output:\n{out}"))
+            };
+            let mut row = measure(&text)?;
+            let cold = measure(&text.replacen("[agent]\n", "[agent]\nverdict_cache = false\n", 1))?;
+            row.hit_cold = cold.hit;
+            row.miss_cold = cold.miss;
+            rows.push(row);
             let _ = std::fs::remove_file(&config);
         }
     }
@@ -90,6 +97,8 @@ fn parse(family: u8, prefixes: usize, out: &str) -> anyhow::Result<Row> {
         empty: Vec::new(),
         hit: Vec::new(),
         miss: Vec::new(),
+        hit_cold: Vec::new(),
+        miss_cold: Vec::new(),
         repeat: 0,
         packet_bytes: 0,
         apply_ms: 0.0,
