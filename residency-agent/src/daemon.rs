@@ -673,6 +673,9 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
     telemetry
         .attached_cgroups
         .store(bound.len(), Ordering::Relaxed);
+    telemetry
+        .packet_socket_guard
+        .store(loaded.socket_guard_missing.is_none(), Ordering::Relaxed);
     let versioned = Arc::new(RwLock::new(Versioned {
         config: config.clone(),
         ids: applied.ids.clone(),

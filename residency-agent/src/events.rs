@@ -113,7 +113,12 @@ impl BlockEvent {
             },
             dst: addr(e.family, &e.dst_addr),
             dst_port: e.dst_port,
-            src: addr(e.family, &e.src_addr),
+            // A refused socket call has no packet, so no source address yet.
+            src: if e.source == SOURCE_SKB {
+                addr(e.family, &e.src_addr)
+            } else {
+                None
+            },
             src_port: e.src_port,
             icmp: matches!(e.protocol, 1 | 58).then_some((e.icmp_type, e.icmp_code)),
             cgroup: paths.path(e.cgroup_id),

@@ -112,6 +112,8 @@ pub struct Telemetry {
     pub attached_cgroups: AtomicUsize,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// Whether the packet socket guard (lsm_cgroup/socket_create) is attached.
+    pub packet_socket_guard: AtomicBool,
 }
 
 impl Telemetry {
@@ -328,6 +330,15 @@ impl Collector for Metrics {
                 } else {
                     0
                 },
+            )],
+        )?;
+        gauge(
+            &mut enc,
+            "residency_packet_socket_guard",
+            "1 when packet sockets (AF_PACKET, AF_XDP) are denied as policies say; 0 when this kernel cannot deny them (the agent logs which enforce policies are exposed).",
+            &[(
+                vec![],
+                i64::from(t.packet_socket_guard.load(Ordering::Relaxed)),
             )],
         )?;
         gauge(
