@@ -323,6 +323,7 @@ pub async fn run(
                         sinks::dispatch(&mut sinks, &e, &telemetry);
                     }
                 }
+                sinks::flush(&mut sinks, &telemetry);
                 guard.clear_ready();
             }
             _ = flush.tick() => {
@@ -330,6 +331,7 @@ pub async fn run(
                     telemetry.aggregated.fetch_add(u64::from(e.count.saturating_sub(1)), Ordering::Relaxed);
                     sinks::dispatch(&mut sinks, &e, &telemetry);
                 }
+                sinks::flush(&mut sinks, &telemetry);
             }
         }
     }

@@ -24,6 +24,29 @@ pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 pub trait Sink: Send {
     fn kind(&self) -> SinkKind;
     fn write(&mut self, event: &BlockEvent) -> std::io::Result<()>;
+    /// Writes out what `write` buffered. Called after every drain of the ring buffer,
+    /// so a storm costs one system call per batch, not per event, and no event waits
+    /// longer than one drain.
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Flushes every sink; a failure counts as a sink error.
+pub fn flush(sinks: &mut [Box<dyn Sink>], telemetry: &Arc<Telemetry>) {
+    for sink in sinks.iter_mut() {
+        if let Err(e) = sink.flush() {
+            let i = Telemetry::sink_index(sink.kind());
+            let n = telemetry.sink_errors[i].fetch_add(1, Ordering::Relaxed);
+            if n.is_multiple_of(100) {
+                tracing::warn!(
+                    sink = sink.kind().as_str(),
+                    errors = n + 1,
+                    "writing events failed: {e}"
+                );
+            }
+        }
+    }
 }
 
 /// The configured sinks, or the default: the journal when its socket exists,
@@ -44,8 +67,8 @@ pub fn open(config: &EventsConfig, kinds: &[SinkKind]) -> std::io::Result<Vec<Bo
             Ok(match k {
                 SinkKind::Journal => Box::new(journal::Journal),
                 SinkKind::Syslog => Box::new(syslog::Syslog::open(&config.syslog_target)?),
-                SinkKind::Json => Box::new(stdout::Stdout { json: true }),
-                SinkKind::Text => Box::new(stdout::Stdout { json: false }),
+                SinkKind::Json => Box::new(stdout::Stdout::new(true)),
+                SinkKind::Text => Box::new(stdout::Stdout::new(false)),
                 SinkKind::Kmsg => Box::new(kmsg::Kmsg::open()?),
             })
         })

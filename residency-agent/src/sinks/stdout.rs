@@ -7,6 +7,21 @@ use crate::{config::SinkKind, events::BlockEvent};
 
 pub struct Stdout {
     pub json: bool,
+    /// Lines not yet written: one `write(2)` per drain of the ring buffer (Rust's
+    /// stdout would write every line on its own).
+    buf: Vec<u8>,
+}
+
+/// Buffered bytes that trigger a write even within one drain.
+const FLUSH_AT: usize = 256 * 1024;
+
+impl Stdout {
+    pub fn new(json: bool) -> Stdout {
+        Stdout {
+            json,
+            buf: Vec::with_capacity(FLUSH_AT),
+        }
+    }
 }
 
 impl super::Sink for Stdout {
@@ -19,13 +34,25 @@ impl super::Sink for Stdout {
     }
 
     fn write(&mut self, event: &BlockEvent) -> std::io::Result<()> {
-        let line = if self.json {
-            event.json().to_string()
+        if self.json {
+            serde_json::to_writer(&mut self.buf, &event.json())?;
         } else {
-            event.line()
-        };
+            self.buf.extend_from_slice(event.line().as_bytes());
+        }
+        self.buf.push(b'\n');
+        if self.buf.len() >= FLUSH_AT {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}")?;
-        out.flush()
+        let result = out.write_all(&self.buf).and_then(|()| out.flush());
+        self.buf.clear();
+        result
     }
 }
