@@ -274,12 +274,18 @@ fn socket_call(ctx: &SockAddrContext, v6: bool, source: u8) -> i32 {
         port,
         port_known: true,
     };
+    // Audit mode lets the call through silently: its packets will be judged, counted
+    // and reported one by one by the packet program, and reporting the call as well
+    // would count the same traffic twice.
+    if b.mode == MODE_AUDIT {
+        return ALLOW_CALL;
+    }
     let d = verdict::decide(slot, b.policy, &target);
     if d.allowed {
         return ALLOW_CALL;
     }
-    let audit = b.mode == MODE_AUDIT;
-    event::count(b.policy, verdict_of(false, audit), family);
+    // Refused before any packet exists: counted here, once.
+    event::count(b.policy, Verdict::Blocked, family);
     bump(&STATS, Stat::SocketDenials as u32);
     event::emit(|e| {
         e.cgroup_id = cgroup_id;
@@ -287,13 +293,13 @@ fn socket_call(ctx: &SockAddrContext, v6: bool, source: u8) -> i32 {
         e.rule = d.rule;
         caller(e);
         e.dst_port = port;
-        e.kind = if audit { EVENT_AUDIT } else { EVENT_BLOCK };
+        e.kind = EVENT_BLOCK;
         e.family = if v6 { 6 } else { 4 };
         e.protocol = protocol;
         e.source = source;
         e.dst_addr = dst;
     });
-    if audit { ALLOW_CALL } else { DENY_CALL }
+    DENY_CALL
 }
 
 /// `socket_create(family, type, protocol, kern)`: packet and XDP sockets are refused to

@@ -166,8 +166,12 @@ aggregate_window_ms = 500"#,
     assert_eq!(e["RESIDENCY_MODE"], "enforce");
     assert_eq!(e["RESIDENCY_PROTO"], "udp");
     assert_eq!(e["RESIDENCY_DST_PORT"], PORT.to_string());
-    assert_eq!(e["RESIDENCY_SRC_ADDR"], FORBIDDEN_V4);
-    assert_ne!(e["RESIDENCY_SRC_PORT"], "0");
+    // Refused at sendto(): no packet, so no source yet; the process is named instead.
+    assert_eq!(e["RESIDENCY_HOOK"], "sendmsg");
+    assert_eq!(e["RESIDENCY_SRC_ADDR"], "unknown");
+    assert_eq!(e["RESIDENCY_SRC_PORT"], "0");
+    assert_eq!(e["RESIDENCY_COMM"], "python3");
+    assert!(e["RESIDENCY_PID"].as_str().unwrap().parse::<u32>().unwrap() > 0);
     assert_eq!(e["RESIDENCY_CGROUP"], app.display().to_string());
     assert!(
         e["RESIDENCY_CGROUP_ID"]

@@ -89,7 +89,9 @@ pub fn demo(bin: &Path) -> anyhow::Result<()> {
     );
 
     std::thread::sleep(std::time::Duration::from_millis(300));
-    println!("\n3. What the agent reported (one line per blocked packet; TCP retries its SYN):");
+    println!(
+        "\n3. What the agent reported (one line per refused connect() or sendto(), with the process, and per blocked packet):"
+    );
     for e in sb.agent().events() {
         println!("     {e}");
     }
