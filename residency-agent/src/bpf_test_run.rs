@@ -461,3 +461,71 @@ fn cached_verdicts_end_with_their_policy_version() {
     g.apply(&config, &bound).unwrap();
     assert_eq!(run_on(&mut l, &dns), PASS);
 }
+
+/// IPv6 with `n` destination-options headers, then UDP to `dport`.
+fn ipv6_dstopts(dst: [u8; 16], n: usize, dport: u16) -> Vec<u8> {
+    const DSTOPTS: u8 = 60;
+    let mut p = vec![0u8; 14];
+    p[12..14].copy_from_slice(&0x86DDu16.to_be_bytes());
+    let mut ip = [0u8; 40];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&((n * 8 + 8) as u16).to_be_bytes());
+    ip[6] = if n > 0 { DSTOPTS } else { 17 };
+    ip[7] = 64;
+    ip[8..24].copy_from_slice(&v6("2001:db8:ffff::1"));
+    ip[24..40].copy_from_slice(&dst);
+    p.extend_from_slice(&ip);
+    for i in 0..n {
+        let next = if i + 1 < n { DSTOPTS } else { 17 };
+        p.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    p.extend_from_slice(&40000u16.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&[0, 8, 0, 0]);
+    p
+}
+
+/// A later IPv6 fragment whose payload imitates a first-fragment header and UDP
+/// ports to `dport`.
+fn ipv6_nested_fragment(dst: [u8; 16], dport: u16) -> Vec<u8> {
+    let mut p = ipv6_dstopts(dst, 0, dport);
+    let ip = 14;
+    p[ip + 4..ip + 6].copy_from_slice(&24u16.to_be_bytes());
+    p[ip + 6] = 44;
+    let udp = p.split_off(ip + 40);
+    // The real fragment header: offset 1 (8 bytes), next header "fragment" again.
+    p.extend_from_slice(&[44, 0, 0, 8, 0, 0, 0, 1]);
+    // Its payload: a fake first-fragment header, then "ports".
+    p.extend_from_slice(&[17, 0, 0, 0, 0, 0, 0, 2]);
+    p.extend_from_slice(&udp);
+    p
+}
+
+#[test]
+fn ipv6_header_chains_past_the_walk_and_later_fragments_get_no_port_allow() {
+    if !require_root() {
+        return;
+    }
+    let (mut l, _g) = ported(
+        "[agent]\nverdict_cache = false\n[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\n\
+         allow = [\"2001:db8:1::/48 udp/53\"]\n",
+    );
+    let dst = v6("2001:db8:1::7");
+    assert_eq!(run_on(&mut l, &ipv6_dstopts(dst, 0, 53)), PASS);
+    assert_eq!(
+        run_on(&mut l, &ipv6_dstopts(dst, 8, 53)),
+        PASS,
+        "8 headers: walked"
+    );
+    assert_eq!(run_on(&mut l, &ipv6_dstopts(dst, 8, 54)), DROP);
+    assert_eq!(
+        run_on(&mut l, &ipv6_dstopts(dst, 9, 53)),
+        DROP,
+        "past the walk: not judged, dropped"
+    );
+    assert_eq!(
+        run_on(&mut l, &ipv6_nested_fragment(dst, 53)),
+        DROP,
+        "a later fragment's payload is not parsed as headers"
+    );
+}

@@ -112,7 +112,11 @@ impl BlockEvent {
                 protocol_name(e.protocol)
             },
             dst: addr(e.family, &e.dst_addr),
-            dst_port: e.dst_port,
+            dst_port: if matches!(e.protocol, 1 | 58) || e.source == SOURCE_SOCKET {
+                0
+            } else {
+                e.dst_port
+            },
             // A refused socket call has no packet, so no source address yet.
             src: if e.source == SOURCE_SKB {
                 addr(e.family, &e.src_addr)
@@ -120,7 +124,10 @@ impl BlockEvent {
                 None
             },
             src_port: e.src_port,
-            icmp: matches!(e.protocol, 1 | 58).then_some((e.icmp_type, e.icmp_code)),
+            // Only packets have an ICMP type; a socket call on an ICMP socket has
+            // neither type nor port.
+            icmp: (matches!(e.protocol, 1 | 58) && e.source == SOURCE_SKB)
+                .then_some((e.icmp_type, e.icmp_code)),
             cgroup: paths.path(e.cgroup_id),
             cgroup_id: e.cgroup_id,
             uid: e.uid,

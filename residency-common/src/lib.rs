@@ -323,7 +323,7 @@ pub const SOURCE_CONNECT: u8 = 2;
 /// [`Event::source`]: a `sendto()`/`sendmsg()` (cgroup/sendmsg4 or sendmsg6).
 pub const SOURCE_SENDMSG: u8 = 3;
 /// [`Event::source`]: creating a packet socket (lsm_cgroup/socket_create);
-/// `protocol` holds the address family (17, AF_PACKET) and `dst_port` the socket type.
+/// `protocol` holds the address family (17, AF_PACKET, or 44, AF_XDP).
 pub const SOURCE_SOCKET: u8 = 4;
 
 /// One blocked or audited packet, as put on [`maps::EVENTS`] by the kernel program.

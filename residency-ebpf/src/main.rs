@@ -264,8 +264,10 @@ fn socket_call(ctx: &SockAddrContext, v6: bool, source: u8) -> i32 {
     let cgroup_id = binding::current_cgroup();
     let slot = slot_of(epoch());
     let Some(b) = binding::of_current_task(cgroup_id, slot) else {
-        no_binding(ctx, cgroup_id);
-        return DENY_CALL;
+        // The socket belongs to a configured cgroup (these programs run from the
+        // socket's cgroup), but the caller has moved to one no policy binds. The call
+        // passes; the packet program judges every packet by the socket's cgroup.
+        return ALLOW_CALL;
     };
     let target = Target {
         v4,
@@ -308,7 +310,6 @@ fn socket_call(ctx: &SockAddrContext, v6: bool, source: u8) -> i32 {
 #[lsm_cgroup(hook = "socket_create")]
 pub fn residency_socket_create(ctx: LsmContext) -> i32 {
     let family: i32 = ctx.arg(0);
-    let kind: i32 = ctx.arg(1);
     let kern: i32 = ctx.arg(3);
     if (family != AF_PACKET && family != AF_XDP) || kern != 0 {
         return ALLOW_CALL;
@@ -331,7 +332,6 @@ pub fn residency_socket_create(ctx: LsmContext) -> i32 {
         caller(e);
         e.kind = if audit { EVENT_AUDIT } else { EVENT_BLOCK };
         e.protocol = family as u8;
-        e.dst_port = kind as u16;
         e.source = SOURCE_SOCKET;
     });
     if audit { ALLOW_CALL } else { DENY_CALL }

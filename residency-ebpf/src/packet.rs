@@ -203,16 +203,35 @@ fn parse_v6(ctx: &SkBuffContext) -> Result<Packet, ParseError> {
             IPPROTO_FRAGMENT => {
                 let h: [u8; 4] = ctx.load(offset).map_err(|_| ParseError)?;
                 p.protocol = h[0];
-                first_fragment = u16::from_be_bytes([h[2], h[3]]) >> 3 == 0;
                 offset += 8;
+                if u16::from_be_bytes([h[2], h[3]]) >> 3 != 0 {
+                    // A later fragment: what follows is payload, whatever it looks
+                    // like (it may imitate headers); its ports are unknown.
+                    first_fragment = false;
+                    break;
+                }
             }
             _ => break,
         }
+    }
+    // Still inside the extension headers after the bounded walk: the transport
+    // header (and any routing header further on) is out of sight. Not judged.
+    if first_fragment && is_extension_header(p.protocol) {
+        return Err(ParseError);
     }
     if first_fragment {
         read_transport(ctx, offset, &mut p);
     }
     Ok(p)
+}
+
+/// IPv6 extension headers the parser walks.
+#[inline(always)]
+fn is_extension_header(next: u8) -> bool {
+    matches!(
+        next,
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_FRAGMENT | IPPROTO_AH | IPPROTO_DSTOPTS
+    )
 }
 
 /// IPv4 loose or strict source routing (options 131, 137) sends a packet through the

@@ -501,4 +501,19 @@ fn a_process_moved_between_cgroups_with_an_open_socket() {
         "the sendto() is judged by the mover's new policy"
     );
     assert_eq!(new, "EPERM");
+
+    // Out to a cgroup no policy binds: the socket's packets stay judged by app's
+    // policy, and what app allows still passes.
+    let free = sb.cgroup("free").unwrap();
+    let (old, new) = move_between(&sb, &app, &free, RANGE_V4, OTHER_PORT);
+    assert_eq!(old, "EPERM", "app's socket: its packets are still app's");
+    assert_eq!(new, "ok", "an unbound cgroup's own socket is not judged");
+    sb.serve(DNS_PORT).unwrap();
+    let (old, _) = move_between(&sb, &app, &free, A4, DNS_PORT);
+    assert_eq!(old, "ok", "what app allows still passes");
+    // The documented gap: a socket created where no policy binds is never judged,
+    // even when a process of a bound cgroup uses it.
+    let (old, new) = move_between(&sb, &free, &app, RANGE_V4, OTHER_PORT);
+    assert_eq!(old, "ok", "documented: unbound sockets are not judged");
+    assert_eq!(new, "EPERM");
 }
