@@ -178,7 +178,7 @@ fn gauge(
 impl Collector for Metrics {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let v = self.versioned.read().expect("policy lock");
-        let (packets, lost_ring, lost_rate, parse_errors, no_binding, cache_hits, socket_denials) = {
+        let (packets, lost_ring, lost_rate, parse_errors, no_binding, trie_lookups, socket_denials) = {
             let k = self.kernel.lock().expect("kernel counters lock");
             (
                 k.packets(&v.ids),
@@ -186,7 +186,7 @@ impl Collector for Metrics {
                 k.stat(Stat::EventsRateLimited),
                 k.stat(Stat::ParseErrors),
                 k.stat(Stat::NoBinding),
-                k.stat(Stat::CacheHits),
+                k.stat(Stat::TrieLookups),
                 k.stat(Stat::SocketDenials),
             )
         };
@@ -248,9 +248,9 @@ impl Collector for Metrics {
         )?;
         counter(
             &mut enc,
-            "residency_verdict_cache_hits",
-            "Packets whose verdict came from the kernel's verdict cache (same cgroup, destination, protocol and port under the same policy version) instead of a trie lookup.",
-            &[(vec![], cache_hits)],
+            "residency_trie_lookups",
+            "Packets judged from the rule tries: a flow's first packet (per CPU), or every packet with [agent] verdict_cache = false. The rest of residency_packets_total came from the kernel's verdict cache.",
+            &[(vec![], trie_lookups)],
         )?;
         counter(
             &mut enc,

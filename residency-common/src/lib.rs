@@ -273,8 +273,10 @@ pub enum Stat {
     /// An event was not emitted because its CPU's event rate limit was reached (the
     /// packet was still judged and counted).
     EventsRateLimited = 3,
-    /// Verdicts answered from [`maps::VERDICTS`] without a trie lookup.
-    CacheHits = 4,
+    /// Packets judged from the rule tries: not answered by [`maps::VERDICTS`] (a flow's
+    /// first packet, or every packet with the cache off). Counted on the slow path so
+    /// that the hot path writes nothing but the packet counter.
+    TrieLookups = 4,
     /// `connect()`/`sendmsg()` calls refused (or audited) at the socket layer.
     SocketDenials = 5,
 }

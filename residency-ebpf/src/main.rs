@@ -97,23 +97,19 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
         family: if v4.is_some() { 4 } else { 6 } | if p.ports_known { 0x80 } else { 0 },
         addr,
     };
-    let cache_on = SETTINGS
-        .get(0)
-        .is_none_or(|s| s.flags & SETTINGS_NO_VERDICT_CACHE == 0);
-    let cached = if cache_on { cache::get(&key) } else { None };
-    let (policy, mode, d) = match cached {
-        Some(v) => {
-            bump(&STATS, Stat::CacheHits as u32);
-            (
+    // The hot path reads as little as it can: with the cache off nothing is ever put,
+    // so the lookup simply misses, and the setting is read on the slow path only.
+    let (policy, mode, d) = match cache::get(&key) {
+        Some(v) => (
                 v.policy,
                 v.mode,
-                Decision {
-                    allowed: v.allowed != 0,
-                    rule: v.rule,
-                },
-            )
-        }
+            Decision {
+                allowed: v.allowed != 0,
+                rule: v.rule,
+            },
+        ),
         None => {
+            bump(&STATS, Stat::TrieLookups as u32);
             let Some(b) = binding::of_skb(ctx.skb.skb, cgroup_id, slot) else {
                 no_binding(&ctx, cgroup_id);
                 return DROP;
@@ -133,6 +129,9 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
                 allowed: d.allowed as u8,
                 _pad: 0,
             };
+            let cache_on = SETTINGS
+                .get(0)
+                .is_none_or(|s| s.flags & SETTINGS_NO_VERDICT_CACHE == 0);
             if cache_on {
                 cache::put(&key, value);
             }
