@@ -197,8 +197,10 @@ pub struct PortRule {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VerdictKey {
-    /// Cgroup of the socket (its binding may be an ancestor's).
-    pub cgroup_id: u64,
+    /// Cookie of the sending socket. A socket's cgroup is fixed when it is created, so
+    /// the cookie stands for the cgroup (and the binding it finds) without the
+    /// pointer chase to the cgroup's id on every packet.
+    pub socket: u64,
     /// The [`maps::ACTIVE`] epoch the verdict was computed under.
     pub epoch: u32,
     /// Destination port, or 0 when unknown.

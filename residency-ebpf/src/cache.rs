@@ -22,7 +22,7 @@ use crate::maps::VERDICTS;
 fn index(k: &VerdictKey) -> u32 {
     let a = &k.addr;
     let word = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
-    let mut h = (k.cgroup_id as u32) ^ ((k.cgroup_id >> 32) as u32).rotate_left(7);
+    let mut h = (k.socket as u32) ^ ((k.socket >> 32) as u32).rotate_left(7);
     h ^= k.epoch.rotate_left(13);
     h ^= (u32::from(k.dst_port) << 16) | (u32::from(k.protocol) << 8) | u32::from(k.family);
     h ^= word(0).rotate_left(3) ^ word(4).rotate_left(11) ^ word(8).rotate_left(19);

@@ -32,7 +32,7 @@ mod verdict;
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        generated::bpf_skb_cgroup_id,
+        generated::{bpf_get_socket_cookie, bpf_skb_cgroup_id},
     },
     macros::{cgroup_skb, cgroup_sock_addr, lsm_cgroup},
     programs::{LsmContext, SkBuffContext, SockAddrContext},
@@ -77,11 +77,11 @@ fn verdict_of(allowed: bool, audit: bool) -> Verdict {
 #[cgroup_skb(egress)]
 pub fn residency_egress(ctx: SkBuffContext) -> i32 {
     // SAFETY: the context pointer is the skb the kernel handed us.
-    let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
+    let socket = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
     let epoch = epoch();
     let slot = slot_of(epoch);
     let Ok(p) = packet::parse(&ctx) else {
-        return unparsable(&ctx, cgroup_id, slot);
+        return unparsable(&ctx, slot);
     };
     let v4 = p.dst_v4();
     let mut addr = p.dst;
@@ -90,7 +90,7 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
         addr[..4].copy_from_slice(&a);
     }
     let key = VerdictKey {
-        cgroup_id,
+        socket,
         epoch,
         dst_port: if p.ports_known { p.dst_port } else { 0 },
         protocol: p.protocol,
@@ -101,8 +101,8 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
     // so the lookup simply misses, and the setting is read on the slow path only.
     let (policy, mode, d) = match cache::get(&key) {
         Some(v) => (
-                v.policy,
-                v.mode,
+            v.policy,
+            v.mode,
             Decision {
                 allowed: v.allowed != 0,
                 rule: v.rule,
@@ -110,6 +110,7 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
         ),
         None => {
             bump(&STATS, Stat::TrieLookups as u32);
+            let cgroup_id = cgroup_of(&ctx);
             let Some(b) = binding::of_skb(ctx.skb.skb, cgroup_id, slot) else {
                 no_binding(&ctx, cgroup_id);
                 return DROP;
@@ -143,8 +144,16 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
     if d.allowed {
         return PASS;
     }
-    report_packet(&ctx, cgroup_id, policy, d.rule, audit, &p);
+    report_packet(&ctx, policy, d.rule, audit, &p);
     if audit { PASS } else { DROP }
+}
+
+/// The cgroup v2 id of the socket that sent the packet. Read off the hot path only: a
+/// cached verdict needs the socket's cookie, not its cgroup.
+#[inline(always)]
+fn cgroup_of(ctx: &SkBuffContext) -> u64 {
+    // SAFETY: helper call on the program's own skb.
+    unsafe { bpf_skb_cgroup_id(ctx.skb.skb) }
 }
 
 /// Attached, but no policy found for this socket's cgroup: the agent's maps and
@@ -161,7 +170,8 @@ fn no_binding<C: aya_ebpf::EbpfContext>(ctx: &C, cgroup_id: u64) {
 
 /// A packet the parser could not read far enough: dropped unless its policy audits.
 #[inline(always)]
-fn unparsable(ctx: &SkBuffContext, cgroup_id: u64, slot: u32) -> i32 {
+fn unparsable(ctx: &SkBuffContext, slot: u32) -> i32 {
+    let cgroup_id = cgroup_of(ctx);
     let Some(b) = binding::of_skb(ctx.skb.skb, cgroup_id, slot) else {
         no_binding(ctx, cgroup_id);
         return DROP;
@@ -186,17 +196,10 @@ fn unparsable(ctx: &SkBuffContext, cgroup_id: u64, slot: u32) -> i32 {
 }
 
 #[inline(always)]
-fn report_packet(
-    ctx: &SkBuffContext,
-    cgroup_id: u64,
-    policy: u32,
-    rule: u32,
-    audit: bool,
-    p: &Packet,
-) {
+fn report_packet(ctx: &SkBuffContext, policy: u32, rule: u32, audit: bool, p: &Packet) {
     event::emit(|e| {
         e.uid = ctx.get_socket_uid();
-        e.cgroup_id = cgroup_id;
+        e.cgroup_id = cgroup_of(ctx);
         e.policy = policy;
         e.rule = rule;
         e.dst_port = p.dst_port;

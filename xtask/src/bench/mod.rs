@@ -35,7 +35,7 @@ use anyhow::{Context as _, bail};
 #[derive(clap::Args, Debug, Clone)]
 pub struct Options {
     /// Datapath rounds (every case once per round; the median is reported).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 7)]
     pub rounds: u32,
     /// Seconds per datapath measurement and for the event flood.
     #[arg(long, default_value_t = 2)]
@@ -201,7 +201,7 @@ fn cpu_model() -> String {
 fn command_line(opts: &Options) -> String {
     let mut c = "cargo xtask bench".to_owned();
     let d = Options {
-        rounds: 5,
+        rounds: 7,
         secs: 2,
         trials: 100,
         repeat: 50_000,

@@ -174,9 +174,14 @@ fn find(cases: &[Case], f: Filter, n: usize) -> Option<&Case> {
     cases.iter().find(|c| c.filter == f && c.prefixes == n)
 }
 
+/// Median over rounds of `a[i] / b[i]`: two cases compared within each round.
+pub fn paired(a: &[f64], b: &[f64]) -> f64 {
+    let r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+    median(&r)
+}
+
 fn datapath_table(cases: &[Case], secs: u32, s: &mut String) {
     let base = find(cases, Filter::None, 0).expect("baseline measured");
-    let (bs, bd, br) = (median(&base.udp_sent), median(&base.udp), median(&base.rr));
     let _ = writeln!(
         s,
         "## 2. Datapath: sender in a cgroup, veth pair between two network namespaces\n\n\
@@ -187,7 +192,11 @@ fn datapath_table(cases: &[Case], secs: u32, s: &mut String) {
          effect that varies from run to run). TCP RR: one-byte request/response \
          transactions per second over one connection. Sender and receiver are pinned to \
          CPU 0 and 1. Median over {} rounds (min–max in brackets); every round runs every \
-         case, and ratios are to the no-filter median of this run. The same prefixes in \
+         case. A ratio is the median over rounds of the case's rate divided by the \
+         no-filter rate *of the same round* (and a comparison with nftables, of the two \
+         rates of the same round): on a VM whose speed drifts by several percent from \
+         minute to minute, pairing within a round cancels the drift that a ratio of two \
+         medians would keep. The same prefixes in \
          every filter, the receiver's last (the last rule of the iptables chain). The empty \
          cgroup_skb program (`r0 = 1`, attached to the sender cgroup) shows what the \
          cgroup egress hook costs by itself. Cases run in a different order each round. Setup: \
@@ -219,18 +228,23 @@ fn datapath_table(cases: &[Case], secs: u32, s: &mut String) {
             );
             continue;
         };
-        let (u, d, rr) = (median(&c.udp_sent), median(&c.udp), median(&c.rr));
+        let (ur, dr, rrr) = (
+            paired(&c.udp_sent, &base.udp_sent),
+            paired(&c.udp, &base.udp),
+            paired(&c.rr, &base.rr),
+        );
         let mut target = Vec::new();
         if f == Filter::Residency {
             if n == 100_000 {
-                target.push(format!("≥ 95%: {}", verdict(u >= 0.95 * bs)));
+                target.push(format!("≥ 95%: {}", verdict(ur >= 0.95)));
             }
             if let Some(nft) = find(cases, Filter::Nftables, n) {
-                let nu = median(&nft.udp_sent);
+                let vs = paired(&c.udp_sent, &nft.udp_sent);
                 target.push(format!(
-                    "≥ nftables ({:.0}%): {}",
-                    100.0 * nu / bs,
-                    verdict(u >= nu)
+                    "≥ nftables ({:.0}%; {:.2}× it): {}",
+                    100.0 * paired(&nft.udp_sent, &base.udp_sent),
+                    vs,
+                    verdict(vs >= 1.0)
                 ));
             }
         }
@@ -244,11 +258,11 @@ fn datapath_table(cases: &[Case], secs: u32, s: &mut String) {
                 int(n as f64)
             },
             range(&c.udp_sent),
-            100.0 * u / bs,
+            100.0 * ur,
             range(&c.udp),
-            100.0 * d / bd,
+            100.0 * dr,
             range(&c.rr),
-            100.0 * rr / br,
+            100.0 * rrr,
             if f == Filter::None {
                 "—".to_owned()
             } else {
