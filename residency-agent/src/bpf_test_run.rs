@@ -116,16 +116,7 @@ impl Harness {
     }
 
     fn run(&mut self, packet: &[u8]) -> u32 {
-        let prog: &mut CgroupSkb = self
-            .loaded
-            .ebpf
-            .program_mut(residency_common::PROGRAM_EGRESS)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(packet);
-        prog.test_run(opts).unwrap().return_value
+        run_on(&mut self.loaded, packet)
     }
 
     fn next_event(&mut self) -> Option<Event> {

@@ -836,7 +836,8 @@ pub fn sample(exposition: &str, series: &str) -> Option<f64> {
     })
 }
 
-fn sh(cmd: &mut Command) -> anyhow::Result<()> {
+/// Runs a command, failing with its stderr.
+pub fn sh(cmd: &mut Command) -> anyhow::Result<()> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!(

@@ -187,17 +187,7 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
     sh(Command::new("ip").args(args))
 }
 
-/// Runs a command, failing with its stderr.
-pub fn sh(cmd: &mut Command) -> anyhow::Result<()> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
+pub use residency_tests::sh;
 
 /// Runs a command and returns its stdout, failing with its stderr.
 pub fn stdout_of(cmd: &mut Command) -> anyhow::Result<String> {
