@@ -3,7 +3,7 @@
 //! - `residency_egress` (cgroup/skb egress), the backstop: for every packet a socket in
 //!   an attached cgroup sends, it
 //!   1. reads the destination, protocol and port from the packet (`packet`);
-//!   2. answers from the verdict cache when this cgroup sent to this destination and
+//!   2. answers from the verdict cache when this socket sent to this destination and
 //!      port under the same policy epoch before (`cache`);
 //!   3. else finds the policy bound to the socket's cgroup or its nearest bound
 //!      ancestor (`binding`) and judges the destination (`verdict`): the most specific

@@ -132,7 +132,7 @@ fn program_table(r: &Results, s: &mut String) {
          no prefix covers (dropped; its event is subject to the default rate limit). \
          Prefixes are disjoint, IPv4 mostly /16–/24 with some /8–/15 and /25–/32, IPv6 \
          /29–/64 mostly /32 and /48. Target: at 100k prefixes, ≤ 3× the empty program.\n\n\
-         The program remembers verdicts per CPU (a direct-mapped cache keyed by cgroup, \
+         The program remembers verdicts per CPU (a direct-mapped cache keyed by socket (so cgroup), \
          policy version, destination, protocol and port), so a flow's packets after its \
          first skip the trie: the hit and miss columns are that steady state, which is \
          what the same packet repeated measures. The *first packet* columns run with the \
