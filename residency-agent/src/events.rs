@@ -123,7 +123,11 @@ impl BlockEvent {
             } else {
                 None
             },
-            src_port: e.src_port,
+            src_port: if e.source == SOURCE_SKB {
+                e.src_port
+            } else {
+                0
+            },
             // Only packets have an ICMP type; a socket call on an ICMP socket has
             // neither type nor port.
             icmp: (matches!(e.protocol, 1 | 58) && e.source == SOURCE_SKB)
@@ -426,6 +430,47 @@ pub(crate) mod tests {
         );
         assert!(line.contains("icmp_type=128 icmp_code=0"), "{line}");
         assert!(line.ends_with("rule=deny:203.0.113.0/24"), "{line}");
+    }
+
+    #[test]
+    fn socket_call_events_name_the_process_and_no_packet_fields() {
+        use residency_common::{SOURCE_CONNECT, SOURCE_SOCKET};
+        let config = Config::parse(
+            "[[policy]]\nname = \"eu\"\ncgroups = [\"x\"]\nallow = [\"10.0.0.0/8\"]\n",
+            "t",
+        )
+        .unwrap();
+        let v = Versioned::initial(config);
+        let mut paths = PathCache::new(
+            Hierarchy {
+                mount: "/sys/fs/cgroup".into(),
+            },
+            [(42, "/sys/fs/cgroup/x".into())],
+        );
+        // connect() on a ping socket: an ICMP "port" is the echo id, not a port.
+        let mut e = event();
+        e.source = SOURCE_CONNECT;
+        e.protocol = 1;
+        e.dst_port = 5432;
+        e.pid = 4711;
+        e.comm[..4].copy_from_slice(b"ping");
+        let line = BlockEvent::decode(&e, &v, &mut paths).line();
+        assert!(
+            line.contains("proto=icmp dst=203.0.113.9 dport=0 src=unknown sport=0 cgroup="),
+            "{line}"
+        );
+        assert!(!line.contains("icmp_type"), "{line}");
+        assert!(
+            line.contains(r#"hook=connect pid=4711 comm="ping""#),
+            "{line}"
+        );
+        let mut e = event();
+        e.source = SOURCE_SOCKET;
+        e.protocol = 17;
+        e.pid = 1;
+        let line = BlockEvent::decode(&e, &v, &mut paths).line();
+        assert!(line.contains("proto=packet-socket"), "{line}");
+        assert!(line.contains("hook=socket"), "{line}");
     }
 
     #[test]
