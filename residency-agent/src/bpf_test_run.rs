@@ -453,6 +453,19 @@ fn cached_verdicts_end_with_their_policy_version() {
     assert_eq!(run_on(&mut l, &dns), PASS);
 }
 
+/// IPv4 with an IPsec AH header (12-byte ICV), then UDP to `dport`.
+fn ipv4_ah(dst: [u8; 4], dport: u16) -> Vec<u8> {
+    let mut p = ipv4(dst, 51, 0, dport);
+    let ip = 14;
+    p[ip + 2..ip + 4].copy_from_slice(&(20u16 + 24 + 8).to_be_bytes());
+    let udp = p.split_off(ip + 20);
+    // next header UDP, length (24 / 4) - 2 = 4, reserved, SPI, sequence, ICV.
+    p.extend_from_slice(&[17, 4, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]);
+    p.extend_from_slice(&[0; 12]);
+    p.extend_from_slice(&udp);
+    p
+}
+
 /// IPv6 with `n` destination-options headers, then UDP to `dport`.
 fn ipv6_dstopts(dst: [u8; 16], n: usize, dport: u16) -> Vec<u8> {
     const DSTOPTS: u8 = 60;
@@ -519,4 +532,14 @@ fn ipv6_header_chains_past_the_walk_and_later_fragments_get_no_port_allow() {
         DROP,
         "a later fragment's payload is not parsed as headers"
     );
+}
+
+#[test]
+fn ipv4_ipsec_ah_is_walked_to_the_ports() {
+    if !require_root() {
+        return;
+    }
+    let (mut l, _g) = ported(PORTS);
+    assert_eq!(run_on(&mut l, &ipv4_ah([198, 51, 100, 7], 53)), PASS);
+    assert_eq!(run_on(&mut l, &ipv4_ah([198, 51, 100, 7], 54)), DROP);
 }

@@ -153,7 +153,15 @@ fn parse_v4(ctx: &SkBuffContext) -> Result<Packet, ParseError> {
     }
     // Only the first fragment carries the transport header (offset is in the low 13 bits).
     if u16::from_be(ip.frag_off) & 0x1fff == 0 {
-        read_transport(ctx, ihl, &mut p);
+        let mut offset = ihl;
+        if p.protocol == IPPROTO_AH {
+            // IPsec AH sits between IP and the transport header (RFC 4302): its
+            // length is in 4-byte units, minus 2.
+            let h: [u8; 2] = read(ctx, offset)?;
+            p.protocol = h[0];
+            offset += (h[1] as usize + 2) * 4;
+        }
+        read_transport(ctx, offset, &mut p);
     }
     Ok(p)
 }
