@@ -13,7 +13,7 @@ use std::{
 
 use crate::events::BlockEvent;
 
-type Key = (String, bool, String, Option<IpAddr>, u16);
+type Key = (String, bool, &'static str, String, Option<IpAddr>, u16);
 
 struct Pending {
     started: Instant,
@@ -40,6 +40,7 @@ impl Aggregator {
         (
             e.policy.clone(),
             e.audit,
+            e.hook,
             e.protocol.clone(),
             e.dst,
             e.dst_port,

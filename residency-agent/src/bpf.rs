@@ -335,7 +335,9 @@ pub fn load(maps_dir: &Path, capacity: u32) -> Result<Loaded, BpfError> {
     })
 }
 
-/// The maps pinned under `<pin_path>/v2/maps` and adopted by the next agent.
+/// The maps pinned under `<pin_path>/v3/maps` and adopted by the next agent. The
+/// verdict cache is not among them: a cache is never worth adopting (the first swap
+/// retires it anyway), and two builds must never read each other's keys.
 const PINNED_MAPS: &[&str] = &[
     maps::BINDINGS,
     maps::ACTIVE,
@@ -347,7 +349,6 @@ const PINNED_MAPS: &[&str] = &[
     maps::SETTINGS,
     maps::RATE,
     maps::PORTS,
-    maps::VERDICTS,
 ];
 
 impl Loaded {

@@ -26,10 +26,20 @@ fn parse_port(text: &str) -> anyhow::Result<(u8, Option<u16>)> {
     else {
         bail!("\"{text}\" does not name a protocol (tcp/PORT, udp/PORT, sctp/PORT, icmp, icmpv6)");
     };
+    let has_ports = PROTOCOLS
+        .iter()
+        .any(|(n, p, ports)| *p == *protocol && *ports && n.eq_ignore_ascii_case(name));
     let port = port
         .map(|p| p.parse::<u16>())
         .transpose()
         .map_err(|_| anyhow::anyhow!("\"{text}\": the port is not a number 0-65535"))?;
+    match (has_ports, port) {
+        // The kernel always knows a TCP/UDP/SCTP packet's port (but for a later
+        // fragment); guessing "unknown" would answer a question nobody asked.
+        (true, None) => bail!("\"{text}\": give the port too, e.g. {name}/443"),
+        (false, Some(_)) => bail!("\"{text}\": {name} has no ports"),
+        _ => {}
+    }
     Ok((*protocol, port))
 }
 

@@ -232,6 +232,12 @@ impl Generations {
         };
         let _ = self.maps.bindings.remove(&key);
         self.written.bindings.retain(|k| *k != key);
+        // Sockets can outlive their cgroup: their cached verdicts must end with the
+        // binding (same slot, fresh cache).
+        let epoch = self.epoch.wrapping_add(GENERATION_SLOTS);
+        if self.maps.active.set(0, epoch, 0).is_ok() {
+            self.epoch = epoch;
+        }
     }
 
     /// Applies `config` (with its cgroups resolved in `bound`) as the new version.

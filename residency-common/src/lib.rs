@@ -227,8 +227,9 @@ pub struct VerdictValue {
 }
 
 /// One slot of the per-CPU verdict cache ([`maps::VERDICTS`]). `seq` is odd while the
-/// slot is being written: a program interrupted on its CPU (a softirq sending a packet
-/// in the middle of a process's send) never reads a half-written slot as valid.
+/// slot is being written (a writer that finds it odd leaves the slot alone), and `tag`
+/// binds value to key: a program interrupted on its CPU (a softirq sending a packet in
+/// the middle of a process's send) never reads a half-written slot as valid.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CacheSlot {
@@ -236,7 +237,9 @@ pub struct CacheSlot {
     pub _pad: u32,
     pub key: VerdictKey,
     pub value: VerdictValue,
-    pub _pad2: u32,
+    /// A hash of `key` and `value` together: a slot torn by two writers (or read
+    /// half-old, half-new by a preempted reader) fails it and reads as a miss.
+    pub tag: u32,
 }
 
 /// Verdicts counted per policy and family.
@@ -279,7 +282,8 @@ pub enum Stat {
     /// first packet, or every packet with the cache off). Counted on the slow path so
     /// that the hot path writes nothing but the packet counter.
     TrieLookups = 4,
-    /// `connect()`/`sendmsg()` calls refused (or audited) at the socket layer.
+    /// `connect()`/`sendmsg()` calls and packet socket creations refused at the socket
+    /// layer (audit mode lets calls through without counting them here).
     SocketDenials = 5,
 }
 

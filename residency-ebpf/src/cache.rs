@@ -1,13 +1,18 @@
 //! The verdict cache: a flow's packets after its first are judged without the trie.
 //!
-//! A key holds everything a verdict depends on (cgroup, policy epoch, destination as
-//! judged, protocol, port and whether it was read), so a hit is exactly the verdict the
+//! A key holds everything a verdict depends on (the sending socket, whose cgroup is
+//! fixed for its life; the policy epoch; the destination as judged; protocol, port and
+//! whether it was read), so a hit is exactly the verdict the
 //! trie would give: a reload or a new binding changes the epoch and with it every key.
 //! Slots are per CPU and direct-mapped by a hash of the key; a colliding flow simply
-//! overwrites the slot. A slot's `seq` is odd while it is written, and a reader
-//! accepts it only when `seq` is even and unchanged around the read: programs on one
-//! CPU can interrupt each other (a softirq sending in the middle of a process's send),
-//! and a half-written slot must read as a miss, never as a verdict.
+//! overwrites the slot. Programs on one CPU can interrupt each other (a softirq sending
+//! in the middle of a process's send; a preempted program on a preemptible kernel), and
+//! a half-written slot must read as a miss, never as a verdict. There are no
+//! compare-and-swap instructions in the base BPF instruction set, so three guards do
+//! it: a slot's `seq` is odd while it is written, and a writer that finds it odd leaves
+//! the slot alone; a reader accepts a slot only when `seq` is even and unchanged
+//! around the read; and the slot's `tag`, a hash of key and value together, must match
+//! what was read, so a mix of two writers' fields fails too.
 
 use core::{
     ptr::{addr_of, addr_of_mut, read_volatile, write_volatile},
@@ -18,23 +23,39 @@ use residency_common::{VERDICT_CACHE_SLOTS, VerdictKey, VerdictValue};
 
 use crate::maps::VERDICTS;
 
+/// A 32-bit mix of every key field.
 #[inline(always)]
-fn index(k: &VerdictKey) -> u32 {
+fn mix(k: &VerdictKey) -> u32 {
     let a = &k.addr;
     let word = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
     let mut h = (k.socket as u32) ^ ((k.socket >> 32) as u32).rotate_left(7);
     h ^= k.epoch.rotate_left(13);
     h ^= (u32::from(k.dst_port) << 16) | (u32::from(k.protocol) << 8) | u32::from(k.family);
     h ^= word(0).rotate_left(3) ^ word(4).rotate_left(11) ^ word(8).rotate_left(19);
-    h ^= word(12);
-    // Fibonacci hashing: the top bits of the product mix every input bit.
-    h.wrapping_mul(0x9E37_79B1) >> (32 - VERDICT_CACHE_SLOTS.trailing_zeros())
+    h ^ word(12)
+}
+
+/// The slot of a key: Fibonacci hashing, whose top bits mix every input bit.
+#[inline(always)]
+fn index(mixed: u32) -> u32 {
+    mixed.wrapping_mul(0x9E37_79B1) >> (32 - VERDICT_CACHE_SLOTS.trailing_zeros())
+}
+
+/// Binds a value to its key ([`CacheSlot::tag`]).
+#[inline(always)]
+fn tag(mixed: u32, v: &VerdictValue) -> u32 {
+    let h = mixed
+        ^ v.policy.rotate_left(5)
+        ^ v.rule.rotate_left(17)
+        ^ ((u32::from(v.mode) << 8) | u32::from(v.allowed));
+    h.wrapping_mul(0x85EB_CA6B) ^ (h >> 13)
 }
 
 /// The cached verdict for `key`, if any.
 #[inline(always)]
 pub fn get(key: &VerdictKey) -> Option<VerdictValue> {
-    let slot = VERDICTS.get_ptr_mut(index(key))?;
+    let mixed = mix(key);
+    let slot = VERDICTS.get_ptr_mut(index(mixed))?;
     // SAFETY: a per-CPU slot of plain values; `seq` brackets the reads (module docs),
     // and the fences keep the compiler from moving them out of the bracket.
     unsafe {
@@ -48,28 +69,35 @@ pub fn get(key: &VerdictKey) -> Option<VerdictValue> {
             return None;
         }
         let v = s.value;
+        let stored = s.tag;
         compiler_fence(Ordering::SeqCst);
-        if read_volatile(addr_of!((*slot).seq)) != seq {
+        if read_volatile(addr_of!((*slot).seq)) != seq || stored != tag(mixed, &v) {
             return None;
         }
         Some(v)
     }
 }
 
-/// Remembers the verdict for `key`, replacing whatever shared its slot.
+/// Remembers the verdict for `key`, replacing whatever shared its slot, unless
+/// another write to the slot is under way on this CPU (it is then left to finish).
 #[inline(always)]
 pub fn put(key: &VerdictKey, value: VerdictValue) {
-    let Some(slot) = VERDICTS.get_ptr_mut(index(key)) else {
+    let mixed = mix(key);
+    let Some(slot) = VERDICTS.get_ptr_mut(index(mixed)) else {
         return;
     };
     // SAFETY: as in `get`; odd `seq` marks the slot as being written.
     unsafe {
-        let seq = read_volatile(addr_of!((*slot).seq)) | 1;
-        write_volatile(addr_of_mut!((*slot).seq), seq);
+        let seq = read_volatile(addr_of!((*slot).seq));
+        if seq & 1 != 0 {
+            return;
+        }
+        write_volatile(addr_of_mut!((*slot).seq), seq | 1);
         compiler_fence(Ordering::SeqCst);
         (*slot).key = *key;
         (*slot).value = value;
+        (*slot).tag = tag(mixed, &value);
         compiler_fence(Ordering::SeqCst);
-        write_volatile(addr_of_mut!((*slot).seq), seq.wrapping_add(1));
+        write_volatile(addr_of_mut!((*slot).seq), seq.wrapping_add(2));
     }
 }

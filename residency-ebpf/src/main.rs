@@ -21,6 +21,11 @@
 //! policy is known to be in audit mode.
 #![no_std]
 #![no_main]
+// `atomic_xadd`: core has no read-modify-write atomics for the BPF target, and the
+// per-CPU counters must not lose an increment when a softirq's program nests inside a
+// process's on the same CPU (BPF_ATOMIC add, available since the first BPF ISA).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod binding;
 mod cache;
@@ -44,7 +49,7 @@ use residency_common::{
     SOURCE_SOCKET, Stat, Verdict, VerdictKey, VerdictValue, slot_of,
 };
 
-use maps::{ACTIVE, SETTINGS, STATS, bump};
+use maps::{ACTIVE, SETTINGS, STATS, bump, bump_first};
 use packet::Packet;
 use verdict::{Decision, Target};
 
@@ -160,7 +165,7 @@ fn cgroup_of(ctx: &SkBuffContext) -> u64 {
 /// attachments disagree. Fail closed.
 #[inline(always)]
 fn no_binding<C: aya_ebpf::EbpfContext>(ctx: &C, cgroup_id: u64) {
-    if bump(&STATS, Stat::NoBinding as u32) == 0 {
+    if bump_first(&STATS, Stat::NoBinding as u32) {
         error!(
             ctx,
             "residency: no policy binding for cgroup {}; refusing", cgroup_id
@@ -176,7 +181,7 @@ fn unparsable(ctx: &SkBuffContext, slot: u32) -> i32 {
         no_binding(ctx, cgroup_id);
         return DROP;
     };
-    if bump(&STATS, Stat::ParseErrors as u32) == 0 {
+    if bump_first(&STATS, Stat::ParseErrors as u32) {
         error!(
             ctx,
             "residency: unparsable egress packet (cgroup {})", cgroup_id
@@ -261,7 +266,21 @@ fn socket_call(ctx: &SockAddrContext, v6: bool, source: u8) -> i32 {
     // The port is stored as in `sin_port`: network byte order in the low 16 bits.
     let port = u16::from_be(sa.user_port as u16);
     let protocol = sa.protocol as u8;
+    // The unspecified address means this host: the kernel sends to loopback.
+    if dst.iter().all(|b| *b == 0) {
+        if v6 {
+            dst[15] = 1;
+        } else {
+            dst[..4].copy_from_slice(&[127, 0, 0, 1]);
+        }
+    }
     let v4 = packet::judged_as_v4(!v6, &dst);
+    // Events show the address as judged: IPv4 for an IPv4-mapped destination.
+    let mut shown = dst;
+    if let Some(a) = v4 {
+        shown = [0; 16];
+        shown[..4].copy_from_slice(&a);
+    }
     let family = if v4.is_some() { 4 } else { 6 };
     let cgroup_id = binding::current_cgroup();
     let slot = slot_of(epoch());
@@ -298,10 +317,10 @@ fn socket_call(ctx: &SockAddrContext, v6: bool, source: u8) -> i32 {
         caller(e);
         e.dst_port = port;
         e.kind = EVENT_BLOCK;
-        e.family = if v6 { 6 } else { 4 };
+        e.family = family;
         e.protocol = protocol;
         e.source = source;
-        e.dst_addr = dst;
+        e.dst_addr = shown;
     });
     DENY_CALL
 }

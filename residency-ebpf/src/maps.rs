@@ -62,16 +62,30 @@ pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 #[map(name = "RES_RATE")]
 pub static RATE: PerCpuArray<RateBucket> = PerCpuArray::with_max_entries(1, 0);
 
-/// Adds one to a per-CPU counter. Per-CPU slots need no atomics: a program runs with
-/// preemption disabled on its CPU.
+/// Adds one to a per-CPU counter, atomically: a program in a softirq can nest inside
+/// one in process context on the same CPU, and neither may lose the other's count.
 #[inline(always)]
-pub fn bump(map: &PerCpuArray<u64>, index: u32) -> u64 {
-    match map.get_ptr_mut(index) {
-        Some(slot) => unsafe {
-            let before = *slot;
-            *slot = before + 1;
-            before
-        },
-        None => 0,
+pub fn bump(map: &PerCpuArray<u64>, index: u32) {
+    if let Some(slot) = map.get_ptr_mut(index) {
+        // SAFETY: an aligned per-CPU u64 slot; BPF_ATOMIC add (its result unused, as
+        // the base instruction set requires).
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                slot, 1,
+            );
+        }
     }
+}
+
+/// [`bump`], telling whether this CPU's counter was zero before: the first occurrence,
+/// worth a log line. (The read is not atomic with the add; a nested occurrence may
+/// log twice or not at all, which only a log line depends on.)
+#[inline(always)]
+pub fn bump_first(map: &PerCpuArray<u64>, index: u32) -> bool {
+    // SAFETY: a read of a per-CPU u64 slot.
+    let first = map
+        .get_ptr(index)
+        .is_some_and(|slot| unsafe { core::ptr::read_volatile(slot) } == 0);
+    bump(map, index);
+    first
 }

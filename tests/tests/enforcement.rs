@@ -96,6 +96,11 @@ fn enforces_allowlist_for_tcp_udp_icmp_over_ipv4_and_ipv6() {
             .ok
     );
 
+    // The unspecified address means this host: judged as loopback, which the policy
+    // allows, at connect() as in the packet.
+    assert!(sb.client(Some(&app), "tcp", "0.0.0.0").ok);
+    assert!(sb.client(Some(&app), "tcp", "::").ok);
+
     // A child cgroup inherits the policy of its nearest configured ancestor.
     assert!(sb.client(Some(&child), "tcp", ALLOWED_V4).ok);
     assert!(!sb.client(Some(&child), "tcp", FORBIDDEN_V4).ok);
