@@ -7,7 +7,7 @@
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
-    path::Path,
+    path::{Path, PathBuf},
     process::Stdio,
 };
 
@@ -119,6 +119,41 @@ def send(s):
 print(send(old), send(new), flush=True)
 "#;
 
+/// The sandbox of every test here: echo servers on `ports` besides [`PORT`], and the
+/// cgroups `app`, `open` and `capture` of [`CONFIG`].
+struct Setup {
+    sb: Sandbox,
+    app: PathBuf,
+    open: PathBuf,
+    capture: PathBuf,
+    config: PathBuf,
+}
+
+fn setup(ports: &[u16]) -> Setup {
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    for p in ports {
+        sb.serve(*p).unwrap();
+    }
+    let app = sb.cgroup("app").unwrap();
+    let open = sb.cgroup("open").unwrap();
+    let capture = sb.cgroup("capture").unwrap();
+    let config = sb.write_config("residency.toml", CONFIG);
+    Setup {
+        sb,
+        app,
+        open,
+        capture,
+        config,
+    }
+}
+
+/// [`setup`] with the agent running.
+fn started(ports: &[u16]) -> Setup {
+    let mut s = setup(ports);
+    s.sb.start_agent(&agent_binary(), &s.config).unwrap();
+    s
+}
+
 fn run(sb: &Sandbox, cgroup: &Path, script: &str, args: &[&str]) -> String {
     let mut all = vec!["-c", script];
     all.extend_from_slice(args);
@@ -142,13 +177,12 @@ fn port_protocol_and_connect_time_matrix() {
     if !require_root() {
         return;
     }
-    let bin = agent_binary();
-    let mut sb = Sandbox::new(ADDRS).unwrap();
-    sb.serve(DNS_PORT).unwrap();
-    sb.serve(OTHER_PORT).unwrap();
-    let app = sb.cgroup("app").unwrap();
-    sb.cgroup("open").unwrap();
-    sb.cgroup("capture").unwrap();
+    let Setup {
+        mut sb,
+        app,
+        config,
+        ..
+    } = setup(&[DNS_PORT, OTHER_PORT]);
 
     // Without the agent every case below passes: what fails later is the agent's doing.
     for (proto, addr, port) in [
@@ -162,8 +196,7 @@ fn port_protocol_and_connect_time_matrix() {
     }
     assert_eq!(run(&sb, &app, RAW, &[A4, FORBIDDEN_V4, "5353"]), "ok");
 
-    let config = sb.write_config("residency.toml", CONFIG);
-    sb.start_agent(&bin, &config).unwrap();
+    sb.start_agent(&agent_binary(), &config).unwrap();
 
     // (protocol, destination, port, allowed?, why)
     let mapped = format!("::ffff:{A4}");
@@ -312,12 +345,12 @@ fn embedded_ipv4_multicast_and_broadcast_are_denied_unless_named() {
         return;
     }
     let bin = agent_binary();
-    let mut sb = Sandbox::new(ADDRS).unwrap();
-    let open = sb.cgroup("open").unwrap();
-    sb.cgroup("app").unwrap();
-    sb.cgroup("capture").unwrap();
-    let config = sb.write_config("residency.toml", CONFIG);
-    sb.start_agent(&bin, &config).unwrap();
+    let Setup {
+        mut sb,
+        open,
+        config,
+        ..
+    } = started(&[]);
 
     // The policy allows 0.0.0.0/0 and ::/0 ...
     assert!(sb.client(Some(&open), "udp", RANGE_V4).ok);
@@ -365,12 +398,12 @@ fn packet_sockets_are_denied_or_the_gap_is_reported() {
         return;
     }
     let bin = agent_binary();
-    let mut sb = Sandbox::new(ADDRS).unwrap();
-    let app = sb.cgroup("app").unwrap();
-    let capture = sb.cgroup("capture").unwrap();
-    sb.cgroup("open").unwrap();
-    let config = sb.write_config("residency.toml", CONFIG);
-    sb.start_agent(&bin, &config).unwrap();
+    let Setup {
+        mut sb,
+        app,
+        capture,
+        ..
+    } = started(&[]);
 
     assert_eq!(
         run(&sb, &capture, PACKET, &[]),
@@ -479,14 +512,9 @@ fn a_process_moved_between_cgroups_with_an_open_socket() {
     if !require_root() {
         return;
     }
-    let bin = agent_binary();
-    let mut sb = Sandbox::new(ADDRS).unwrap();
-    sb.serve(OTHER_PORT).unwrap();
-    let app = sb.cgroup("app").unwrap();
-    let open = sb.cgroup("open").unwrap();
-    sb.cgroup("capture").unwrap();
-    let config = sb.write_config("residency.toml", CONFIG);
-    sb.start_agent(&bin, &config).unwrap();
+    let Setup {
+        mut sb, app, open, ..
+    } = started(&[OTHER_PORT]);
 
     // udp/9090 to RANGE_V4: "open" allows it, "ports" does not.
     let (old, new) = move_between(&sb, &app, &open, RANGE_V4, OTHER_PORT);
