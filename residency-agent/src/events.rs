@@ -393,6 +393,16 @@ pub(crate) mod tests {
         }
     }
 
+    /// Cgroup 42 is `/sys/fs/cgroup/x`, as in [`event`].
+    fn paths() -> PathCache {
+        PathCache::new(
+            Hierarchy {
+                mount: "/sys/fs/cgroup".into(),
+            },
+            [(42, "/sys/fs/cgroup/x".into())],
+        )
+    }
+
     #[test]
     fn formats_a_block_line() {
         let config = Config::parse(
@@ -400,12 +410,7 @@ pub(crate) mod tests {
             "t",
         )
         .unwrap();
-        let mut paths = PathCache::new(
-            Hierarchy {
-                mount: "/sys/fs/cgroup".into(),
-            },
-            [(42, "/sys/fs/cgroup/x".into())],
-        );
+        let mut paths = paths();
         let line =
             BlockEvent::decode(&event(), &Versioned::initial(config.clone()), &mut paths).line();
         assert_eq!(
@@ -441,12 +446,7 @@ pub(crate) mod tests {
         )
         .unwrap();
         let v = Versioned::initial(config);
-        let mut paths = PathCache::new(
-            Hierarchy {
-                mount: "/sys/fs/cgroup".into(),
-            },
-            [(42, "/sys/fs/cgroup/x".into())],
-        );
+        let mut paths = paths();
         // connect() on a ping socket: an ICMP "port" is the echo id, not a port.
         let mut e = event();
         e.source = SOURCE_CONNECT;
@@ -480,12 +480,7 @@ pub(crate) mod tests {
             "t",
         )
         .unwrap();
-        let mut paths = PathCache::new(
-            Hierarchy {
-                mount: "/sys/fs/cgroup".into(),
-            },
-            [(42, "/sys/fs/cgroup/x".into())],
-        );
+        let mut paths = paths();
         let mut e = event();
         e.family = 6;
         e.dst_addr = "2001:db8:1:2::7".parse::<Ipv6Addr>().unwrap().octets();
