@@ -12,7 +12,7 @@
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
-    os::unix::process::CommandExt as _,
+    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -309,6 +309,18 @@ impl Sandbox {
             bail!("echo server on port {port} did not start");
         }
         Ok(())
+    }
+
+    /// A copy of the agent binary that users other than root can run: the checkout (a
+    /// fresh clone under a 0700 `mktemp -d`, say) may not be reachable for them.
+    pub fn agent_for_other_users(&self) -> PathBuf {
+        let copy = self.dir.join("residency-agent");
+        std::fs::copy(agent_binary(), &copy).expect("copying the agent binary");
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755))
+            .expect("opening the sandbox directory");
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
+            .expect("making the copy executable");
+        copy
     }
 
     /// Creates a cgroup `<cgroup_root>/<rel>` (and its parents).

@@ -229,13 +229,14 @@ fn a_non_root_client_is_refused() {
     // The sandbox directory is root's; let nobody reach the socket file itself, so that
     // the agent's own credential check is what refuses.
     std::fs::set_permissions(&sb.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let other_users_bin = sb.agent_for_other_users();
     let as_nobody = |mode: u32| {
         std::fs::set_permissions(
             sb.control_socket(),
             std::os::unix::fs::PermissionsExt::from_mode(mode),
         )
         .unwrap();
-        let mut c = Command::new(&bin);
+        let mut c = Command::new(&other_users_bin);
         c.args(["reload", "--socket"]).arg(sb.control_socket());
         std::os::unix::process::CommandExt::uid(&mut c, 65534);
         std::os::unix::process::CommandExt::gid(&mut c, 65534);
@@ -577,8 +578,9 @@ fn members_of_control_group_may_use_the_socket() {
         0o660
     );
     assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), gid);
+    let other_users_bin = sb.agent_for_other_users();
     let as_user = |g: u32| {
-        let mut c = Command::new(&bin);
+        let mut c = Command::new(&other_users_bin);
         c.args(["status", "--socket"]).arg(sb.control_socket());
         std::os::unix::process::CommandExt::uid(&mut c, 65534);
         std::os::unix::process::CommandExt::gid(&mut c, g);
