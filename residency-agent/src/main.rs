@@ -5,28 +5,7 @@
 //! config; `detach` removes what `run` left pinned. See ARCHITECTURE.md for the path of a
 //! config key into a map and of an event out of the kernel.
 
-mod aggregate;
-mod bench;
-mod bpf;
-#[cfg(test)]
-mod bpf_test_run;
-mod cgroup;
-mod cli;
-mod config;
-mod control;
-mod daemon;
-mod events;
-mod explain;
-mod generations;
-mod metrics;
-mod notify;
-mod pins;
-mod policy;
-mod rcu;
-mod sinks;
-mod sources;
-mod watch;
-
+use residency_agent::{bench, cli, control, daemon};
 use std::process::ExitCode;
 
 use clap::Parser as _;
