@@ -24,7 +24,7 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use aya::programs::CgroupSkb;
 
-use crate::{bpf, cgroup::Hierarchy, config::Config, generations::Generations};
+use crate::{config::Config, generations::Generations, host::Hierarchy, kernel as bpf};
 
 /// Arguments of `bench-program`.
 #[derive(Debug, clap::Args)]
@@ -78,7 +78,7 @@ pub fn program(args: &ProgramArgs) -> anyhow::Result<()> {
 
     let mut loaded = load_private(config.agent.rule_capacity)?;
     loaded.configure(&config)?;
-    let bound = [bpf::BoundCgroup {
+    let bound = [crate::host::BoundCgroup {
         policy: 0,
         path: "/".into(),
         id: own_cgroup_id()?,
@@ -166,7 +166,7 @@ fn hold_empty(cgroup: &std::path::Path) -> anyhow::Result<()> {
 /// unmounts it: the maps live on through the loaded object's file descriptors.
 fn load_private(capacity: u32) -> anyhow::Result<bpf::Loaded> {
     let root = std::env::temp_dir().join(format!("residency-bench-{}", std::process::id()));
-    crate::pins::ensure_bpffs(&root)?;
+    crate::kernel::pins::ensure_bpffs(&root)?;
     let maps_dir = root.join("maps");
     let loaded = bpf::load(&maps_dir, capacity);
     if let Ok(dir) = std::fs::read_dir(&maps_dir) {
@@ -191,7 +191,7 @@ fn own_cgroup_id() -> anyhow::Result<u64> {
         .context("no cgroup v2 entry in /proc/self/cgroup")?
         .trim_start_matches('/');
     let h = Hierarchy::discover()?;
-    Ok(crate::cgroup::id_of(&h.resolve(if rel.is_empty() {
+    Ok(crate::host::id_of(&h.resolve(if rel.is_empty() {
         "."
     } else {
         rel

@@ -13,7 +13,8 @@ use aya::{
 use residency_common::{Event, Stat};
 
 use crate::{
-    bpf, cgroup::Hierarchy, config::Config, generations::Generations, metrics::KernelCounters,
+    config::Config, generations::Generations, host::Hierarchy, kernel as bpf,
+    kernel::KernelCounters,
 };
 
 const PASS: u32 = 1;
@@ -54,7 +55,7 @@ fn own_cgroup_id() -> u64 {
         .expect("cgroup v2 entry");
     let rel = rel.trim_start_matches('/');
     let h = Hierarchy::discover().unwrap();
-    crate::cgroup::id_of(&h.resolve(if rel.is_empty() { "." } else { rel }).unwrap()).unwrap()
+    crate::host::id_of(&h.resolve(if rel.is_empty() { "." } else { rel }).unwrap()).unwrap()
 }
 
 struct Harness {
@@ -71,7 +72,7 @@ static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new
 fn load_private() -> bpf::Loaded {
     let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let root = std::env::temp_dir().join(format!("residency-testrun-{}-{n}", std::process::id()));
-    crate::pins::ensure_bpffs(&root).unwrap();
+    crate::kernel::pins::ensure_bpffs(&root).unwrap();
     let maps_dir = root.join("maps");
     let loaded = bpf::load(&maps_dir, 1 << 18).unwrap();
     for e in std::fs::read_dir(&maps_dir).unwrap() {
@@ -97,7 +98,7 @@ impl Harness {
         let mut loaded = load_private();
         loaded.configure(&config).unwrap();
         // A test run's socket lives in this process's cgroup: bind it to `policy`.
-        let bound = [bpf::BoundCgroup {
+        let bound = [crate::host::BoundCgroup {
             policy: policy as usize,
             path: "/".into(),
             id: own_cgroup_id(),
@@ -373,7 +374,7 @@ fn ported(config: &str) -> (bpf::Loaded, Generations) {
     let config = Config::parse(config, "ports").unwrap();
     let mut loaded = load_private();
     loaded.configure(&config).unwrap();
-    let bound = [bpf::BoundCgroup {
+    let bound = [crate::host::BoundCgroup {
         policy: 0,
         path: "/".into(),
         id: own_cgroup_id(),
@@ -432,7 +433,7 @@ fn cached_verdicts_end_with_their_policy_version() {
     let dns = ipv4([198, 51, 100, 7], 17, 0, 53);
     assert_eq!(run_on(&mut l, &dns), PASS);
     assert_eq!(run_on(&mut l, &dns), PASS, "now from the cache");
-    let bound = [bpf::BoundCgroup {
+    let bound = [crate::host::BoundCgroup {
         policy: 0,
         path: "/".into(),
         id: own_cgroup_id(),
