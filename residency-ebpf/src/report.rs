@@ -1,11 +1,19 @@
-//! Events and counters: every verdict is counted per policy, verdict and family; every
-//! packet or call that is not allowed is put on the ring buffer, within the per-CPU
-//! event rate limit.
+//! What the programs tell the agent: every verdict is counted per policy, verdict and
+//! family; every packet or call that is not allowed is put on the ring buffer as an
+//! event, within the per-CPU event rate limit; and a state the agent should have
+//! prevented (no binding) is counted and logged once per CPU.
 
-use aya_ebpf::helpers::generated::{bpf_ktime_get_boot_ns, bpf_ktime_get_coarse_ns};
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::{bpf_ktime_get_boot_ns, bpf_ktime_get_coarse_ns},
+    },
+};
+use aya_log_ebpf::error;
 use residency_common::{Event, Stat, TOKENS_PER_EVENT, Verdict, counter_index};
 
-use crate::maps::{COUNTERS, EVENTS, RATE, SETTINGS, STATS, bump};
+use crate::maps::{COUNTERS, EVENTS, RATE, SETTINGS, STATS, bump, bump_first};
 
 /// Counts a verdict of `policy` for an address family (4 or 6).
 #[inline(always)]
@@ -94,4 +102,25 @@ pub fn emit(fill: impl FnOnce(&mut Event)) {
     fill(&mut e);
     entry.write(e);
     entry.submit(0);
+}
+
+/// Fills the calling process's identity into an event (socket calls run in the
+/// caller's context; packets do not, so their events carry the socket's uid only).
+#[inline(always)]
+pub fn caller(e: &mut Event) {
+    e.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    e.uid = bpf_get_current_uid_gid() as u32;
+    e.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}
+
+/// Attached, but no policy found for this cgroup: the agent's maps and attachments
+/// disagree. Counted and logged; the caller fails closed.
+#[inline(always)]
+pub fn no_binding<C: EbpfContext>(ctx: &C, cgroup_id: u64) {
+    if bump_first(&STATS, Stat::NoBinding as u32) {
+        error!(
+            ctx,
+            "residency: no policy binding for cgroup {}; refusing", cgroup_id
+        );
+    }
 }
