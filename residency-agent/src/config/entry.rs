@@ -3,6 +3,7 @@
 //! uses it too.
 
 use ipnetwork::IpNetwork;
+use residency_common::protocol::Protocol;
 
 /// Whether an entry allows or denies its prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,11 +41,7 @@ impl PortSpec {
 
 impl std::fmt::Display for PortSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = PROTOCOLS
-            .iter()
-            .find(|(_, n, _)| *n == self.protocol)
-            .map(|(s, _, _)| *s)
-            .unwrap_or("?");
+        let name = Protocol::from_number(self.protocol).map_or("?", Protocol::as_str);
         if self.every_port() {
             write!(f, "{name}")
         } else if self.lo == self.hi {
@@ -54,15 +51,6 @@ impl std::fmt::Display for PortSpec {
         }
     }
 }
-
-/// Protocols an entry may name: (name, number, has ports).
-pub const PROTOCOLS: &[(&str, u8, bool)] = &[
-    ("tcp", 6, true),
-    ("udp", 17, true),
-    ("sctp", 132, true),
-    ("icmp", 1, false),
-    ("icmpv6", 58, false),
-];
 
 /// One `allow` or `deny` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +97,7 @@ pub fn parse_entry(text: &str) -> Result<(IpNetwork, Option<PortSpec>), String> 
         ports,
     }) = parse_proto_port(spec)
     else {
-        let known: Vec<&str> = PROTOCOLS.iter().map(|(n, _, _)| *n).collect();
+        let known: Vec<&str> = Protocol::ALL.iter().map(|p| p.as_str()).collect();
         return Err(format!(
             "\"{spec}\" does not name a protocol ({} [/PORT or /FIRST-LAST])",
             known.join(", ")
@@ -169,11 +157,11 @@ pub fn parse_proto_port(spec: &str) -> Option<ProtoPorts<'_>> {
         None => (spec, None),
     };
     let name = name.to_ascii_lowercase();
-    let (_, protocol, has_ports) = *PROTOCOLS.iter().find(|(n, _, _)| *n == name)?;
+    let protocol = Protocol::from_name(&name)?;
     Some(ProtoPorts {
         name,
-        protocol,
-        has_ports,
+        protocol: protocol.number(),
+        has_ports: protocol.has_ports(),
         ports,
     })
 }

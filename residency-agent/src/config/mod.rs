@@ -22,8 +22,7 @@ use std::path::Path;
 
 pub use agent::AgentConfig;
 pub use entry::{
-    Action, Entry, PROTOCOLS, PortSpec, ProtoPorts, display_entry, parse_entry, parse_prefix,
-    parse_proto_port,
+    Action, Entry, PortSpec, ProtoPorts, display_entry, parse_entry, parse_prefix, parse_proto_port,
 };
 pub use events::{EventsConfig, SinkKind, SyslogTarget};
 pub use locate::ConfigError;

@@ -6,7 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::SystemTime;
 
 use residency_common::{
-    EVENT_AUDIT, Event, SOURCE_CONNECT, SOURCE_SENDMSG, SOURCE_SKB, SOURCE_SOCKET,
+    EVENT_AUDIT, Event, SOURCE_SKB, SOURCE_SOCKET,
+    protocol::{Protocol, ProtocolNumber},
+    source::{SocketFamily, Source},
 };
 
 use super::model::BlockEvent;
@@ -15,16 +17,14 @@ use crate::{
     policy::{self, Versioned},
 };
 
-/// Names an IP protocol number the way operators write it.
+/// Names an IP protocol number the way operators write it (`tcp`, or the number
+/// for protocols without a name), from the names shared with the kernel crate.
 pub fn protocol_name(p: u8) -> String {
-    match p {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        n => n.to_string(),
-    }
+    ProtocolNumber(p).to_string()
+}
+
+fn is_icmp(protocol: u8) -> bool {
+    Protocol::from_number(protocol).is_some_and(Protocol::is_icmp)
 }
 
 fn addr(family: u8, bytes: &[u8; 16]) -> Option<IpAddr> {
@@ -54,16 +54,17 @@ impl BlockEvent {
             },
             rule: policy::describe_rule(p, e.rule),
             protocol: if e.source == SOURCE_SOCKET {
-                if e.protocol == 44 {
-                    "xdp-socket".to_owned()
-                } else {
-                    "packet-socket".to_owned()
+                // A packet socket event's protocol field holds the socket family.
+                match SocketFamily::from_value(e.protocol) {
+                    Some(SocketFamily::Xdp) => SocketFamily::Xdp.as_str(),
+                    _ => SocketFamily::Packet.as_str(),
                 }
+                .to_owned()
             } else {
                 protocol_name(e.protocol)
             },
             dst: addr(e.family, &e.dst_addr),
-            dst_port: if matches!(e.protocol, 1 | 58) || e.source == SOURCE_SOCKET {
+            dst_port: if is_icmp(e.protocol) || e.source == SOURCE_SOCKET {
                 0
             } else {
                 e.dst_port
@@ -81,18 +82,12 @@ impl BlockEvent {
             },
             // Only packets have an ICMP type; a socket call on an ICMP socket has
             // neither type nor port.
-            icmp: (matches!(e.protocol, 1 | 58) && e.source == SOURCE_SKB)
+            icmp: (is_icmp(e.protocol) && e.source == SOURCE_SKB)
                 .then_some((e.icmp_type, e.icmp_code)),
             cgroup: paths.path(e.cgroup_id),
             cgroup_id: e.cgroup_id,
             uid: e.uid,
-            hook: match e.source {
-                SOURCE_SKB => "packet",
-                SOURCE_CONNECT => "connect",
-                SOURCE_SENDMSG => "sendmsg",
-                SOURCE_SOCKET => "socket",
-                _ => "unknown",
-            },
+            hook: Source::from_value(e.source).map_or("unknown", Source::as_str),
             pid: e.pid,
             comm: String::from_utf8_lossy(&e.comm[..comm_len]).into_owned(),
             count: e.count,

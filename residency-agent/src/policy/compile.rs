@@ -58,25 +58,12 @@ pub fn ports_base(slot: u32) -> u32 {
     slot * (PORT_RULE_SLOTS / 2)
 }
 
-/// Destinations that embed or stand for other addresses, or reach many hosts at once.
-/// Every policy denies them unless it names them (or a prefix inside them) itself: an
-/// allow of `::/0` or `2000::/3` must not open 6to4 or Teredo tunnels to any IPv4
-/// host, nor a broad IPv4 allow reach multicast groups. `(prefix, name)`; the index is
-/// the rule number above [`RULE_SPECIAL_BASE`].
-pub const SPECIAL_DESTINATIONS: &[(&str, &str)] = &[
-    ("224.0.0.0/4", "multicast"),
-    ("255.255.255.255/32", "broadcast"),
-    ("::/96", "ipv4-compatible"),
-    ("::ffff:0:0:0/96", "ipv4-translated"),
-    ("64:ff9b::/96", "nat64"),
-    ("64:ff9b:1::/48", "nat64-local"),
-    ("2002::/16", "6to4"),
-    ("2001::/32", "teredo"),
-    ("ff00::/8", "multicast"),
-];
-
-/// Rule number of the first [`SPECIAL_DESTINATIONS`] entry.
-pub const RULE_SPECIAL_BASE: u32 = u32::MAX - 64;
+/// Destinations that embed or stand for other addresses, or reach many hosts at once
+/// (the table lives in `residency_common::special`, beside the rule numbers the kernel
+/// reports for them). Every policy denies them unless it names them (or a prefix
+/// inside them) itself: an allow of `::/0` or `2000::/3` must not open 6to4 or Teredo
+/// tunnels to any IPv4 host, nor a broad IPv4 allow reach multicast groups.
+pub use residency_common::{RULE_SPECIAL_BASE, special::SPECIAL_DESTINATIONS};
 
 /// The rules of one prefix of one policy: its own entries.
 #[derive(Default)]
@@ -201,8 +188,8 @@ fn group_by_prefix(
             Some(spec) => g.ports.push((spec, action, rule as u32)),
         }
     }
-    for (k, (prefix, _)) in SPECIAL_DESTINATIONS.iter().enumerate() {
-        let net: IpNetwork = prefix.parse().expect("valid special prefix");
+    for (k, special) in SPECIAL_DESTINATIONS.iter().enumerate() {
+        let net = IpNetwork::new(special.addr, special.prefix_len).expect("valid special prefix");
         let g = groups.entry(net).or_insert_with(|| {
             *implicit += 1;
             order.push(net);

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use anyhow::bail;
 
-use residency_common::RULE_NONE;
+use residency_common::{RULE_NONE, rule::Rule};
 
 use crate::{
     config::{Config, Mode, PolicyConfig, ProtoPorts, display_entry, parse_proto_port},
@@ -47,7 +47,7 @@ fn cite(config: &Config, p: &PolicyConfig, rule: u32) -> String {
     if rule == RULE_NONE {
         return "no entry matches: default deny".to_owned();
     }
-    if rule >= policy::RULE_SPECIAL_BASE {
+    if matches!(Rule::from_raw(rule), Rule::Special(_)) {
         return format!(
             "{} (denied unless the policy names it itself)",
             policy::describe_rule(Some(p), rule)

@@ -19,7 +19,7 @@ fn keys_carry_policy_id_and_prefix() {
     let set = compile(&config(), &[0, 7], 1).unwrap();
     let specials_v4 = SPECIAL_DESTINATIONS
         .iter()
-        .filter(|(p, _)| p.contains('.'))
+        .filter(|s| s.addr.is_ipv4())
         .count();
     let specials_v6 = SPECIAL_DESTINATIONS.len() - specials_v4;
     assert_eq!(set.v4.len(), 3 + 2 * specials_v4);
