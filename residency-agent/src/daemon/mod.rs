@@ -80,25 +80,15 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
     startup::log_policies(&config, &bound, &applied, &outputs.sink_kinds);
 
     let ring = loaded.take_events()?;
-    let telemetry = Arc::new(Telemetry::default());
-    telemetry
-        .attached_cgroups
-        .store(bound.len(), Ordering::Relaxed);
-    telemetry
-        .packet_socket_guard
-        .store(loaded.socket_guard_missing.is_none(), Ordering::Relaxed);
-    let versioned = Arc::new(RwLock::new(Versioned {
-        config: config.clone(),
-        ids: applied.ids.clone(),
-        generation: applied.generation,
-    }));
-    let metrics = Arc::new(Metrics {
-        versioned: versioned.clone(),
-        kernel: Mutex::new(counters),
-        telemetry: telemetry.clone(),
-        sinks: outputs.sink_kinds.clone(),
-        instance: instance.clone(),
-    });
+    let (telemetry, versioned, metrics) = shared_state(
+        &config,
+        &applied,
+        counters,
+        &loaded,
+        bound.len(),
+        &outputs.sink_kinds,
+        &instance,
+    );
     let logger = aya_log::EbpfLogger::init(&mut loaded.ebpf);
     if let Err(e) = &logger {
         warn!("kernel diagnostics unavailable: {e}");
@@ -147,4 +137,34 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
     runtime.block_on(main_loop::serve(daemon, tasks))?;
     shutdown::report(&versioned, &metrics);
     Ok(())
+}
+
+/// The state the daemon, the event reader and the metrics endpoint share.
+fn shared_state(
+    config: &crate::config::Config,
+    applied: &crate::generations::Applied,
+    counters: crate::kernel::KernelCounters,
+    loaded: &Loaded,
+    bound: usize,
+    sinks: &[crate::config::SinkKind],
+    instance: &Path,
+) -> (Arc<Telemetry>, Arc<RwLock<Versioned>>, Arc<Metrics>) {
+    let telemetry = Arc::new(Telemetry::default());
+    telemetry.attached_cgroups.store(bound, Ordering::Relaxed);
+    telemetry
+        .packet_socket_guard
+        .store(loaded.socket_guard_missing.is_none(), Ordering::Relaxed);
+    let versioned = Arc::new(RwLock::new(Versioned {
+        config: config.clone(),
+        ids: applied.ids.clone(),
+        generation: applied.generation,
+    }));
+    let metrics = Arc::new(Metrics {
+        versioned: versioned.clone(),
+        kernel: Mutex::new(counters),
+        telemetry: telemetry.clone(),
+        sinks: sinks.to_vec(),
+        instance: instance.to_owned(),
+    });
+    (telemetry, versioned, metrics)
 }
