@@ -69,10 +69,7 @@ impl Config {
     /// Parses and validates config text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let at = Locator::new(text, file);
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            at.error(span, "config", e.message().trim_end())
-        })?;
+        let raw = deserialize(&at, text)?;
 
         let agent = agent::parse_agent(&at, raw.agent)?;
         let events = events::parse_events(&at, raw.events)?;
@@ -101,4 +98,46 @@ impl Config {
             policies,
         })
     }
+}
+
+/// The TOML text as [`RawConfig`]. A syntax error is reported against `config`; a
+/// type, unknown-key or duplicate-key error against the key path where serde stopped
+/// (`policy[2].cgroups`), found by `serde_path_to_error`, since toml's own error
+/// carries only the span.
+fn deserialize(at: &Locator, text: &str) -> Result<RawConfig, ConfigError> {
+    let de = toml::Deserializer::parse(text)
+        .map_err(|e| at.error(e.span().unwrap_or(0..0), "config", e.message().trim_end()))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = key_path(e.path());
+        let inner = e.into_inner();
+        let key = if key.is_empty() { "config" } else { &key };
+        at.error(
+            inner.span().unwrap_or(0..0),
+            key,
+            inner.message().trim_end(),
+        )
+    })
+}
+
+/// `policy[2].cgroups` from serde's path, without the private field through which
+/// `toml::Spanned` reads its value.
+fn key_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if key.starts_with("$__") {
+                    continue;
+                }
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
 }

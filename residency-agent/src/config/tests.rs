@@ -246,3 +246,26 @@ fn prefixes_normalise_and_reject_mapped() {
     );
     assert!(parse_prefix("eu-central-1").is_err());
 }
+
+#[test]
+fn type_and_key_errors_name_the_key_path() {
+    // A wrong type inside the third policy names that policy's key, with its line.
+    let e = err("[[policy]]\nname = \"a\"\ncgroups = [\"x\"]\n\
+                 [[policy]]\nname = \"b\"\ncgroups = [\"y\"]\n\
+                 [[policy]]\nname = \"c\"\ncgroups = \"z\"\n");
+    assert!(e.starts_with("test.toml:9:"), "{e}");
+    assert!(e.contains(": policy[2].cgroups: "), "{e}");
+    assert!(e.contains("invalid type: string"), "{e}");
+    // A key no section knows.
+    let e = err("[agent]\npin_pth = \"/sys/fs/bpf/x\"\n");
+    assert!(
+        e.contains(": agent.pin_pth: unknown field `pin_pth`"),
+        "{e}"
+    );
+    // A wrong type in a table.
+    let e = err("[events]\nrate_limit_per_cpu = \"many\"\n");
+    assert!(e.contains(": events.rate_limit_per_cpu: "), "{e}");
+    // A syntax error has no key path: it names the config.
+    let e = err("[[policy]\nname = 1\n");
+    assert!(e.contains(": config: "), "{e}");
+}
