@@ -5,8 +5,6 @@
 pub mod aggregate;
 pub mod bench;
 pub mod bpf;
-#[cfg(test)]
-mod bpf_test_run;
 pub mod cgroup;
 pub mod cli;
 pub mod config;

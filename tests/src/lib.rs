@@ -14,6 +14,7 @@
 //! - [`programs`]: what `bpftool` sees attached;
 //! - [`journal`], [`http`]: reading what the agent reported;
 //! - [`commands`]: running commands with deadlines, in cgroups;
+//! - `kernel` (feature `kernel`): the kernel program loaded in-process for test runs.
 
 pub mod agent;
 pub mod clients;
@@ -21,6 +22,8 @@ pub mod commands;
 pub mod host;
 pub mod http;
 pub mod journal;
+#[cfg(feature = "kernel")]
+pub mod kernel;
 pub mod programs;
 pub mod py;
 pub mod sandbox;
