@@ -3,7 +3,6 @@
 //! through it (loading, filling maps, test runs) without a copy of its code.
 
 pub mod aggregate;
-pub mod bench;
 pub mod bpf;
 pub mod cgroup;
 pub mod cli;

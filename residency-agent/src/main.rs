@@ -5,7 +5,7 @@
 //! config; `detach` removes what `run` left pinned. See ARCHITECTURE.md for the path of a
 //! config key into a map and of an event out of the kernel.
 
-use residency_agent::{bench, cli, control, daemon};
+use residency_agent::{cli, control, daemon};
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -53,7 +53,6 @@ fn main() -> ExitCode {
             addr,
             port,
         } => daemon::explain(config.as_deref(), policy.as_deref(), addr, port.as_deref()),
-        cli::Command::BenchProgram(args) => bench::program(&args),
         cli::Command::Status {
             socket,
             config,

@@ -88,7 +88,11 @@ impl Agent {
             log_file: launch.log_file.clone(),
             exit: None,
         };
-        agent.wait_started(launch)?;
+        if let Err(e) = agent.wait_started(launch) {
+            // Not left running (and enforcing) after a start that failed.
+            agent.kill();
+            return Err(e);
+        }
         Ok(agent)
     }
 
