@@ -6,6 +6,11 @@
 //! Debian's `rustc-web` (with `rust-web-src`) as the rustup toolchain named below;
 //! `RUSTC_BOOTSTRAP=1` lets that stable compiler take `-Z` flags (see
 //! ../shared/TOOLCHAIN.md and README.md).
+//!
+//! When it reruns: aya-build emits `rerun-if-changed` for the kernel crate's directory
+//! (the program's sources), and the kernel crate is a build-dependency of the agent
+//! (`Cargo.toml`), so cargo also reruns this script when `residency-common` changes:
+//! the embedded object never lags behind the shared types.
 use anyhow::Context as _;
 use aya_build::{Package, Toolchain};
 

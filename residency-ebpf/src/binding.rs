@@ -4,8 +4,12 @@
 //! packet or socket call runs through them once; a configured cgroup below an attached
 //! one is found here by climbing from the root down and keeping the deepest binding.
 
-use aya_ebpf::helpers::generated::{
-    bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_skb_ancestor_cgroup_id,
+use aya_ebpf::{
+    helpers::generated::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_skb_ancestor_cgroup_id,
+        bpf_skb_cgroup_id,
+    },
+    programs::SkBuffContext,
 };
 use residency_common::{Binding, BindingKey, MAX_CGROUP_DEPTH};
 
@@ -40,6 +44,14 @@ fn find(cgroup_id: u64, slot: u32, ancestor: impl Fn(i32) -> u64) -> Option<Bind
         }
     }
     found
+}
+
+/// The cgroup v2 id of the socket that sent the packet. Read off the hot path only: a
+/// cached verdict needs the socket's cookie, not its cgroup.
+#[inline(always)]
+pub fn skb_cgroup(ctx: &SkBuffContext) -> u64 {
+    // SAFETY: helper call on the program's own skb.
+    unsafe { bpf_skb_cgroup_id(ctx.skb.skb) }
 }
 
 /// The binding for a packet: by the cgroup of the socket that sent it.

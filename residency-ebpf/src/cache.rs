@@ -21,7 +21,28 @@ use core::{
 
 use residency_common::{VERDICT_CACHE_SLOTS, VerdictKey, VerdictValue};
 
-use crate::maps::VERDICTS;
+use crate::{
+    maps::VERDICTS,
+    packet::{self, Packet},
+};
+
+/// [`VerdictKey::family`]: bit 7 set when the destination port was read.
+const PORT_KNOWN: u8 = 0x80;
+
+/// The cache key of a packet sent by socket `socket` under `epoch`; `v4` is its
+/// destination as judged ([`Packet::dst_v4`]). An unknown port is keyed as 0, apart
+/// from a known port 0 by the family bit.
+#[inline(always)]
+pub fn key(socket: u64, epoch: u32, p: &Packet, v4: Option<[u8; 4]>) -> VerdictKey {
+    VerdictKey {
+        socket,
+        epoch,
+        dst_port: if p.ports_known { p.dst_port } else { 0 },
+        protocol: p.protocol,
+        family: if v4.is_some() { 4 } else { 6 } | if p.ports_known { PORT_KNOWN } else { 0 },
+        addr: packet::as_judged(&p.dst, v4),
+    }
+}
 
 /// A 32-bit mix of every key field.
 #[inline(always)]

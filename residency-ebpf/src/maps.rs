@@ -1,5 +1,8 @@
-//! The program's maps. Names, sizes and value layouts come from `residency-common`, so
-//! the agent and the kernel agree on them by construction.
+//! The programs' maps, and the two ways they are read everywhere: the policy epoch
+//! ([`epoch`]) and the per-CPU counters ([`bump`]).
+//!
+//! Names, sizes and value layouts come from `residency-common`, so the agent and the
+//! kernel agree on them by construction.
 
 use aya_ebpf::{
     macros::map,
@@ -21,6 +24,13 @@ pub static BINDINGS: HashMap<BindingKey, Binding> =
 /// (`residency_common::slot_of`).
 #[map(name = "RES_ACTIVE")]
 pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The policy epoch: read once, so that every lookup of one packet or call uses one
+/// version even when a reload flips it meanwhile.
+#[inline(always)]
+pub fn epoch() -> u32 {
+    ACTIVE.get(0).copied().unwrap_or(0)
+}
 
 /// `{policy, IPv4 prefix}` -> allow/deny. `LpmTrie` sets `BPF_F_NO_PREALLOC`, which the
 /// kernel requires for LPM tries: entries are allocated as they are inserted.
@@ -46,15 +56,16 @@ pub static VERDICTS: PerCpuArray<CacheSlot> = PerCpuArray::with_max_entries(VERD
 #[map(name = "RES_COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
-/// Per-CPU health counters (lost events, parse errors, missing bindings).
+/// Per-CPU health counters (`residency_common::Stat`: lost and rate-limited events,
+/// parse errors, missing bindings, trie lookups, refused socket calls).
 #[map(name = "RES_STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_SLOTS, 0);
 
-/// Blocked and audited packets, one `residency_common::Event` each.
+/// Blocked and audited packets and refused calls, one `residency_common::Event` each.
 #[map(name = "RES_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
-/// Settings from the agent (event rate limit).
+/// Settings from the agent (event rate limit, verdict cache switch).
 #[map(name = "RES_SETTINGS")]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 

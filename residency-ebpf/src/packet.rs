@@ -2,21 +2,28 @@
 //!
 //! A cgroup/skb program sees the packet from the network header on. Addresses are read
 //! from the packet, never from the socket: an IPv6 socket sending to `::ffff:a.b.c.d`
-//! emits IPv4 packets, and a raw socket can write any header it likes. Reads go through
-//! `bpf_skb_load_bytes`, which bounds-checks at run time, so a short packet is an error
-//! value here, not a verifier problem.
+//! emits IPv4 packets, and a raw socket can write any header it likes.
+//!
+//! The IP header and the ports, read for every packet, are read straight from the
+//! packet when its linear part holds them (the usual case for locally sent packets: one
+//! bounds check against `data_end`, no helper call), else through
+//! `bpf_skb_load_bytes` ([`read`]). The rarer headers (IPv4 options, IPv6 extension
+//! headers, ICMP type and code) always go through `bpf_skb_load_bytes`. Both check
+//! bounds at run time, so a short packet is an error value here, not a verifier
+//! problem.
 
 use aya_ebpf::programs::SkBuffContext;
+use residency_common::protocol::{
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
+};
 
 /// `skb->protocol` values (network byte order on the wire, host order after `u16::from_be`).
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
-pub const IPPROTO_ICMPV6: u8 = 58;
-pub const IPPROTO_SCTP: u8 = 132;
+// Headers that may sit between the IP header and the transport header (IPv6
+// extension headers; AH in IPv4 too). Only the kernel walks them, so they are not in
+// `residency-common`.
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;
@@ -38,7 +45,8 @@ pub struct Packet {
     /// Source and destination, network byte order; IPv4 in the first 4 bytes.
     pub src: [u8; 16],
     pub dst: [u8; 16],
-    /// Ports in host byte order (0 when absent: not TCP/UDP, or a later fragment).
+    /// Ports in host byte order (0 when absent: not TCP, UDP or SCTP, a later
+    /// fragment, or a transport header out of reach).
     pub src_port: u16,
     pub dst_port: u16,
     /// The destination port was read (TCP, UDP or SCTP, first fragment): only then may
@@ -70,6 +78,18 @@ pub fn judged_as_v4(is_v4: bool, d: &[u8; 16]) -> Option<[u8; 4]> {
     }
     let mapped = d[0..10].iter().all(|b| *b == 0) && d[10] == 0xff && d[11] == 0xff;
     mapped.then_some([d[12], d[13], d[14], d[15]])
+}
+
+/// A destination as judged, for cache keys and events: `v4` ([`judged_as_v4`]) in the
+/// first 4 bytes when it is judged as IPv4, else the address as sent.
+#[inline(always)]
+pub fn as_judged(d: &[u8; 16], v4: Option<[u8; 4]>) -> [u8; 16] {
+    let mut addr = *d;
+    if let Some(a) = v4 {
+        addr = [0; 16];
+        addr[..4].copy_from_slice(&a);
+    }
+    addr
 }
 
 #[repr(C)]
@@ -274,7 +294,8 @@ fn reject_source_route_v4(ctx: &SkBuffContext, ihl: usize) -> Result<(), ParseEr
     Ok(())
 }
 
-/// Reads ports (TCP/UDP) or type and code (ICMP). A transport header that cannot be read
+/// Reads ports (TCP, UDP, SCTP: each starts with source and destination port) or type
+/// and code (ICMP, ICMPv6). A transport header that cannot be read
 /// leaves them 0: the destination is still judged, and no rule may rely on a port it
 /// could not see.
 #[inline(always)]

@@ -5,8 +5,8 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use residency_common::{
-    ACTION_ALLOW, ACTION_DENY, MAX_PORT_RULES_PER_PREFIX, POLICY_KEY_BITS, RULE_NONE, RuleKeyV4,
-    RuleKeyV6, scope,
+    ACTION_ALLOW, ACTION_DENY, ACTION_NONE, MAX_PORT_RULES_PER_PREFIX, POLICY_KEY_BITS, RULE_NONE,
+    RuleKeyV4, RuleKeyV6, Verdict, scope,
 };
 
 use crate::maps::{PORTS, RULES_V4, RULES_V6};
@@ -31,6 +31,18 @@ pub struct Decision {
     pub rule: u32,
 }
 
+/// What is counted: an allowed packet, or one that is not allowed, dropped or (audit
+/// mode) passed.
+#[inline(always)]
+pub fn verdict_of(allowed: bool, audit: bool) -> Verdict {
+    match (allowed, audit) {
+        (true, _) => Verdict::Allowed,
+        (false, true) => Verdict::Audited,
+        (false, false) => Verdict::Blocked,
+    }
+}
+
+/// The verdict of `policy` in generation slot `slot` for `t`.
 #[inline(always)]
 pub fn decide(slot: u32, policy: u32, t: &Target) -> Decision {
     let scope = scope(slot, policy);
@@ -91,6 +103,10 @@ pub fn decide(slot: u32, policy: u32, t: &Target) -> Decision {
     }
     Decision {
         allowed: v.action == ACTION_ALLOW,
-        rule: if v.action == 0 { RULE_NONE } else { v.rule },
+        rule: if v.action == ACTION_NONE {
+            RULE_NONE
+        } else {
+            v.rule
+        },
     }
 }

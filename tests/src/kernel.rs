@@ -8,7 +8,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context as _;
-use residency_agent::{bpf, cgroup, pins};
+use residency_agent::{
+    host::{self, BoundCgroup},
+    kernel::{self as bpf, pins},
+};
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
@@ -40,15 +43,15 @@ pub fn own_cgroup_id() -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix("0::"))
         .context("no cgroup v2 entry in /proc/self/cgroup")?
         .trim_start_matches('/');
-    let h = cgroup::Hierarchy::discover()?;
+    let h = host::Hierarchy::discover()?;
     let path = h.resolve(if rel.is_empty() { "." } else { rel })?;
-    Ok(cgroup::id_of(&path)?)
+    Ok(host::id_of(&path)?)
 }
 
 /// This process's cgroup bound to policy number `policy` of the config: what a test
 /// run judges by.
-pub fn bind_own_cgroup(policy: usize) -> anyhow::Result<bpf::BoundCgroup> {
-    Ok(bpf::BoundCgroup {
+pub fn bind_own_cgroup(policy: usize) -> anyhow::Result<BoundCgroup> {
+    Ok(BoundCgroup {
         policy,
         path: "/".into(),
         id: own_cgroup_id()?,

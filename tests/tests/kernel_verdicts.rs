@@ -12,7 +12,9 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::{CgroupSkb, TestRun as _, TestRunOptions},
 };
-use residency_agent::{bpf, config::Config, generations::Generations, metrics::KernelCounters};
+use residency_agent::{
+    config::Config, generations::Generations, kernel as bpf, kernel::KernelCounters,
+};
 use residency_common::{Event, Stat};
 use residency_tests::{kernel, require_root};
 
@@ -62,7 +64,7 @@ impl Harness {
         let mut loaded = load_private();
         loaded.configure(&config).unwrap();
         // A test run's socket lives in this process's cgroup: bind it to `policy`.
-        let bound = [bpf::BoundCgroup {
+        let bound = [residency_agent::host::BoundCgroup {
             policy: policy as usize,
             path: "/".into(),
             id: own_cgroup_id(),
@@ -338,7 +340,7 @@ fn ported(config: &str) -> (bpf::Loaded, Generations) {
     let config = Config::parse(config, "ports").unwrap();
     let mut loaded = load_private();
     loaded.configure(&config).unwrap();
-    let bound = [bpf::BoundCgroup {
+    let bound = [residency_agent::host::BoundCgroup {
         policy: 0,
         path: "/".into(),
         id: own_cgroup_id(),
@@ -397,7 +399,7 @@ fn cached_verdicts_end_with_their_policy_version() {
     let dns = ipv4([198, 51, 100, 7], 17, 0, 53);
     assert_eq!(run_on(&mut l, &dns), PASS);
     assert_eq!(run_on(&mut l, &dns), PASS, "now from the cache");
-    let bound = [bpf::BoundCgroup {
+    let bound = [residency_agent::host::BoundCgroup {
         policy: 0,
         path: "/".into(),
         id: own_cgroup_id(),

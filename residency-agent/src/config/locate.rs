@@ -1,0 +1,73 @@
+//! Where a config error is: byte offsets turned into `file:line:column`, with the key
+//! and the reason. A residency config is edited by hand under pressure, and "invalid
+//! config" helps nobody.
+
+use std::ops::Range;
+
+/// A configuration error, located in its source.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {key}: {reason}")]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        key: String,
+        reason: String,
+    },
+}
+
+/// Turns byte offsets into `file:line:column` errors.
+pub(crate) struct Locator<'a> {
+    text: &'a str,
+    file: &'a str,
+    /// Byte offset where each line starts: every entry's line is looked up, and a
+    /// 100,000-prefix policy must not cost a scan of the text per entry.
+    line_starts: Vec<usize>,
+}
+
+impl<'a> Locator<'a> {
+    pub(crate) fn new(text: &'a str, file: &'a str) -> Locator<'a> {
+        let line_starts = std::iter::once(0)
+            .chain(
+                text.bytes()
+                    .enumerate()
+                    .filter(|(_, b)| *b == b'\n')
+                    .map(|(i, _)| i + 1),
+            )
+            .collect();
+        Locator {
+            text,
+            file,
+            line_starts,
+        }
+    }
+
+    pub(crate) fn line(&self, offset: usize) -> usize {
+        self.line_starts
+            .partition_point(|start| *start <= offset)
+            .max(1)
+    }
+
+    pub(crate) fn column(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        let start = self.line_starts[self.line(offset) - 1].min(offset);
+        self.text[start..offset].chars().count() + 1
+    }
+
+    pub(crate) fn error(&self, span: Range<usize>, key: &str, reason: &str) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            line: self.line(span.start),
+            column: self.column(span.start),
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+}

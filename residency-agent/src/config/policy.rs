@@ -1,0 +1,288 @@
+//! One `[[policy]]`: its name, mode, cgroups and entries, validated in named steps
+//! (name, cgroups, hand-written entries, IP-range sources). Every error points at the
+//! key that caused it.
+
+use std::{collections::HashMap, path::Path};
+
+use ipnetwork::IpNetwork;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    ConfigError,
+    entry::{Action, Entry, PortSpec, display_entry, parse_entry},
+    locate::Locator,
+    raw::RawPolicy,
+};
+
+/// Longest policy name; names appear in logs, journal fields and metric labels.
+const MAX_NAME_LEN: usize = 64;
+
+/// Enforcement mode of a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Drop what the policy does not allow.
+    Enforce,
+    /// Pass everything; report what enforce mode would drop.
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
+}
+
+/// One `[[policy]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyConfig {
+    pub name: String,
+    pub mode: Mode,
+    /// As written: absolute paths under the cgroup v2 mount, or paths relative to it.
+    pub cgroups: Vec<CgroupRef>,
+    /// Allow entries first, then deny entries, each in file order, then the entries of
+    /// the IP-range sources.
+    pub entries: Vec<Entry>,
+    /// What each source contributed: `(description, prefixes read, after aggregation)`.
+    pub sources: Vec<(String, usize, usize)>,
+    /// Workloads may create packet sockets (AF_PACKET), which no IP egress hook sees.
+    /// Off by default; only enforce policies deny them, audit policies report them.
+    pub allow_packet_sockets: bool,
+}
+
+/// A cgroup named in a policy, with where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupRef {
+    pub path: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+/// What the policies of one file share while they are validated: names must be
+/// unique, and a cgroup has one policy.
+#[derive(Default)]
+pub(crate) struct Seen {
+    names: HashMap<String, usize>,
+    cgroup_owner: HashMap<String, String>,
+}
+
+/// Entries already taken in one policy, by prefix and ports: a duplicate or an
+/// allow/deny conflict is an error, and a source never overrides a written entry.
+type Taken = HashMap<(IpNetwork, Option<PortSpec>), (Action, usize)>;
+
+/// Validates one `[[policy]]`; `file` names the config (sources are relative to it).
+pub(crate) fn parse_policy(
+    at: &Locator<'_>,
+    seen: &mut Seen,
+    p: RawPolicy,
+    file: &str,
+) -> Result<PolicyConfig, ConfigError> {
+    let name = p.name.get_ref().clone();
+    let key = format!("policy \"{name}\"");
+    validate_name(at, &p.name)?;
+    if let Some(first) = seen
+        .names
+        .insert(name.clone(), at.line(p.name.span().start))
+    {
+        return Err(at.error(
+            p.name.span(),
+            "policy.name",
+            &format!("duplicate policy name \"{name}\" (first defined on line {first})"),
+        ));
+    }
+    let mode = p.mode.map(|m| *m.get_ref()).unwrap_or(Mode::Enforce);
+    let cgroups = parse_cgroups(at, seen, &key, &name, p.cgroups)?;
+    let mut taken = Taken::new();
+    let entries = parse_entries(at, &key, &mut taken, p.allow, p.deny)?;
+    let (entries, sources) = add_sources(
+        at,
+        &key,
+        &mut taken,
+        entries,
+        [
+            (Action::Allow, p.allow_sources),
+            (Action::Deny, p.deny_sources),
+        ],
+        file,
+    )?;
+    Ok(PolicyConfig {
+        name,
+        mode,
+        cgroups,
+        entries,
+        sources,
+        allow_packet_sockets: p.allow_packet_sockets,
+    })
+}
+
+/// `cgroups`: at least one, each a usable path bound by no other policy.
+fn parse_cgroups(
+    at: &Locator<'_>,
+    seen: &mut Seen,
+    key: &str,
+    name: &str,
+    list: Spanned<Vec<Spanned<String>>>,
+) -> Result<Vec<CgroupRef>, ConfigError> {
+    if list.get_ref().is_empty() {
+        return Err(at.error(
+            list.span(),
+            &format!("{key}.cgroups"),
+            "binds no cgroup; name at least one",
+        ));
+    }
+    let mut cgroups = Vec::new();
+    for c in list.into_inner() {
+        let path = c.get_ref().trim_end_matches('/').to_owned();
+        let path = if path.is_empty() && c.get_ref().starts_with('/') {
+            "/".to_owned()
+        } else {
+            path
+        };
+        if path.is_empty() || path.contains('\0') || path.split('/').any(|s| s == "..") {
+            return Err(at.error(
+                c.span(),
+                &format!("{key}.cgroups"),
+                &format!("\"{}\" is not a usable cgroup path", c.get_ref()),
+            ));
+        }
+        if let Some(other) = seen.cgroup_owner.insert(path.clone(), name.to_owned()) {
+            return Err(at.error(
+                c.span(),
+                &format!("{key}.cgroups"),
+                &format!("cgroup \"{path}\" is already bound to policy \"{other}\"; a cgroup has one policy"),
+            ));
+        }
+        let line = at.line(c.span().start);
+        let column = at.column(c.span().start);
+        cgroups.push(CgroupRef { path, line, column });
+    }
+    Ok(cgroups)
+}
+
+/// `allow` then `deny`, in file order: no entry twice, none both allowed and denied,
+/// at most as many protocol/port entries per prefix as the kernel walks.
+fn parse_entries(
+    at: &Locator<'_>,
+    key: &str,
+    seen: &mut Taken,
+    allow: Vec<Spanned<String>>,
+    deny: Vec<Spanned<String>>,
+) -> Result<Vec<Entry>, ConfigError> {
+    let mut entries = Vec::new();
+    // Protocol/port entries per prefix, bounded by what the kernel walks.
+    let mut port_entries: HashMap<IpNetwork, usize> = HashMap::new();
+    for (action, list) in [(Action::Allow, allow), (Action::Deny, deny)] {
+        let entry_key = format!("{key}.{}", action.as_str());
+        for item in list {
+            let (network, ports) = parse_entry(item.get_ref())
+                .map_err(|reason| at.error(item.span(), &entry_key, &reason))?;
+            let line = at.line(item.span().start);
+            let shown = display_entry(network, ports);
+            if let Some((prev, prev_line)) = seen.insert((network, ports), (action, line)) {
+                let reason = if prev == action {
+                    format!("{shown} is listed twice (also on line {prev_line})")
+                } else {
+                    format!(
+                        "{shown} is both allowed and denied (the {} entry is on line {prev_line})",
+                        prev.as_str()
+                    )
+                };
+                return Err(at.error(item.span(), &entry_key, &reason));
+            }
+            let same_prefix = match ports {
+                Some(_) => {
+                    let n = port_entries.entry(network).or_insert(0usize);
+                    *n += 1;
+                    *n
+                }
+                None => 0,
+            };
+            if same_prefix > residency_common::MAX_PORT_RULES_PER_PREFIX as usize {
+                return Err(at.error(
+                    item.span(),
+                    &entry_key,
+                    &format!(
+                        "{network} has more than {} protocol/port entries; merge ranges",
+                        residency_common::MAX_PORT_RULES_PER_PREFIX
+                    ),
+                ));
+            }
+            entries.push(Entry {
+                action,
+                network,
+                ports,
+                line,
+                origin: None,
+            });
+        }
+    }
+    Ok(entries)
+}
+
+/// IP-range sources: aggregated, and never overriding an entry written by hand (nor
+/// an earlier source) for the same prefix. Returns the entries with the sources'
+/// appended, and what each source contributed.
+#[expect(
+    clippy::type_complexity,
+    reason = "a list of sources, each (description, read, kept)"
+)]
+fn add_sources(
+    at: &Locator<'_>,
+    key: &str,
+    seen: &mut Taken,
+    mut entries: Vec<Entry>,
+    lists: [(Action, Vec<Spanned<super::sources::SourceSpec>>); 2],
+    file: &str,
+) -> Result<(Vec<Entry>, Vec<(String, usize, usize)>), ConfigError> {
+    let mut sources = Vec::new();
+    let base = Path::new(file)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    for (action, list) in lists {
+        let entry_key = format!("{key}.{}_sources", action.as_str());
+        for item in list {
+            let spec = item.get_ref();
+            let loaded = super::sources::load(spec, base)
+                .map_err(|reason| at.error(item.span(), &entry_key, &reason))?;
+            let line = at.line(item.span().start);
+            let origin = format!("{:?} {}", spec.format, spec.path).to_lowercase();
+            sources.push((origin.clone(), loaded.read, loaded.prefixes.len()));
+            for network in loaded.prefixes {
+                if seen.contains_key(&(network, None)) {
+                    continue;
+                }
+                seen.insert((network, None), (action, line));
+                entries.push(Entry {
+                    action,
+                    network,
+                    ports: None,
+                    line,
+                    origin: Some(origin.clone()),
+                });
+            }
+        }
+    }
+    Ok((entries, sources))
+}
+
+fn validate_name(at: &Locator<'_>, name: &Spanned<String>) -> Result<(), ConfigError> {
+    let n = name.get_ref();
+    let ok = !n.is_empty()
+        && n.len() <= MAX_NAME_LEN
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(at.error(
+            name.span(),
+            "policy.name",
+            &format!("\"{n}\" is not a valid name: use 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 - _ ."),
+        ))
+    }
+}

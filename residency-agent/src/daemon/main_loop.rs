@@ -1,0 +1,202 @@
+//! The daemon's main loop: the event reader, the metrics endpoint, the control socket
+//! and the kernel log run as tasks; the loop itself serves signals, control requests,
+//! the cgroup and config watches, the periodic rescan and the systemd watchdog, and
+//! ends on SIGTERM/SIGINT, on the removal of its pins, or when a task it needs fails.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+    task::JoinHandle,
+};
+use tracing::info;
+
+use super::Daemon;
+use crate::{
+    config::Config,
+    control::{self, Pending, Request},
+    events::{self, sinks::Sink},
+    host::PathCache,
+    metrics,
+    sys::notify,
+};
+
+/// What the loop's tasks are made from.
+pub struct Inputs<'a> {
+    pub config: &'a Config,
+    pub ring: RingBuf<MapData>,
+    pub paths: PathCache,
+    pub sinks: Vec<Box<dyn Sink>>,
+    pub metrics_listener: std::net::TcpListener,
+    pub access: control::Access,
+    pub logger: Result<aya_log::EbpfLogger<&'static dyn log::Log>, aya_log::Error>,
+    /// The status line sent to systemd with READY=1.
+    pub ready: String,
+}
+
+/// The tasks the loop watches (or only holds).
+struct Tasks {
+    requests: mpsc::Receiver<Pending>,
+    control: JoinHandle<()>,
+    events: JoinHandle<std::io::Result<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+    kernel_log: JoinHandle<()>,
+}
+
+/// Runs the loop until shutdown; the control socket is removed on the way out.
+pub async fn serve(mut daemon: Daemon, inputs: Inputs<'_>) -> anyhow::Result<()> {
+    let socket = inputs.config.agent.control_socket.clone();
+    let watch_config = inputs.config.agent.watch_config;
+    let mut tasks = spawn(&daemon, inputs)?;
+    let instance = daemon.instance.clone();
+    let outcome = run_loop(&mut daemon, &mut tasks, watch_config).await;
+    notify::stopping();
+    tasks.kernel_log.abort();
+    tasks.control.abort();
+    // The socket is ours only while we answer on it.
+    let _ = std::fs::remove_file(&socket);
+    let why = outcome?;
+    if !why.is_empty() {
+        info!(
+            "{why}: shutting down; enforcement stays pinned at {} (fail closed). \
+             `residency-agent detach` removes it.",
+            instance.display()
+        );
+    }
+    Ok(())
+}
+
+fn spawn(daemon: &Daemon, inputs: Inputs<'_>) -> anyhow::Result<Tasks> {
+    let config = inputs.config;
+    let control_listener =
+        control::bind(&config.agent.control_socket, inputs.access).context("refusing to serve")?;
+    info!(
+        pins = %daemon.instance.display(),
+        control = %config.agent.control_socket.display(),
+        "attached; reporting blocked packets"
+    );
+    notify::ready(&inputs.ready);
+    let (to_daemon, requests) = mpsc::channel(16);
+    let control = tokio::spawn(control::serve(control_listener, inputs.access, to_daemon));
+    let events = tokio::spawn(events::run(
+        inputs.ring,
+        daemon.versioned.clone(),
+        inputs.paths,
+        inputs.sinks,
+        daemon.telemetry.clone(),
+        config.events.clone(),
+    ));
+    let listener = tokio::net::TcpListener::from_std(inputs.metrics_listener)?;
+    let server = tokio::spawn(metrics::serve(listener, daemon.metrics.clone()));
+    let logger = inputs.logger;
+    let kernel_log = tokio::spawn(async move {
+        if let Ok(logger) = logger
+            && let Ok(mut fd) = events::readable(logger)
+        {
+            while let Ok(mut guard) = fd.readable_mut().await {
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        }
+    });
+    Ok(Tasks {
+        requests,
+        control,
+        events,
+        server,
+        kernel_log,
+    })
+}
+
+/// Serves until shutdown; returns why it ended ("" when its pins were removed), or
+/// the failure of a task the agent cannot run without.
+async fn run_loop(
+    daemon: &mut Daemon,
+    tasks: &mut Tasks,
+    watch_config: bool,
+) -> anyhow::Result<&'static str> {
+    // Pinged only while healthy: a wedged agent is restarted by systemd, and the
+    // pinned program keeps enforcing meanwhile.
+    let watchdog_every = notify::watchdog_interval();
+    let mut watchdog =
+        tokio::time::interval(watchdog_every.unwrap_or(std::time::Duration::from_secs(3600)));
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    // `detach` (or another agent taking over) removes this instance's pins; an agent
+    // whose enforcement is gone must not keep running as if it enforced.
+    let detached = pins_removed(daemon.instance.clone());
+    tokio::pin!(detached);
+    daemon.watch_cgroups();
+    if watch_config {
+        if let Some(dir) = daemon.config_file().as_deref().and_then(Path::parent) {
+            daemon.config_watch.watch_config_dir(dir);
+        }
+        daemon.check_config_changed();
+    }
+    let mut rescan = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = daemon.watch.changed() => daemon.rescan(),
+            _ = daemon.config_watch.changed(), if watch_config => {
+                // A ConfigMap swap is several renames: let it settle.
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                daemon.check_config_changed();
+            }
+            _ = rescan.tick() => {
+                daemon.rescan();
+                if watch_config {
+                    daemon.check_config_changed();
+                }
+            }
+            _ = watchdog.tick(), if watchdog_every.is_some() => {
+                if daemon.metrics.healthy() {
+                    notify::watchdog();
+                }
+            }
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading {}", daemon.versioned.read().expect("lock").config.source);
+                daemon.reload(false);
+            }
+            Some((request, answer)) = tasks.requests.recv() => {
+                let response = match request {
+                    Request::Reload { dry_run } => daemon.reload(dry_run),
+                    Request::Status => daemon.status(),
+                };
+                let _ = answer.send(response);
+            }
+            _ = term.recv() => return Ok("SIGTERM"),
+            _ = int.recv() => return Ok("SIGINT"),
+            _ = &mut detached => {
+                info!(
+                    "enforcement at {} was removed (detach, or a newer agent took \
+                     over); exiting",
+                    daemon.instance.display()
+                );
+                return Ok("");
+            }
+            r = &mut tasks.server => return Err(task_ended("metrics endpoint", r)),
+            r = &mut tasks.events => return Err(task_ended("event reader", r)),
+        }
+    }
+}
+
+/// Resolves once the pinned instance directory is gone.
+async fn pins_removed(instance: std::path::PathBuf) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    while instance.exists() {
+        tick.tick().await;
+    }
+}
+
+/// Why a task the agent needs ended.
+fn task_ended(what: &str, r: Result<std::io::Result<()>, tokio::task::JoinError>) -> anyhow::Error {
+    match r {
+        Ok(Err(e)) => anyhow::anyhow!("{what} failed: {e}"),
+        Ok(Ok(())) => anyhow::anyhow!("{what} stopped"),
+        Err(e) => anyhow::anyhow!("{what} panicked: {e}"),
+    }
+}

@@ -1,0 +1,170 @@
+//! `residency-agent run`: the daemon — named start-up steps ([`startup`]), the main
+//! loop ([`main_loop`]) and a shutdown report ([`shutdown`]); between requests, its
+//! state ([`Daemon`]) is kept in step with the host by [`rescan`] and [`links`], and
+//! changed by [`reload`]; [`status`] renders it.
+//!
+//! Shutdown leaves the pinned program enforcing (fail closed); only `detach` removes
+//! it. A reload (control socket or SIGHUP) validates the whole new config first and
+//! swaps it in atomically (`generations`); a bad one is rejected and the policy in
+//! force stays.
+
+mod links;
+mod main_loop;
+pub mod prepare;
+pub mod reload;
+pub mod rescan;
+mod shutdown;
+pub mod startup;
+pub mod status;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, RwLock, atomic::Ordering},
+    time::Instant,
+};
+
+use anyhow::Context as _;
+use tracing::warn;
+
+use crate::{
+    generations::Generations,
+    host::{BoundCgroup, DirWatch, Hierarchy, MissingCgroup, PathCache},
+    kernel::Loaded,
+    metrics::{Metrics, Telemetry},
+    policy::Versioned,
+};
+
+/// The daemon's state between requests.
+pub(crate) struct Daemon {
+    config_path: Option<PathBuf>,
+    hierarchy: Hierarchy,
+    loaded: Loaded,
+    generations: Generations,
+    instance: PathBuf,
+    /// Attached cgroup id -> path, for the links pinned in `instance`.
+    attached: BTreeMap<u64, PathBuf>,
+    bound: Vec<BoundCgroup>,
+    missing: Vec<MissingCgroup>,
+    watch: DirWatch,
+    /// Watches the config file's directory; the file's content when last applied.
+    config_watch: DirWatch,
+    config_seen: Option<Vec<u8>>,
+    versioned: Arc<RwLock<Versioned>>,
+    telemetry: Arc<Telemetry>,
+    metrics: Arc<Metrics>,
+    started: Instant,
+    last_reload: String,
+}
+
+/// `run`: the daemon, until SIGTERM, SIGINT or the removal of its pins.
+pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
+    let config = startup::read_config(path)?;
+    let hierarchy = Hierarchy::discover().context("refusing to start without enforcement")?;
+    let prepare::Prepared {
+        config,
+        bound,
+        missing,
+    } = prepare::prepare(config, &hierarchy).context("refusing to start")?;
+    let pin_path = config.agent.pin_path.clone();
+    // Held until the process exits: one agent owns the pinned state at a time.
+    let _owner = startup::own_pins(&pin_path)?;
+    let outputs = startup::open_outputs(&config)?;
+    let startup::Enforcing {
+        mut loaded,
+        generations,
+        counters,
+        applied,
+    } = startup::load_and_apply(&config, &bound)?;
+    let (instance, attached) = startup::attach_all(&mut loaded, &pin_path, &bound)?;
+    startup::log_policies(&config, &bound, &applied, &outputs.sink_kinds);
+
+    let ring = loaded.take_events()?;
+    let (telemetry, versioned, metrics) = shared_state(
+        &config,
+        &applied,
+        counters,
+        &loaded,
+        bound.len(),
+        &outputs.sink_kinds,
+        &instance,
+    );
+    let logger = aya_log::EbpfLogger::init(&mut loaded.ebpf);
+    if let Err(e) = &logger {
+        warn!("kernel diagnostics unavailable: {e}");
+    }
+    let paths = PathCache::new(
+        hierarchy.clone(),
+        bound.iter().map(|b| (b.id, b.path.clone())),
+    );
+    let bound_count = bound.len();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // The inotify watches register with the runtime's reactor.
+    let _entered = runtime.enter();
+    let daemon = Daemon {
+        config_path: path.map(Path::to_owned),
+        hierarchy,
+        loaded,
+        generations,
+        instance: instance.clone(),
+        attached,
+        bound,
+        missing,
+        watch: DirWatch::new().context("refusing to start: inotify")?,
+        config_watch: DirWatch::new().context("refusing to start: inotify")?,
+        config_seen: None,
+        versioned: versioned.clone(),
+        telemetry: telemetry.clone(),
+        metrics: metrics.clone(),
+        started: Instant::now(),
+        last_reload: String::new(),
+    };
+    let tasks = main_loop::Inputs {
+        config: &config,
+        ring,
+        paths,
+        sinks: outputs.sinks,
+        metrics_listener: outputs.metrics_listener,
+        access: outputs.access,
+        logger,
+        ready: format!(
+            "enforcing generation {} on {} cgroup(s)",
+            applied.generation, bound_count
+        ),
+    };
+    runtime.block_on(main_loop::serve(daemon, tasks))?;
+    shutdown::report(&versioned, &metrics);
+    Ok(())
+}
+
+/// The state the daemon, the event reader and the metrics endpoint share.
+fn shared_state(
+    config: &crate::config::Config,
+    applied: &crate::generations::Applied,
+    counters: crate::kernel::KernelCounters,
+    loaded: &Loaded,
+    bound: usize,
+    sinks: &[crate::config::SinkKind],
+    instance: &Path,
+) -> (Arc<Telemetry>, Arc<RwLock<Versioned>>, Arc<Metrics>) {
+    let telemetry = Arc::new(Telemetry::default());
+    telemetry.attached_cgroups.store(bound, Ordering::Relaxed);
+    telemetry
+        .packet_socket_guard
+        .store(loaded.socket_guard_missing.is_none(), Ordering::Relaxed);
+    let versioned = Arc::new(RwLock::new(Versioned {
+        config: config.clone(),
+        ids: applied.ids.clone(),
+        generation: applied.generation,
+    }));
+    let metrics = Arc::new(Metrics {
+        versioned: versioned.clone(),
+        kernel: Mutex::new(counters),
+        telemetry: telemetry.clone(),
+        sinks: sinks.to_vec(),
+        instance: instance.to_owned(),
+    });
+    (telemetry, versioned, metrics)
+}

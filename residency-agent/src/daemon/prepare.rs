@@ -1,0 +1,44 @@
+//! A validated config placed on this host, ready to apply: refused when it has no
+//! policy, its cgroups resolved (bound ones, and missing ones to watch for).
+
+use anyhow::{Context as _, bail};
+use tracing::warn;
+
+use crate::{
+    config::Config,
+    host::{BoundCgroup, Hierarchy, MissingCgroup, check_cgroups, resolve_cgroups},
+};
+
+/// A validated config resolved on this host, ready to apply.
+pub struct Prepared {
+    pub config: Config,
+    pub bound: Vec<BoundCgroup>,
+    pub missing: Vec<MissingCgroup>,
+}
+
+pub fn prepare(config: Config, hierarchy: &Hierarchy) -> anyhow::Result<Prepared> {
+    if config.policies.is_empty() {
+        // Applying it would replace enforcement with nothing: `detach` is the one way
+        // to remove enforcement.
+        bail!(
+            "{} has no [[policy]], so there is nothing to enforce \
+             (`residency-agent detach` removes enforcement)",
+            config.source
+        );
+    }
+    check_cgroups(&config, hierarchy)?;
+    let (bound, missing) =
+        resolve_cgroups(&config, hierarchy).context("a configured cgroup cannot be used")?;
+    for m in &missing {
+        warn!(
+            cgroup = %m.path.display(),
+            policy = %config.policies[m.policy].name,
+            "cgroup does not exist yet; its policy applies as soon as it appears"
+        );
+    }
+    Ok(Prepared {
+        config,
+        bound,
+        missing,
+    })
+}

@@ -1,0 +1,195 @@
+//! Reloads, the daemon's side — a new config read, validated whole, placed on the
+//! host and swapped in by `generations` (SIGHUP, the control socket, or a watched
+//! config file). A bad config is rejected and the policy in force stays.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use tracing::{info, warn};
+
+use super::{Daemon, prepare::prepare};
+use crate::{
+    cmd::check::validate_compiled,
+    config::{
+        DEFAULT_PATH,
+        file::{Fallback, load_config_for},
+    },
+    control::Response,
+    policy::{self, Versioned},
+    sys::notify,
+};
+
+/// What a look at the config file's content calls for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OnContent {
+    /// The content last applied or rejected: nothing to do.
+    Unchanged,
+    /// The first look: remember it (the agent started from it).
+    Record,
+    /// New content: reload.
+    Reload,
+}
+
+/// Decides what a watched config file's content calls for, given what was seen last.
+pub fn on_file_content(seen: Option<&[u8]>, now: &[u8]) -> OnContent {
+    match seen {
+        Some(s) if s == now => OnContent::Unchanged,
+        None => OnContent::Record,
+        Some(_) => OnContent::Reload,
+    }
+}
+
+impl Daemon {
+    /// The file the agent reads its config from, when there is one.
+    pub(super) fn config_file(&self) -> Option<PathBuf> {
+        match &self.config_path {
+            Some(p) => Some(p.clone()),
+            None => Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.exists()),
+        }
+    }
+
+    /// Reloads when the config file's content changed since it was last applied (or
+    /// last rejected): an edit, or a ConfigMap update. A file caught mid-swap or
+    /// missing is left for the next look.
+    pub(super) fn check_config_changed(&mut self) {
+        let Some(path) = self.config_file() else {
+            return;
+        };
+        let Ok(now) = std::fs::read(&path) else {
+            return;
+        };
+        match on_file_content(self.config_seen.as_deref(), &now) {
+            OnContent::Unchanged => {}
+            OnContent::Record => self.config_seen = Some(now),
+            OnContent::Reload => {
+                self.config_seen = Some(now);
+                info!(config = %path.display(), "config file changed: reloading");
+                self.reload(false);
+            }
+        }
+    }
+
+    /// Re-reads the config file and applies it, or only reports the change.
+    pub(super) fn reload(&mut self, dry_run: bool) -> Response {
+        let result = self.try_reload(dry_run);
+        if !dry_run {
+            // What this reload read counts as seen: the file watch must not apply (or
+            // reject) the same content a second time.
+            self.config_seen = self.config_file().and_then(|p| std::fs::read(p).ok());
+        }
+        if !dry_run && result.ok {
+            notify::status(result.text.lines().next().unwrap_or_default());
+        }
+        if !dry_run {
+            let counter = if result.ok {
+                &self.telemetry.reloads_ok
+            } else {
+                &self.telemetry.reloads_failed
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            self.last_reload = result.text.lines().next().unwrap_or_default().to_owned();
+            if result.ok {
+                info!("{}", result.text.trim_end());
+            } else {
+                warn!(
+                    "reload rejected; the policy in force is unchanged: {}",
+                    result.text.trim_end()
+                );
+            }
+        }
+        result
+    }
+
+    fn try_reload(&mut self, dry_run: bool) -> Response {
+        let config = match load_config_for(self.config_path.as_deref(), Fallback::Refused) {
+            Ok(c) => c,
+            Err(e) => return Response::error(format!("rejected: {e:#}")),
+        };
+        let prepared = match prepare(config, &self.hierarchy) {
+            Ok(p) => p,
+            Err(e) => return Response::error(format!("rejected: {e:#}")),
+        };
+        if let Err(e) = self.loaded.check_socket_guard(&prepared.config) {
+            return Response::error(format!("rejected: {e}"));
+        }
+        let old = self.versioned.read().expect("lock").config.clone();
+        let (diff, diff_json) = policy::diff(&old, &prepared.config);
+        if dry_run {
+            if let Err(e) = validate_compiled(&prepared.config) {
+                return Response::error(format!("rejected: {e:#}"));
+            }
+            return Response {
+                ok: true,
+                text: format!(
+                    "dry run: {} is valid; a reload would change:\n{diff}",
+                    prepared.config.source
+                ),
+                data: serde_json::json!({"dry_run": true, "changes": diff_json}),
+            };
+        }
+        // Counters of ids new to this version start at zero, before any packet is
+        // judged under them.
+        let old_ids = self.versioned.read().expect("lock").ids.clone();
+        let fresh: Vec<u32> = self
+            .generations
+            .preview_ids(&prepared.config)
+            .into_iter()
+            .filter(|id| !old_ids.contains(id))
+            .collect();
+        if let Err(e) = self.metrics.kernel.lock().expect("lock").reset(&fresh) {
+            warn!("zeroing the counters of new policies failed: {e}");
+        }
+        let applied = match self.generations.apply(&prepared.config, &prepared.bound) {
+            Ok(a) => a,
+            Err(e) => return Response::error(format!("rejected: {e}")),
+        };
+        self.bound = prepared.bound;
+        self.missing = prepared.missing;
+        self.watch_cgroups();
+        *self.versioned.write().expect("lock") = Versioned {
+            config: prepared.config,
+            ids: applied.ids.clone(),
+            generation: applied.generation,
+        };
+        if let Err(e) = self.reconcile_links() {
+            // The new policy is in force for every cgroup that was attached before;
+            // say loudly which attachment is missing.
+            return Response::error(format!(
+                "generation {} applied, but attaching a new cgroup failed: {e:#}",
+                applied.generation
+            ));
+        }
+        Response {
+            ok: true,
+            text: format!(
+                "reloaded: generation {} in force ({} prefixes applied in {:.1} ms)\n{diff}",
+                applied.generation,
+                applied.entries,
+                applied.duration.as_secs_f64() * 1000.0
+            ),
+            data: serde_json::json!({
+                "generation": applied.generation,
+                "prefixes": applied.entries,
+                "duration_ms": applied.duration.as_secs_f64() * 1000.0,
+                "changes": diff_json,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_reloaded_only_when_its_content_changes() {
+        assert_eq!(on_file_content(None, b"a"), OnContent::Record);
+        assert_eq!(on_file_content(Some(b"a"), b"a"), OnContent::Unchanged);
+        assert_eq!(on_file_content(Some(b"a"), b"b"), OnContent::Reload);
+        assert_eq!(
+            on_file_content(Some(b"a"), b""),
+            OnContent::Reload,
+            "an emptied file is new content: the reload rejects it, loudly"
+        );
+    }
+}

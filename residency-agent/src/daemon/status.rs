@@ -1,0 +1,185 @@
+//! `status`, the daemon's side: what the agent enforces, rendered as text and JSON
+//! from a snapshot of its state ([`View`]) by a plain function, [`render`].
+
+use std::{collections::BTreeMap, path::PathBuf, sync::atomic::Ordering};
+
+use super::Daemon;
+use crate::{
+    control::Response,
+    host::BoundCgroup,
+    policy::{self, Versioned},
+};
+
+/// Everything `status` shows, read from the daemon at one moment.
+pub struct View<'a> {
+    pub versioned: &'a Versioned,
+    /// Packets per `(policy id, verdict, family)`.
+    pub packets: BTreeMap<(u32, &'static str, &'static str), u64>,
+    pub bound: &'a [BoundCgroup],
+    pub attached: &'a BTreeMap<u64, PathBuf>,
+    pub uptime_seconds: u64,
+    pub instance: &'a std::path::Path,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub last_reload: &'a str,
+}
+
+/// The `status` answer: a line per policy (and its cgroups) and the same as JSON.
+pub fn render(s: &View<'_>) -> Response {
+    let v = s.versioned;
+    let mut text = format!(
+        "residency-agent {} — generation {}, up {}s, pins {}\n",
+        env!("CARGO_PKG_VERSION"),
+        v.generation,
+        s.uptime_seconds,
+        s.instance.display()
+    );
+    let mut policies = Vec::new();
+    for (p, id) in v.config.policies.iter().zip(&v.ids) {
+        let c = policy::counts(p);
+        let count = |verdict: &str| -> u64 {
+            s.packets
+                .iter()
+                .filter(|((pid, vd, _), _)| *pid == *id && *vd == verdict)
+                .map(|(_, n)| n)
+                .sum()
+        };
+        let cgroups: Vec<String> = s
+            .bound
+            .iter()
+            .filter(|b| v.config.policies[b.policy].name == p.name)
+            .map(|b| b.path.display().to_string())
+            .collect();
+        text.push_str(&format!(
+            "  policy {} mode={} ipv4={} ipv6={} allowed={} blocked={} audited={}\n",
+            p.name,
+            p.mode.as_str(),
+            c.allow_v4 + c.deny_v4,
+            c.allow_v6 + c.deny_v6,
+            count("allowed"),
+            count("blocked"),
+            count("audited")
+        ));
+        for cg in &cgroups {
+            text.push_str(&format!("    cgroup {cg}\n"));
+        }
+        policies.push(serde_json::json!({
+            "name": p.name, "mode": p.mode.as_str(), "id": id,
+            "prefixes": {"ipv4": c.allow_v4 + c.deny_v4, "ipv6": c.allow_v6 + c.deny_v6},
+            "cgroups": cgroups,
+            "packets": {"allowed": count("allowed"), "blocked": count("blocked"), "audited": count("audited")},
+        }));
+    }
+    text.push_str(&format!(
+        "  attached at {} cgroup(s); last reload: {}\n",
+        s.attached.len(),
+        if s.last_reload.is_empty() {
+            "none"
+        } else {
+            s.last_reload
+        }
+    ));
+    Response {
+        ok: true,
+        text,
+        data: serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "generation": v.generation,
+            "uptime_seconds": s.uptime_seconds,
+            "config": v.config.source,
+            "pins": s.instance,
+            "attached_cgroups": s.attached.values().collect::<Vec<_>>(),
+            "policies": policies,
+            "reloads": {"success": s.reloads_ok, "failure": s.reloads_failed},
+            "last_reload": s.last_reload,
+        }),
+    }
+}
+
+impl Daemon {
+    pub(super) fn status(&self) -> Response {
+        let v = self.versioned.read().expect("lock");
+        let packets = self.metrics.kernel.lock().expect("lock").packets(&v.ids);
+        render(&View {
+            versioned: &v,
+            packets,
+            bound: &self.bound,
+            attached: &self.attached,
+            uptime_seconds: self.started.elapsed().as_secs(),
+            instance: &self.instance,
+            reloads_ok: self.telemetry.reloads_ok.load(Ordering::Relaxed),
+            reloads_failed: self.telemetry.reloads_failed.load(Ordering::Relaxed),
+            last_reload: &self.last_reload,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn renders_policies_cgroups_counts_and_the_last_reload() {
+        let config = Config::parse(
+            "[[policy]]\nname = \"eu\"\ncgroups = [\"x\"]\nallow = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n\
+             [[policy]]\nname = \"audit\"\nmode = \"audit\"\ncgroups = [\"y\"]\n",
+            "t.toml",
+        )
+        .unwrap();
+        let v = Versioned::initial(config);
+        let bound = [BoundCgroup {
+            policy: 0,
+            path: "/c/x".into(),
+            id: 9,
+        }];
+        let attached = BTreeMap::from([(9, PathBuf::from("/c/x"))]);
+        let packets = BTreeMap::from([
+            ((0, "allowed", "ipv4"), 5),
+            ((0, "blocked", "ipv6"), 2),
+            ((1, "audited", "ipv4"), 3),
+        ]);
+        let r = render(&View {
+            versioned: &v,
+            packets,
+            bound: &bound,
+            attached: &attached,
+            uptime_seconds: 12,
+            instance: std::path::Path::new("/pins/v3/links/1"),
+            reloads_ok: 1,
+            reloads_failed: 0,
+            last_reload: "",
+        });
+        assert!(r.ok);
+        assert!(
+            r.text
+                .contains("generation 1, up 12s, pins /pins/v3/links/1\n"),
+            "{}",
+            r.text
+        );
+        assert!(
+            r.text.contains("  policy eu mode=enforce ipv4=1 ipv6=1 allowed=5 blocked=2 audited=0\n    cgroup /c/x\n"),
+            "{}",
+            r.text
+        );
+        assert!(
+            r.text.contains(
+                "  policy audit mode=audit ipv4=0 ipv6=0 allowed=0 blocked=0 audited=3\n"
+            ),
+            "{}",
+            r.text
+        );
+        assert!(
+            r.text
+                .ends_with("attached at 1 cgroup(s); last reload: none\n"),
+            "{}",
+            r.text
+        );
+        assert_eq!(r.data["policies"][0]["packets"]["blocked"], 2);
+        assert_eq!(
+            r.data["policies"][1]["cgroups"].as_array().unwrap().len(),
+            0
+        );
+        assert_eq!(r.data["reloads"]["success"], 1);
+    }
+}

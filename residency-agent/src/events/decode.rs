@@ -1,0 +1,98 @@
+//! From the kernel's [`Event`] record to a [`BlockEvent`]: policy and rule named
+//! against the version in force, the cgroup id resolved to a path, and the fields
+//! that do not apply to the hook left out (a refused socket call has no packet).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::SystemTime;
+
+use residency_common::{
+    EVENT_AUDIT, Event, SOURCE_SKB, SOURCE_SOCKET,
+    protocol::{Protocol, ProtocolNumber},
+    source::{SocketFamily, Source},
+};
+
+use super::model::BlockEvent;
+use crate::{
+    host::PathCache,
+    policy::{self, Versioned},
+};
+
+/// Names an IP protocol number the way operators write it (`tcp`, or the number
+/// for protocols without a name), from the names shared with the kernel crate.
+pub fn protocol_name(p: u8) -> String {
+    ProtocolNumber(p).to_string()
+}
+
+fn is_icmp(protocol: u8) -> bool {
+    Protocol::from_number(protocol).is_some_and(Protocol::is_icmp)
+}
+
+fn addr(family: u8, bytes: &[u8; 16]) -> Option<IpAddr> {
+    match family {
+        4 => Some(IpAddr::V4(Ipv4Addr::new(
+            bytes[0], bytes[1], bytes[2], bytes[3],
+        ))),
+        6 => Some(IpAddr::V6(Ipv6Addr::from(*bytes))),
+        _ => None,
+    }
+}
+
+impl BlockEvent {
+    /// Decodes a raw event; `config` names its policy and rule, `paths` its cgroup.
+    pub fn decode(e: &Event, version: &Versioned, paths: &mut PathCache) -> BlockEvent {
+        let p = version.by_id(e.policy);
+        let comm_len = e.comm.iter().position(|b| *b == 0).unwrap_or(e.comm.len());
+        BlockEvent {
+            audit: e.kind == EVENT_AUDIT,
+            policy: p
+                .map(|p| p.name.clone())
+                .unwrap_or_else(|| format!("policy-{}", e.policy)),
+            mode: if e.kind == EVENT_AUDIT {
+                "audit"
+            } else {
+                "enforce"
+            },
+            rule: policy::describe_rule(p, e.rule),
+            protocol: if e.source == SOURCE_SOCKET {
+                // A packet socket event's protocol field holds the socket family.
+                match SocketFamily::from_value(e.protocol) {
+                    Some(SocketFamily::Xdp) => SocketFamily::Xdp.as_str(),
+                    _ => SocketFamily::Packet.as_str(),
+                }
+                .to_owned()
+            } else {
+                protocol_name(e.protocol)
+            },
+            dst: addr(e.family, &e.dst_addr),
+            dst_port: if is_icmp(e.protocol) || e.source == SOURCE_SOCKET {
+                0
+            } else {
+                e.dst_port
+            },
+            // A refused socket call has no packet, so no source address yet.
+            src: if e.source == SOURCE_SKB {
+                addr(e.family, &e.src_addr)
+            } else {
+                None
+            },
+            src_port: if e.source == SOURCE_SKB {
+                e.src_port
+            } else {
+                0
+            },
+            // Only packets have an ICMP type; a socket call on an ICMP socket has
+            // neither type nor port.
+            icmp: (is_icmp(e.protocol) && e.source == SOURCE_SKB)
+                .then_some((e.icmp_type, e.icmp_code)),
+            cgroup: paths.path(e.cgroup_id),
+            cgroup_id: e.cgroup_id,
+            uid: e.uid,
+            hook: Source::from_value(e.source).map_or("unknown", Source::as_str),
+            pid: e.pid,
+            comm: String::from_utf8_lossy(&e.comm[..comm_len]).into_owned(),
+            count: e.count,
+            masked: version.config.events.mask_addresses,
+            time: SystemTime::now(),
+        }
+    }
+}

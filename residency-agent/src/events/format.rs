@@ -1,0 +1,142 @@
+//! How an event reads in each format: the logfmt line (`RESIDENCY_EGRESS_BLOCK
+//! policy=...`), the journal's `RESIDENCY_*` fields, and the JSON object. Sinks pick
+//! the form they write.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::model::{BlockEvent, Field, field};
+
+impl BlockEvent {
+    /// An address as sinks show it: exact, or its /24 (IPv4) or /48 (IPv6) when
+    /// `mask_addresses` is set. Verdicts and metrics never see the mask.
+    pub fn show(&self, addr: Option<IpAddr>) -> String {
+        match (addr, self.masked) {
+            (None, _) => "unknown".into(),
+            (Some(a), false) => a.to_string(),
+            (Some(IpAddr::V4(a)), true) => {
+                let o = a.octets();
+                format!("{}/24", Ipv4Addr::new(o[0], o[1], o[2], 0))
+            }
+            (Some(IpAddr::V6(a)), true) => {
+                let s = a.segments();
+                format!("{}/48", Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
+            }
+        }
+    }
+
+    /// Every field, named for the journal and for the short formats, in a fixed order.
+    pub fn fields(&self) -> Vec<(Field, String)> {
+        let mut f = vec![
+            (field("RESIDENCY_EVENT", "event"), self.tag().to_owned()),
+            (field("RESIDENCY_POLICY", "policy"), self.policy.clone()),
+            (field("RESIDENCY_MODE", "mode"), self.mode.to_owned()),
+            (field("RESIDENCY_PROTO", "proto"), self.protocol.clone()),
+            (field("RESIDENCY_DST_ADDR", "dst"), self.show(self.dst)),
+            (
+                field("RESIDENCY_DST_PORT", "dport"),
+                self.dst_port.to_string(),
+            ),
+            (field("RESIDENCY_SRC_ADDR", "src"), self.show(self.src)),
+            (
+                field("RESIDENCY_SRC_PORT", "sport"),
+                self.src_port.to_string(),
+            ),
+        ];
+        if let Some((t, c)) = self.icmp {
+            f.push((field("RESIDENCY_ICMP_TYPE", "icmp_type"), t.to_string()));
+            f.push((field("RESIDENCY_ICMP_CODE", "icmp_code"), c.to_string()));
+        }
+        f.push((
+            field("RESIDENCY_CGROUP", "cgroup"),
+            self.cgroup.clone().unwrap_or_else(|| "unknown".into()),
+        ));
+        f.push((
+            field("RESIDENCY_CGROUP_ID", "cgroup_id"),
+            self.cgroup_id.to_string(),
+        ));
+        f.push((field("RESIDENCY_UID", "uid"), self.uid.to_string()));
+        f.push((field("RESIDENCY_HOOK", "hook"), self.hook.to_owned()));
+        if self.pid != 0 {
+            f.push((field("RESIDENCY_PID", "pid"), self.pid.to_string()));
+            f.push((field("RESIDENCY_COMM", "comm"), self.comm.clone()));
+        }
+        f.push((field("RESIDENCY_RULE", "rule"), self.rule.clone()));
+        f.push((field("RESIDENCY_COUNT", "count"), self.count.to_string()));
+        f
+    }
+
+    /// The JSON-lines form: every field (numbers as numbers) plus an RFC 3339 time.
+    pub fn json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert(
+            "time".into(),
+            humantime::format_rfc3339_micros(self.time)
+                .to_string()
+                .into(),
+        );
+        for (k, v) in self.fields() {
+            let numeric = matches!(
+                k.short,
+                "dport"
+                    | "sport"
+                    | "icmp_type"
+                    | "icmp_code"
+                    | "cgroup_id"
+                    | "uid"
+                    | "pid"
+                    | "count"
+            );
+            let value = match v.parse::<u64>() {
+                Ok(n) if numeric => serde_json::Value::from(n),
+                _ => serde_json::Value::from(v),
+            };
+            m.insert(k.short.into(), value);
+        }
+        serde_json::Value::Object(m)
+    }
+
+    /// `RESIDENCY_EGRESS_BLOCK` or `RESIDENCY_EGRESS_AUDIT`.
+    pub fn tag(&self) -> &'static str {
+        if self.audit {
+            "RESIDENCY_EGRESS_AUDIT"
+        } else {
+            "RESIDENCY_EGRESS_BLOCK"
+        }
+    }
+
+    /// The one-line, logfmt form.
+    pub fn line(&self) -> String {
+        let mut s = format!(
+            "{} policy={} mode={} proto={} dst={} dport={} src={} sport={}",
+            self.tag(),
+            self.policy,
+            self.mode,
+            self.protocol,
+            self.show(self.dst),
+            self.dst_port,
+            self.show(self.src),
+            self.src_port,
+        );
+        if let Some((t, c)) = self.icmp {
+            s.push_str(&format!(" icmp_type={t} icmp_code={c}"));
+        }
+        match &self.cgroup {
+            // Paths may hold spaces; quote them so the line stays parseable.
+            Some(p) if p.contains(' ') || p.contains('"') => s.push_str(&format!(" cgroup={p:?}")),
+            Some(p) => s.push_str(&format!(" cgroup={p}")),
+            None => s.push_str(" cgroup=unknown"),
+        }
+        s.push_str(&format!(
+            " cgroup_id={} uid={} hook={}",
+            self.cgroup_id, self.uid, self.hook
+        ));
+        if self.pid != 0 {
+            s.push_str(&format!(" pid={} comm={:?}", self.pid, self.comm));
+        }
+        s.push_str(&format!(" rule={}", self.rule));
+        if self.count != 1 {
+            s.push_str(&format!(" count={}", self.count));
+        }
+        s
+    }
+}

@@ -1,0 +1,105 @@
+//! Event sinks: where block and audit events go (`[events] sinks`).
+//!
+//! Every sink takes the same [`BlockEvent`]; each renders it in its own format. A sink
+//! that fails to write counts the failure (`residency_events_lost_total{reason=
+//! "sink_error"}`) and the agent carries on: reporting never holds up enforcement.
+
+mod journal;
+mod kmsg;
+mod stdout;
+mod syslog;
+
+use std::{path::Path, sync::Arc, sync::atomic::Ordering};
+
+use crate::{
+    config::{EventsConfig, SinkKind},
+    events::model::BlockEvent,
+    metrics::Telemetry,
+};
+
+/// Path of journald's native socket.
+pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// One destination for events.
+pub trait Sink: Send {
+    fn kind(&self) -> SinkKind;
+    fn write(&mut self, event: &BlockEvent) -> std::io::Result<()>;
+    /// Writes out what `write` buffered. Called after every drain of the ring buffer,
+    /// so a storm costs one system call per batch, not per event, and no event waits
+    /// longer than one drain.
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Flushes every sink; a failure counts as a sink error.
+pub fn flush(sinks: &mut [Box<dyn Sink>], telemetry: &Arc<Telemetry>) {
+    for sink in sinks.iter_mut() {
+        if let Err(e) = sink.flush() {
+            let i = Telemetry::sink_index(sink.kind());
+            let n = telemetry.sink_errors[i].fetch_add(1, Ordering::Relaxed);
+            if n.is_multiple_of(100) {
+                tracing::warn!(
+                    sink = sink.kind().as_str(),
+                    errors = n + 1,
+                    "writing events failed: {e}"
+                );
+            }
+        }
+    }
+}
+
+/// The configured sinks, or the default: the journal when its socket exists,
+/// otherwise JSON lines on stdout.
+pub fn selected(config: &EventsConfig) -> Vec<SinkKind> {
+    match &config.sinks {
+        Some(list) => list.clone(),
+        None if Path::new(JOURNAL_SOCKET).exists() => vec![SinkKind::Journal],
+        None => vec![SinkKind::Json],
+    }
+}
+
+/// Opens every selected sink.
+pub fn open(config: &EventsConfig, kinds: &[SinkKind]) -> std::io::Result<Vec<Box<dyn Sink>>> {
+    kinds
+        .iter()
+        .map(|k| -> std::io::Result<Box<dyn Sink>> {
+            Ok(match k {
+                SinkKind::Journal => Box::new(journal::Journal),
+                SinkKind::Syslog => Box::new(syslog::Syslog::open(&config.syslog_target)?),
+                SinkKind::Json => Box::new(stdout::Stdout::new(true)),
+                SinkKind::Text => Box::new(stdout::Stdout::new(false)),
+                SinkKind::Kmsg => Box::new(kmsg::Kmsg::open()?),
+            })
+        })
+        .collect()
+}
+
+/// RFC 5424 rendering, for unit tests elsewhere in the crate.
+#[cfg(test)]
+pub fn syslog_format_for_test(event: &BlockEvent) -> String {
+    syslog::format(event, "host", 1, std::time::SystemTime::UNIX_EPOCH)
+}
+
+/// Writes one event to every sink, counting what was written and what failed.
+pub fn dispatch(sinks: &mut [Box<dyn Sink>], event: &BlockEvent, telemetry: &Arc<Telemetry>) {
+    for sink in sinks.iter_mut() {
+        let i = Telemetry::sink_index(sink.kind());
+        match sink.write(event) {
+            Ok(()) => telemetry.events[i].fetch_add(1, Ordering::Relaxed),
+            Err(e) => {
+                // Rare by nature (a full disk, a dead syslog server); say it once per
+                // hundred so the agent's own log cannot flood either.
+                let n = telemetry.sink_errors[i].fetch_add(1, Ordering::Relaxed);
+                if n.is_multiple_of(100) {
+                    tracing::warn!(
+                        sink = sink.kind().as_str(),
+                        errors = n + 1,
+                        "writing an event failed: {e}"
+                    );
+                }
+                n
+            }
+        };
+    }
+}

@@ -1,0 +1,195 @@
+//! The policy in force, and how a new one replaces it atomically — where a reload
+//! happens.
+//!
+//! Rule keys, port rules and cgroup bindings carry a generation slot (0 or 1); the
+//! kernel programs read the active epoch once per packet or call (`RES_ACTIVE`; its low
+//! bit is the slot, and every change of it retires the cached verdicts). Applying a
+//! policy:
+//!
+//! 1. checks that it fits beside the one in force (both live in the maps for a moment)
+//!    — a policy that would not fit is rejected whole, before anything is written;
+//! 2. writes every rule and binding into the idle slot (the program does not look
+//!    there, so a half-written policy is never seen; a failure removes what was
+//!    written and leaves the policy in force untouched);
+//! 3. advances `RES_ACTIVE` by one, flipping the slot — from here on, new packets are judged wholly by the new
+//!    version;
+//! 4. waits one RCU grace period ([`RcuBarrier`]) for packets still being judged by
+//!    the old version, then deletes the old slot's entries.
+//!
+//! Policy ids are stable by name across versions, so counters and events keep their
+//! meaning when policies are added, removed or reordered.
+
+mod apply;
+mod ids;
+
+use std::time::Duration;
+
+use residency_common::{Binding, BindingKey, GENERATION_SLOTS, maps, slot_of};
+
+pub use apply::binding_of;
+pub use ids::PolicyIds;
+
+use crate::{
+    config::Config,
+    kernel::{BpfError, PolicyMaps},
+    policy::{KeyV4, KeyV6},
+    sys::bpf::RcuBarrier,
+};
+
+/// What is written in one slot, so that it can be deleted exactly.
+#[derive(Default)]
+pub(crate) struct Written {
+    v4: Vec<KeyV4>,
+    v6: Vec<KeyV6>,
+    bindings: Vec<BindingKey>,
+}
+
+/// The policy version in force.
+pub struct Generations {
+    maps: PolicyMaps,
+    rcu: RcuBarrier,
+    /// The value of `RES_ACTIVE`; `slot_of(epoch)` is the slot in force.
+    epoch: u32,
+    slot: u32,
+    written: Written,
+    ids: PolicyIds,
+    /// Versions applied by this agent (1 after start).
+    pub generation: u64,
+}
+
+/// The result of applying a version.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub generation: u64,
+    pub ids: Vec<u32>,
+    pub duration: Duration,
+    pub entries: usize,
+}
+
+impl Generations {
+    /// Takes over the maps. Whatever the active slot holds (a policy pinned by an
+    /// earlier agent) keeps enforcing until the first [`Generations::apply`]; the idle
+    /// slot is cleared of leftovers first.
+    pub fn new(maps: PolicyMaps) -> Result<Generations, BpfError> {
+        let rcu = RcuBarrier::new().map_err(|source| BpfError::Barrier { source })?;
+        let epoch = maps.active.get(&0, 0).map_err(|source| BpfError::Map {
+            name: maps::ACTIVE,
+            source,
+        })?;
+        let mut g = Generations {
+            maps,
+            rcu,
+            epoch,
+            slot: slot_of(epoch),
+            written: Written::default(),
+            ids: PolicyIds::default(),
+            generation: 0,
+        };
+        // Entries of the active slot were written by an earlier agent: find them so
+        // that the first apply can delete them after its flip.
+        g.written = g.scan(g.slot)?;
+        let idle = g.scan(1 - g.slot)?;
+        g.delete(&idle);
+        Ok(g)
+    }
+
+    /// Every entry currently in `slot`.
+    fn scan(&self, slot: u32) -> Result<Written, BpfError> {
+        let top = |scope: [u8; 4]| u32::from(scope[0]);
+        let mut w = Written::default();
+        for k in self.maps.rules_v4.keys() {
+            let k = k.map_err(|source| BpfError::Map {
+                name: maps::RULES_V4,
+                source,
+            })?;
+            if top(k.data().policy) == slot {
+                w.v4.push(k);
+            }
+        }
+        for k in self.maps.rules_v6.keys() {
+            let k = k.map_err(|source| BpfError::Map {
+                name: maps::RULES_V6,
+                source,
+            })?;
+            if top(k.data().policy) == slot {
+                w.v6.push(k);
+            }
+        }
+        for k in self.maps.bindings.keys() {
+            let k = k.map_err(|source| BpfError::Map {
+                name: maps::BINDINGS,
+                source,
+            })?;
+            if k.slot == slot {
+                w.bindings.push(k);
+            }
+        }
+        Ok(w)
+    }
+
+    fn delete(&mut self, w: &Written) {
+        // A key that is already gone is fine: deletion is idempotent here.
+        for k in &w.v4 {
+            let _ = self.maps.rules_v4.remove(k);
+        }
+        for k in &w.v6 {
+            let _ = self.maps.rules_v6.remove(k);
+        }
+        for k in &w.bindings {
+            let _ = self.maps.bindings.remove(k);
+        }
+    }
+
+    /// The ids [`Generations::apply`] will give `config`'s policies.
+    pub fn preview_ids(&self, config: &Config) -> Vec<u32> {
+        self.ids.assign(config).1
+    }
+
+    /// Binds one more cgroup in the version in force (a configured cgroup that has just
+    /// appeared). The binding becomes visible to packets in one map update; the epoch
+    /// then advances by two (same slot) so that verdicts cached for the cgroup under
+    /// its ancestor's policy are not used again.
+    pub fn bind(&mut self, cgroup_id: u64, binding: Binding) -> Result<(), BpfError> {
+        let key = BindingKey {
+            cgroup_id,
+            slot: self.slot,
+            _pad: 0,
+        };
+        self.maps
+            .bindings
+            .insert(key, binding, 0)
+            .map_err(|source| BpfError::MapFull {
+                name: maps::BINDINGS,
+                entry: format!("cgroup id {cgroup_id}"),
+                source,
+            })?;
+        self.written.bindings.push(key);
+        let epoch = self.epoch.wrapping_add(GENERATION_SLOTS);
+        self.maps
+            .active
+            .set(0, epoch, 0)
+            .map_err(|source| BpfError::Map {
+                name: maps::ACTIVE,
+                source,
+            })?;
+        self.epoch = epoch;
+        Ok(())
+    }
+
+    /// Removes the binding of a cgroup that no longer exists.
+    pub fn unbind(&mut self, cgroup_id: u64) {
+        let key = BindingKey {
+            cgroup_id,
+            slot: self.slot,
+            _pad: 0,
+        };
+        let _ = self.maps.bindings.remove(&key);
+        self.written.bindings.retain(|k| *k != key);
+        // Sockets can outlive their cgroup: their cached verdicts must end with the
+        // binding (same slot, fresh cache).
+        let epoch = self.epoch.wrapping_add(GENERATION_SLOTS);
+        if self.maps.active.set(0, epoch, 0).is_ok() {
+            self.epoch = epoch;
+        }
+    }
+}

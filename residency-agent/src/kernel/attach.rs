@@ -1,0 +1,96 @@
+//! Attaching every program to one cgroup, as BPF links the caller pins (dropping an
+//! unpinned link detaches it).
+
+use std::{fs::File, path::Path};
+
+use aya::programs::{
+    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, LsmCgroup, ProgramError,
+    links::FdLink,
+};
+use residency_common::{
+    PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_EGRESS, PROGRAM_SENDMSG4, PROGRAM_SENDMSG6,
+    PROGRAM_SOCKET_CREATE,
+};
+
+use super::{BpfError, Loaded};
+
+/// The cgroup sock_addr programs (their attach types come from their ELF sections).
+pub(super) const SOCK_ADDR_PROGRAMS: &[&str] = &[
+    PROGRAM_CONNECT4,
+    PROGRAM_CONNECT6,
+    PROGRAM_SENDMSG4,
+    PROGRAM_SENDMSG6,
+];
+
+/// Short names of the programs, used in link pin names (`link-<cgroup id>-<name>`).
+pub fn short_name(program: &str) -> &str {
+    program.strip_prefix("residency_").unwrap_or(program)
+}
+
+impl Loaded {
+    /// Attaches every program to one cgroup and returns the links with the programs'
+    /// short names, owned by the caller (dropping an unpinned link detaches it). On
+    /// error, the links attached so far are dropped, so nothing is left half attached.
+    pub fn attach(&mut self, path: &Path) -> Result<Vec<(&'static str, FdLink)>, BpfError> {
+        let file = File::open(path).map_err(|source| BpfError::OpenCgroup {
+            path: path.to_owned(),
+            source,
+        })?;
+        let failed = |program: &'static str| {
+            move |source: ProgramError| BpfError::Attach {
+                program,
+                path: path.to_owned(),
+                source,
+            }
+        };
+        let not_fd = |source| BpfError::NotFdLink {
+            path: path.to_owned(),
+            source,
+        };
+        let mut links = Vec::new();
+        // Socket calls first, packets last: from the moment packets are judged, a
+        // forbidden connect() already fails fast.
+        for name in SOCK_ADDR_PROGRAMS {
+            let prog: &mut CgroupSockAddr = self
+                .ebpf
+                .program_mut(name)
+                .expect("loaded")
+                .try_into()
+                .expect("checked in load");
+            let id = prog
+                .attach(&file, CgroupAttachMode::Single)
+                .map_err(failed(name))?;
+            let link = prog.take_link(id).map_err(failed(name))?;
+            links.push((short_name(name), FdLink::try_from(link).map_err(not_fd)?));
+        }
+        if self.socket_guard_missing.is_none() {
+            let prog: &mut LsmCgroup = self
+                .ebpf
+                .program_mut(PROGRAM_SOCKET_CREATE)
+                .expect("loaded")
+                .try_into()
+                .expect("checked in load");
+            let id = prog.attach(&file).map_err(failed(PROGRAM_SOCKET_CREATE))?;
+            let link = prog.take_link(id).map_err(failed(PROGRAM_SOCKET_CREATE))?;
+            links.push((short_name(PROGRAM_SOCKET_CREATE), FdLink::from(link)));
+        }
+        let prog: &mut CgroupSkb = self
+            .ebpf
+            .program_mut(PROGRAM_EGRESS)
+            .expect("loaded above")
+            .try_into()
+            .expect("checked in load");
+        // Single mode through a BPF link: the kernel still lets other programs coexist
+        // (links imply BPF_F_ALLOW_MULTI); other modes fail with EINVAL in aya 0.14
+        // (aya issue #1078).
+        let id = prog
+            .attach(&file, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+            .map_err(failed(PROGRAM_EGRESS))?;
+        let link = prog.take_link(id).map_err(failed(PROGRAM_EGRESS))?;
+        links.push((
+            short_name(PROGRAM_EGRESS),
+            FdLink::try_from(link).map_err(not_fd)?,
+        ));
+        Ok(links)
+    }
+}

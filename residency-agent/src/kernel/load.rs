@@ -1,0 +1,133 @@
+//! Loading the embedded kernel program: the object, its pinned maps (adopted from an
+//! earlier agent when they exist), and every program loaded into the kernel, with the
+//! packet socket guard probed by loading it.
+
+use std::path::{Path, PathBuf};
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    programs::{CgroupSkb, CgroupSockAddr, LsmCgroup, ProgramError},
+};
+use residency_common::{PROGRAM_EGRESS, PROGRAM_SOCKET_CREATE, maps};
+
+use super::{BpfError, attach::SOCK_ADDR_PROGRAMS};
+
+/// The kernel program, built from `residency-ebpf` by `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/residency"));
+
+/// The loaded programs and their maps.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    /// Capacity of each rule trie.
+    pub capacity: u32,
+    /// Why the packet socket guard (`residency_socket_create`) is not enforcing, when
+    /// it is not.
+    pub socket_guard_missing: Option<String>,
+}
+
+/// Whether the BPF LSM is active: without it, lsm_cgroup programs load and attach but
+/// never run. `None` when securityfs is not mounted (cannot tell).
+fn bpf_lsm_active() -> Option<bool> {
+    let list = std::fs::read_to_string("/sys/kernel/security/lsm").ok()?;
+    Some(list.trim().split(',').any(|l| l == "bpf"))
+}
+
+/// Loads the object and the program into the kernel (nothing is attached yet).
+///
+/// Maps are pinned under `maps_dir`; maps already pinned there (by an earlier agent)
+/// are adopted instead of created, so the policy they hold keeps enforcing. New rule
+/// tries get `capacity` entries each; adopted ones keep theirs.
+pub fn load(maps_dir: &Path, capacity: u32) -> Result<Loaded, BpfError> {
+    std::fs::create_dir_all(maps_dir).map_err(|source| BpfError::MapsDir {
+        path: maps_dir.to_owned(),
+        source,
+    })?;
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(maps::RULES_V4, capacity)
+        .map_max_entries(maps::RULES_V6, capacity);
+    let paths: Vec<(&'static str, PathBuf)> = PINNED_MAPS
+        .iter()
+        .map(|name| (*name, maps_dir.join(name)))
+        .collect();
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader.load(OBJECT).map_err(BpfError::Load)?;
+    let capacity = match ebpf.map(maps::RULES_V4) {
+        Some(aya::maps::Map::LpmTrie(m)) => {
+            m.info()
+                .map(|i| i.max_entries())
+                .map_err(|source| BpfError::Map {
+                    name: maps::RULES_V4,
+                    source,
+                })?
+        }
+        _ => {
+            return Err(BpfError::MissingMap {
+                name: maps::RULES_V4,
+            });
+        }
+    };
+    fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, BpfError>
+    where
+        &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+    {
+        ebpf.program_mut(name)
+            .ok_or(BpfError::Program {
+                name,
+                source: ProgramError::UnexpectedProgramType,
+            })?
+            .try_into()
+            .map_err(|source| BpfError::Program { name, source })
+    }
+    let prog: &mut CgroupSkb = program(&mut ebpf, PROGRAM_EGRESS)?;
+    prog.load().map_err(|source| BpfError::Program {
+        name: PROGRAM_EGRESS,
+        source,
+    })?;
+    for name in SOCK_ADDR_PROGRAMS {
+        let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+        prog.load()
+            .map_err(|source| BpfError::Program { name, source })?;
+    }
+    // Probing by loading: some kernels list the BPF LSM yet refuse its programs.
+    let socket_guard_missing = match bpf_lsm_active() {
+        Some(false) => Some(
+            "the BPF LSM is not active (\"bpf\" is missing from /sys/kernel/security/lsm)"
+                .to_owned(),
+        ),
+        _ => {
+            let prog: &mut LsmCgroup = program(&mut ebpf, PROGRAM_SOCKET_CREATE)?;
+            match Btf::from_sys_fs() {
+                Err(e) => Some(format!("kernel BTF is not readable ({e})")),
+                Ok(btf) => prog
+                    .load("socket_create", &btf)
+                    .err()
+                    .map(|e| format!("the kernel refused the cgroup LSM program ({e}); Linux >= 6.0 with the BPF LSM usable is needed")),
+            }
+        }
+    };
+
+    Ok(Loaded {
+        ebpf,
+        capacity,
+        socket_guard_missing,
+    })
+}
+
+/// The maps pinned under `<pin_path>/v3/maps` and adopted by the next agent. The
+/// verdict cache is not among them: a cache is never worth adopting (the first swap
+/// retires it anyway), and two builds must never read each other's keys.
+const PINNED_MAPS: &[&str] = &[
+    maps::BINDINGS,
+    maps::ACTIVE,
+    maps::RULES_V4,
+    maps::RULES_V6,
+    maps::COUNTERS,
+    maps::STATS,
+    maps::EVENTS,
+    maps::SETTINGS,
+    maps::RATE,
+    maps::PORTS,
+];

@@ -1,0 +1,103 @@
+//! The loaded object's maps, taken out for their owners: the policy maps for
+//! `generations`, the ring buffer for the event reader, the counters for metrics; and
+//! the program settings written once at start.
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
+};
+use residency_common::{
+    Binding, BindingKey, PortRule, RuleKeyV4, RuleKeyV6, RuleValue, SETTINGS_NO_VERDICT_CACHE,
+    Settings, maps,
+};
+
+use super::{BpfError, KernelCounters, Loaded};
+use crate::config::Config;
+
+/// The maps that hold the policy, taken out of the loaded object.
+pub struct PolicyMaps {
+    pub rules_v4: LpmTrie<MapData, RuleKeyV4, RuleValue>,
+    pub rules_v6: LpmTrie<MapData, RuleKeyV6, RuleValue>,
+    pub bindings: HashMap<MapData, BindingKey, Binding>,
+    pub active: Array<MapData, u32>,
+    pub ports: Array<MapData, PortRule>,
+    /// Capacity of each rule trie (entries, both slots together).
+    pub capacity: u32,
+}
+
+impl Loaded {
+    /// Takes the maps that hold the policy out of the object (call after pinning).
+    pub fn take_policy_maps(&mut self) -> Result<PolicyMaps, BpfError> {
+        fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
+            ebpf: &mut Ebpf,
+            name: &'static str,
+        ) -> Result<T, BpfError> {
+            let map = ebpf.take_map(name).ok_or(BpfError::MissingMap { name })?;
+            T::try_from(map).map_err(|source| BpfError::Map { name, source })
+        }
+        Ok(PolicyMaps {
+            rules_v4: take(&mut self.ebpf, maps::RULES_V4)?,
+            rules_v6: take(&mut self.ebpf, maps::RULES_V6)?,
+            bindings: take(&mut self.ebpf, maps::BINDINGS)?,
+            active: take(&mut self.ebpf, maps::ACTIVE)?,
+            ports: take(&mut self.ebpf, maps::PORTS)?,
+            capacity: self.capacity,
+        })
+    }
+
+    /// Takes the event ring buffer out of the object, for the event reader.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, BpfError> {
+        let map = self
+            .ebpf
+            .take_map(maps::EVENTS)
+            .ok_or(BpfError::MissingMap { name: maps::EVENTS })?;
+        RingBuf::try_from(map).map_err(|source| BpfError::Map {
+            name: maps::EVENTS,
+            source,
+        })
+    }
+
+    fn map_mut<'a, T>(&'a mut self, name: &'static str) -> Result<T, BpfError>
+    where
+        T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
+    {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(BpfError::MissingMap { name })?;
+        T::try_from(map).map_err(|source| BpfError::Map { name, source })
+    }
+
+    /// Takes the packet and health counters out of the object, for the metrics
+    /// endpoint and the shutdown report (call after pinning).
+    pub fn take_counters(&mut self) -> Result<KernelCounters, BpfError> {
+        let take =
+            |ebpf: &mut Ebpf, name: &'static str| -> Result<PerCpuArray<MapData, u64>, BpfError> {
+                let map = ebpf.take_map(name).ok_or(BpfError::MissingMap { name })?;
+                PerCpuArray::try_from(map).map_err(|source| BpfError::Map { name, source })
+            };
+        Ok(KernelCounters {
+            counters: take(&mut self.ebpf, maps::COUNTERS)?,
+            stats: take(&mut self.ebpf, maps::STATS)?,
+        })
+    }
+
+    /// Writes the program settings (the event rate limit, the verdict cache).
+    pub fn configure(&mut self, config: &Config) -> Result<(), BpfError> {
+        let mut settings: Array<_, Settings> = self.map_mut(maps::SETTINGS)?;
+        let value = Settings {
+            events_per_second: config.events.rate_limit_per_cpu,
+            events_burst: config.events.rate_limit_burst,
+            flags: if config.agent.verdict_cache {
+                0
+            } else {
+                SETTINGS_NO_VERDICT_CACHE
+            },
+            _pad: 0,
+        };
+        settings.set(0, value, 0).map_err(|source| BpfError::Map {
+            name: maps::SETTINGS,
+            source,
+        })
+    }
+}

@@ -1,0 +1,294 @@
+//! The pinned state under `[agent] pin_path`: what keeps enforcement in place when the
+//! agent is gone, and what `detach` removes.
+//!
+//! Layout (version 3):
+//!
+//! ```text
+//! <pin_path>/v3/maps/RES_*                        the programs' maps, shared by
+//!                                                 successive agents
+//! <pin_path>/v3/links/<instance>/link-<cgroup id>-<program>
+//!                                                 one BPF link per attach point and program
+//! ```
+//!
+//! A link exists as long as it is pinned or open, so an agent that exits — cleanly or by
+//! SIGKILL — leaves its pinned links enforcing (fail closed). A restarted agent adopts
+//! the pinned maps (the policy in force keeps judging), swaps its own policy in
+//! atomically (`generations`), pins its links as a new instance and only then
+//! removes the older instances. Old and new links run programs reading the same maps,
+//! so their verdicts agree: there is no window in which a blocked destination passes
+//! or an allowed one is dropped. Unpinning the last reference to a link detaches it.
+
+use std::path::{Path, PathBuf};
+
+use aya::programs::links::FdLink;
+
+use crate::sys::fs::{self, Locked};
+
+/// Version of the pin layout; a directory of another version is never touched.
+pub const LAYOUT: &str = "v3";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("pin path {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "pin path {path} is not on a BPF filesystem and mounting one there failed: {source} \
+         (mount one with `mount -t bpf bpf {path}`)"
+    )]
+    NoBpffs {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} holds pinned state of layout \"{found}\", which this agent does not \
+         understand (it uses \"{LAYOUT}\"); remove it with the agent that created it \
+         (`residency-agent detach`) before starting this one"
+    )]
+    UnknownLayout { path: PathBuf, found: String },
+    #[error(
+        "another residency-agent is running with pin path {path} (it holds the lock); stop \
+         it first, or give this one another pin_path"
+    )]
+    Locked { path: PathBuf },
+    #[error("pinning {what} at {path} failed: {source}")]
+    Pin {
+        what: String,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PinError + '_ {
+    move |source| PinError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Makes sure `pin_path` exists on a bpffs, mounting one when it does not (hosts
+/// without systemd as PID 1, and pods whose host path is not a bpffs, have none at
+/// `/sys/fs/bpf`). The bpffs goes on the pin path itself, or — when the pin path cannot
+/// be created, as under sysfs' empty `/sys/fs/bpf` — on its nearest existing ancestor if
+/// that is an empty directory. Returns where a bpffs was mounted, if one was.
+pub fn ensure_bpffs(pin_path: &Path) -> Result<Option<PathBuf>, PinError> {
+    let existing = pin_path
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    if fs::is_bpffs(existing).map_err(io(existing))? {
+        std::fs::create_dir_all(pin_path).map_err(io(pin_path))?;
+        return Ok(None);
+    }
+    let target = match std::fs::create_dir_all(pin_path) {
+        Ok(()) => pin_path.to_owned(),
+        Err(e) => {
+            let empty = std::fs::read_dir(existing)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+            if !empty {
+                return Err(PinError::NoBpffs {
+                    path: pin_path.to_owned(),
+                    source: e,
+                });
+            }
+            existing.to_owned()
+        }
+    };
+    fs::mount_bpffs(&target).map_err(|source| PinError::NoBpffs {
+        path: target.clone(),
+        source,
+    })?;
+    std::fs::create_dir_all(pin_path).map_err(io(pin_path))?;
+    Ok(Some(target))
+}
+
+/// Takes the exclusive lock on `pin_path` that makes one agent at a time the owner of
+/// the pinned state (a second agent would retire the first one's links and write into
+/// the slot it believes idle). Waits up to `wait` for a previous agent to exit (a
+/// rolling update), then fails. The lock lives as long as the returned file, and the
+/// kernel drops it when the process dies, SIGKILL included.
+pub fn lock(pin_path: &Path, wait: std::time::Duration) -> Result<Owner, PinError> {
+    let mut dir = std::fs::File::open(pin_path).map_err(io(pin_path))?;
+    let deadline = std::time::Instant::now() + wait;
+    let mut said = false;
+    loop {
+        match fs::try_lock_exclusive(dir).map_err(io(pin_path))? {
+            Locked::Held(lock) => return Ok(Owner { _lock: lock }),
+            Locked::Busy(file) => dir = file,
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(PinError::Locked {
+                path: pin_path.to_owned(),
+            });
+        }
+        if !said {
+            tracing::info!(path = %pin_path.display(), "another residency-agent owns the pinned state; waiting for it to exit");
+            said = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The owner lock on a pin path, held until dropped.
+pub struct Owner {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// Where the maps are pinned (and adopted from).
+pub fn maps_dir(pin_path: &Path) -> PathBuf {
+    pin_path.join(LAYOUT).join("maps")
+}
+
+fn links_dir(pin_path: &Path) -> PathBuf {
+    pin_path.join(LAYOUT).join("links")
+}
+
+/// Refuses pinned state of a layout this agent does not understand.
+pub fn check_layout(pin_path: &Path) -> Result<(), PinError> {
+    let entries = match std::fs::read_dir(pin_path) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(pin_path)(e)),
+    };
+    for e in entries {
+        let name = e
+            .map_err(io(pin_path))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        // bpffs shows its own debug files at its root.
+        if name != LAYOUT && !name.ends_with(".debug") {
+            return Err(PinError::UnknownLayout {
+                path: pin_path.join(&name),
+                found: name,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The link instance directories, oldest first (names sort by time).
+pub fn instances(pin_path: &Path) -> Result<Vec<PathBuf>, PinError> {
+    let dir = links_dir(pin_path);
+    let mut out = Vec::new();
+    match std::fs::read_dir(&dir) {
+        Ok(entries) => {
+            for e in entries {
+                let e = e.map_err(io(&dir))?;
+                out.push(e.path());
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&dir)(e)),
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Pins the links of a freshly attached program as a new instance and returns its
+/// directory. On failure the partial directory is removed (detaching what it held);
+/// older instances are left alone either way.
+pub fn pin_links(
+    pin_path: &Path,
+    links: Vec<(u64, Vec<(&'static str, FdLink)>)>,
+) -> Result<PathBuf, PinError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let dir = links_dir(pin_path).join(format!("{:020}-{}", now.as_nanos(), std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    for (cgroup_id, links) in links {
+        if let Err(e) = pin_cgroup_links(&dir, cgroup_id, links) {
+            let _ = remove_instance(&dir);
+            return Err(e);
+        }
+    }
+    Ok(dir)
+}
+
+/// Pins the links of one cgroup in an instance directory.
+pub fn pin_cgroup_links(
+    dir: &Path,
+    cgroup_id: u64,
+    links: Vec<(&'static str, FdLink)>,
+) -> Result<(), PinError> {
+    for (program, link) in links {
+        let path = dir.join(format!("link-{cgroup_id}-{program}"));
+        // The pin holds the link; the returned handle is dropped (closing only our fd).
+        if let Err(source) = link.pin(&path) {
+            // All or nothing per cgroup: a retry attaches every program again.
+            unpin_cgroup_links(dir, cgroup_id);
+            return Err(PinError::Pin {
+                what: format!("{program} link for cgroup {cgroup_id}"),
+                path,
+                source,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Unpins (detaching) the links of one cgroup in an instance directory.
+pub fn unpin_cgroup_links(dir: &Path, cgroup_id: u64) {
+    let prefix = format!("link-{cgroup_id}-");
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// Removes one instance: unpinning its links detaches them.
+/// Returns how many cgroups' links were detached.
+pub fn remove_instance(dir: &Path) -> Result<usize, PinError> {
+    let mut cgroups = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir(dir).map_err(io(dir))? {
+        let e = e.map_err(io(dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix("link-") {
+            cgroups.insert(rest.split('-').next().unwrap_or_default().to_owned());
+        }
+        std::fs::remove_file(e.path()).map_err(io(&e.path()))?;
+    }
+    std::fs::remove_dir(dir).map_err(io(dir))?;
+    Ok(cgroups.len())
+}
+
+/// Removes every instance but `keep`; returns how many links were detached.
+pub fn remove_others(pin_path: &Path, keep: Option<&Path>) -> Result<usize, PinError> {
+    let mut detached = 0;
+    for dir in instances(pin_path)? {
+        if Some(dir.as_path()) != keep {
+            detached += remove_instance(&dir)?;
+        }
+    }
+    Ok(detached)
+}
+
+/// `detach`: every link instance, then the maps. Returns (links, instances).
+pub fn remove_all(pin_path: &Path) -> Result<(usize, usize), PinError> {
+    let instances = instances(pin_path)?.len();
+    let links = remove_others(pin_path, None)?;
+    let maps = maps_dir(pin_path);
+    if maps.exists() {
+        for e in std::fs::read_dir(&maps).map_err(io(&maps))? {
+            let p = e.map_err(io(&maps))?.path();
+            std::fs::remove_file(&p).map_err(io(&p))?;
+        }
+        std::fs::remove_dir(&maps).map_err(io(&maps))?;
+    }
+    for d in [links_dir(pin_path), pin_path.join(LAYOUT)] {
+        if d.exists() {
+            std::fs::remove_dir(&d).map_err(io(&d))?;
+        }
+    }
+    Ok((links, instances))
+}

@@ -1,0 +1,286 @@
+//! What `/metrics` reports: one [`Collector`] that reads the kernel's counters and
+//! the agent's state at scrape time. Labels stay low-cardinality: policy, verdict,
+//! family, sink, reason — never an address or port.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, RwLock, atomic::Ordering},
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+};
+use residency_common::Stat;
+
+use super::Telemetry;
+use crate::{config::SinkKind, kernel::KernelCounters, policy::Versioned};
+
+/// Everything `/metrics` reports.
+pub struct Metrics {
+    pub versioned: Arc<RwLock<Versioned>>,
+    pub kernel: Mutex<KernelCounters>,
+    pub telemetry: Arc<Telemetry>,
+    pub sinks: Vec<SinkKind>,
+    pub instance: PathBuf,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Healthy: the pinned instance (and so the attachment) exists and events flow.
+    pub fn healthy(&self) -> bool {
+        self.instance.exists() && self.telemetry.reader_alive.load(Ordering::Relaxed)
+    }
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Vec<(&'static str, String)>, u64)],
+) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Vec<(&'static str, String)>, i64)],
+) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in rows {
+        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// The kernel's health counters, read once per scrape.
+struct KernelStats {
+    lost_ring: u64,
+    lost_rate: u64,
+    parse_errors: u64,
+    no_binding: u64,
+    trie_lookups: u64,
+    socket_denials: u64,
+}
+
+impl Collector for Metrics {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let v = self.versioned.read().expect("policy lock");
+        let (packets, k) = {
+            let k = self.kernel.lock().expect("kernel counters lock");
+            (
+                k.packets(&v.ids),
+                KernelStats {
+                    lost_ring: k.stat(Stat::EventsLost),
+                    lost_rate: k.stat(Stat::EventsRateLimited),
+                    parse_errors: k.stat(Stat::ParseErrors),
+                    no_binding: k.stat(Stat::NoBinding),
+                    trie_lookups: k.stat(Stat::TrieLookups),
+                    socket_denials: k.stat(Stat::SocketDenials),
+                },
+            )
+        };
+        self.encode_packets(&mut enc, &v, packets, &k)?;
+        self.encode_events(&mut enc, &k)?;
+        self.encode_state(&mut enc, &v)
+    }
+}
+
+/// Packets per `(policy id, verdict, family)`, as [`KernelCounters::packets`] gives them.
+type Packets = std::collections::BTreeMap<(u32, &'static str, &'static str), u64>;
+
+impl Metrics {
+    /// Packet verdicts and what the kernel program did with them.
+    fn encode_packets(
+        &self,
+        enc: &mut DescriptorEncoder,
+        v: &Versioned,
+        packets: Packets,
+        k: &KernelStats,
+    ) -> std::fmt::Result {
+        let rows: Vec<_> = packets
+            .into_iter()
+            .map(|((p, verdict, family), n)| {
+                (
+                    vec![
+                        (
+                            "policy",
+                            v.by_id(p).map(|p| p.name.clone()).unwrap_or_default(),
+                        ),
+                        ("verdict", verdict.to_owned()),
+                        ("family", family.to_owned()),
+                    ],
+                    n,
+                )
+            })
+            .collect();
+        counter(
+            enc,
+            "residency_packets",
+            "Egress packets judged, by policy, verdict and address family (exact, from per-CPU kernel counters).",
+            &rows,
+        )?;
+
+        counter(
+            enc,
+            "residency_trie_lookups",
+            "Packets judged from the rule tries: a flow's first packet (per CPU), or every packet with [agent] verdict_cache = false. The rest of residency_packets_total came from the kernel's verdict cache.",
+            &[(vec![], k.trie_lookups)],
+        )?;
+        counter(
+            enc,
+            "residency_socket_denials",
+            "connect() and sendto()/sendmsg() calls and packet socket creations refused (or, in audit mode, reported) by the socket-layer programs. Refused connect() and sendto() calls also count in residency_packets_total as blocked or audited.",
+            &[(vec![], k.socket_denials)],
+        )?;
+        counter(
+            enc,
+            "residency_program_errors",
+            "Packets the kernel program could not judge normally: parse (unparsable packet) and no_binding (no policy found; dropped).",
+            &[
+                (vec![("kind", "parse".to_owned())], k.parse_errors),
+                (vec![("kind", "no_binding".to_owned())], k.no_binding),
+            ],
+        )?;
+
+        Ok(())
+    }
+
+    /// Events: written per sink, lost, received and folded by aggregation.
+    fn encode_events(&self, enc: &mut DescriptorEncoder, k: &KernelStats) -> std::fmt::Result {
+        let t = &self.telemetry;
+        let rows: Vec<_> = self
+            .sinks
+            .iter()
+            .map(|k| {
+                (
+                    vec![("sink", k.as_str().to_owned())],
+                    t.events[Telemetry::sink_index(*k)].load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        counter(
+            enc,
+            "residency_events",
+            "Block and audit events written, by sink.",
+            &rows,
+        )?;
+
+        let sink_errors: u64 = t
+            .sink_errors
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum();
+        counter(
+            enc,
+            "residency_events_lost",
+            "Events not delivered: ring_full (kernel ring buffer full), rate_limited (per-CPU kernel rate limit), sink_error (a sink failed to write). The packets themselves are always counted in residency_packets_total.",
+            &[
+                (vec![("reason", "ring_full".to_owned())], k.lost_ring),
+                (vec![("reason", "rate_limited".to_owned())], k.lost_rate),
+                (vec![("reason", "sink_error".to_owned())], sink_errors),
+            ],
+        )?;
+        counter(
+            enc,
+            "residency_events_received",
+            "Events the agent read from the kernel ring buffer.",
+            &[(vec![], t.received.load(Ordering::Relaxed))],
+        )?;
+        counter(
+            enc,
+            "residency_events_aggregated",
+            "Repeated events folded into the count of an aggregated event (reported, not lost).",
+            &[(vec![], t.aggregated.load(Ordering::Relaxed))],
+        )?;
+        Ok(())
+    }
+
+    /// The policy in force and the agent's state: prefixes, reloads, generation,
+    /// attachment, the packet socket guard, the build.
+    fn encode_state(&self, enc: &mut DescriptorEncoder, v: &Versioned) -> std::fmt::Result {
+        let t = &self.telemetry;
+        let mut rows = Vec::new();
+        for p in &v.config.policies {
+            let c = crate::policy::counts(p);
+            rows.push((
+                vec![("policy", p.name.clone()), ("family", "ipv4".to_owned())],
+                (c.allow_v4 + c.deny_v4) as i64,
+            ));
+            rows.push((
+                vec![("policy", p.name.clone()), ("family", "ipv6".to_owned())],
+                (c.allow_v6 + c.deny_v6) as i64,
+            ));
+        }
+        gauge(
+            enc,
+            "residency_policy_prefixes",
+            "Prefixes (allow and deny entries) loaded per policy and family.",
+            &rows,
+        )?;
+        counter(
+            enc,
+            "residency_reloads",
+            "Policy reloads, by result.",
+            &[
+                (
+                    vec![("result", "success".to_owned())],
+                    t.reloads_ok.load(Ordering::Relaxed),
+                ),
+                (
+                    vec![("result", "failure".to_owned())],
+                    t.reloads_failed.load(Ordering::Relaxed),
+                ),
+            ],
+        )?;
+        gauge(
+            enc,
+            "residency_policy_generation",
+            "Generation of the policy in force: 1 at start, one more per successful reload.",
+            &[(vec![], v.generation as i64)],
+        )?;
+        gauge(
+            enc,
+            "residency_attached_cgroups",
+            "Configured cgroups the program judges (attached directly or through an attached ancestor).",
+            &[(
+                vec![],
+                if self.instance.exists() {
+                    t.attached_cgroups.load(Ordering::Relaxed) as i64
+                } else {
+                    0
+                },
+            )],
+        )?;
+        gauge(
+            enc,
+            "residency_packet_socket_guard",
+            "1 when packet sockets (AF_PACKET, AF_XDP) are denied as policies say; 0 when this kernel cannot deny them (the agent logs which enforce policies are exposed).",
+            &[(
+                vec![],
+                i64::from(t.packet_socket_guard.load(Ordering::Relaxed)),
+            )],
+        )?;
+        gauge(
+            enc,
+            "residency_build_info",
+            "Build information; always 1.",
+            &[(vec![("version", env!("CARGO_PKG_VERSION").to_owned())], 1)],
+        )?;
+        Ok(())
+    }
+}

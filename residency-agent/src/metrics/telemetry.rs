@@ -1,0 +1,37 @@
+//! The agent's own counters and state (events per sink, reloads, attachment), as
+//! atomics shared by the event pipeline, the daemon and the metrics endpoint.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+
+use crate::config::SinkKind;
+
+/// The agent's own counters and state, shared by the event pipeline, the daemon and
+/// the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    /// Events written, per sink (index: position in [`SinkKind::ALL`]).
+    pub events: [AtomicU64; 5],
+    /// Events a sink failed to write, per sink.
+    pub sink_errors: [AtomicU64; 5],
+    /// Repeats folded into an aggregated event's count (reported, not lost).
+    pub aggregated: AtomicU64,
+    /// Events the kernel handed over.
+    pub received: AtomicU64,
+    /// Set while the event reader runs.
+    pub reader_alive: AtomicBool,
+    /// Configured cgroups in force.
+    pub attached_cgroups: AtomicUsize,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    /// Whether the packet socket guard (lsm_cgroup/socket_create) is attached.
+    pub packet_socket_guard: AtomicBool,
+}
+
+impl Telemetry {
+    pub fn sink_index(kind: SinkKind) -> usize {
+        SinkKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .expect("every sink is in ALL")
+    }
+}

@@ -1,0 +1,251 @@
+//! Policy compilation — where a config key becomes a map entry: from a validated
+//! [`Config`] to the exact keys and values the kernel's rule tries and port rule
+//! array hold.
+//!
+//! Every rule key starts with its policy's scope (the generation slot and the policy
+//! id, big-endian, 32 bits that the trie must match exactly) followed by the
+//! destination prefix, so one trie per family serves every policy of both slots.
+//! Policy ids are assigned by `generations::ids` (stable by name), not config
+//! positions.
+
+use std::collections::HashMap;
+
+use ipnetwork::IpNetwork;
+use residency_common::{
+    ACTION_ALLOW, ACTION_DENY, ACTION_NONE, MAX_PORT_RULES_PER_PREFIX, MODE_AUDIT, MODE_ENFORCE,
+    POLICY_KEY_BITS, PORT_RULE_SLOTS, PortRule, RULE_NONE, RuleKeyV4, RuleKeyV6, RuleValue,
+};
+
+use crate::config::{Action, Config, Mode, PolicyConfig, PortSpec};
+
+/// A trie key as aya's `LpmTrie` takes it: `(prefix_len, data)`.
+pub type KeyV4 = aya::maps::lpm_trie::Key<RuleKeyV4>;
+pub type KeyV6 = aya::maps::lpm_trie::Key<RuleKeyV6>;
+
+/// Everything to write into the rule tries and the port rule array for one config.
+#[derive(Default)]
+pub struct RuleSet {
+    pub v4: Vec<(KeyV4, RuleValue)>,
+    pub v6: Vec<(KeyV6, RuleValue)>,
+    /// Port rules; [`RuleValue::ports_start`] indexes this list plus the slot's base
+    /// ([`ports_base`]).
+    pub ports: Vec<PortRule>,
+    /// Trie entries added for [`SPECIAL_DESTINATIONS`] (not written in the config).
+    pub implicit: usize,
+}
+
+/// A config that compiles to more than the kernel's bounded structures hold.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(
+        "policy \"{policy}\": {prefix} carries {count} protocol/port rules with the ones it \
+         inherits from wider prefixes; the kernel walks at most {max} per prefix"
+    )]
+    TooManyPortRules {
+        policy: String,
+        prefix: IpNetwork,
+        count: usize,
+        max: u32,
+    },
+    #[error(
+        "the config needs {needed} distinct protocol/port rule lists' entries; at most {max} fit"
+    )]
+    PortTableFull { needed: usize, max: u32 },
+}
+
+/// First index of a generation slot's half of the port rule array.
+pub fn ports_base(slot: u32) -> u32 {
+    slot * (PORT_RULE_SLOTS / 2)
+}
+
+/// Destinations that embed or stand for other addresses, or reach many hosts at once
+/// (the table lives in `residency_common::special`, beside the rule numbers the kernel
+/// reports for them). Every policy denies them unless it names them (or a prefix
+/// inside them) itself: an allow of `::/0` or `2000::/3` must not open 6to4 or Teredo
+/// tunnels to any IPv4 host, nor a broad IPv4 allow reach multicast groups.
+pub use residency_common::{RULE_SPECIAL_BASE, special::SPECIAL_DESTINATIONS};
+
+/// The rules of one prefix of one policy: its own entries.
+#[derive(Default)]
+struct Group {
+    bare: Option<(u32, u32)>,
+    /// `(spec, action, rule)`, most specific port range first, deny before allow.
+    ports: Vec<(PortSpec, u32, u32)>,
+}
+
+fn action_value(a: Action) -> u32 {
+    match a {
+        Action::Allow => ACTION_ALLOW,
+        Action::Deny => ACTION_DENY,
+    }
+}
+
+/// The prefix `bits` long that contains `net`.
+fn widen(net: IpNetwork, bits: u8) -> IpNetwork {
+    IpNetwork::new(net.ip(), bits)
+        .and_then(|n| IpNetwork::new(n.network(), bits))
+        .expect("shorter prefix of a valid network")
+}
+
+/// Builds the trie entries of every policy, for generation slot `slot`; `ids[i]` is
+/// the id of `config.policies[i]`.
+///
+/// The kernel looks up one prefix (the most specific match) and walks its port rules,
+/// so inheritance is resolved here: a prefix with port entries but no bare entry of
+/// its own carries the port rules of the wider prefixes above it, up to the first one
+/// with a bare entry, whose action becomes its default.
+pub fn compile(config: &Config, ids: &[u32], slot: u32) -> Result<RuleSet, CompileError> {
+    let mut set = RuleSet::default();
+    // Identical port rule lists are stored once.
+    let mut lists: HashMap<Vec<PortRule>, u32> = HashMap::new();
+    for (policy, id) in config.policies.iter().zip(ids) {
+        let scope = residency_common::scope(slot, *id);
+        let (order, groups) = group_by_prefix(policy, &mut set.implicit);
+        for net in &order {
+            let (rules, default) = port_rules(&groups, net);
+            if rules.len() > MAX_PORT_RULES_PER_PREFIX as usize {
+                return Err(CompileError::TooManyPortRules {
+                    policy: policy.name.clone(),
+                    prefix: *net,
+                    count: rules.len(),
+                    max: MAX_PORT_RULES_PER_PREFIX,
+                });
+            }
+            let (ports_start, ports_len) = if rules.is_empty() {
+                (0, 0)
+            } else {
+                let len = rules.len() as u32;
+                let next = set.ports.len() as u32;
+                let start = *lists.entry(rules.clone()).or_insert_with(|| {
+                    set.ports.extend_from_slice(&rules);
+                    next
+                });
+                (ports_base(slot) + start, len)
+            };
+            let (action, rule) = default.unwrap_or((ACTION_NONE, RULE_NONE));
+            let value = RuleValue {
+                action,
+                rule,
+                ports_start,
+                ports_len,
+            };
+            set.push(scope, net, value);
+        }
+    }
+    if set.ports.len() > (PORT_RULE_SLOTS / 2) as usize {
+        return Err(CompileError::PortTableFull {
+            needed: set.ports.len(),
+            max: PORT_RULE_SLOTS / 2,
+        });
+    }
+    Ok(set)
+}
+
+impl RuleSet {
+    /// Adds the trie entry of `net` in `scope`.
+    fn push(&mut self, scope: [u8; 4], net: &IpNetwork, value: RuleValue) {
+        match net {
+            IpNetwork::V4(n) => self.v4.push((
+                KeyV4::new(
+                    POLICY_KEY_BITS + u32::from(n.prefix()),
+                    RuleKeyV4 {
+                        policy: scope,
+                        addr: n.network().octets(),
+                    },
+                ),
+                value,
+            )),
+            IpNetwork::V6(n) => self.v6.push((
+                KeyV6::new(
+                    POLICY_KEY_BITS + u32::from(n.prefix()),
+                    RuleKeyV6 {
+                        policy: scope,
+                        addr: n.network().octets(),
+                    },
+                ),
+                value,
+            )),
+        }
+    }
+}
+
+/// One policy's entries grouped by prefix (in first-seen order), with the special
+/// destinations it does not name itself added as denies; counts those in `implicit`.
+fn group_by_prefix(
+    policy: &PolicyConfig,
+    implicit: &mut usize,
+) -> (Vec<IpNetwork>, HashMap<IpNetwork, Group>) {
+    let mut order: Vec<IpNetwork> = Vec::new();
+    let mut groups: HashMap<IpNetwork, Group> = HashMap::with_capacity(policy.entries.len());
+    for (rule, entry) in policy.entries.iter().enumerate() {
+        let g = groups.entry(entry.network).or_insert_with(|| {
+            order.push(entry.network);
+            Group::default()
+        });
+        let action = action_value(entry.action);
+        match entry.ports {
+            None => g.bare = Some((action, rule as u32)),
+            Some(spec) => g.ports.push((spec, action, rule as u32)),
+        }
+    }
+    for (k, special) in SPECIAL_DESTINATIONS.iter().enumerate() {
+        let net = IpNetwork::new(special.addr, special.prefix_len).expect("valid special prefix");
+        let g = groups.entry(net).or_insert_with(|| {
+            *implicit += 1;
+            order.push(net);
+            Group::default()
+        });
+        g.bare
+            .get_or_insert((ACTION_DENY, RULE_SPECIAL_BASE + k as u32));
+    }
+    for g in groups.values_mut() {
+        g.ports.sort_by_key(|(spec, action, rule)| {
+            (u32::from(spec.hi - spec.lo), *action != ACTION_DENY, *rule)
+        });
+    }
+    (order, groups)
+}
+
+/// The port rules the kernel walks for `net` — its own, then those inherited from the
+/// wider prefixes up to the first with a bare entry — and its default `(action, rule)`.
+fn port_rules(
+    groups: &HashMap<IpNetwork, Group>,
+    net: &IpNetwork,
+) -> (Vec<PortRule>, Option<(u32, u32)>) {
+    let push = |rules: &mut Vec<PortRule>, g: &Group| {
+        for (spec, action, rule) in &g.ports {
+            rules.push(PortRule {
+                port_lo: spec.lo,
+                port_hi: spec.hi,
+                protocol: spec.protocol,
+                action: *action as u8,
+                _pad: 0,
+                rule: *rule,
+            });
+        }
+    };
+    let g = &groups[net];
+    let mut rules = Vec::new();
+    push(&mut rules, g);
+    let mut default = g.bare;
+    if default.is_none() {
+        for bits in (0..net.prefix()).rev() {
+            if let Some(up) = groups.get(&widen(*net, bits)) {
+                push(&mut rules, up);
+                if up.bare.is_some() {
+                    default = up.bare;
+                    break;
+                }
+            }
+        }
+    }
+    (rules, default)
+}
+
+/// The binding mode value for the kernel.
+pub fn mode_value(mode: Mode) -> u8 {
+    match mode {
+        Mode::Enforce => MODE_ENFORCE,
+        Mode::Audit => MODE_AUDIT,
+    }
+}

@@ -1,0 +1,35 @@
+//! A config together with the policy ids its version carries in the kernel: what the
+//! event reader, the metrics endpoint and `status` read to name a policy id.
+
+use crate::config::{Config, PolicyConfig};
+
+/// A config together with the policy ids its version carries in the kernel.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub config: Config,
+    /// `ids[i]` is the id of `config.policies[i]`.
+    pub ids: Vec<u32>,
+    /// Versions applied by this agent.
+    pub generation: u64,
+}
+
+impl Versioned {
+    /// A config as a first version: ids in config order, generation 1.
+    #[cfg(test)]
+    pub fn initial(config: Config) -> Versioned {
+        let ids = (0..config.policies.len() as u32).collect();
+        Versioned {
+            config,
+            ids,
+            generation: 1,
+        }
+    }
+
+    /// The policy carrying kernel id `id`.
+    pub fn by_id(&self, id: u32) -> Option<&PolicyConfig> {
+        self.ids
+            .iter()
+            .position(|i| *i == id)
+            .map(|i| &self.config.policies[i])
+    }
+}

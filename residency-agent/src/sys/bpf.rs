@@ -1,0 +1,92 @@
+//! Waiting until no BPF program still runs on the policy version a reload just retired.
+//!
+//! A packet's program reads the active generation slot once and then looks up that
+//! slot's entries; deleting the old slot's entries while such a program still runs
+//! would make its lookups miss (a wrongful drop). Programs run inside an RCU read-side
+//! section, so one RCU grace period after the flip, none can still be on the old slot.
+//! Userspace has no `synchronize_rcu()`, but the kernel runs one for us: an update of a
+//! map-of-maps from a syscall waits for every running non-sleepable BPF program to
+//! finish (`maybe_wait_bpf_programs()` in kernel/bpf/syscall.c, since Linux 5.x). So
+//! the barrier is one `BPF_MAP_UPDATE_ELEM` on a private one-slot `ARRAY_OF_MAPS`.
+//!
+//! Raw `bpf(2)` because no kept crate covers it: aya creates maps only from an ELF
+//! object's definitions, and aya-ebpf 0.2 has no map-of-maps type to define one in the
+//! kernel program; this map is the agent's alone and never seen by a program.
+
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
+
+/// A private map-of-maps whose updates are RCU barriers.
+pub struct RcuBarrier {
+    outer: OwnedFd,
+    inner: OwnedFd,
+}
+
+/// `union bpf_attr`, large enough for the commands used here and zero-filled, as
+/// the kernel requires of unused trailing bytes.
+#[repr(C, align(8))]
+struct Attr([u8; 128]);
+
+impl Attr {
+    fn new() -> Attr {
+        Attr([0; 128])
+    }
+    fn u32_at(&mut self, off: usize, v: u32) -> &mut Self {
+        self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+    fn u64_at(&mut self, off: usize, v: u64) -> &mut Self {
+        self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut Attr) -> std::io::Result<libc::c_long> {
+    // SAFETY: bpf(2) with a zero-initialised attribute buffer of the size we pass.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.0.as_mut_ptr(), attr.0.len()) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn create_map(map_type: u32, inner_fd: Option<i32>) -> std::io::Result<OwnedFd> {
+    let mut attr = Attr::new();
+    // map_type, key_size, value_size, max_entries, map_flags, inner_map_fd
+    attr.u32_at(0, map_type)
+        .u32_at(4, 4)
+        .u32_at(8, 4)
+        .u32_at(12, 1);
+    if let Some(fd) = inner_fd {
+        attr.u32_at(20, fd as u32);
+    }
+    let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
+    // SAFETY: bpf(BPF_MAP_CREATE) returned a new fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+impl RcuBarrier {
+    pub fn new() -> std::io::Result<RcuBarrier> {
+        let inner = create_map(BPF_MAP_TYPE_ARRAY, None)?;
+        let outer = create_map(BPF_MAP_TYPE_ARRAY_OF_MAPS, Some(inner.as_raw_fd()))?;
+        Ok(RcuBarrier { outer, inner })
+    }
+
+    /// Returns once every BPF program that was running when it was called has finished.
+    pub fn wait(&self) -> std::io::Result<()> {
+        let key: u32 = 0;
+        let value: u32 = self.inner.as_raw_fd() as u32;
+        let mut attr = Attr::new();
+        // map_fd, (pad), key ptr, value ptr, flags
+        attr.u32_at(0, self.outer.as_raw_fd() as u32)
+            .u64_at(8, &key as *const u32 as u64)
+            .u64_at(16, &value as *const u32 as u64)
+            .u64_at(24, 0);
+        bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
+    }
+}

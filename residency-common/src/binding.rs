@@ -1,0 +1,93 @@
+//! Bindings: which policy judges a cgroup, in which mode.
+//!
+//! The agent binds every configured cgroup in the generation slot being written; the
+//! programs find the binding of the sending socket's cgroup, or of its nearest bound
+//! ancestor, climbing at most [`MAX_CGROUP_DEPTH`] levels.
+
+#[cfg(feature = "user")]
+mod user;
+
+/// Highest number of cgroups bound to a policy.
+pub const MAX_BINDINGS: u32 = 16384;
+/// How many cgroup levels the program climbs to find the nearest bound ancestor.
+pub const MAX_CGROUP_DEPTH: u32 = 32;
+
+/// Enforcement mode of a policy ([`Binding::mode`]).
+pub const MODE_ENFORCE: u8 = 1;
+/// Audit mode: packets that enforce mode would drop pass and are reported.
+pub const MODE_AUDIT: u8 = 2;
+
+/// [`Binding::flags`]: the policy lets its workloads create packet sockets (AF_PACKET).
+pub const BINDING_ALLOW_PACKET_SOCKETS: u8 = 1;
+
+/// A policy's mode, typed: [`Binding::mode`] holds [`Mode::value`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Drop what the policy does not allow.
+    Enforce = MODE_ENFORCE,
+    /// Pass everything; report what enforce mode would drop.
+    Audit = MODE_AUDIT,
+}
+
+impl Mode {
+    /// Every mode.
+    pub const ALL: [Mode; 2] = [Mode::Enforce, Mode::Audit];
+
+    /// The value in [`Binding::mode`].
+    #[inline(always)]
+    pub const fn value(self) -> u8 {
+        self as u8
+    }
+
+    /// The mode a [`Binding::mode`] value stands for.
+    #[inline(always)]
+    pub const fn from_value(value: u8) -> Option<Mode> {
+        match value {
+            MODE_ENFORCE => Some(Mode::Enforce),
+            MODE_AUDIT => Some(Mode::Audit),
+            _ => None,
+        }
+    }
+}
+
+/// Key of [`maps::BINDINGS`](crate::maps::BINDINGS): a cgroup in one generation slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BindingKey {
+    pub cgroup_id: u64,
+    pub slot: u32,
+    pub _pad: u32,
+}
+
+/// A cgroup bound to a policy: value of [`maps::BINDINGS`](crate::maps::BINDINGS).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// Policy id, below [`MAX_POLICIES`](crate::MAX_POLICIES). The agent keeps a
+    /// policy's id for its name across reloads; it is not the policy's position in the
+    /// config. With the generation slot it makes the [`scope`](crate::scope) that starts
+    /// every rule key of this policy.
+    pub policy: u32,
+    /// [`MODE_ENFORCE`] or [`MODE_AUDIT`].
+    pub mode: u8,
+    /// [`BINDING_ALLOW_PACKET_SOCKETS`].
+    pub flags: u8,
+    pub _pad: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<Binding>() == 8);
+const _: () = assert!(core::mem::size_of::<BindingKey>() == 16);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_values_round_trip() {
+        for m in Mode::ALL {
+            assert_eq!(Mode::from_value(m.value()), Some(m));
+        }
+        assert_eq!(Mode::from_value(0), None);
+    }
+}

@@ -1,0 +1,33 @@
+//! Map names, as they appear in the object file and under the pin directory.
+//!
+//! The agent pins every map as `<pin_path>/v3/maps/<name>` (pin layout `v3`; its links
+//! sit beside them as `<pin_path>/v3/links/<instance>/link-<cgroup id>-<program>`, one
+//! per program per attach point), so a name here is also part of the pinned state a
+//! later agent adopts: renaming one is a change of pin layout.
+
+/// `HASH`: [`super::BindingKey`] -> [`super::Binding`].
+pub const BINDINGS: &str = "RES_BINDINGS";
+/// `ARRAY` of one u32: the policy epoch every packet and call is judged by. Its low bit
+/// is the generation slot ([`super::slot_of`]); every change of it gives cached
+/// verdicts a new key space.
+pub const ACTIVE: &str = "RES_ACTIVE";
+/// `LPM_TRIE`: [`super::RuleKeyV4`] -> [`super::RuleValue`].
+pub const RULES_V4: &str = "RES_RULES_V4";
+/// `LPM_TRIE`: [`super::RuleKeyV6`] -> [`super::RuleValue`].
+pub const RULES_V6: &str = "RES_RULES_V6";
+/// `PERCPU_ARRAY` of u64: per-policy packet counters, see [`super::counter_index`].
+pub const COUNTERS: &str = "RES_COUNTERS";
+/// `PERCPU_ARRAY` of u64: program health counters, indexed by [`super::Stat`].
+pub const STATS: &str = "RES_STATS";
+/// `RINGBUF` of [`super::Event`].
+pub const EVENTS: &str = "RES_EVENTS";
+/// `ARRAY` of one [`super::Settings`], written by the agent.
+pub const SETTINGS: &str = "RES_SETTINGS";
+/// `PERCPU_ARRAY` of one [`super::RateBucket`]: the event rate limiter's state.
+pub const RATE: &str = "RES_RATE";
+/// `ARRAY` of [`super::PortRule`]: the port and protocol rules of the rule entries,
+/// one half per generation slot.
+pub const PORTS: &str = "RES_PORTS";
+/// `PERCPU_ARRAY` of [`super::CacheSlot`]: a direct-mapped cache of verdicts
+/// already computed, so that a flow's later packets skip the trie.
+pub const VERDICTS: &str = "RES_VERDICTS";

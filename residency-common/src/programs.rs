@@ -1,0 +1,18 @@
+//! Names of the kernel programs in the object file.
+//!
+//! The agent finds each program by this name, and names its pinned links after it
+//! without the `residency_` prefix (`link-<cgroup id>-egress`).
+
+/// Name of the cgroup/skb egress program in the object file.
+pub const PROGRAM_EGRESS: &str = "residency_egress";
+/// cgroup/connect4: a forbidden `connect()` on an IPv4 socket fails with EPERM.
+pub const PROGRAM_CONNECT4: &str = "residency_connect4";
+/// cgroup/connect6: the same for IPv6 sockets (IPv4-mapped destinations judged as IPv4).
+pub const PROGRAM_CONNECT6: &str = "residency_connect6";
+/// cgroup/sendmsg4: a forbidden `sendto()`/`sendmsg()` on an unconnected IPv4 socket.
+pub const PROGRAM_SENDMSG4: &str = "residency_sendmsg4";
+/// cgroup/sendmsg6: the same for IPv6 sockets.
+pub const PROGRAM_SENDMSG6: &str = "residency_sendmsg6";
+/// lsm_cgroup/socket_create: packet sockets (AF_PACKET) skip the IP egress hook, so
+/// enforce policies deny creating them.
+pub const PROGRAM_SOCKET_CREATE: &str = "residency_socket_create";

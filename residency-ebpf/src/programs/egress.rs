@@ -1,0 +1,160 @@
+//! Where a packet is judged: `residency_egress`, the cgroup/skb egress program.
+//!
+//! Every packet a socket in an attached cgroup sends comes through here, whatever
+//! called `connect()` or `sendto()` decided: this program is the backstop. A packet is
+//! read (`packet`), answered from the verdict cache when its flow was judged under the
+//! same epoch (`cache`), else judged from its policy's trie (`binding`, `verdict`) and
+//! the verdict cached; then counted, reported when not allowed (`report`), and dropped
+//! unless its policy audits.
+
+use aya_ebpf::{
+    helpers::generated::bpf_get_socket_cookie, macros::cgroup_skb, programs::SkBuffContext,
+};
+use aya_log_ebpf::error;
+use residency_common::{
+    Binding, EVENT_AUDIT, EVENT_BLOCK, MODE_AUDIT, RULE_ERROR, SETTINGS_NO_VERDICT_CACHE,
+    SOURCE_SKB, Stat, VerdictKey, VerdictValue, slot_of,
+};
+
+use crate::{
+    binding, cache,
+    maps::{self, SETTINGS, STATS, bump, bump_first},
+    packet::{self, Packet},
+    report,
+    verdict::{self, Decision, Target, verdict_of},
+};
+
+/// cgroup/skb return values.
+const PASS: i32 = 1;
+const DROP: i32 = 0;
+
+#[cgroup_skb(egress)]
+pub fn residency_egress(ctx: SkBuffContext) -> i32 {
+    // SAFETY: the context pointer is the skb the kernel handed us.
+    let socket = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
+    let epoch = maps::epoch();
+    let slot = slot_of(epoch);
+    let Ok(p) = packet::parse(&ctx) else {
+        return unparsable(&ctx, slot);
+    };
+    let v4 = p.dst_v4();
+    let key = cache::key(socket, epoch, &p, v4);
+    // The hot path reads as little as it can: with the cache off nothing is ever put,
+    // so the lookup simply misses, and the setting is read on the slow path only.
+    let (policy, mode, d) = match cache::get(&key) {
+        Some(v) => (
+            v.policy,
+            v.mode,
+            Decision {
+                allowed: v.allowed != 0,
+                rule: v.rule,
+            },
+        ),
+        None => {
+            let Some((b, d)) = judge(&ctx, slot, &p, v4) else {
+                return DROP;
+            };
+            remember(&key, &b, d);
+            (b.policy, b.mode, d)
+        }
+    };
+    let audit = mode == MODE_AUDIT;
+    report::count(policy, verdict_of(d.allowed, audit), p.family);
+    if d.allowed {
+        return PASS;
+    }
+    report_packet(&ctx, policy, d.rule, audit, &p);
+    if audit { PASS } else { DROP }
+}
+
+/// A cache miss: the packet judged from its policy's trie. `None` when no policy binds
+/// the socket's cgroup (reported; the caller fails closed).
+#[inline(always)]
+fn judge(
+    ctx: &SkBuffContext,
+    slot: u32,
+    p: &Packet,
+    v4: Option<[u8; 4]>,
+) -> Option<(Binding, Decision)> {
+    bump(&STATS, Stat::TrieLookups as u32);
+    let cgroup_id = binding::skb_cgroup(ctx);
+    let Some(b) = binding::of_skb(ctx.skb.skb, cgroup_id, slot) else {
+        report::no_binding(ctx, cgroup_id);
+        return None;
+    };
+    let target = Target {
+        v4,
+        v6: p.dst,
+        protocol: p.protocol,
+        port: p.dst_port,
+        port_known: p.ports_known,
+    };
+    Some((b, verdict::decide(slot, b.policy, &target)))
+}
+
+/// Caches a verdict for the flow's later packets, unless the agent turned the cache off
+/// (`[agent] verdict_cache = false`).
+#[inline(always)]
+fn remember(key: &VerdictKey, b: &Binding, d: Decision) {
+    let value = VerdictValue {
+        policy: b.policy,
+        rule: d.rule,
+        mode: b.mode,
+        allowed: d.allowed as u8,
+        _pad: 0,
+    };
+    let cache_on = SETTINGS
+        .get(0)
+        .is_none_or(|s| s.flags & SETTINGS_NO_VERDICT_CACHE == 0);
+    if cache_on {
+        cache::put(key, value);
+    }
+}
+
+/// A packet the parser could not read far enough: dropped unless its policy audits.
+#[inline(always)]
+fn unparsable(ctx: &SkBuffContext, slot: u32) -> i32 {
+    let cgroup_id = binding::skb_cgroup(ctx);
+    let Some(b) = binding::of_skb(ctx.skb.skb, cgroup_id, slot) else {
+        report::no_binding(ctx, cgroup_id);
+        return DROP;
+    };
+    if bump_first(&STATS, Stat::ParseErrors as u32) {
+        error!(
+            ctx,
+            "residency: unparsable egress packet (cgroup {})", cgroup_id
+        );
+    }
+    let audit = b.mode == MODE_AUDIT;
+    let uid = ctx.get_socket_uid();
+    report::emit(|e| {
+        e.cgroup_id = cgroup_id;
+        e.policy = b.policy;
+        e.rule = RULE_ERROR;
+        e.uid = uid;
+        e.kind = if audit { EVENT_AUDIT } else { EVENT_BLOCK };
+        e.source = SOURCE_SKB;
+    });
+    if audit { PASS } else { DROP }
+}
+
+/// The event of a packet that is not allowed: addresses, ports and ICMP type as read.
+#[inline(always)]
+fn report_packet(ctx: &SkBuffContext, policy: u32, rule: u32, audit: bool, p: &Packet) {
+    report::emit(|e| {
+        e.uid = ctx.get_socket_uid();
+        e.cgroup_id = binding::skb_cgroup(ctx);
+        e.policy = policy;
+        e.rule = rule;
+        e.dst_port = p.dst_port;
+        e.src_port = p.src_port;
+        e.kind = if audit { EVENT_AUDIT } else { EVENT_BLOCK };
+        e.family = p.family;
+        e.protocol = p.protocol;
+        e.source = SOURCE_SKB;
+        e.icmp_type = p.icmp_type;
+        e.icmp_code = p.icmp_code;
+        e.dst_addr = p.dst;
+        e.src_addr = p.src;
+    });
+}
