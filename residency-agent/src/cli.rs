@@ -83,7 +83,4 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Benchmark helper of `cargo xtask bench`: per-packet cost through BPF_PROG_TEST_RUN.
-    #[command(hide = true)]
-    BenchProgram(crate::bench::ProgramArgs),
 }

@@ -20,9 +20,6 @@
 //!
 //! Where a packet is judged is the kernel program's `residency-ebpf/src/programs/egress.rs`.
 
-pub mod bench;
-#[cfg(test)]
-mod bpf_test_run;
 pub mod cli;
 pub mod cmd;
 pub mod config;

@@ -4,10 +4,10 @@
 //! - `build`: setup, then build the agent (which builds and embeds the kernel program).
 //! - `demo`: build, then show enforcement in a sandbox cgroup and network namespace.
 //! - `test`: build, then run every test: formatting, lints, unit and end-to-end tests.
-//! - `bench`: build, then measure residency against no filter, nftables and iptables
-//!   (BENCHMARKS.md); results under `target/bench/`.
+//! - `bench`: build, then run the `residency-bench` crate, which measures residency
+//!   against no filter, nftables and iptables (BENCHMARKS.md); results under
+//!   `target/bench/`.
 
-mod bench;
 mod demo;
 mod setup;
 
@@ -41,11 +41,15 @@ enum Task {
         args: Vec<String>,
     },
     /// Build, then benchmark per-packet cost, datapath rates against nftables and
-    /// iptables, reloads and event storms (root); writes target/bench/.
-    Bench(bench::Options),
-    /// Load generators the benchmark runs inside its namespaces.
-    #[command(hide = true, subcommand)]
-    BenchHelper(bench::helpers::Helper),
+    /// iptables, reloads and event storms (root); writes target/bench/. Options
+    /// (--rounds, --secs, --trials, --repeat, --only) go to `residency-bench`;
+    /// `cargo xtask bench --help` lists them.
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Options of `residency-bench`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,12 +65,11 @@ fn main() -> anyhow::Result<()> {
             build(true)?;
             demo::demo(&workspace().join("target/release/residency-agent"))
         }
-        Task::Bench(opts) => {
+        Task::Bench { args } => {
             setup::setup()?;
             build(true)?;
-            bench::bench(&workspace().join("target/release/residency-agent"), &opts)
+            bench(&args)
         }
-        Task::BenchHelper(helper) => bench::helpers::run(helper),
         Task::Test { args } => {
             setup::setup()?;
             test(&args)
@@ -97,28 +100,41 @@ fn build(release: bool) -> anyhow::Result<()> {
     run(&mut c)
 }
 
+/// Builds `residency-bench` (release, like the agent it measures; not a dependency of
+/// xtask, so that xtask builds before the BPF toolchain exists) and runs it with `args`.
+fn bench(args: &[String]) -> anyhow::Result<()> {
+    run(cargo().args(["build", "--release", "--package", "residency-bench"]))?;
+    let target = workspace().join("target/release");
+    run(std::process::Command::new(target.join("residency-bench"))
+        .arg("--agent")
+        .arg(target.join("residency-agent"))
+        .args(args))
+}
+
 fn test(args: &[String]) -> anyhow::Result<()> {
     println!("== formatting");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     println!("== clippy (host crates)");
     // Default members only: the kernel crate cannot build for the host (Cargo.toml).
     run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
-    println!("== clippy (kernel program, for the BPF target)");
-    run(Command::new("rustup")
-        .args([
-            "run",
-            BPF_TOOLCHAIN,
-            "cargo",
-            "clippy",
-            "--release",
-            "--target",
-            "bpfel-unknown-none",
-        ])
-        .args(["-Z", "build-std=core", "--", "-D", "warnings"])
-        .current_dir(workspace().join("residency-ebpf"))
-        .env("RUSTC_BOOTSTRAP", "1")
-        .env_remove("RUSTC")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER"))?;
+    for krate in ["residency-ebpf", "residency-bench-ebpf"] {
+        println!("== clippy ({krate}, for the BPF target)");
+        run(Command::new("rustup")
+            .args([
+                "run",
+                BPF_TOOLCHAIN,
+                "cargo",
+                "clippy",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+            ])
+            .args(["-Z", "build-std=core", "--", "-D", "warnings"])
+            .current_dir(workspace().join(krate))
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER"))?;
+    }
     println!("== build");
     build(false)?;
     println!("== unit and end-to-end tests");

@@ -41,6 +41,5 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         } => explain::explain(config.as_deref(), policy.as_deref(), addr, port.as_deref()),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man => docs::man(),
-        Command::BenchProgram(args) => crate::bench::program(&args),
     }
 }

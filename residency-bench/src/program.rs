@@ -1,16 +1,20 @@
 //! Section 1: per-packet cost of the kernel program through `BPF_PROG_TEST_RUN`, for
 //! allowlists of 10 to 1M prefixes, IPv4 and IPv6, an allowed (hit) and a blocked
 //! (miss) destination, next to an empty cgroup_skb program timed in the same process.
-//! `residency-agent bench-program` does the measuring (it fills the maps through the
-//! agent's own config and generation code); this file feeds it and reads its JSON.
+//! `residency-bench program-run` ([`crate::testrun`]) does the measuring, each time in
+//! a fresh process in a cgroup of its own (it fills the maps through the agent's own
+//! config and generation code); this file feeds it and reads its JSON.
 
 use std::{path::Path, process::Command};
 
 use anyhow::{Context as _, bail};
+use residency_tests::{join_cgroup, stdout_of};
 
-use super::{
-    Options, prefixes,
-    sandbox::{AgentSetup, Sandbox, config_text, join_cgroup, stdout_of},
+use crate::{
+    agent::{AgentSetup, config_text},
+    options::Options,
+    prefixes,
+    sandbox::Bench,
     stats,
 };
 
@@ -41,7 +45,7 @@ impl Row {
     }
 }
 
-pub fn run(sb: &Sandbox, bin: &Path, opts: &Options) -> anyhow::Result<Vec<Row>> {
+pub fn run(sb: &Bench, helper: &Path, opts: &Options) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for family in [4u8, 6] {
         for n in SIZES {
@@ -66,8 +70,8 @@ pub fn run(sb: &Sandbox, bin: &Path, opts: &Options) -> anyhow::Result<Vec<Row>>
             );
             let measure = |text: &str| -> anyhow::Result<Row> {
                 std::fs::write(&config, text)?;
-                let mut cmd = Command::new(bin);
-                cmd.arg("bench-program")
+                let mut cmd = Command::new(helper);
+                cmd.arg("program-run")
                     .arg("--config")
                     .arg(&config)
                     .args(["--hit", &set.hit.to_string()])
@@ -77,7 +81,7 @@ pub fn run(sb: &Sandbox, bin: &Path, opts: &Options) -> anyhow::Result<Vec<Row>>
                 // The test run's socket is in the caller's cgroup: a fresh one of our own.
                 join_cgroup(&mut cmd, &sb.program);
                 let out = stdout_of(&mut cmd)?;
-                parse(family, n, &out).with_context(|| format!("bench-program output:\n{out}"))
+                parse(family, n, &out).with_context(|| format!("program-run output:\n{out}"))
             };
             let mut row = measure(&text)?;
             let cold = measure(&text.replacen("[agent]\n", "[agent]\nverdict_cache = false\n", 1))?;
@@ -133,7 +137,7 @@ fn parse(family: u8, prefixes: usize, out: &str) -> anyhow::Result<Row> {
         }
     }
     if row.empty.is_empty() || row.hit.is_empty() || row.miss.is_empty() {
-        bail!("bench-program printed no trials");
+        bail!("program-run printed no trials");
     }
     Ok(row)
 }

@@ -2,12 +2,12 @@
 //! receiver namespace over a veth pair; the same two measurements run with no filter,
 //! with residency (the real agent, enforcing on the sender's cgroup), with an nftables
 //! interval set in the sender's output hook, and with an iptables chain, each holding
-//! the same prefixes ([`super::prefixes::ipv4`]; the receiver's prefix last):
+//! the same prefixes ([`crate::prefixes::ipv4`]; the receiver's prefix last):
 //!
 //! - small UDP: `iperf3 -u -b 0 -l 64` for `secs`, packets per second delivered to the
 //!   receiver (sent and delivered both kept in the JSON);
 //! - TCP request/response: transactions per second, one byte each way
-//!   ([`super::helpers`]).
+//!   ([`crate::helpers`]).
 //!
 //! All cases run once per round, and the rounds repeat the whole list, so that slow
 //! drift of the machine's load touches every case alike; the tables report the median
@@ -21,17 +21,21 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 
-use super::{
-    Options, prefixes,
-    sandbox::{
-        ALLOWED, Agent, AgentSetup, BLOCKED, DISCARD_PORT, IPERF_PORT, RR_PORT, Sandbox, stdout_of,
-    },
+use residency_tests::stdout_of;
+
+use crate::{
+    agent::{Agent, AgentSetup},
+    empty::EmptyProgram,
+    options::Options,
+    prefixes,
+    sandbox::{ALLOWED, BLOCKED, Bench, DISCARD_PORT, IPERF_PORT, RR_PORT},
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Filter {
     None,
-    /// An empty cgroup_skb program (`r0 = 1`) on the sender cgroup: the hook's own cost.
+    /// An empty cgroup_skb program ([`crate::empty`]) on the sender cgroup: the hook's
+    /// own cost.
     EmptyProgram,
     Residency,
     Nftables,
@@ -89,7 +93,7 @@ pub struct Case {
     pub setup_s: Vec<f64>,
 }
 
-pub fn run(sb: &Sandbox, bin: &Path, helper: &Path, opts: &Options) -> anyhow::Result<Vec<Case>> {
+pub fn run(sb: &Bench, bin: &Path, helper: &Path, opts: &Options) -> anyhow::Result<Vec<Case>> {
     let sets: Vec<(usize, Vec<String>)> = [10, 10_000, 100_000]
         .into_iter()
         .map(|n| (n, prefixes::ipv4(n).cidrs))
@@ -128,7 +132,7 @@ pub fn run(sb: &Sandbox, bin: &Path, helper: &Path, opts: &Options) -> anyhow::R
             let started = Instant::now();
             let guard = match case.filter {
                 Filter::None => Active::Nothing,
-                Filter::EmptyProgram => Active::Held(hold_empty(sb, bin)?),
+                Filter::EmptyProgram => Active::Empty(EmptyProgram::attach(&sb.sender)?),
                 Filter::Residency => Active::Agent(Agent::start(
                     bin,
                     &sb.dir,
@@ -169,23 +173,19 @@ pub fn run(sb: &Sandbox, bin: &Path, helper: &Path, opts: &Options) -> anyhow::R
 /// What is in force in the sender's namespace, removed by [`Active::clear`].
 enum Active {
     Nothing,
-    Held(std::process::Child),
+    /// Attached while it lives.
+    Empty(EmptyProgram),
     Agent(Agent),
     Rules,
 }
 
 impl Active {
-    fn clear(self, sb: &Sandbox) -> anyhow::Result<()> {
+    fn clear(self, sb: &Bench) -> anyhow::Result<()> {
         match self {
             Active::Nothing => Ok(()),
-            Active::Held(mut child) => {
-                // Closing stdin ends the holder; its link (and the attachment) goes with it.
-                drop(child.stdin.take());
-                let status = child.wait()?;
-                ensure!(
-                    status.success(),
-                    "the empty-program holder failed: {status}"
-                );
+            Active::Empty(program) => {
+                // Its link (and so the attachment) goes with it.
+                drop(program);
                 Ok(())
             }
             Active::Agent(a) => a.stop(),
@@ -199,30 +199,9 @@ impl Active {
     }
 }
 
-/// Starts `residency-agent bench-program --attach-empty <sender cgroup>` and waits
-/// until it has attached.
-fn hold_empty(sb: &Sandbox, bin: &Path) -> anyhow::Result<std::process::Child> {
-    use std::io::BufRead as _;
-    let mut child = std::process::Command::new(bin)
-        .args(["bench-program", "--attach-empty"])
-        .arg(&sb.sender)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("starting the empty-program holder")?;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-    if line.trim() != "attached" {
-        let _ = child.kill();
-        let _ = child.wait();
-        bail!("the empty program did not attach");
-    }
-    Ok(child)
-}
-
 /// An nftables table in the sender's namespace: an interval set of the prefixes, and
 /// an output chain dropping what is not in it.
-fn nftables(sb: &Sandbox, cidrs: &[String]) -> anyhow::Result<()> {
+fn nftables(sb: &Bench, cidrs: &[String]) -> anyhow::Result<()> {
     let mut s = String::with_capacity(cidrs.len() * 20 + 512);
     s.push_str(
         "table ip residency_bench {\n  set allowed {\n    type ipv4_addr\n    flags interval\n    elements = {\n",
@@ -241,7 +220,7 @@ fn nftables(sb: &Sandbox, cidrs: &[String]) -> anyhow::Result<()> {
 
 /// An iptables chain in the sender's namespace: one ACCEPT rule per prefix (the
 /// receiver's last), then DROP.
-fn iptables(sb: &Sandbox, cidrs: &[String]) -> anyhow::Result<()> {
+fn iptables(sb: &Bench, cidrs: &[String]) -> anyhow::Result<()> {
     let mut s = String::with_capacity(cidrs.len() * 32 + 256);
     s.push_str("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:RB - [0:0]\n-A OUTPUT -j RB\n");
     for c in cidrs {
@@ -256,10 +235,10 @@ fn iptables(sb: &Sandbox, cidrs: &[String]) -> anyhow::Result<()> {
 
 /// The receiver's allowed address is reachable from the sender cgroup, and — when a
 /// filter is in force — the blocked one is refused: the filter is really there.
-fn check(sb: &Sandbox, helper: &Path, filtered: bool) -> anyhow::Result<()> {
+fn check(sb: &Bench, helper: &Path, filtered: bool) -> anyhow::Result<()> {
     let send = |addr: &str| -> anyhow::Result<String> {
         Ok(stdout_of(sb.sender_cmd(helper).args([
-            "bench-helper",
+            "helper",
             "udp-send",
             "--addr",
             &format!("{addr}:{DISCARD_PORT}"),
@@ -284,7 +263,7 @@ fn check(sb: &Sandbox, helper: &Path, filtered: bool) -> anyhow::Result<()> {
 }
 
 /// (delivered pps, sent pps, TCP transactions per second).
-fn measure(sb: &Sandbox, helper: &Path, secs: u32) -> anyhow::Result<(f64, f64, f64)> {
+fn measure(sb: &Bench, helper: &Path, secs: u32) -> anyhow::Result<(f64, f64, f64)> {
     std::thread::sleep(Duration::from_millis(300));
     let sender_cpu = sb.cpus.map(|(tx, _)| tx.to_string());
     let mut iperf = sb.sender_cmd("iperf3");
@@ -319,7 +298,7 @@ fn measure(sb: &Sandbox, helper: &Path, secs: u32) -> anyhow::Result<(f64, f64, 
 
     let mut rr = sb.sender_cmd(helper);
     rr.args([
-        "bench-helper",
+        "helper",
         "rr-client",
         "--addr",
         &format!("{ALLOWED}:{RR_PORT}"),

@@ -10,9 +10,12 @@ use std::{path::Path, process::Command, time::Instant};
 
 use anyhow::Context as _;
 
-use super::{
+use residency_tests::stdout_of;
+
+use crate::{
+    agent::{Agent, AgentSetup, config_text, rss_kib},
     prefixes,
-    sandbox::{Agent, AgentSetup, Sandbox, config_text, rss_kib, stdout_of},
+    sandbox::Bench,
 };
 
 pub const SIZES: [usize; 3] = [10_000, 100_000, 1_000_000];
@@ -36,7 +39,7 @@ pub struct Result {
     pub rows: Vec<Row>,
 }
 
-pub fn run(sb: &Sandbox, bin: &Path) -> anyhow::Result<Result> {
+pub fn run(sb: &Bench, bin: &Path) -> anyhow::Result<Result> {
     eprintln!("bench: reload, starting the agent with 10 prefixes");
     let base = prefixes::ipv4(10).cidrs;
     let name = "reload";

@@ -18,9 +18,10 @@ use std::{
 
 use anyhow::{Context as _, ensure};
 
-use super::{
+use crate::{
+    agent::{Agent, AgentSetup, cpu_seconds},
     prefixes,
-    sandbox::{Agent, AgentSetup, BLOCKED, DISCARD_PORT, Sandbox, cpu_seconds},
+    sandbox::{BLOCKED, Bench, DISCARD_PORT},
 };
 
 pub struct Result {
@@ -96,7 +97,7 @@ fn counters(agent: &Agent) -> anyhow::Result<Counters> {
 
 /// One storm from one flooder, then one from a flooder per CPU (the agent then shares
 /// the CPUs with the flood).
-pub fn run(sb: &Sandbox, bin: &Path, helper: &Path, secs: u32) -> anyhow::Result<Vec<Result>> {
+pub fn run(sb: &Bench, bin: &Path, helper: &Path, secs: u32) -> anyhow::Result<Vec<Result>> {
     let allow = prefixes::ipv4(10_000).cidrs;
     let agent = Agent::start(
         bin,
@@ -119,7 +120,7 @@ pub fn run(sb: &Sandbox, bin: &Path, helper: &Path, secs: u32) -> anyhow::Result
 }
 
 fn storm(
-    sb: &Sandbox,
+    sb: &Bench,
     agent: &Agent,
     helper: &Path,
     secs: u32,
@@ -132,7 +133,7 @@ fn storm(
         .map(|_| {
             sb.sender_cmd(helper)
                 .args([
-                    "bench-helper",
+                    "helper",
                     "udp-flood",
                     "--addr",
                     &format!("{BLOCKED}:{DISCARD_PORT}"),

@@ -1,6 +1,6 @@
 //! Small load generators the benchmark runs inside its namespaces, as hidden
-//! `cargo xtask bench-helper ...` subcommands of this same binary (started with
-//! `ip netns exec <ns> <this binary> bench-helper ...`).
+//! `residency-bench helper ...` subcommands of this same binary (started with
+//! `ip netns exec <ns> <this binary> helper ...`).
 //!
 //! - `rr-server` / `rr-client`: TCP request/response, one byte each way, one
 //!   transaction in flight (netperf's TCP_RR shape; iperf3 has no such mode).

@@ -3,19 +3,20 @@
 //! demand — malformed headers, IPv6 extension headers, later fragments, an IPv6 packet
 //! addressed to an IPv4-mapped destination. Nothing is attached anywhere.
 //!
-//! The kernel gives a test run a socket in the calling task's cgroup, so the tests bind
-//! their own cgroup id to the policy under test. Needs root (BPF).
+//! The program is loaded and its maps filled through the agent library
+//! (`residency_agent`), as the agent does. The kernel gives a test run a socket in the
+//! calling task's cgroup, so the tests bind their own cgroup id to the policy under test
+//! (`residency_tests::kernel`). Needs root (BPF).
 
 use aya::{
     maps::{MapData, RingBuf},
     programs::{CgroupSkb, TestRun as _, TestRunOptions},
 };
-use residency_common::{Event, Stat};
-
-use crate::{
-    config::Config, generations::Generations, host::Hierarchy, kernel as bpf,
-    kernel::KernelCounters,
+use residency_agent::{
+    config::Config, generations::Generations, kernel as bpf, kernel::KernelCounters,
 };
+use residency_common::{Event, Stat};
+use residency_tests::{kernel, require_root};
 
 const PASS: u32 = 1;
 const DROP: u32 = 0;
@@ -34,28 +35,9 @@ cgroups = ["y"]
 allow = ["198.51.100.0/24"]
 "#;
 
-fn require_root() -> bool {
-    // SAFETY: no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("RESIDENCY_SKIP_PRIVILEGED").is_some() {
-        eprintln!("RESIDENCY_SKIP_PRIVILEGED is set: skipping a BPF test");
-        return false;
-    }
-    panic!("BPF_PROG_TEST_RUN tests need root; run as root or set RESIDENCY_SKIP_PRIVILEGED=1");
-}
-
 /// The cgroup v2 id of this process.
 fn own_cgroup_id() -> u64 {
-    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    let rel = text
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .expect("cgroup v2 entry");
-    let rel = rel.trim_start_matches('/');
-    let h = Hierarchy::discover().unwrap();
-    crate::host::id_of(&h.resolve(if rel.is_empty() { "." } else { rel }).unwrap()).unwrap()
+    kernel::own_cgroup_id().unwrap()
 }
 
 struct Harness {
@@ -65,25 +47,9 @@ struct Harness {
     _generations: Generations,
 }
 
-static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// Loads the program with its maps pinned in a private bpffs, then unpins them and
-/// unmounts it: the maps live on through the loaded object's file descriptors.
+/// Loads the program with its maps in a private bpffs (see `residency_tests::kernel`).
 fn load_private() -> bpf::Loaded {
-    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let root = std::env::temp_dir().join(format!("residency-testrun-{}-{n}", std::process::id()));
-    crate::kernel::pins::ensure_bpffs(&root).unwrap();
-    let maps_dir = root.join("maps");
-    let loaded = bpf::load(&maps_dir, 1 << 18).unwrap();
-    for e in std::fs::read_dir(&maps_dir).unwrap() {
-        std::fs::remove_file(e.unwrap().path()).unwrap();
-    }
-    std::fs::remove_dir(&maps_dir).unwrap();
-    let c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: umount2 of the bpffs this function mounted.
-    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    std::fs::remove_dir(&root).unwrap();
-    loaded
+    kernel::load_private(1 << 18).unwrap()
 }
 
 impl Harness {
@@ -98,7 +64,7 @@ impl Harness {
         let mut loaded = load_private();
         loaded.configure(&config).unwrap();
         // A test run's socket lives in this process's cgroup: bind it to `policy`.
-        let bound = [crate::host::BoundCgroup {
+        let bound = [residency_agent::host::BoundCgroup {
             policy: policy as usize,
             path: "/".into(),
             id: own_cgroup_id(),
@@ -374,7 +340,7 @@ fn ported(config: &str) -> (bpf::Loaded, Generations) {
     let config = Config::parse(config, "ports").unwrap();
     let mut loaded = load_private();
     loaded.configure(&config).unwrap();
-    let bound = [crate::host::BoundCgroup {
+    let bound = [residency_agent::host::BoundCgroup {
         policy: 0,
         path: "/".into(),
         id: own_cgroup_id(),
@@ -433,7 +399,7 @@ fn cached_verdicts_end_with_their_policy_version() {
     let dns = ipv4([198, 51, 100, 7], 17, 0, 53);
     assert_eq!(run_on(&mut l, &dns), PASS);
     assert_eq!(run_on(&mut l, &dns), PASS, "now from the cache");
-    let bound = [crate::host::BoundCgroup {
+    let bound = [residency_agent::host::BoundCgroup {
         policy: 0,
         path: "/".into(),
         id: own_cgroup_id(),

@@ -1,0 +1,128 @@
+//! The raw numbers (`results.json`) and the plot of packet rate against prefix count
+//! (`rate-vs-prefixes.png`, drawn by gnuplot).
+
+use std::{fmt::Write as _, path::Path, process::Command};
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use super::find;
+use crate::{Results, datapath::Filter, stats::median};
+
+pub fn raw(r: &Results) -> serde_json::Value {
+    let m = &r.machine;
+    json!({
+        "machine": {
+            "cpus": m.cpus,
+            "cpu_model": m.cpu_model,
+            "kernel": m.kernel,
+            "loadavg_start": m.loadavg_start,
+            "loadavg_end": m.loadavg_end,
+            "started": m.started,
+            "duration_s": m.duration_s,
+            "command": m.command,
+            "tools": m.tools,
+        },
+        "program": r.program.iter().map(|p| json!({
+            "family": p.family,
+            "prefixes": p.prefixes,
+            "repeat": p.repeat,
+            "packet_bytes": p.packet_bytes,
+            "apply_ms": p.apply_ms,
+            "empty_ns": p.empty,
+            "hit_ns": p.hit,
+            "miss_ns": p.miss,
+            "hit_ratio": p.ratio(&p.hit),
+            "miss_ratio": p.ratio(&p.miss),
+            "hit_first_packet_ns": p.hit_cold,
+            "miss_first_packet_ns": p.miss_cold,
+            "hit_first_packet_ratio": p.ratio(&p.hit_cold),
+            "miss_first_packet_ratio": p.ratio(&p.miss_cold),
+        })).collect::<Vec<_>>(),
+        "datapath": r.datapath.iter().map(|c| json!({
+            "filter": c.filter.key(),
+            "prefixes": c.prefixes,
+            "udp_delivered_pps": c.udp,
+            "udp_sent_pps": c.udp_sent,
+            "tcp_rr_per_s": c.rr,
+            "setup_s": c.setup_s,
+        })).collect::<Vec<_>>(),
+        "reload": r.reload.as_ref().map(|rl| json!({
+            "base_rss_kib": rl.base_rss_kib,
+            "steps": rl.rows.iter().map(|row| json!({
+                "prefixes": row.prefixes,
+                "action": row.action,
+                "wall_ms": row.wall_ms,
+                "agent_ms": row.agent_ms,
+                "rss_kib": row.rss_kib,
+                "hwm_kib": row.hwm_kib,
+            })).collect::<Vec<_>>(),
+        })),
+        "events": r.events.iter().map(|e| json!({
+            "flooders": e.flooders,
+            "flood_s": e.flood_s,
+            "total_s": e.total_s,
+            "sends_refused": e.refused,
+            "sends_accepted": e.accepted,
+            "packets_blocked": e.blocked,
+            "events_delivered": e.written,
+            "events_received": e.received,
+            "lost_ring_full": e.lost_ring,
+            "lost_rate_limited": e.lost_rate,
+            "lost_sink_error": e.lost_sink,
+            "agent_cpu_s": e.agent_cpu_s,
+            "delivered_per_s": e.delivered_per_s(),
+            "agent_cores": e.cores(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn plot(r: &Results, out: &Path) -> anyhow::Result<()> {
+    let base = find(&r.datapath, Filter::None, 0).map_or(f64::NAN, |c| median(&c.udp_sent));
+    let mut series = Vec::new();
+    for f in [Filter::Residency, Filter::Nftables, Filter::Iptables] {
+        let mut data = String::new();
+        for c in r.datapath.iter().filter(|c| c.filter == f) {
+            let _ = writeln!(data, "{} {}", c.prefixes, median(&c.udp_sent));
+        }
+        let file = format!("plot-{}.dat", f.key());
+        std::fs::write(out.join(&file), data)?;
+        series.push((file, f.name()));
+    }
+    let mut gp = String::from(
+        "set terminal pngcairo size 960,600 font ',11'\n\
+         set output 'rate-vs-prefixes.png'\n\
+         set title 'Small-UDP packet rate (64-byte payload) vs allowlist size — sender in a cgroup, veth pair'\n\
+         set logscale x\nset xrange [5:200000]\nset yrange [0:*]\n\
+         set format x '10^{%L}'\nset xlabel 'prefixes in the allowlist'\n\
+         set ylabel 'packets per second sent through the filter (median)'\n\
+         set key bottom left\nset grid\n",
+    );
+    let _ = write!(
+        gp,
+        "plot {base} with lines dashtype 2 lw 2 title 'no filter'"
+    );
+    if let Some(c) = find(&r.datapath, Filter::EmptyProgram, 0) {
+        let _ = write!(
+            gp,
+            ", {} with lines dashtype 3 lw 2 title 'empty cgroup\\_skb program'",
+            median(&c.udp_sent)
+        );
+    }
+    for (i, (file, name)) in series.iter().enumerate() {
+        let _ = write!(
+            gp,
+            ", '{file}' using 1:2 with linespoints lw 2 pt {} ps 1.5 title '{name}'",
+            [7, 5, 9][i]
+        );
+    }
+    gp.push('\n');
+    std::fs::write(out.join("rate-vs-prefixes.gp"), gp)?;
+    let status = Command::new("gnuplot")
+        .arg("rate-vs-prefixes.gp")
+        .current_dir(out)
+        .status()
+        .context("running gnuplot")?;
+    anyhow::ensure!(status.success(), "gnuplot failed: {status}");
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! The markdown tables of the report, one function per section, each stating the
+//! target that applies and PASS or MISS.
+
+use std::fmt::Write as _;
+
+use super::{find, int, kilo, mib, ms, paired, verdict};
+use crate::{
+    Results,
+    datapath::{Case, Filter},
+    stats::{median, percentile},
+};
+
+pub fn program_table(r: &Results, s: &mut String) {
+    let first = &r.program[0];
+    let _ = writeln!(
+        s,
+        "## 1. Per-packet cost of the program (BPF_PROG_TEST_RUN)\n\n\
+         ns per run as the kernel reports it, median and p99 over {} trials of {} runs \
+         each, on one {}-byte UDP packet (IPv4: 20 + 8 + 64; IPv6: 40 + 8 + 64) — the same \
+         packet every run, so caches are hot and this is a lower bound. The empty program \
+         (`r0 = 1; exit`, cgroup_skb) runs interleaved with the others in the same process. \
+         Hit: a destination inside a prefix in the middle of the set (allowed); miss: one \
+         no prefix covers (dropped; its event is subject to the default rate limit). \
+         Prefixes are disjoint, IPv4 mostly /16–/24 with some /8–/15 and /25–/32, IPv6 \
+         /29–/64 mostly /32 and /48. Target: at 100k prefixes, ≤ 3× the empty program.\n\n\
+         The program remembers verdicts per CPU (a direct-mapped cache keyed by socket (so cgroup), \
+         policy version, destination, protocol and port), so a flow's packets after its \
+         first skip the trie: the hit and miss columns are that steady state, which is \
+         what the same packet repeated measures. The *first packet* columns run with the \
+         cache off (`[agent] verdict_cache = false`): every run takes the trie path, as the \
+         first packet of each new flow (or every packet of a flood of distinct \
+         destinations) does.\n",
+        first.empty.len(),
+        first.repeat,
+        first.packet_bytes
+    );
+    let _ = writeln!(
+        s,
+        "| family | prefixes | empty ns (median / p99) | hit ns (median / p99) | hit × empty | miss ns (median / p99) | miss × empty | first packet: hit / miss × empty | target |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    for row in &r.program {
+        let mp = |v: &[f64]| format!("{:.0} / {:.0}", median(v), percentile(v, 99.0));
+        let (hr, mr) = (row.ratio(&row.hit), row.ratio(&row.miss));
+        let target = if row.prefixes == 100_000 {
+            format!("≤ 3×: {}", verdict(hr <= 3.0 && mr <= 3.0))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "| IPv{} | {} | {} | {} | {hr:.1}× | {} | {mr:.1}× | {:.1}× / {:.1}× | {target} |",
+            row.family,
+            int(row.prefixes as f64),
+            mp(&row.empty),
+            mp(&row.hit),
+            mp(&row.miss),
+            row.ratio(&row.hit_cold),
+            row.ratio(&row.miss_cold),
+        );
+    }
+    s.push('\n');
+}
+
+pub fn datapath_table(cases: &[Case], secs: u32, s: &mut String) {
+    let base = find(cases, Filter::None, 0).expect("baseline measured");
+    let _ = writeln!(
+        s,
+        "## 2. Datapath: sender in a cgroup, veth pair between two network namespaces\n\n\
+         Small UDP: `iperf3 -u -b 0 -l 64` for {} s. *Sent* is the packets per second the \
+         sender got through its egress path — the filter runs there, synchronously, in the \
+         sender's system call — and is what the targets are judged on; *delivered* is what \
+         the receiving iperf3 read, lower when its socket buffer overflows (a receiver-side \
+         effect that varies from run to run). TCP RR: one-byte request/response \
+         transactions per second over one connection. Sender and receiver are pinned to \
+         CPU 0 and 1. Median over {} rounds (min–max in brackets); every round runs every \
+         case. A ratio is the median over rounds of the case's rate divided by the \
+         no-filter rate *of the same round* (and a comparison with nftables, of the two \
+         rates of the same round): on a VM whose speed drifts by several percent from \
+         minute to minute, pairing within a round cancels the drift that a ratio of two \
+         medians would keep. The same prefixes in \
+         every filter, the receiver's last (the last rule of the iptables chain). The empty \
+         cgroup_skb program (`r0 = 1`, attached to the sender cgroup) shows what the \
+         cgroup egress hook costs by itself. Cases run in a different order each round. Setup: \
+         agent start until ready, `nft -f`, or `iptables-restore`. Targets: residency at \
+         100k prefixes ≥ 95% of the no-filter small-UDP rate, and at least the nftables \
+         rate at every size.\n",
+        secs,
+        base.udp_sent.len()
+    );
+    let _ = writeln!(
+        s,
+        "| filter | prefixes | small UDP sent pps | × no filter | delivered pps | × no filter | TCP RR/s | × no filter | setup | target |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    let mut rows: Vec<(Filter, usize)> = crate::datapath::CASES.to_vec();
+    rows.push((Filter::Iptables, 100_000));
+    for (f, n) in rows {
+        match find(cases, f, n) {
+            Some(c) => datapath_row(cases, base, c, s),
+            None => {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | — | — | — | — | — | — | — | not run: a linear chain of {} rules |",
+                    f.name(),
+                    int(n as f64),
+                    int(n as f64)
+                );
+            }
+        }
+    }
+    s.push('\n');
+}
+
+pub fn reload_table(rl: &crate::reload::Result, s: &mut String) {
+    let _ = writeln!(
+        s,
+        "## 3. Reload\n\n\
+         One agent, started with 10 IPv4 prefixes (RSS {}). Each step rewrites the config \
+         and runs `residency-agent reload`: apply N (from 10), swap (a version of the same \
+         size with one prefix changed: the whole version is written into the idle slot, \
+         the active slot flips, the old one is deleted), remove (back to 10). Wall time is \
+         the CLI's, from start to the agent's answer (read, validate, diff, write, flip, \
+         grace period, delete); the agent's own time covers write to delete. RSS is the \
+         agent's VmRSS after the step (peak: VmHWM so far). Targets: 100k prefixes applied \
+         in < 1 s, 1M in < 10 s (wall).\n",
+        mib(rl.base_rss_kib)
+    );
+    let _ = writeln!(
+        s,
+        "| prefixes | step | `reload` wall time | agent apply time | agent RSS (peak) | target |\n| ---: | --- | ---: | ---: | ---: | --- |"
+    );
+    for row in &rl.rows {
+        let target = match (row.action, row.prefixes) {
+            ("apply", 100_000) => format!("< 1 s: {}", verdict(row.wall_ms < 1000.0)),
+            ("apply", 1_000_000) => format!("< 10 s: {}", verdict(row.wall_ms < 10_000.0)),
+            _ => String::new(),
+        };
+        let step = match row.action {
+            "apply" => "apply (from 10)",
+            "swap" => "swap generation",
+            _ => "remove (back to 10)",
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {step} | {} | {} | {} ({}) | {target} |",
+            int(row.prefixes as f64),
+            ms(row.wall_ms),
+            ms(row.agent_ms),
+            mib(row.rss_kib),
+            mib(row.hwm_kib)
+        );
+    }
+    s.push('\n');
+}
+
+pub fn events_table(storms: &[crate::events::Result], s: &mut String) {
+    let _ = writeln!(
+        s,
+        "## 4. Event storm\n\n\
+         Flooders in the sender cgroup send 64-byte UDP to a blocked address for {:.0} s: \
+         one flooder, then one per CPU (the agent then competes with them for the CPUs). \
+         The agent (10k prefixes, kernel rate limit off, aggregation off, `json` sink to \
+         /dev/null) reports each blocked packet. Delivered/s and CPU are over flood start \
+         to drained. Target: the agent uses less than one core, and no count is lost: \
+         packets counted blocked = sends refused, and events delivered + events counted \
+         lost = packets blocked.\n",
+        storms[0].flood_s
+    );
+    let _ = writeln!(
+        s,
+        "| flooders | packets blocked (counted) | sends refused | events delivered | delivered/s | events lost: ring full / rate limited / sink error | agent CPU | target |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    for e in storms {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} / {} / {} | {:.2} cores | < 1 core: {}; counts exact: {} |",
+            e.flooders,
+            int(e.blocked as f64),
+            int(e.refused as f64),
+            int(e.written as f64),
+            int(e.delivered_per_s()),
+            int(e.lost_ring as f64),
+            int(e.lost_rate as f64),
+            int(e.lost_sink as f64),
+            e.cores(),
+            verdict(e.cores() < 1.0),
+            verdict(e.counts_exact()),
+        );
+    }
+    s.push('\n');
+}
+
+/// One measured case of the datapath table, its ratios paired with the no-filter
+/// `base` (and nftables of the same size) round by round.
+fn datapath_row(cases: &[Case], base: &Case, c: &Case, s: &mut String) {
+    let (f, n) = (c.filter, c.prefixes);
+    let range = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{} ({}–{})", int(median(v)), kilo(lo), kilo(hi))
+    };
+    let (ur, dr, rrr) = (
+        paired(&c.udp_sent, &base.udp_sent),
+        paired(&c.udp, &base.udp),
+        paired(&c.rr, &base.rr),
+    );
+    let mut target = Vec::new();
+    if f == Filter::Residency {
+        if n == 100_000 {
+            target.push(format!("≥ 95%: {}", verdict(ur >= 0.95)));
+        }
+        if let Some(nft) = find(cases, Filter::Nftables, n) {
+            let vs = paired(&c.udp_sent, &nft.udp_sent);
+            target.push(format!(
+                "≥ nftables ({:.0}%; {:.2}× it): {}",
+                100.0 * paired(&nft.udp_sent, &base.udp_sent),
+                vs,
+                verdict(vs >= 1.0)
+            ));
+        }
+    }
+    let _ = writeln!(
+        s,
+        "| {} | {} | {} | {:.0}% | {} | {:.0}% | {} | {:.0}% | {} | {} |",
+        f.name(),
+        if matches!(f, Filter::None | Filter::EmptyProgram) {
+            "—".to_owned()
+        } else {
+            int(n as f64)
+        },
+        range(&c.udp_sent),
+        100.0 * ur,
+        range(&c.udp),
+        100.0 * dr,
+        range(&c.rr),
+        100.0 * rrr,
+        if f == Filter::None {
+            "—".to_owned()
+        } else {
+            format!("{:.2} s", median(&c.setup_s))
+        },
+        target.join("; ")
+    );
+}
