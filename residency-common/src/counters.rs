@@ -6,17 +6,57 @@ use crate::MAX_POLICIES;
 
 /// Verdicts counted per policy and family.
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Verdict {
     Allowed = 0,
     Blocked = 1,
     Audited = 2,
 }
 
+impl Verdict {
+    /// Every verdict, in counter order.
+    pub const ALL: [Verdict; 3] = [Verdict::Allowed, Verdict::Blocked, Verdict::Audited];
+
+    /// The name in metrics labels, status and logs (`verdict="blocked"`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allowed => "allowed",
+            Verdict::Blocked => "blocked",
+            Verdict::Audited => "audited",
+        }
+    }
+}
+
+/// The address family a packet is counted under.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    Ipv4 = 0,
+    Ipv6 = 1,
+}
+
+impl Family {
+    /// Both families, in counter order.
+    pub const ALL: [Family; 2] = [Family::Ipv4, Family::Ipv6];
+
+    /// The family's index in [`counter_index`].
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+
+    /// The name in metrics labels and logs (`family="ipv6"`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+}
+
 /// Number of verdicts in [`Verdict`].
-pub const VERDICTS: u32 = 3;
-/// Address families counted: index 0 is IPv4, 1 is IPv6.
-pub const FAMILIES: u32 = 2;
+pub const VERDICTS: u32 = Verdict::ALL.len() as u32;
+/// Address families counted ([`Family`]): index 0 is IPv4, 1 is IPv6.
+pub const FAMILIES: u32 = Family::ALL.len() as u32;
 /// Size of [`maps::COUNTERS`](crate::maps::COUNTERS).
 pub const COUNTER_SLOTS: u32 = MAX_POLICIES * VERDICTS * FAMILIES;
 

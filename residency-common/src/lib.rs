@@ -37,7 +37,9 @@ pub use binding::{
     MODE_ENFORCE,
 };
 pub use cache::{CacheSlot, VERDICT_CACHE_SLOTS, VerdictKey, VerdictValue};
-pub use counters::{COUNTER_SLOTS, FAMILIES, STAT_SLOTS, Stat, VERDICTS, Verdict, counter_index};
+pub use counters::{
+    COUNTER_SLOTS, FAMILIES, Family, STAT_SLOTS, Stat, VERDICTS, Verdict, counter_index,
+};
 pub use event::{EVENT_AUDIT, EVENT_BLOCK, EVENTS_RING_BYTES, Event};
 pub use generation::{GENERATION_SLOTS, slot_of};
 #[cfg(feature = "user")]

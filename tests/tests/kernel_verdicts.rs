@@ -15,7 +15,7 @@ use aya::{
 use residency_agent::{
     config::Config, generations::Generations, kernel as bpf, kernel::KernelCounters,
 };
-use residency_common::{Event, Stat};
+use residency_common::{Event, Family, Stat, Verdict};
 use residency_tests::{kernel, require_root};
 
 const PASS: u32 = 1;
@@ -248,8 +248,8 @@ fn counters_are_exact_per_policy_verdict_and_family() {
         h.run(&ipv6(v6("2001:db8:99::9"), false, 53));
     }
     let c = h.counters.packets(&[0, 1]);
-    assert_eq!(c.get(&(0, "allowed", "ipv4")), Some(&5));
-    assert_eq!(c.get(&(0, "blocked", "ipv6")), Some(&3));
+    assert_eq!(c.get(&(0, Verdict::Allowed, Family::Ipv4)), Some(&5));
+    assert_eq!(c.get(&(0, Verdict::Blocked, Family::Ipv6)), Some(&3));
     assert_eq!(c.values().filter(|n| **n > 0).count(), 2, "{c:?}");
 }
 
@@ -279,7 +279,9 @@ fn event_rate_limit_caps_events_but_never_counts() {
         "every event is delivered or counted as rate-limited"
     );
     assert_eq!(
-        h.counters.packets(&[0]).get(&(0, "blocked", "ipv4")),
+        h.counters
+            .packets(&[0])
+            .get(&(0, Verdict::Blocked, Family::Ipv4)),
         Some(&200)
     );
 }

@@ -14,7 +14,13 @@ pub fn report(versioned: &RwLock<Versioned>, metrics: &Metrics) {
     for ((id, verdict, family), n) in kernel.packets(&v.ids) {
         if n > 0 {
             let name = v.by_id(id).map(|p| p.name.as_str()).unwrap_or("?");
-            info!(policy = %name, verdict, family, packets = n, "counted");
+            info!(
+                policy = %name,
+                verdict = verdict.as_str(),
+                family = family.as_str(),
+                packets = n,
+                "counted"
+            );
         }
     }
     for (stat, name) in [

@@ -3,10 +3,13 @@
 
 use std::{collections::BTreeMap, path::PathBuf, sync::atomic::Ordering};
 
+use residency_common::Verdict;
+
 use super::Daemon;
 use crate::{
     control::Response,
     host::BoundCgroup,
+    kernel::PacketCounts,
     policy::{self, Versioned},
 };
 
@@ -14,7 +17,7 @@ use crate::{
 pub struct View<'a> {
     pub versioned: &'a Versioned,
     /// Packets per `(policy id, verdict, family)`.
-    pub packets: BTreeMap<(u32, &'static str, &'static str), u64>,
+    pub packets: PacketCounts,
     pub bound: &'a [BoundCgroup],
     pub attached: &'a BTreeMap<u64, PathBuf>,
     pub uptime_seconds: u64,
@@ -37,7 +40,7 @@ pub fn render(s: &View<'_>) -> Response {
     let mut policies = Vec::new();
     for (p, id) in v.config.policies.iter().zip(&v.ids) {
         let c = policy::counts(p);
-        let count = |verdict: &str| -> u64 {
+        let count = |verdict: Verdict| -> u64 {
             s.packets
                 .iter()
                 .filter(|((pid, vd, _), _)| *pid == *id && *vd == verdict)
@@ -56,9 +59,9 @@ pub fn render(s: &View<'_>) -> Response {
             p.mode.as_str(),
             c.allow_v4 + c.deny_v4,
             c.allow_v6 + c.deny_v6,
-            count("allowed"),
-            count("blocked"),
-            count("audited")
+            count(Verdict::Allowed),
+            count(Verdict::Blocked),
+            count(Verdict::Audited)
         ));
         for cg in &cgroups {
             text.push_str(&format!("    cgroup {cg}\n"));
@@ -67,7 +70,7 @@ pub fn render(s: &View<'_>) -> Response {
             "name": p.name, "mode": p.mode.as_str(), "id": id,
             "prefixes": {"ipv4": c.allow_v4 + c.deny_v4, "ipv6": c.allow_v6 + c.deny_v6},
             "cgroups": cgroups,
-            "packets": {"allowed": count("allowed"), "blocked": count("blocked"), "audited": count("audited")},
+            "packets": {"allowed": count(Verdict::Allowed), "blocked": count(Verdict::Blocked), "audited": count(Verdict::Audited)},
         }));
     }
     text.push_str(&format!(
@@ -116,6 +119,8 @@ impl Daemon {
 
 #[cfg(test)]
 mod tests {
+    use residency_common::Family;
+
     use super::*;
     use crate::config::Config;
 
@@ -135,9 +140,9 @@ mod tests {
         }];
         let attached = BTreeMap::from([(9, PathBuf::from("/c/x"))]);
         let packets = BTreeMap::from([
-            ((0, "allowed", "ipv4"), 5),
-            ((0, "blocked", "ipv6"), 2),
-            ((1, "audited", "ipv4"), 3),
+            ((0, Verdict::Allowed, Family::Ipv4), 5),
+            ((0, Verdict::Blocked, Family::Ipv6), 2),
+            ((1, Verdict::Audited, Family::Ipv4), 3),
         ]);
         let r = render(&View {
             versioned: &v,

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 
 use aya::maps::{MapData, PerCpuArray};
-use residency_common::{FAMILIES, Stat, Verdict, counter_index};
+use residency_common::{Family, Stat, Verdict, counter_index};
+
+/// Packets per `(policy id, verdict, family)`, as [`KernelCounters::packets`] reads them.
+pub type PacketCounts = BTreeMap<(u32, Verdict, Family), u64>;
 
 /// The kernel program's counters, taken out of the loaded object.
 pub struct KernelCounters {
@@ -24,11 +27,11 @@ impl KernelCounters {
             })
         })?;
         for &policy in ids {
-            for verdict in [Verdict::Allowed, Verdict::Blocked, Verdict::Audited] {
-                for family in 0..FAMILIES {
+            for verdict in Verdict::ALL {
+                for family in Family::ALL {
                     let zeros = aya::maps::PerCpuValues::try_from(vec![0u64; cpus])?;
                     self.counters
-                        .set(counter_index(policy, verdict, family), zeros, 0)?;
+                        .set(counter_index(policy, verdict, family.index()), zeros, 0)?;
                 }
             }
         }
@@ -37,25 +40,18 @@ impl KernelCounters {
 
     /// Packets per `(policy id, verdict, family)` for the given policy ids, summed over
     /// CPUs; zeros included.
-    pub fn packets(&self, ids: &[u32]) -> BTreeMap<(u32, &'static str, &'static str), u64> {
+    pub fn packets(&self, ids: &[u32]) -> PacketCounts {
         let mut out = BTreeMap::new();
         for &policy in ids {
-            for (verdict, name) in [
-                (Verdict::Allowed, "allowed"),
-                (Verdict::Blocked, "blocked"),
-                (Verdict::Audited, "audited"),
-            ] {
-                for family in 0..FAMILIES {
-                    let index = counter_index(policy, verdict, family);
+            for verdict in Verdict::ALL {
+                for family in Family::ALL {
+                    let index = counter_index(policy, verdict, family.index());
                     let sum = self
                         .counters
                         .get(&index, 0)
                         .map(|v| v.iter().sum())
                         .unwrap_or(0);
-                    out.insert(
-                        (policy, name, if family == 0 { "ipv4" } else { "ipv6" }),
-                        sum,
-                    );
+                    out.insert((policy, verdict, family), sum);
                 }
             }
         }

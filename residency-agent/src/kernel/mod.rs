@@ -26,7 +26,7 @@ pub mod pins;
 pub mod socket_guard;
 
 pub use attach::short_name;
-pub use counters::KernelCounters;
+pub use counters::{KernelCounters, PacketCounts};
 pub use error::BpfError;
 pub use load::{Loaded, load};
 pub use maps::PolicyMaps;

@@ -15,7 +15,11 @@ use prometheus_client::{
 use residency_common::Stat;
 
 use super::Telemetry;
-use crate::{config::SinkKind, kernel::KernelCounters, policy::Versioned};
+use crate::{
+    config::SinkKind,
+    kernel::{KernelCounters, PacketCounts},
+    policy::Versioned,
+};
 
 /// Everything `/metrics` reports.
 pub struct Metrics {
@@ -100,16 +104,13 @@ impl Collector for Metrics {
     }
 }
 
-/// Packets per `(policy id, verdict, family)`, as [`KernelCounters::packets`] gives them.
-type Packets = std::collections::BTreeMap<(u32, &'static str, &'static str), u64>;
-
 impl Metrics {
     /// Packet verdicts and what the kernel program did with them.
     fn encode_packets(
         &self,
         enc: &mut DescriptorEncoder,
         v: &Versioned,
-        packets: Packets,
+        packets: PacketCounts,
         k: &KernelStats,
     ) -> std::fmt::Result {
         let rows: Vec<_> = packets
@@ -121,8 +122,8 @@ impl Metrics {
                             "policy",
                             v.by_id(p).map(|p| p.name.clone()).unwrap_or_default(),
                         ),
-                        ("verdict", verdict.to_owned()),
-                        ("family", family.to_owned()),
+                        ("verdict", verdict.as_str().to_owned()),
+                        ("family", family.as_str().to_owned()),
                     ],
                     n,
                 )
