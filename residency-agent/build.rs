@@ -5,7 +5,7 @@
 //! exactly. rustup cannot fetch one on our machines, so `cargo xtask setup` links
 //! Debian's `rustc-web` (with `rust-web-src`) as the rustup toolchain named below;
 //! `RUSTC_BOOTSTRAP=1` lets that stable compiler take `-Z` flags (see
-//! ../shared/TOOLCHAIN.md and README.md).
+//! xtask/src/setup.rs and README.md).
 //!
 //! When it reruns: aya-build emits `rerun-if-changed` for the kernel crate's directory
 //! (the program's sources), and the kernel crate is a build-dependency of the agent

@@ -3,7 +3,7 @@
 //!
 //! The same toolchain as the agent's build script: Debian's `rustc-web`, linked by
 //! `cargo xtask setup` as the rustup toolchain `residency-bpf`, with
-//! `RUSTC_BOOTSTRAP=1` for `-Z build-std=core` (see ../shared/TOOLCHAIN.md).
+//! `RUSTC_BOOTSTRAP=1` for `-Z build-std=core` (see xtask/src/setup.rs).
 use anyhow::Context as _;
 use aya_build::{Package, Toolchain};
 

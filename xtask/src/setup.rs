@@ -1,6 +1,6 @@
 //! `cargo xtask setup`: installs what building and testing need, idempotently.
 //!
-//! The recipe is ../shared/TOOLCHAIN.md: Debian's `rustc-web` 1.96 with its matching
+//! The recipe: Debian's `rustc-web` 1.96 with its matching
 //! `rust-web-src` (rustup has no rust-src here and cannot fetch one), linked as the
 //! rustup toolchain `residency-bpf`; `bpf-linker` built against Debian's LLVM 22; and
 //! the programs the end-to-end tests drive. Each step checks first and skips what is
