@@ -29,6 +29,7 @@ pub mod events;
 pub mod generations;
 pub mod host;
 pub mod kernel;
+pub mod kubernetes;
 pub mod metrics;
 pub mod policy;
 pub mod sys;

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use crate::{
     config::{Config, file::load_config},
     host::{Hierarchy, check_cgroups},
-    policy,
+    kubernetes, policy,
 };
 
 /// Validates and summarises; exits non-zero with file, line and reason on an error.
@@ -19,6 +19,9 @@ pub fn check(path: Option<&Path>) -> anyhow::Result<()> {
     print!("{}", policy::summary(&config));
     for n in notes {
         println!("note: {n} (its policy applies as soon as it appears)");
+    }
+    for w in kubernetes::lint::lint(&config) {
+        println!("warning: {w}");
     }
     Ok(())
 }

@@ -11,9 +11,11 @@ mod agent;
 mod entry;
 mod events;
 pub mod file;
+pub mod kubernetes;
 mod locate;
 mod policy;
 mod raw;
+pub mod selector;
 pub mod sources;
 #[cfg(test)]
 mod tests;
@@ -25,6 +27,7 @@ pub use entry::{
     Action, Entry, PortSpec, ProtoPorts, display_entry, parse_entry, parse_prefix, parse_proto_port,
 };
 pub use events::{EventsConfig, SinkKind, SyslogTarget};
+pub use kubernetes::{CgroupDriver, KubernetesConfig, PodSelection};
 pub use locate::ConfigError;
 pub use policy::{CgroupRef, Mode, PolicyConfig};
 
@@ -46,6 +49,7 @@ pub struct Config {
     pub source: String,
     pub agent: AgentConfig,
     pub events: EventsConfig,
+    pub kubernetes: KubernetesConfig,
     pub policies: Vec<PolicyConfig>,
 }
 
@@ -73,6 +77,8 @@ impl Config {
 
         let agent = agent::parse_agent(&at, raw.agent)?;
         let events = events::parse_events(&at, raw.events)?;
+        let default_span = raw.kubernetes.default_policy.as_ref().map(|d| d.span());
+        let kubernetes = kubernetes::parse_kubernetes(&at, raw.kubernetes)?;
         if raw.policy.len() > residency_common::MAX_POLICIES as usize {
             return Err(at.error(
                 0..0,
@@ -85,18 +91,37 @@ impl Config {
             ));
         }
 
-        let mut seen = policy::Seen::default();
+        let mut seen = policy::Seen::new(kubernetes.default_policy.clone());
         let policies = raw
             .policy
             .into_iter()
             .map(|p| policy::parse_policy(&at, &mut seen, p, file))
             .collect::<Result<Vec<_>, _>>()?;
+        check_default_policy(&at, &kubernetes, default_span, &policies)?;
         Ok(Config {
             source: file.to_owned(),
             agent,
             events,
+            kubernetes,
             policies,
         })
+    }
+}
+
+/// `default_policy` names a policy of the file.
+fn check_default_policy(
+    at: &Locator,
+    kubernetes: &KubernetesConfig,
+    default_span: Option<std::ops::Range<usize>>,
+    policies: &[PolicyConfig],
+) -> Result<(), ConfigError> {
+    match &kubernetes.default_policy {
+        Some(d) if !policies.iter().any(|p| &p.name == d) => Err(at.error(
+            default_span.unwrap_or(0..0),
+            "kubernetes.default_policy",
+            &format!("names no policy: \"{d}\" is not defined"),
+        )),
+        _ => Ok(()),
     }
 }
 

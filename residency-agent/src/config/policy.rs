@@ -11,6 +11,7 @@ use toml::Spanned;
 use super::{
     ConfigError,
     entry::{Action, Entry, PortSpec, display_entry, parse_entry},
+    kubernetes::{PodSelection, parse_pod_selection},
     locate::Locator,
     raw::RawPolicy,
 };
@@ -44,6 +45,9 @@ pub struct PolicyConfig {
     pub mode: Mode,
     /// As written: absolute paths under the cgroup v2 mount, or paths relative to it.
     pub cgroups: Vec<CgroupRef>,
+    /// The Kubernetes pods this policy selects (`namespaces`, `namespace_selector`,
+    /// `pod_selector`), bound by the node agent as they run on its node.
+    pub pods: Option<PodSelection>,
     /// Allow entries first, then deny entries, each in file order, then the entries of
     /// the IP-range sources.
     pub entries: Vec<Entry>,
@@ -66,8 +70,19 @@ pub struct CgroupRef {
 /// unique, and a cgroup has one policy.
 #[derive(Default)]
 pub(crate) struct Seen {
+    /// `[kubernetes] default_policy`: a policy that needs no cgroup or selection.
+    pub default_policy: Option<String>,
     names: HashMap<String, usize>,
     cgroup_owner: HashMap<String, String>,
+}
+
+impl Seen {
+    pub(crate) fn new(default_policy: Option<String>) -> Seen {
+        Seen {
+            default_policy,
+            ..Seen::default()
+        }
+    }
 }
 
 /// Entries already taken in one policy, by prefix and ports: a duplicate or an
@@ -95,7 +110,20 @@ pub(crate) fn parse_policy(
         ));
     }
     let mode = p.mode.map(|m| *m.get_ref()).unwrap_or(Mode::Enforce);
-    let cgroups = parse_cgroups(at, seen, &key, &name, p.cgroups)?;
+    let pods = parse_pod_selection(at, &key, p.namespaces, p.namespace_selector, p.pod_selector)?;
+    let cgroups = match p.cgroups {
+        Some(list) => parse_cgroups(at, seen, &key, &name, list)?,
+        None if pods.is_some() || seen.default_policy.as_deref() == Some(name.as_str()) => {
+            Vec::new()
+        }
+        None => {
+            return Err(at.error(
+                p.name.span(),
+                &key,
+                "binds nothing: give it cgroups, a pod selection (namespaces, namespace_selector, pod_selector), or name it as [kubernetes] default_policy",
+            ));
+        }
+    };
     let mut taken = Taken::new();
     let entries = parse_entries(at, &key, &mut taken, p.allow, p.deny)?;
     let (entries, sources) = add_sources(
@@ -113,6 +141,7 @@ pub(crate) fn parse_policy(
         name,
         mode,
         cgroups,
+        pods,
         entries,
         sources,
         allow_packet_sockets: p.allow_packet_sockets,

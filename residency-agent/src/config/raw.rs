@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{policy::Mode, sources::SourceSpec};
+use super::{kubernetes::RawKubernetes, policy::Mode, selector::RawSelector, sources::SourceSpec};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -14,6 +14,8 @@ pub(crate) struct RawConfig {
     pub agent: RawAgent,
     #[serde(default)]
     pub events: RawEvents,
+    #[serde(default)]
+    pub kubernetes: RawKubernetes,
     #[serde(default)]
     pub policy: Vec<RawPolicy>,
 }
@@ -49,7 +51,14 @@ pub(crate) struct RawPolicy {
     pub name: Spanned<String>,
     #[serde(default)]
     pub mode: Option<Spanned<Mode>>,
-    pub cgroups: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub cgroups: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub namespaces: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default, alias = "namespaceSelector")]
+    pub namespace_selector: Option<Spanned<RawSelector>>,
+    #[serde(default, alias = "podSelector")]
+    pub pod_selector: Option<Spanned<RawSelector>>,
     #[serde(default)]
     pub allow: Vec<Spanned<String>>,
     #[serde(default)]

@@ -269,3 +269,111 @@ fn type_and_key_errors_name_the_key_path() {
     let e = err("[[policy]\nname = 1\n");
     assert!(e.contains(": config: "), "{e}");
 }
+
+const PODS: &str = r#"
+[kubernetes]
+enabled = true
+node_name = "node-1"
+default_policy = "cluster-default"
+service_cidrs = ["10.96.0.0/12"]
+
+[[policy]]
+name = "payments-eu"
+namespaces = ["payments-eu"]
+pod_selector = { match_labels = { app = "api" }, match_expressions = [{ key = "tier", operator = "NotIn", values = ["debug"] }] }
+allow = ["198.51.100.0/24"]
+
+[[policy]]
+name = "eu-namespaces"
+namespaceSelector = { matchLabels = { "residency.example/region" = "eu" } }
+allow = ["198.51.100.0/24", "203.0.113.0/24"]
+
+[[policy]]
+name = "cluster-default"
+allow = ["10.0.0.0/8"]
+"#;
+
+#[test]
+fn pod_selection_and_kubernetes_section_parse() {
+    let c = Config::parse(PODS, "test.toml").unwrap();
+    assert!(c.kubernetes.enabled);
+    assert_eq!(c.kubernetes.node_name.as_deref(), Some("node-1"));
+    assert_eq!(
+        c.kubernetes.default_policy.as_deref(),
+        Some("cluster-default")
+    );
+    assert_eq!(c.kubernetes.service_cidrs[0].to_string(), "10.96.0.0/12");
+    let p = c.policies[0].pods.as_ref().unwrap();
+    assert_eq!(
+        p.namespaces.as_deref(),
+        Some(&["payments-eu".to_owned()][..])
+    );
+    assert_eq!(p.line, 10);
+    let labels = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let none = labels(&[]);
+    assert!(p.selects("payments-eu", &none, &labels(&[("app", "api")])));
+    assert!(!p.selects(
+        "payments-eu",
+        &none,
+        &labels(&[("app", "api"), ("tier", "debug")])
+    ));
+    assert!(!p.selects("other", &none, &labels(&[("app", "api")])));
+    let eu = c.policies[1].pods.as_ref().unwrap();
+    assert!(eu.selects("x", &labels(&[("residency.example/region", "eu")]), &none));
+    assert!(!eu.selects("x", &none, &none));
+    assert!(c.policies[2].pods.is_none() && c.policies[2].cgroups.is_empty());
+    assert!(p.overlaps(eu), "a namespace labelled eu may be payments-eu");
+}
+
+#[test]
+fn pod_selection_errors_name_the_key() {
+    let e = err("[[policy]]\nname = \"p\"\nallow = []\n");
+    assert!(
+        e.contains("test.toml:2:") && e.contains("binds nothing"),
+        "{e}"
+    );
+    let e = err("[[policy]]\nname = \"p\"\nnamespaces = []\n");
+    assert!(
+        e.contains(": policy \"p\".namespaces: selects no namespace"),
+        "{e}"
+    );
+    let e = err("[[policy]]\nname = \"p\"\nnamespaces = [\"Payments\"]\n");
+    assert!(e.contains("not a namespace name"), "{e}");
+    let e = err(
+        "[[policy]]\nname = \"p\"\npod_selector = { match_expressions = [{ key = \"app\", operator = \"In\" }] }\n",
+    );
+    assert!(
+        e.contains("test.toml:3:")
+            && e.contains("policy \"p\".pod_selector.match_expressions")
+            && e.contains("needs at least one value"),
+        "{e}"
+    );
+    let e = err(
+        "[[policy]]\nname = \"p\"\npod_selector = { match_expressions = [{ key = \"app\", operator = \"Exists\", values = [\"x\"] }] }\n",
+    );
+    assert!(e.contains("takes no values"), "{e}");
+    let e = err(
+        "[[policy]]\nname = \"p\"\npod_selector = { match_expressions = [{ key = \"app\", operator = \"Has\" }] }\n",
+    );
+    assert!(
+        e.contains("policy[0].pod_selector.match_expressions[0].operator")
+            && e.contains("unknown variant `Has`"),
+        "{e}"
+    );
+    let e = err("[[policy]]\nname = \"p\"\npod_selector = { match_labels = { app = \"a b\" } }\n");
+    assert!(e.contains("not a label value"), "{e}");
+    let e = err(
+        "[kubernetes]\ndefault_policy = \"nope\"\n[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\n",
+    );
+    assert!(
+        e.contains("test.toml:2:") && e.contains("kubernetes.default_policy: names no policy"),
+        "{e}"
+    );
+    let e = err("[kubernetes]\ncgroup_driver = \"docker\"\n");
+    assert!(e.contains("kubernetes.cgroup_driver"), "{e}");
+}

@@ -138,9 +138,11 @@ async fn run_loop(
         daemon.check_config_changed();
     }
     let mut rescan = tokio::time::interval(std::time::Duration::from_secs(1));
+    let node = daemon.node.clone();
     loop {
         tokio::select! {
             _ = daemon.watch.changed() => daemon.rescan(),
+            () = pods_changed(node.as_deref()) => daemon.rescan(),
             _ = daemon.config_watch.changed(), if watch_config => {
                 // A ConfigMap swap is several renames: let it settle.
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -198,5 +200,14 @@ fn task_ended(what: &str, r: Result<std::io::Result<()>, tokio::task::JoinError>
         Ok(Err(e)) => anyhow::anyhow!("{what} failed: {e}"),
         Ok(Ok(())) => anyhow::anyhow!("{what} stopped"),
         Err(e) => anyhow::anyhow!("{what} panicked: {e}"),
+    }
+}
+
+/// Resolves when the API watch changed what the agent knows of its pods; never
+/// without `[kubernetes]`.
+async fn pods_changed(node: Option<&crate::kubernetes::Node>) {
+    match node {
+        Some(n) => n.changed.notified().await,
+        None => std::future::pending().await,
     }
 }

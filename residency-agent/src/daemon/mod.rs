@@ -31,6 +31,7 @@ use crate::{
     generations::Generations,
     host::{BoundCgroup, DirWatch, Hierarchy, MissingCgroup, PathCache},
     kernel::Loaded,
+    kubernetes::{self, ClusterState, Node},
     metrics::{Metrics, Telemetry},
     policy::Versioned,
 };
@@ -55,17 +56,38 @@ pub(crate) struct Daemon {
     metrics: Arc<Metrics>,
     started: Instant,
     last_reload: String,
+    /// With `[kubernetes]` enabled: this node's pods, kept by the API watch.
+    node: Option<Arc<Node>>,
+}
+
+impl Daemon {
+    /// The pods known now (none without `[kubernetes]`).
+    fn cluster_state(&self) -> ClusterState {
+        self.node
+            .as_ref()
+            .map(|n| n.state.read().expect("lock").clone())
+            .unwrap_or_default()
+    }
 }
 
 /// `run`: the daemon, until SIGTERM, SIGINT or the removal of its pins.
 pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let config = startup::read_config(path)?;
     let hierarchy = Hierarchy::discover().context("refusing to start without enforcement")?;
+    // The node name is needed before anything is enforced: without it the agent
+    // would bind the default policy and never learn a pod.
+    let node_name = if config.kubernetes.enabled {
+        Some(kubernetes::watch::node_name(&config.kubernetes).context("refusing to start")?)
+    } else {
+        None
+    };
     let prepare::Prepared {
         config,
         bound,
         missing,
-    } = prepare::prepare(config, &hierarchy).context("refusing to start")?;
+    } = prepare::prepare(config, &hierarchy, &ClusterState::default())
+        .context("refusing to start")?;
+    let node = node_name.as_ref().map(|_| Node::new());
     let pin_path = config.agent.pin_path.clone();
     // Held until the process exits: one agent owns the pinned state at a time.
     let _owner = startup::own_pins(&pin_path)?;
@@ -120,7 +142,16 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         started: Instant::now(),
         last_reload: String::new(),
+        node: node.clone(),
     };
+    if let (Some(node), Some(node_name)) = (&node, node_name) {
+        metrics.set_kubernetes(node.clone());
+        runtime.spawn(kubernetes::watch::start(
+            config.kubernetes.clone(),
+            node_name,
+            node.clone(),
+        ));
+    }
     let tasks = main_loop::Inputs {
         config: &config,
         ring,
@@ -165,6 +196,7 @@ fn shared_state(
         telemetry: telemetry.clone(),
         sinks: sinks.to_vec(),
         instance: instance.to_owned(),
+        kubernetes: std::sync::OnceLock::new(),
     });
     (telemetry, versioned, metrics)
 }

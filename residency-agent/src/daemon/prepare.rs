@@ -7,6 +7,7 @@ use tracing::warn;
 use crate::{
     config::Config,
     host::{BoundCgroup, Hierarchy, MissingCgroup, check_cgroups, resolve_cgroups},
+    kubernetes::{self, ClusterState},
 };
 
 /// A validated config resolved on this host, ready to apply.
@@ -16,7 +17,13 @@ pub struct Prepared {
     pub missing: Vec<MissingCgroup>,
 }
 
-pub fn prepare(config: Config, hierarchy: &Hierarchy) -> anyhow::Result<Prepared> {
+/// `cluster`: the pods known so far, placed beside the config's cgroups (with
+/// `[kubernetes]` enabled; see [`kubernetes::place`]).
+pub fn prepare(
+    config: Config,
+    hierarchy: &Hierarchy,
+    cluster: &ClusterState,
+) -> anyhow::Result<Prepared> {
     if config.policies.is_empty() {
         // Applying it would replace enforcement with nothing: `detach` is the one way
         // to remove enforcement.
@@ -27,8 +34,9 @@ pub fn prepare(config: Config, hierarchy: &Hierarchy) -> anyhow::Result<Prepared
         );
     }
     check_cgroups(&config, hierarchy)?;
-    let (bound, missing) =
+    let (mut bound, mut missing) =
         resolve_cgroups(&config, hierarchy).context("a configured cgroup cannot be used")?;
+    kubernetes::place(&config, hierarchy, cluster, &mut bound, &mut missing);
     for m in &missing {
         warn!(
             cgroup = %m.path.display(),

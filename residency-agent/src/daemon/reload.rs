@@ -105,7 +105,8 @@ impl Daemon {
             Ok(c) => c,
             Err(e) => return Response::error(format!("rejected: {e:#}")),
         };
-        let prepared = match prepare(config, &self.hierarchy) {
+        let cluster = self.cluster_state();
+        let prepared = match prepare(config, &self.hierarchy, &cluster) {
             Ok(p) => p,
             Err(e) => return Response::error(format!("rejected: {e:#}")),
         };

@@ -13,6 +13,7 @@ use super::Daemon;
 use crate::{
     generations::binding_of,
     host::{BoundCgroup, MissingCgroup, attach_points, resolve_cgroups},
+    kubernetes,
 };
 
 /// What a rescan has to do, from the bound cgroups before and after re-resolving.
@@ -20,7 +21,8 @@ use crate::{
 pub enum Plan {
     /// Same cgroups, same ids, same missing ones, every attach point attached.
     Nothing,
-    /// Bind `bind` (indexes into the new list), unbind `unbind` (cgroup ids of the old
+    /// Bind `bind` (indexes into the new list: new cgroups, and cgroups whose policy
+    /// changed, such as a relabelled pod), unbind `unbind` (cgroup ids of the old
     /// list), then reconcile the links.
     Change { bind: Vec<usize>, unbind: Vec<u64> },
 }
@@ -37,7 +39,7 @@ pub fn plan(
         && new
             .iter()
             .zip(old)
-            .all(|(a, b)| a.id == b.id && a.path == b.path);
+            .all(|(a, b)| a.id == b.id && a.path == b.path && a.policy == b.policy);
     let all_attached = attach_points(new)
         .iter()
         .all(|b| attached.contains_key(&b.id));
@@ -46,7 +48,10 @@ pub fn plan(
     }
     Plan::Change {
         bind: (0..new.len())
-            .filter(|i| !old.iter().any(|o| o.id == new[*i].id))
+            .filter(|i| {
+                !old.iter()
+                    .any(|o| o.id == new[*i].id && o.policy == new[*i].policy)
+            })
             .collect(),
         unbind: old
             .iter()
@@ -63,13 +68,15 @@ impl Daemon {
             let v = self.versioned.read().expect("lock");
             (v.config.clone(), v.ids.clone())
         };
-        let (mut bound, missing) = match resolve_cgroups(&config, &self.hierarchy) {
+        let (mut bound, mut missing) = match resolve_cgroups(&config, &self.hierarchy) {
             Ok(r) => r,
             Err(e) => {
                 warn!("re-resolving cgroups failed: {e:#}");
                 return;
             }
         };
+        let cluster = self.cluster_state();
+        kubernetes::place(&config, &self.hierarchy, &cluster, &mut bound, &mut missing);
         let Plan::Change { bind, unbind } =
             plan(&self.bound, &self.missing, &self.attached, &bound, &missing)
         else {

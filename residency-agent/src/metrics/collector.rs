@@ -18,6 +18,7 @@ use super::Telemetry;
 use crate::{
     config::SinkKind,
     kernel::{KernelCounters, PacketCounts},
+    kubernetes::Node,
     policy::Versioned,
 };
 
@@ -28,6 +29,8 @@ pub struct Metrics {
     pub telemetry: Arc<Telemetry>,
     pub sinks: Vec<SinkKind>,
     pub instance: PathBuf,
+    /// With `[kubernetes]` enabled: the node's pods and the watch's health.
+    pub kubernetes: std::sync::OnceLock<Arc<Node>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -39,6 +42,11 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
+    /// Reports the Kubernetes watch from now on.
+    pub fn set_kubernetes(&self, node: Arc<Node>) {
+        let _ = self.kubernetes.set(node);
+    }
+
     /// Healthy: the pinned instance (and so the attachment) exists and events flow.
     pub fn healthy(&self) -> bool {
         self.instance.exists() && self.telemetry.reader_alive.load(Ordering::Relaxed)
@@ -213,6 +221,50 @@ impl Metrics {
 
     /// The policy in force and the agent's state: prefixes, reloads, generation,
     /// attachment, the packet socket guard, the build.
+    /// The API watch's health and how many of this node's pods each policy holds.
+    fn encode_kubernetes(
+        &self,
+        enc: &mut DescriptorEncoder,
+        node: &Node,
+        v: &Versioned,
+    ) -> std::fmt::Result {
+        gauge(
+            enc,
+            "residency_kubernetes_synced",
+            "1 when the pod and namespace watches are in sync with the API server; 0 while it is unreachable (known pods keep their policies, new pods have the default policy).",
+            &[(vec![], i64::from(node.synced.load(Ordering::Relaxed)))],
+        )?;
+        counter(
+            enc,
+            "residency_kubernetes_watch_errors",
+            "Failures of the Kubernetes API watch (unreachable, dropped, refused).",
+            &[(vec![], node.watch_errors.load(Ordering::Relaxed))],
+        )?;
+        let state = node.state.read().expect("lock");
+        let assigned = state.assign(&v.config);
+        let mut rows: Vec<(Vec<(&'static str, String)>, i64)> = v
+            .config
+            .policies
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.pods.is_some())
+            .map(|(i, p)| {
+                let n = assigned.iter().filter(|a| a.policy == i).count();
+                (vec![("policy", p.name.clone())], n as i64)
+            })
+            .collect();
+        rows.push((
+            vec![("policy", String::new())],
+            (state.pods.len() - assigned.len()) as i64,
+        ));
+        gauge(
+            enc,
+            "residency_kubernetes_pods",
+            "Pods on this node by the policy that selects them; policy=\"\" counts the pods no policy selects (they have the default policy).",
+            &rows,
+        )
+    }
+
     fn encode_state(&self, enc: &mut DescriptorEncoder, v: &Versioned) -> std::fmt::Result {
         let t = &self.telemetry;
         let mut rows = Vec::new();
@@ -248,6 +300,9 @@ impl Metrics {
                 ),
             ],
         )?;
+        if let Some(node) = self.kubernetes.get() {
+            self.encode_kubernetes(enc, node, v)?;
+        }
         gauge(
             enc,
             "residency_policy_generation",

@@ -1,0 +1,94 @@
+//! Kubernetes pods as residency workloads: the kubelet's cgroup layout ([`layout`]),
+//! what the agent knows of its node's pods and namespaces and which policy each pod
+//! gets ([`state`]), and the API watch that keeps it current ([`watch`]).
+//!
+//! Pods are placed beside the config's own cgroups ([`place`]): the default policy
+//! binds the kubelet's pod root, so a pod cgroup has it from the moment it exists;
+//! each selected pod's cgroup is bound to its policy as soon as both the pod (from
+//! the API) and its cgroup (from the kubelet) are there. Binding goes through the
+//! same per-cgroup map update as any cgroup, so a pod moving between policies
+//! changes in one atomic step.
+
+pub mod layout;
+pub mod lint;
+pub mod state;
+pub mod watch;
+
+use std::sync::{
+    Arc, RwLock,
+    atomic::{AtomicBool, AtomicU64},
+};
+
+pub use layout::{Layout, Qos};
+pub use state::{Assignment, ClusterState, PodInfo};
+use tokio::sync::Notify;
+
+use crate::{
+    config::Config,
+    host::{BoundCgroup, CgroupError, Hierarchy, MissingCgroup, id_of},
+};
+
+/// The agent's view of its node, shared by the watch (writer), the daemon's rescan
+/// and the event sinks (readers).
+#[derive(Debug, Default)]
+pub struct Node {
+    pub state: RwLock<ClusterState>,
+    /// Both watches have listed once and none has failed since.
+    pub synced: AtomicBool,
+    /// Watch failures since start (API unreachable, watch dropped).
+    pub watch_errors: AtomicU64,
+    /// Woken on every change of the state.
+    pub changed: Notify,
+}
+
+impl Node {
+    pub fn new() -> Arc<Node> {
+        Arc::new(Node::default())
+    }
+}
+
+/// Appends the pod root (for the default policy) and every selected pod's cgroup to
+/// a resolution of the config's own cgroups. A cgroup the config names itself keeps
+/// the config's policy.
+pub fn place(
+    config: &Config,
+    hierarchy: &Hierarchy,
+    cluster: &ClusterState,
+    bound: &mut Vec<BoundCgroup>,
+    missing: &mut Vec<MissingCgroup>,
+) {
+    let k = &config.kubernetes;
+    if !k.enabled {
+        return;
+    }
+    let layout = Layout::detect(k, &hierarchy.mount);
+    let mut add = |policy: usize, rel: String| {
+        let path = hierarchy.mount.join(rel);
+        match id_of(&path) {
+            Ok(id) if bound.iter().any(|b| b.id == id) => {}
+            Ok(id) => bound.push(BoundCgroup { policy, path, id }),
+            Err(CgroupError::Stat { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                if !missing.iter().any(|m| m.path == path) {
+                    missing.push(MissingCgroup { policy, path });
+                }
+            }
+            // Not a cgroup (yet): the next rescan tries again.
+            Err(_) => {}
+        }
+    };
+    if let Some(default) = &k.default_policy
+        && let Some(i) = config.policies.iter().position(|p| &p.name == default)
+    {
+        add(i, layout.root.clone());
+    }
+    for a in cluster.assign(config) {
+        let pod = &cluster.pods[&a.uid];
+        // Before the API server sets the QoS class the cgroup's place is unknown; the
+        // pod keeps the default until then.
+        if let Some(qos) = pod.qos {
+            add(a.policy, layout.pod_cgroup(qos, &pod.uid));
+        }
+    }
+}
