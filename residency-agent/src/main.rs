@@ -7,6 +7,11 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use residency_agent::{cli::Cli, cmd};
 
+/// The log filter without `RESIDENCY_LOG`. kube-client's request trace logs every
+/// failed API request at error level; the Kubernetes watch reports those failures
+/// itself, once per outage, so the trace is off.
+const DEFAULT_LOG: &str = "info,kube_client::client::builder=off";
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -14,7 +19,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RESIDENCY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .init();
     match cmd::dispatch(Cli::parse()) {

@@ -85,10 +85,21 @@ impl Daemon {
         let mut failed = Vec::new();
         for b in bind.iter().map(|i| &bound[*i]) {
             let binding = binding_of(&config, &ids, b.policy);
+            let policy = &config.policies[b.policy].name;
+            let was = self.bound.iter().find(|o| o.id == b.id);
             match self.generations.bind(b.id, binding) {
-                Ok(()) => {
-                    info!(cgroup = %b.path.display(), policy = %config.policies[b.policy].name, "cgroup appeared: its policy applies")
-                }
+                Ok(()) => match was {
+                    // A pod relabelled (or its namespace): one map update moved it.
+                    Some(o) => info!(
+                        cgroup = %b.path.display(),
+                        policy = %policy,
+                        was = %config.policies.get(o.policy).map_or("?", |p| p.name.as_str()),
+                        "cgroup moved to another policy"
+                    ),
+                    None => {
+                        info!(cgroup = %b.path.display(), policy = %policy, "cgroup appeared: its policy applies")
+                    }
+                },
                 Err(e) => {
                     // Left out of `bound`, so the next rescan tries again.
                     warn!(cgroup = %b.path.display(), "binding a new cgroup failed: {e}");
@@ -99,7 +110,13 @@ impl Daemon {
         bound.retain(|b| !failed.contains(&b.id));
         for o in self.bound.iter().filter(|o| unbind.contains(&o.id)) {
             self.generations.unbind(o.id);
-            info!(cgroup = %o.path.display(), "cgroup is gone; its policy applies again when it reappears");
+            if o.path.exists() {
+                // A pod no policy selects any more (or deleted from the API while its
+                // cgroup lingers): the nearest bound ancestor's policy, the default.
+                info!(cgroup = %o.path.display(), "cgroup unbound: the policy of its nearest bound ancestor applies");
+            } else {
+                info!(cgroup = %o.path.display(), "cgroup is gone; its policy applies again when it reappears");
+            }
         }
         self.bound = bound;
         self.missing = missing;

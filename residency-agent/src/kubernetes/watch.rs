@@ -53,6 +53,11 @@ pub async fn client(k: &KubernetesConfig) -> anyhow::Result<Client> {
             .await
             .context("no in-cluster service account and no kubeconfig")?,
     };
+    let mut config = config;
+    // The client's own retries of 503/504 hide an outage for as long as they last (and
+    // a re-list restarts them); the watcher's backoff retries, and the agent must see
+    // each failure to report it.
+    config.default_retry = false;
     Client::try_from(config).context("building the Kubernetes client")
 }
 
