@@ -10,6 +10,7 @@
 //! | [`config`] | TOML → validated [`config::Config`]; reads files, never the host | |
 //! | [`policy`] | pure functions of a config: compile, decide, explain, diff | where a config key becomes a map entry: `policy/compile.rs` |
 //! | [`host`] | cgroup v2 hierarchy, resolving a config's cgroups, inotify | |
+//! | [`kubernetes`] | pods as workloads: kubelet cgroup layout, selection, the API watch | which pod has which policy: `kubernetes/state.rs` |
 //! | [`kernel`] | the loaded program: load, attach, maps, counters, pins | |
 //! | [`generations`] | the policy in force and its atomic replacement | where a reload happens: `generations/apply.rs` |
 //! | [`events`] | ring buffer → decoded event → sinks | where an event becomes a journal entry: `events/sinks/journal.rs` |
