@@ -225,6 +225,17 @@ fn pods_are_held_to_the_policy_their_labels_select_systemd_driver() {
     );
     let took = held_to(&sb, &a, PAYMENTS.0, PAYMENTS.1, "selected pod");
     eprintln!("pod cgroup created -> its own policy enforced: {took:?}");
+    // The block names the pod, its container and the container's unit.
+    let line = sb.agent().wait_event(&[
+        &format!("dst={CLUSTER}"),
+        "k8s_namespace=payments k8s_pod=api-0 k8s_container=app",
+        &format!("unit=cri-containerd-{cid_a}.scope"),
+    ]);
+    assert!(
+        line.is_some(),
+        "no event naming the pod: {:#?}",
+        sb.agent().events()
+    );
 
     // A pod in the same namespace that the pod selector does not match: the default.
     let uid_b = "1a2b3c4d-0000-4000-8000-00000000000b";

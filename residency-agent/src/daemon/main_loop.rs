@@ -88,6 +88,13 @@ fn spawn(daemon: &Daemon, inputs: Inputs<'_>) -> anyhow::Result<Tasks> {
         inputs.sinks,
         daemon.telemetry.clone(),
         config.events.clone(),
+        match &daemon.node {
+            Some(node) => events::Namer::with_pods(
+                node.clone(),
+                crate::kubernetes::Layout::detect(&config.kubernetes, &daemon.hierarchy.mount),
+            ),
+            None => events::Namer::default(),
+        },
     ));
     let listener = tokio::net::TcpListener::from_std(inputs.metrics_listener)?;
     let server = tokio::spawn(metrics::serve(listener, daemon.metrics.clone()));

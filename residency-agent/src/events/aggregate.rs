@@ -13,7 +13,9 @@ use std::{
 
 use super::model::BlockEvent;
 
-type Key = (String, bool, &'static str, String, Option<IpAddr>, u16);
+/// Policy, mode, hook, protocol, destination, port and cgroup: repeats of one
+/// workload's attempt, never two workloads' (each keeps its own name in the summary).
+type Key = (String, bool, &'static str, String, Option<IpAddr>, u16, u64);
 
 struct Pending {
     started: Instant,
@@ -44,6 +46,7 @@ impl Aggregator {
             e.protocol.clone(),
             e.dst,
             e.dst_port,
+            e.cgroup_id,
         )
     }
 

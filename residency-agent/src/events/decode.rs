@@ -86,6 +86,8 @@ impl BlockEvent {
                 .then_some((e.icmp_type, e.icmp_code)),
             cgroup: paths.path(e.cgroup_id),
             cgroup_id: e.cgroup_id,
+            // Named by the reader, which knows the pods (`events::workload`).
+            workload: Default::default(),
             uid: e.uid,
             hook: Source::from_value(e.source).map_or("unknown", Source::as_str),
             pid: e.pid,

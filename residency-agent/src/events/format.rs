@@ -54,6 +54,7 @@ impl BlockEvent {
             field("RESIDENCY_CGROUP_ID", "cgroup_id"),
             self.cgroup_id.to_string(),
         ));
+        f.extend(self.workload_fields());
         f.push((field("RESIDENCY_UID", "uid"), self.uid.to_string()));
         f.push((field("RESIDENCY_HOOK", "hook"), self.hook.to_owned()));
         if self.pid != 0 {
@@ -62,6 +63,27 @@ impl BlockEvent {
         }
         f.push((field("RESIDENCY_RULE", "rule"), self.rule.clone()));
         f.push((field("RESIDENCY_COUNT", "count"), self.count.to_string()));
+        f
+    }
+
+    /// The unit (`OBJECT_SYSTEMD_UNIT`, which `journalctl -u` matches) and the pod,
+    /// where known.
+    fn workload_fields(&self) -> Vec<(Field, String)> {
+        let w = &self.workload;
+        let mut f = Vec::new();
+        if let Some(u) = &w.unit {
+            f.push((field("OBJECT_SYSTEMD_UNIT", "unit"), u.clone()));
+        }
+        if let Some(p) = &w.pod {
+            f.push((
+                field("RESIDENCY_K8S_NAMESPACE", "k8s_namespace"),
+                p.namespace.clone(),
+            ));
+            f.push((field("RESIDENCY_K8S_POD", "k8s_pod"), p.name.clone()));
+            if let Some(c) = &p.container {
+                f.push((field("RESIDENCY_K8S_CONTAINER", "k8s_container"), c.clone()));
+            }
+        }
         f
     }
 
@@ -126,10 +148,11 @@ impl BlockEvent {
             Some(p) => s.push_str(&format!(" cgroup={p}")),
             None => s.push_str(" cgroup=unknown"),
         }
-        s.push_str(&format!(
-            " cgroup_id={} uid={} hook={}",
-            self.cgroup_id, self.uid, self.hook
-        ));
+        s.push_str(&format!(" cgroup_id={}", self.cgroup_id));
+        for (k, v) in self.workload_fields() {
+            s.push_str(&format!(" {}={v}", k.short));
+        }
+        s.push_str(&format!(" uid={} hook={}", self.uid, self.hook));
         if self.pid != 0 {
             s.push_str(&format!(" pid={} comm={:?}", self.pid, self.comm));
         }

@@ -15,7 +15,9 @@ pub mod reader;
 pub mod sinks;
 #[cfg(test)]
 pub(crate) mod tests;
+pub mod workload;
 
 pub use decode::protocol_name;
 pub use model::{BlockEvent, Field};
 pub use reader::{readable, run};
+pub use workload::{Namer, Workload};

@@ -29,6 +29,8 @@ pub struct BlockEvent {
     pub icmp: Option<(u8, u8)>,
     pub cgroup: Option<String>,
     pub cgroup_id: u64,
+    /// The systemd unit and Kubernetes pod of the cgroup, where known.
+    pub workload: super::workload::Workload,
     pub uid: u32,
     /// Where it was judged: `packet` (cgroup/skb), `connect`, `sendmsg` or `socket`
     /// (packet socket creation).

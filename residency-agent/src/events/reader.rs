@@ -11,6 +11,7 @@ use super::{
     aggregate::Aggregator,
     model::BlockEvent,
     sinks::{self, Sink},
+    workload::Namer,
 };
 use crate::{config::EventsConfig, host::PathCache, metrics::Telemetry, policy::Versioned};
 
@@ -31,6 +32,7 @@ pub async fn run(
     mut sinks: Vec<Box<dyn Sink>>,
     telemetry: Arc<Telemetry>,
     events: EventsConfig,
+    namer: Namer,
 ) -> std::io::Result<()> {
     let mut fd = readable(ring)?;
     let mut aggregator = Aggregator::new(events.aggregate_window, events.aggregate_max_keys);
@@ -58,7 +60,8 @@ pub async fn run(
                     // Decoded against the version in force when read: ids are stable
                     // by name across reloads, so an event a moment older still names
                     // its policy.
-                    let event = BlockEvent::decode(&raw, &version.read().expect("policy lock"), &mut paths);
+                    let mut event = BlockEvent::decode(&raw, &version.read().expect("policy lock"), &mut paths);
+                    event.workload = namer.name(event.cgroup.as_deref());
                     for e in aggregator.offer(event, now) {
                         telemetry.aggregated.fetch_add(u64::from(e.count.saturating_sub(1)), Ordering::Relaxed);
                         sinks::dispatch(&mut sinks, &e, &telemetry);

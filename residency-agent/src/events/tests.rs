@@ -173,3 +173,35 @@ fn masks_addresses_and_renders_every_format() {
     );
     assert!(msg.ends_with(&ev.line()), "{msg}");
 }
+
+#[test]
+fn events_name_the_unit_and_the_pod() {
+    use super::workload::{PodName, Workload};
+    let config = Config::parse("[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\n", "t").unwrap();
+    let mut e = BlockEvent::decode(&event(), &Versioned::initial(config), &mut paths());
+    e.workload = Workload {
+        unit: Some("cri-containerd-ab.scope".into()),
+        pod: Some(PodName {
+            namespace: "payments".into(),
+            name: "api-0".into(),
+            container: Some("app".into()),
+        }),
+    };
+    assert!(
+        e.line().contains(
+            " cgroup_id=42 unit=cri-containerd-ab.scope k8s_namespace=payments k8s_pod=api-0 k8s_container=app uid=1000 "
+        ),
+        "{}",
+        e.line()
+    );
+    let j = e.json();
+    assert_eq!(j["k8s_pod"], "api-0");
+    assert_eq!(j["unit"], "cri-containerd-ab.scope");
+    let journal: Vec<_> = e
+        .fields()
+        .into_iter()
+        .map(|(k, v)| (k.journal, v))
+        .collect();
+    assert!(journal.contains(&("OBJECT_SYSTEMD_UNIT", "cri-containerd-ab.scope".into())));
+    assert!(journal.contains(&("RESIDENCY_K8S_NAMESPACE", "payments".into())));
+}

@@ -37,6 +37,11 @@ impl super::Sink for Journal {
         for (k, v) in event.fields() {
             fields.push((k.journal, v));
         }
+        // journald adds the process's own OBJECT_* fields (command line, unit, ...)
+        // when the sender is privileged and the process still runs.
+        if event.pid != 0 {
+            fields.push(("OBJECT_PID", event.pid.to_string()));
+        }
         journal_send(priority, &event.line(), fields.into_iter()).map_err(std::io::Error::other)
     }
 }
