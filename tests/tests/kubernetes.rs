@@ -182,6 +182,20 @@ fn make_pod_cgroup(sb: &mut Sandbox, pod_dir: &str, container_dir: &str) -> Path
     sb.cgroup(&format!("{pod_dir}/{container_dir}")).unwrap()
 }
 
+/// [`make_pod_cgroup`] with the systemd driver's names, written out here rather than
+/// taken from the agent: the slice of pod `uid` in `parent` repeats the parent's name
+/// (`kubepods-burstable.slice` → `kubepods-burstable-pod<uid_>.slice`), and the
+/// container's is containerd's scope.
+fn make_systemd_pod(sb: &mut Sandbox, parent: &str, uid: &str, container: &str) -> PathBuf {
+    let stem = parent
+        .rsplit('/')
+        .next()
+        .and_then(|p| p.strip_suffix(".slice"))
+        .expect("a slice");
+    let pod_dir = format!("{parent}/{stem}-pod{}.slice", uid.replace('-', "_"));
+    make_pod_cgroup(sb, &pod_dir, &format!("cri-containerd-{container}.scope"))
+}
+
 #[test]
 fn pods_are_held_to_the_policy_their_labels_select_systemd_driver() {
     if !require_root() {
@@ -215,14 +229,7 @@ fn pods_are_held_to_the_policy_their_labels_select_systemd_driver() {
         &[("app", "api")],
         &cid_a,
     ));
-    let a = make_pod_cgroup(
-        &mut sb,
-        &format!(
-            "{burstable}/kubepods-burstable-pod{}.slice",
-            uid_a.replace('-', "_")
-        ),
-        &format!("cri-containerd-{cid_a}.scope"),
-    );
+    let a = make_systemd_pod(&mut sb, &burstable, uid_a, &cid_a);
     let took = held_to(&sb, &a, PAYMENTS.0, PAYMENTS.1, "selected pod");
     eprintln!("pod cgroup created -> its own policy enforced: {took:?}");
     // The block names the pod, its container and the container's unit.
@@ -248,21 +255,15 @@ fn pods_are_held_to_the_policy_their_labels_select_systemd_driver() {
         &[("app", "web")],
         &cid_b,
     ));
-    let b = make_pod_cgroup(
-        &mut sb,
-        &format!(
-            "{besteffort}/kubepods-besteffort-pod{}.slice",
-            uid_b.replace('-', "_")
-        ),
-        &format!("cri-containerd-{cid_b}.scope"),
-    );
+    let b = make_systemd_pod(&mut sb, &besteffort, uid_b, &cid_b);
     held_to(&sb, &b, DEFAULT.0, DEFAULT.1, "unselected pod");
 
     // A pod cgroup the API has not told of: judged by the default at once.
-    let c = make_pod_cgroup(
+    let c = make_systemd_pod(
         &mut sb,
-        &format!("{burstable}/kubepods-burstable-pod1a2b3c4d_0000_4000_8000_00000000000c.slice"),
-        &format!("cri-containerd-{}.scope", "cc".repeat(32)),
+        &burstable,
+        "1a2b3c4d-0000-4000-8000-00000000000c",
+        &"cc".repeat(32),
     );
     assert!(
         !sb.client(Some(&c), "tcp", EU).ok,
@@ -293,11 +294,7 @@ fn pods_are_held_to_the_policy_their_labels_select_systemd_driver() {
     // A namespace label selects every pod in it.
     let uid_e = "1a2b3c4d-0000-4000-8000-00000000000e";
     let cid_e = "ee".repeat(32);
-    let e = make_pod_cgroup(
-        &mut sb,
-        &format!("{root}/kubepods-pod{}.slice", uid_e.replace('-', "_")),
-        &format!("cri-containerd-{cid_e}.scope"),
-    );
+    let e = make_systemd_pod(&mut sb, root, uid_e, &cid_e);
     api.put_pod(&pod("web", "frontend-0", uid_e, "Guaranteed", &[], &cid_e));
     held_to(
         &sb,
@@ -358,10 +355,11 @@ fn pods_are_held_to_the_policy_their_labels_select_systemd_driver() {
         PAYMENTS.1,
         "known pod while the API is down",
     );
-    let f = make_pod_cgroup(
+    let f = make_systemd_pod(
         &mut sb,
-        &format!("{burstable}/kubepods-burstable-pod1a2b3c4d_0000_4000_8000_00000000000f.slice"),
-        &format!("cri-containerd-{}.scope", "ff".repeat(32)),
+        &burstable,
+        "1a2b3c4d-0000-4000-8000-00000000000f",
+        &"ff".repeat(32),
     );
     held_to(
         &sb,

@@ -292,12 +292,6 @@ async fn serve(shared: Arc<Shared>, kind: Kind, uri: Uri) -> Response {
         .and_then(|f| f.strip_prefix("spec.nodeName="))
         .map(str::to_owned);
     let wanted = move |k: Kind, n: &Option<String>| k == kind && (node.is_none() || *n == node);
-    let json_response = |body: String| {
-        Response::builder()
-            .header("content-type", "application/json")
-            .body(Body::from(body))
-            .unwrap()
-    };
     if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
         let from: u64 = q
             .get("resourceVersion")
@@ -341,7 +335,7 @@ async fn serve(shared: Arc<Shared>, kind: Kind, uri: Uri) -> Response {
                     _ => None,
                 })
             });
-        return json_response_stream(Body::from_stream(body));
+        return json_response(Body::from_stream(body));
     }
     let store = shared.store.lock().unwrap();
     let items: Vec<Value> = match kind {
@@ -357,14 +351,14 @@ async fn serve(shared: Arc<Shared>, kind: Kind, uri: Uri) -> Response {
         Kind::Pod => "PodList",
         Kind::Namespace => "NamespaceList",
     };
-    json_response(
+    json_response(Body::from(
         json!({"apiVersion": "v1", "kind": list_kind,
                "metadata": {"resourceVersion": store.rv.to_string()}, "items": items})
         .to_string(),
-    )
+    ))
 }
 
-fn json_response_stream(body: Body) -> Response {
+fn json_response(body: Body) -> Response {
     Response::builder()
         .header("content-type", "application/json")
         .body(body)
