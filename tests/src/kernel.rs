@@ -21,7 +21,8 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 pub fn load_private(capacity: u32) -> anyhow::Result<bpf::Loaded> {
     let n = SEQ.fetch_add(1, Ordering::SeqCst);
     let root = std::env::temp_dir().join(format!("residency-testrun-{}-{n}", std::process::id()));
-    pins::ensure_bpffs(&root).with_context(|| format!("mounting a bpffs on {}", root.display()))?;
+    pins::ensure_bpffs(&root, true)
+        .with_context(|| format!("mounting a bpffs on {}", root.display()))?;
     let maps_dir = root.join("maps");
     let loaded = bpf::load(&maps_dir, capacity);
     if let Ok(dir) = std::fs::read_dir(&maps_dir) {

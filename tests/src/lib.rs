@@ -14,11 +14,13 @@
 //! - [`programs`]: what `bpftool` sees attached;
 //! - [`journal`], [`http`]: reading what the agent reported;
 //! - [`commands`]: running commands with deadlines, in cgroups;
+//! - [`helm`]: the Helm chart rendered, and the plain manifests made from it;
 //! - `kernel` (feature `kernel`): the kernel program loaded in-process for test runs.
 
 pub mod agent;
 pub mod clients;
 pub mod commands;
+pub mod helm;
 pub mod host;
 pub mod http;
 pub mod journal;

@@ -4,6 +4,7 @@
 //! - `build`: setup, then build the agent (which builds and embeds the kernel program).
 //! - `demo`: build, then show enforcement in a sandbox cgroup and network namespace.
 //! - `test`: build, then run every test: formatting, lints, unit and end-to-end tests.
+//! - `manifests`: render `deploy/kubernetes/` from the Helm chart's defaults.
 //! - `bench`: build, then run the `residency-bench` crate, which measures residency
 //!   against no filter, nftables and iptables (BENCHMARKS.md); results under
 //!   `target/bench/`.
@@ -40,6 +41,9 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Render deploy/kubernetes/ from the Helm chart with its default values (the plain
+    /// manifests are never edited by hand; a test checks they match the chart).
+    Manifests,
     /// Build, then benchmark per-packet cost, datapath rates against nftables and
     /// iptables, reloads and event storms (root); writes target/bench/. Options
     /// (--rounds, --secs, --trials, --repeat, --only) go to `residency-bench`;
@@ -65,6 +69,10 @@ fn main() -> anyhow::Result<()> {
             build(true)?;
             demo::demo(&workspace().join("target/release/residency-agent"))
         }
+        Task::Manifests => {
+            setup::setup()?;
+            manifests()
+        }
         Task::Bench { args } => {
             setup::setup()?;
             build(true)?;
@@ -89,6 +97,15 @@ fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(workspace());
     c
+}
+
+fn manifests() -> anyhow::Result<()> {
+    let dir = residency_tests::helm::deploy_dir().join("kubernetes");
+    for (name, text) in residency_tests::helm::plain_manifests()? {
+        std::fs::write(dir.join(name), text).with_context(|| format!("writing {name}"))?;
+        println!("manifests: wrote deploy/kubernetes/{name}");
+    }
+    Ok(())
 }
 
 fn build(release: bool) -> anyhow::Result<()> {

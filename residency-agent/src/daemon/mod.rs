@@ -90,7 +90,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let node = node_name.as_ref().map(|_| Node::new());
     let pin_path = config.agent.pin_path.clone();
     // Held until the process exits: one agent owns the pinned state at a time.
-    let _owner = startup::own_pins(&pin_path)?;
+    let _owner = startup::own_pins(&pin_path, config.agent.mount_bpffs)?;
     let outputs = startup::open_outputs(&config)?;
     let startup::Enforcing {
         mut loaded,

@@ -39,9 +39,9 @@ pub fn read_config(path: Option<&Path>) -> anyhow::Result<Config> {
 
 /// Makes the pin path usable (a bpffs, a layout this agent understands) and takes
 /// the lock that makes this agent the one owner of the pinned state until it exits.
-pub fn own_pins(pin_path: &Path) -> anyhow::Result<pins::Owner> {
-    if let Some(at) =
-        pins::ensure_bpffs(pin_path).context("refusing to start: cannot pin enforcement")?
+pub fn own_pins(pin_path: &Path, mount_bpffs: bool) -> anyhow::Result<pins::Owner> {
+    if let Some(at) = pins::ensure_bpffs(pin_path, mount_bpffs)
+        .context("refusing to start: cannot pin enforcement")?
     {
         info!(path = %at.display(), "no BPF filesystem for the pins: mounted one");
     }

@@ -45,6 +45,12 @@ pub enum PinError {
         source: std::io::Error,
     },
     #[error(
+        "pin path {path} is not on a BPF filesystem and [agent] mount_bpffs = false: the \
+         host must mount its bpffs there (systemd does at boot; in Kubernetes, mount the \
+         host's /sys/fs/bpf into the pod, or use the chart's bpffs.mountOnHost)"
+    )]
+    NoHostBpffs { path: PathBuf },
+    #[error(
         "{path} holds pinned state of layout \"{found}\", which this agent does not \
          understand (it uses \"{LAYOUT}\"); remove it with the agent that created it \
          (`residency-agent detach`) before starting this one"
@@ -75,8 +81,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PinError + '_ {
 /// without systemd as PID 1, and pods whose host path is not a bpffs, have none at
 /// `/sys/fs/bpf`). The bpffs goes on the pin path itself, or — when the pin path cannot
 /// be created, as under sysfs' empty `/sys/fs/bpf` — on its nearest existing ancestor if
-/// that is an empty directory. Returns where a bpffs was mounted, if one was.
-pub fn ensure_bpffs(pin_path: &Path) -> Result<Option<PathBuf>, PinError> {
+/// that is an empty directory. Returns where a bpffs was mounted, if one was. With
+/// `mount` false a missing bpffs is an error: a pod's own mount would hide the
+/// pins from the host and drop them with the pod.
+pub fn ensure_bpffs(pin_path: &Path, mount: bool) -> Result<Option<PathBuf>, PinError> {
     let existing = pin_path
         .ancestors()
         .find(|p| p.exists())
@@ -84,6 +92,11 @@ pub fn ensure_bpffs(pin_path: &Path) -> Result<Option<PathBuf>, PinError> {
     if fs::is_bpffs(existing).map_err(io(existing))? {
         std::fs::create_dir_all(pin_path).map_err(io(pin_path))?;
         return Ok(None);
+    }
+    if !mount {
+        return Err(PinError::NoHostBpffs {
+            path: pin_path.to_owned(),
+        });
     }
     let target = match std::fs::create_dir_all(pin_path) {
         Ok(()) => pin_path.to_owned(),
