@@ -243,6 +243,42 @@ fn pods_are_held_to_the_policy_their_labels_select_systemd_driver() {
         "no event naming the pod: {:#?}",
         sb.agent().events()
     );
+    // And counts towards its namespace in the metrics.
+    let blocked = metric(
+        &sb,
+        "residency_kubernetes_events_total{namespace=\"payments\",policy=\"payments-eu\",verdict=\"blocked\"}",
+    );
+    assert!(blocked.is_some_and(|n| n >= 1.0), "{blocked:?}");
+    // Every residency_kubernetes_* series the alert rules and the dashboard use is exported, and the
+    // exposition with its namespace labels passes Prometheus' linter.
+    let (_, body) = http_get(sb.metrics, "/metrics").unwrap();
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let rules = std::fs::read_to_string(deploy.join("prometheus/residency-alerts.yml")).unwrap()
+        + &std::fs::read_to_string(deploy.join("grafana/residency-dashboard.json")).unwrap();
+    for name in rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("residency_kubernetes_"))
+    {
+        assert!(
+            body.contains(&format!("\n{name}")),
+            "{name} is not exported:\n{body}"
+        );
+    }
+    let mut lint = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    std::io::Write::write_all(&mut lint.stdin.take().unwrap(), body.as_bytes()).unwrap();
+    let lint = lint.wait_with_output().unwrap();
+    assert!(
+        lint.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
 
     // A pod in the same namespace that the pod selector does not match: the default.
     let uid_b = "1a2b3c4d-0000-4000-8000-00000000000b";
@@ -378,7 +414,10 @@ fn pods_are_held_to_the_policy_their_labels_select_systemd_driver() {
         "known pod after the outage",
     );
     assert_eq!(
-        metric(&sb, "residency_kubernetes_pods{policy=\"payments-eu\"}"),
+        metric(
+            &sb,
+            "residency_kubernetes_pods{policy=\"payments-eu\",namespace=\"payments\"}"
+        ),
         Some(1.0)
     );
 }

@@ -62,6 +62,7 @@ pub async fn run(
                     // its policy.
                     let mut event = BlockEvent::decode(&raw, &version.read().expect("policy lock"), &mut paths);
                     event.workload = namer.name(event.cgroup.as_deref());
+                    namer.count(&event);
                     for e in aggregator.offer(event, now) {
                         telemetry.aggregated.fetch_add(u64::from(e.count.saturating_sub(1)), Ordering::Relaxed);
                         sinks::dispatch(&mut sinks, &e, &telemetry);

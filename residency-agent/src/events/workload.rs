@@ -43,6 +43,14 @@ impl Namer {
         }
     }
 
+    /// Counts an event of a pod towards its namespace's
+    /// `residency_kubernetes_events_total`.
+    pub fn count(&self, event: &super::model::BlockEvent) {
+        if let (Some((node, _)), Some(pod)) = (&self.pods, &event.workload.pod) {
+            node.count_event(&pod.namespace, &event.policy, event.audit, 1);
+        }
+    }
+
     pub fn name(&self, cgroup: Option<&str>) -> Workload {
         let Some(path) = cgroup else {
             return Workload::default();

@@ -14,9 +14,12 @@ pub mod lint;
 pub mod state;
 pub mod watch;
 
-use std::sync::{
-    Arc, RwLock,
-    atomic::{AtomicBool, AtomicU64},
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicU64},
+    },
 };
 
 pub use layout::{Layout, Qos};
@@ -39,11 +42,24 @@ pub struct Node {
     pub watch_errors: AtomicU64,
     /// Woken on every change of the state.
     pub changed: Notify,
+    /// Block events of this node's pods by (namespace, policy, audited): a bounded
+    /// per-namespace view beside the kernel's exact per-policy counters.
+    pub events: Mutex<BTreeMap<(String, String, bool), u64>>,
 }
 
 impl Node {
     pub fn new() -> Arc<Node> {
         Arc::new(Node::default())
+    }
+
+    /// Counts one block event (or `count` folded repeats) of a pod in `namespace`.
+    pub fn count_event(&self, namespace: &str, policy: &str, audit: bool, count: u64) {
+        *self
+            .events
+            .lock()
+            .expect("lock")
+            .entry((namespace.to_owned(), policy.to_owned(), audit))
+            .or_default() += count;
     }
 }
 

@@ -3,6 +3,7 @@
 //! family, sink, reason — never an address or port.
 
 use std::{
+    collections::BTreeMap,
     path::PathBuf,
     sync::{Arc, Mutex, RwLock, atomic::Ordering},
 };
@@ -242,26 +243,61 @@ impl Metrics {
         )?;
         let state = node.state.read().expect("lock");
         let assigned = state.assign(&v.config);
-        let mut rows: Vec<(Vec<(&'static str, String)>, i64)> = v
+        // Pods by (policy, namespace); policy "" for the pods no policy selects. Both
+        // label sets are bounded by the config and the node's namespaces.
+        let mut pods: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for pod in state.pods.values() {
+            let policy = assigned
+                .iter()
+                .find(|a| a.uid == pod.uid)
+                .map_or(String::new(), |a| v.config.policies[a.policy].name.clone());
+            *pods.entry((policy, pod.namespace.clone())).or_default() += 1;
+        }
+        // A policy (or the default) that holds no pod still shows, at 0.
+        let names = v
             .config
             .policies
             .iter()
-            .enumerate()
-            .filter(|(_, p)| p.pods.is_some())
-            .map(|(i, p)| {
-                let n = assigned.iter().filter(|a| a.policy == i).count();
-                (vec![("policy", p.name.clone())], n as i64)
-            })
+            .filter(|p| p.pods.is_some())
+            .map(|p| p.name.clone());
+        for policy in names.chain([String::new()]) {
+            if !pods.keys().any(|(p, _)| *p == policy) {
+                pods.insert((policy, String::new()), 0);
+            }
+        }
+        let rows: Vec<_> = pods
+            .into_iter()
+            .map(|((policy, namespace), n)| (vec![("policy", policy), ("namespace", namespace)], n))
             .collect();
-        rows.push((
-            vec![("policy", String::new())],
-            (state.pods.len() - assigned.len()) as i64,
-        ));
         gauge(
             enc,
             "residency_kubernetes_pods",
-            "Pods on this node by the policy that selects them; policy=\"\" counts the pods no policy selects (they have the default policy).",
+            "Pods on this node by namespace and the policy that selects them; policy=\"\" counts the pods no policy selects (they have the default policy).",
             &rows,
+        )?;
+        drop(state);
+        let events: Vec<_> = node
+            .events
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|((namespace, policy, audit), n)| {
+                let verdict = if *audit { "audited" } else { "blocked" };
+                (
+                    vec![
+                        ("namespace", namespace.clone()),
+                        ("policy", policy.clone()),
+                        ("verdict", verdict.to_owned()),
+                    ],
+                    *n,
+                )
+            })
+            .collect();
+        counter(
+            enc,
+            "residency_kubernetes_events",
+            "Block events of this node's pods by namespace, as the agent received them (before aggregation). Events the kernel's rate limit dropped are not here (residency_events_lost_total counts them); residency_packets_total has the exact counts per policy.",
+            &events,
         )
     }
 
