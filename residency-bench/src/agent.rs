@@ -35,12 +35,27 @@ impl Agent {
     /// Writes a config for `setup` under `dir`, starts `bin run --config <config>` and
     /// waits (up to 120 s) until /healthz answers 200.
     pub fn start(bin: &Path, dir: &Path, setup: &AgentSetup<'_>) -> anyhow::Result<Agent> {
+        Agent::start_with(bin, dir, setup.name, |pins, metrics| {
+            config_text(dir, pins, metrics, setup)
+        })
+    }
+
+    /// [`Agent::start`] with a config of the caller's: `config` gets the pin path
+    /// and the metrics address and returns the config text (its control socket must
+    /// be `<dir>/<name>.sock`, see [`config_text`]).
+    pub fn start_with(
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        config: impl FnOnce(&Path, SocketAddr) -> String,
+    ) -> anyhow::Result<Agent> {
         let metrics = free_port()?;
-        let pins = dir.join(format!("pins-{}", setup.name));
-        let config = dir.join(format!("{}.toml", setup.name));
-        std::fs::write(&config, config_text(dir, &pins, metrics, setup))?;
+        let pins = dir.join(format!("pins-{name}"));
+        let text = config(&pins, metrics);
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, text)?;
         let launch = Launch {
-            log_file: Some(dir.join(format!("{}.log", setup.name))),
+            log_file: Some(dir.join(format!("{name}.log"))),
             healthz: Some(metrics),
             within: Duration::from_secs(120),
             ..Launch::new(&[])

@@ -12,7 +12,9 @@
 //! 3. [`reload`]: time to apply 10k / 100k / 1M prefixes and to swap generations, and
 //!    the agent's memory at each size;
 //! 4. [`events`]: events delivered from a flood of blocked packets, events lost, and
-//!    the agent's CPU.
+//!    the agent's CPU;
+//! 5. [`pods`]: on a Kubernetes node (an API stand-in, kubelet-style cgroups), the
+//!    time from a pod cgroup's creation to its own policy being bound.
 //!
 //! Markdown tables go to stdout and `target/bench/results.md`, raw numbers to
 //! `target/bench/results.json`, and a plot of packet rate against prefix count to
@@ -31,6 +33,7 @@ mod events;
 mod helpers;
 mod machine;
 mod options;
+mod pods;
 mod prefixes;
 mod program;
 mod reload;
@@ -87,6 +90,7 @@ pub struct Results {
     pub datapath: Vec<datapath::Case>,
     pub reload: Option<reload::Result>,
     pub events: Vec<events::Result>,
+    pub pods: Option<pods::Result>,
     pub machine: Machine,
 }
 
@@ -156,6 +160,9 @@ fn run_sections(
     }
     if opts.wanted(Section::Program) {
         results.program = program::run(&sb, helper, opts)?;
+    }
+    if opts.wanted(Section::Pods) {
+        results.pods = Some(pods::run(&mut sb, bin)?);
     }
     if opts.wanted(Section::Reload) {
         results.reload = Some(reload::run(&sb, bin)?);

@@ -33,6 +33,7 @@ pub enum Section {
     Datapath,
     Reload,
     Events,
+    Pods,
 }
 
 impl Options {

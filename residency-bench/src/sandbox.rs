@@ -61,6 +61,11 @@ impl Bench {
         })
     }
 
+    /// Creates a cgroup (and its parents) below the sandbox's root, removed with it.
+    pub fn cgroup(&mut self, rel: &str) -> anyhow::Result<PathBuf> {
+        self.sb.cgroup(rel)
+    }
+
     /// Builds the receiver namespace and the veth pair, and starts the servers in the
     /// receiver.
     pub fn network(&mut self, helper: &Path) -> anyhow::Result<()> {

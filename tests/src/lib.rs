@@ -15,6 +15,7 @@
 //! - [`journal`], [`http`]: reading what the agent reported;
 //! - [`commands`]: running commands with deadlines, in cgroups;
 //! - [`helm`]: the Helm chart rendered, and the plain manifests made from it;
+//! - `kube_api` (feature `kubernetes`): a Kubernetes API stand-in (list and watch);
 //! - `kernel` (feature `kernel`): the kernel program loaded in-process for test runs.
 
 pub mod agent;
@@ -26,6 +27,8 @@ pub mod http;
 pub mod journal;
 #[cfg(feature = "kernel")]
 pub mod kernel;
+#[cfg(feature = "kubernetes")]
+pub mod kube_api;
 pub mod programs;
 pub mod py;
 pub mod sandbox;

@@ -1,6 +1,6 @@
 //! Kubernetes pods as workloads, end to end: cgroups laid out exactly as the kubelet
 //! lays them (systemd and cgroupfs drivers), a stand-in API server speaking the
-//! list/watch wire format (`kubernetes/api.rs`), the real agent with `[kubernetes]`
+//! list/watch wire format (`residency_tests::kube_api`), the real agent with `[kubernetes]`
 //! enabled, and real traffic from inside the pods' container cgroups.
 //!
 //! Checked: selected pods are held to their policy, pods no policy selects and pods
@@ -9,21 +9,17 @@
 //! back to the default, and with the API down enforcement holds, new pods get the
 //! default and `residency_kubernetes_synced` says 0.
 
-#[path = "kubernetes/api.rs"]
-mod api;
-
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use api::KubeApi;
-use k8s_openapi::{
-    api::core::v1::{Container, ContainerStatus, Namespace, Pod, PodSpec, PodStatus},
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+use k8s_openapi::api::core::v1::Pod;
+use residency_tests::{
+    Sandbox, agent_binary, http_get,
+    kube_api::{self, KubeApi, namespace},
+    require_root, sample,
 };
-use residency_tests::{Sandbox, agent_binary, http_get, require_root, sample};
 
 /// Allowed by the `payments-eu` and `eu-namespaces` policies only.
 const EU: &str = "198.51.100.7";
@@ -31,15 +27,7 @@ const EU: &str = "198.51.100.7";
 const CLUSTER: &str = "203.0.113.9";
 const NODE: &str = "node-1";
 
-fn labels(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
-    Some(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
-}
-
+/// A pod on this test's node.
 fn pod(
     ns: &str,
     name: &str,
@@ -48,43 +36,7 @@ fn pod(
     pod_labels: &[(&str, &str)],
     container: &str,
 ) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            namespace: Some(ns.into()),
-            name: Some(name.into()),
-            uid: Some(uid.into()),
-            labels: labels(pod_labels),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PodSpec {
-            node_name: Some(NODE.into()),
-            containers: vec![Container {
-                name: "app".into(),
-                ..Container::default()
-            }],
-            ..PodSpec::default()
-        }),
-        status: Some(PodStatus {
-            qos_class: Some(qos.into()),
-            container_statuses: Some(vec![ContainerStatus {
-                name: "app".into(),
-                container_id: Some(format!("containerd://{container}")),
-                ..ContainerStatus::default()
-            }]),
-            ..PodStatus::default()
-        }),
-    }
-}
-
-fn namespace(name: &str, ns_labels: &[(&str, &str)]) -> Namespace {
-    Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: labels(ns_labels),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    }
+    kube_api::pod(NODE, ns, name, uid, qos, pod_labels, container)
 }
 
 fn config(sb: &Sandbox, kubeconfig: &Path, root: &str, driver: &str) -> PathBuf {

@@ -108,6 +108,9 @@ fn markdown(r: &Results) -> String {
     if !r.events.is_empty() {
         tables::events_table(&r.events, &mut s);
     }
+    if let Some(p) = &r.pods {
+        tables::pods_table(p, &mut s);
+    }
     s
 }
 

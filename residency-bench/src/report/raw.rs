@@ -74,6 +74,10 @@ pub fn raw(r: &Results) -> serde_json::Value {
             "delivered_per_s": e.delivered_per_s(),
             "agent_cores": e.cores(),
         })).collect::<Vec<_>>(),
+        "pods": r.pods.as_ref().map(|p| p.orders.iter().map(|o| json!({
+            "order": o.name,
+            "created_to_bound_ms": o.ms,
+        })).collect::<Vec<_>>()),
     })
 }
 

@@ -7,7 +7,10 @@
 //! the agent reads exactly what a real API server would send.
 //!
 //! The test can drop every open watch (the watcher must resume) and take the API
-//! down (503 to every request, watches closed) and up again.
+//! down (503 to every request, watches closed) and up again. [`pod`] and
+//! [`namespace`] build the objects as the kubelet and the API server fill them in.
+//!
+//! Used by the Kubernetes end-to-end tests and by the benchmark's pod-binding section.
 
 use std::{
     collections::BTreeMap,
@@ -28,7 +31,10 @@ use axum::{
     routing::get,
 };
 use futures_util::StreamExt as _;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::{
+    api::core::v1::{Container, ContainerStatus, Namespace, Pod, PodSpec, PodStatus},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
@@ -363,4 +369,63 @@ fn json_response(body: Body) -> Response {
         .header("content-type", "application/json")
         .body(body)
         .unwrap()
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
+    Some(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+/// A pod scheduled to `node` with one container `app` (containerd id `container`), as
+/// the API server shows it once the kubelet reported its QoS class.
+pub fn pod(
+    node: &str,
+    ns: &str,
+    name: &str,
+    uid: &str,
+    qos: &str,
+    pod_labels: &[(&str, &str)],
+    container: &str,
+) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            namespace: Some(ns.into()),
+            name: Some(name.into()),
+            uid: Some(uid.into()),
+            labels: labels(pod_labels),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(node.into()),
+            containers: vec![Container {
+                name: "app".into(),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        }),
+        status: Some(PodStatus {
+            qos_class: Some(qos.into()),
+            container_statuses: Some(vec![ContainerStatus {
+                name: "app".into(),
+                container_id: Some(format!("containerd://{container}")),
+                ..ContainerStatus::default()
+            }]),
+            ..PodStatus::default()
+        }),
+    }
+}
+
+pub fn namespace(name: &str, ns_labels: &[(&str, &str)]) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: labels(ns_labels),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    }
 }
