@@ -113,7 +113,9 @@ pub fn run(sb: &mut Bench, bin: &Path) -> anyhow::Result<Result> {
             while !bound(id) {
                 if start.elapsed() > Duration::from_secs(10) {
                     let log = std::fs::read_to_string(dir.join("pods.log")).unwrap_or_default();
-                    bail!("pod {uid} ({name}) was not bound to its policy within 10 s; the agent's log:\n{log}");
+                    bail!(
+                        "pod {uid} ({name}) was not bound to its policy within 10 s; the agent's log:\n{log}"
+                    );
                 }
                 std::thread::sleep(Duration::from_micros(200));
             }

@@ -372,6 +372,24 @@ fn the_config_value_is_the_agents_config_as_toml_or_yaml() {
 }
 
 #[test]
+fn the_readmes_values_example_renders_to_a_valid_policy() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let start = readme
+        .find("```yaml\n# my-values.yaml\n")
+        .expect("the README's values example");
+    let body = &readme[start + "```yaml\n".len()..];
+    let example = &body[..body.find("```").unwrap()];
+    let path = scratch("readme-values.yaml");
+    std::fs::write(&path, example).unwrap();
+    let objects = render_and_admit("readme", &[&path]);
+    let _ = std::fs::remove_file(&path);
+    let config = config_of(&objects);
+    assert!(config.contains("name = \"payments-eu\""), "{config}");
+}
+
+#[test]
 fn the_plain_manifests_are_the_chart_with_its_defaults() {
     for (name, text) in helm::plain_manifests().unwrap() {
         let path = deploy_dir().join("kubernetes").join(name);
