@@ -31,6 +31,9 @@ pub struct Launch<'a> {
     pub healthz: Option<SocketAddr>,
     /// How long starting may take.
     pub within: Duration,
+    /// Leave the agent's stdout (its event lines) in a pipe nobody reads, as a
+    /// consumer that stopped reading would: once the pipe is full, writes to it block.
+    pub stdout_unread: bool,
 }
 
 impl<'a> Launch<'a> {
@@ -41,6 +44,7 @@ impl<'a> Launch<'a> {
             log_file: None,
             healthz: None,
             within: Duration::from_secs(20),
+            stdout_unread: false,
         }
     }
 }
@@ -53,6 +57,8 @@ pub struct Agent {
     stdout: Lines,
     stderr: Lines,
     log_file: Option<PathBuf>,
+    /// The read end of an unread stdout pipe, held open so that writes block.
+    _unread: Option<std::process::ChildStdout>,
     pub exit: Option<ExitStatus>,
 }
 
@@ -74,8 +80,16 @@ impl Agent {
             None => cmd.stdout(Stdio::piped()).stderr(Stdio::piped()),
         };
         let mut child = cmd.spawn().context("starting the agent")?;
+        let mut unread = None;
         let (stdout, stderr) = match launch.log_file {
             Some(_) => (Lines::default(), Lines::default()),
+            None if launch.stdout_unread => {
+                unread = child.stdout.take();
+                (
+                    Lines::default(),
+                    collect(child.stderr.take().expect("piped"), true),
+                )
+            }
             None => (
                 collect(child.stdout.take().expect("piped"), false),
                 collect(child.stderr.take().expect("piped"), true),
@@ -86,6 +100,7 @@ impl Agent {
             stdout,
             stderr,
             log_file: launch.log_file.clone(),
+            _unread: unread,
             exit: None,
         };
         if let Err(e) = agent.wait_started(launch) {
@@ -289,6 +304,18 @@ impl Sandbox {
     }
 
     /// As [`Sandbox::start_agent`], with extra environment variables.
+    /// Starts an agent as `launch` says, owned by the sandbox.
+    pub fn start_agent_with(
+        &mut self,
+        bin: &Path,
+        config: &Path,
+        launch: &Launch<'_>,
+    ) -> anyhow::Result<&mut Agent> {
+        let agent = Agent::start(bin, config, launch)?;
+        self.agents.push(agent);
+        Ok(self.agents.last_mut().expect("pushed"))
+    }
+
     pub fn start_agent_with_env(
         &mut self,
         bin: &Path,

@@ -10,7 +10,7 @@ use tokio::io::unix::AsyncFd;
 use super::{
     aggregate::Aggregator,
     model::BlockEvent,
-    sinks::{self, Sink},
+    sinks::{Sink, writer::Writers},
     workload::Namer,
 };
 use crate::{config::EventsConfig, host::PathCache, metrics::Telemetry, policy::Versioned};
@@ -29,11 +29,14 @@ pub async fn run(
     ring: RingBuf<MapData>,
     version: Arc<RwLock<Versioned>>,
     mut paths: PathCache,
-    mut sinks: Vec<Box<dyn Sink>>,
+    sinks: Vec<Box<dyn Sink>>,
     telemetry: Arc<Telemetry>,
     events: EventsConfig,
     namer: Namer,
 ) -> std::io::Result<()> {
+    let writers = Writers::start(sinks, telemetry.clone())?;
+    let _ = telemetry.sink_progress.set(writers.progress());
+    let writers = Finish(Some(writers));
     let mut fd = readable(ring)?;
     let mut aggregator = Aggregator::new(events.aggregate_window, events.aggregate_max_keys);
     let tick = events
@@ -49,7 +52,11 @@ pub async fn run(
                 let mut guard = guard?;
                 let ring = guard.get_inner_mut();
                 let now = std::time::Instant::now();
-                while let Some(item) = ring.next() {
+                let mut taken = 0;
+                // A storm must not keep the runtime (scrapes, control, rescans) from
+                // running: at most BATCH records per turn, then the reader yields.
+                while taken < BATCH && let Some(item) = ring.next() {
+                    taken += 1;
                     if item.len() < size_of::<Event>() {
                         tracing::warn!(len = item.len(), "short event on the ring buffer; skipped");
                         continue;
@@ -65,19 +72,44 @@ pub async fn run(
                     namer.count(&event);
                     for e in aggregator.offer(event, now) {
                         telemetry.aggregated.fetch_add(u64::from(e.count.saturating_sub(1)), Ordering::Relaxed);
-                        sinks::dispatch(&mut sinks, &e, &telemetry);
+                        writers.dispatch(&e);
                     }
                 }
-                sinks::flush(&mut sinks, &telemetry);
-                guard.clear_ready();
+                if taken < BATCH {
+                    guard.clear_ready();
+                } else {
+                    drop(guard);
+                    tokio::task::yield_now().await;
+                }
             }
             _ = flush.tick() => {
                 for e in aggregator.flush(std::time::Instant::now()) {
                     telemetry.aggregated.fetch_add(u64::from(e.count.saturating_sub(1)), Ordering::Relaxed);
-                    sinks::dispatch(&mut sinks, &e, &telemetry);
+                    writers.dispatch(&e);
                 }
-                sinks::flush(&mut sinks, &telemetry);
             }
+        }
+    }
+}
+
+/// Ring buffer records read per turn before the reader yields to the runtime.
+const BATCH: usize = 4096;
+
+/// The writers, given a moment to write out their queues however the reader ends
+/// (the runtime drops the task at shutdown).
+struct Finish(Option<Writers>);
+
+impl std::ops::Deref for Finish {
+    type Target = Writers;
+    fn deref(&self) -> &Writers {
+        self.0.as_ref().expect("writers until drop")
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take() {
+            w.finish(std::time::Duration::from_secs(1));
         }
     }
 }

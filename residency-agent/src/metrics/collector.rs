@@ -52,6 +52,17 @@ impl Metrics {
     pub fn healthy(&self) -> bool {
         self.instance.exists() && self.telemetry.reader_alive.load(Ordering::Relaxed)
     }
+
+    /// Why reporting is behind while enforcement is fine ("" when it is not): the
+    /// stalled sinks.
+    pub fn degraded(&self) -> String {
+        self.telemetry
+            .stalled_sinks()
+            .iter()
+            .map(|(k, d)| format!("sink {} stalled for {} s", k.as_str(), d.as_secs()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 fn counter(
@@ -195,15 +206,36 @@ impl Metrics {
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .sum();
+        let sink_backlog: u64 = t
+            .sink_backlog
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum();
         counter(
             enc,
             "residency_events_lost",
-            "Events not delivered: ring_full (kernel ring buffer full), rate_limited (per-CPU kernel rate limit), sink_error (a sink failed to write). The packets themselves are always counted in residency_packets_total.",
+            "Events not delivered: ring_full (kernel ring buffer full), rate_limited (per-CPU kernel rate limit), sink_error (a sink failed to write), sink_backlog (a sink did not keep up and its queue was full). The packets themselves are always counted in residency_packets_total.",
             &[
                 (vec![("reason", "ring_full".to_owned())], k.lost_ring),
                 (vec![("reason", "rate_limited".to_owned())], k.lost_rate),
                 (vec![("reason", "sink_error".to_owned())], sink_errors),
+                (vec![("reason", "sink_backlog".to_owned())], sink_backlog),
             ],
+        )?;
+        let stalled = t.stalled_sinks();
+        let rows: Vec<_> = self
+            .sinks
+            .iter()
+            .map(|k| {
+                let s = stalled.iter().any(|(kind, _)| kind == k);
+                (vec![("sink", k.as_str().to_owned())], i64::from(s))
+            })
+            .collect();
+        gauge(
+            enc,
+            "residency_sink_stalled",
+            "1 while a sink has events waiting and has not finished a write for 5 s (a stopped journald, a syslog peer that does not read, a paused stdout reader). Enforcement is not affected; events beyond its queue are dropped and counted as sink_backlog.",
+            &rows,
         )?;
         counter(
             enc,

@@ -1,6 +1,7 @@
 //! The HTTP endpoint: `/metrics` (OpenMetrics to scrapers that ask for it, the
 //! classic Prometheus text format otherwise) and `/healthz` (200 while the program is
-//! attached and the event reader runs).
+//! attached and the event reader runs; its body says `degraded: …` while a sink is
+//! stalled, which holds up reporting but not enforcement).
 
 use std::sync::Arc;
 
@@ -61,11 +62,17 @@ pub async fn serve(
             "/healthz",
             get(move || {
                 let ok = health.healthy();
+                let degraded = health.degraded();
                 async move {
-                    if ok {
-                        (StatusCode::OK, "ok\n")
+                    if !ok {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not enforcing\n".to_owned(),
+                        )
+                    } else if degraded.is_empty() {
+                        (StatusCode::OK, "ok\n".to_owned())
                     } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not enforcing\n")
+                        (StatusCode::OK, format!("degraded: {degraded}\n"))
                     }
                 }
             }),

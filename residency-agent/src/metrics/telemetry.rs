@@ -1,9 +1,12 @@
 //! The agent's own counters and state (events per sink, reloads, attachment), as
 //! atomics shared by the event pipeline, the daemon and the metrics endpoint.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{
+    Arc, OnceLock,
+    atomic::{AtomicBool, AtomicU64, AtomicUsize},
+};
 
-use crate::config::SinkKind;
+use crate::{config::SinkKind, events::sinks::writer::Progress};
 
 /// The agent's own counters and state, shared by the event pipeline, the daemon and
 /// the metrics endpoint.
@@ -13,6 +16,10 @@ pub struct Telemetry {
     pub events: [AtomicU64; 5],
     /// Events a sink failed to write, per sink.
     pub sink_errors: [AtomicU64; 5],
+    /// Events dropped because a sink's queue was full, per sink.
+    pub sink_backlog: [AtomicU64; 5],
+    /// The sinks' writer threads, once started.
+    pub sink_progress: OnceLock<Vec<Arc<Progress>>>,
     /// Repeats folded into an aggregated event's count (reported, not lost).
     pub aggregated: AtomicU64,
     /// Events the kernel handed over.
@@ -28,6 +35,17 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
+    /// The sinks that are stalled (events waiting, no write finished for a while),
+    /// with how long.
+    pub fn stalled_sinks(&self) -> Vec<(SinkKind, std::time::Duration)> {
+        self.sink_progress
+            .get()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.stalled_for().map(|d| (p.kind, d)))
+            .collect()
+    }
+
     pub fn sink_index(kind: SinkKind) -> usize {
         SinkKind::ALL
             .iter()

@@ -1,15 +1,18 @@
 //! Event sinks: where block and audit events go (`[events] sinks`).
 //!
-//! Every sink takes the same [`BlockEvent`]; each renders it in its own format. A sink
-//! that fails to write counts the failure (`residency_events_lost_total{reason=
-//! "sink_error"}`) and the agent carries on: reporting never holds up enforcement.
+//! Every sink takes the same [`BlockEvent`]; each renders it in its own format, on a
+//! thread of its own behind a bounded queue ([`writer`]). A sink that fails to write
+//! counts the failure (`residency_events_lost_total{reason="sink_error"}`), one that
+//! does not keep up drops and counts (`reason="sink_backlog"`), and the agent carries
+//! on: reporting never holds up enforcement or the agent's other work.
 
 mod journal;
 mod kmsg;
 mod stdout;
 mod syslog;
+pub mod writer;
 
-use std::{path::Path, sync::Arc, sync::atomic::Ordering};
+use std::{path::Path, sync::atomic::Ordering};
 
 use crate::{
     config::{EventsConfig, SinkKind},
@@ -32,21 +35,21 @@ pub trait Sink: Send {
     }
 }
 
-/// Flushes every sink; a failure counts as a sink error.
-pub fn flush(sinks: &mut [Box<dyn Sink>], telemetry: &Arc<Telemetry>) {
-    for sink in sinks.iter_mut() {
-        if let Err(e) = sink.flush() {
-            let i = Telemetry::sink_index(sink.kind());
-            let n = telemetry.sink_errors[i].fetch_add(1, Ordering::Relaxed);
-            if n.is_multiple_of(100) {
-                tracing::warn!(
-                    sink = sink.kind().as_str(),
-                    errors = n + 1,
-                    "writing events failed: {e}"
-                );
-            }
+/// Flushes one sink; a failure counts as a sink error. Whether it succeeded.
+pub(crate) fn flush_one(sink: &mut dyn Sink, telemetry: &Telemetry) -> bool {
+    let result = sink.flush();
+    if let Err(e) = &result {
+        let i = Telemetry::sink_index(sink.kind());
+        let n = telemetry.sink_errors[i].fetch_add(1, Ordering::Relaxed);
+        if n.is_multiple_of(100) {
+            tracing::warn!(
+                sink = sink.kind().as_str(),
+                errors = n + 1,
+                "writing events failed: {e}"
+            );
         }
     }
+    result.is_ok()
 }
 
 /// The configured sinks, or the default: the journal when its socket exists,
@@ -81,25 +84,27 @@ pub fn syslog_format_for_test(event: &BlockEvent) -> String {
     syslog::format(event, "host", 1, std::time::SystemTime::UNIX_EPOCH)
 }
 
-/// Writes one event to every sink, counting what was written and what failed.
-pub fn dispatch(sinks: &mut [Box<dyn Sink>], event: &BlockEvent, telemetry: &Arc<Telemetry>) {
-    for sink in sinks.iter_mut() {
-        let i = Telemetry::sink_index(sink.kind());
-        match sink.write(event) {
-            Ok(()) => telemetry.events[i].fetch_add(1, Ordering::Relaxed),
-            Err(e) => {
-                // Rare by nature (a full disk, a dead syslog server); say it once per
-                // hundred so the agent's own log cannot flood either.
-                let n = telemetry.sink_errors[i].fetch_add(1, Ordering::Relaxed);
-                if n.is_multiple_of(100) {
-                    tracing::warn!(
-                        sink = sink.kind().as_str(),
-                        errors = n + 1,
-                        "writing an event failed: {e}"
-                    );
-                }
-                n
+/// Writes one event to one sink, counting what was written and what failed. Whether
+/// it was written.
+pub(crate) fn write_one(sink: &mut dyn Sink, event: &BlockEvent, telemetry: &Telemetry) -> bool {
+    let i = Telemetry::sink_index(sink.kind());
+    match sink.write(event) {
+        Ok(()) => {
+            telemetry.events[i].fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        Err(e) => {
+            // Rare by nature (a full disk, a dead syslog server); say it once per
+            // hundred so the agent's own log cannot flood either.
+            let n = telemetry.sink_errors[i].fetch_add(1, Ordering::Relaxed);
+            if n.is_multiple_of(100) {
+                tracing::warn!(
+                    sink = sink.kind().as_str(),
+                    errors = n + 1,
+                    "writing an event failed: {e}"
+                );
             }
-        };
+            false
+        }
     }
 }

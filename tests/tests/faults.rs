@@ -1,0 +1,185 @@
+//! Consumers that stop consuming: a stdout reader that pauses (a stopped pipe reader)
+//! and a TCP syslog peer that accepts and never reads. The agent's sinks back up and
+//! drop; everything else stays live: scrapes answer within a second, the control
+//! socket answers, a bound cgroup that is removed and re-created is judged again at
+//! once, `/healthz` says "degraded" (not dead), the drops are counted, and SIGTERM is
+//! not held up by the sink.
+
+use std::{
+    net::TcpListener,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use residency_tests::{Launch, Sandbox, agent_binary, http_get, require_root, sample};
+
+const ALLOWED: &str = "198.51.100.7";
+const FORBIDDEN: &str = "203.0.113.9";
+/// Refused `sendto()` calls, one event each (about 30 MB of event lines): far beyond
+/// a pipe's 64 KiB, loopback TCP's socket buffers and a sink's queue of 8,192 events.
+const FLOOD: u32 = 100_000;
+
+fn config(sb: &Sandbox, sinks: &str, extra: &str) -> std::path::PathBuf {
+    sb.write_config(
+        "residency.toml",
+        &format!(
+            "[agent]\npin_path = \"{{pins}}\"\nmetrics_address = \"{{metrics}}\"\n\
+             [events]\nsinks = [{sinks}]\naggregate_window_ms = 0\nrate_limit_per_cpu = 0\n{extra}\n\
+             [[policy]]\nname = \"eu\"\ncgroups = [\"{{cg}}/app\"]\nallow = [\"198.51.100.0/24\"]\n"
+        ),
+    )
+}
+
+fn metric(sb: &Sandbox, series: &str) -> Option<f64> {
+    let (_, body) = http_get(sb.metrics, "/metrics").ok()?;
+    sample(&body, series)
+}
+
+/// Polls until TCP from `cgroup` reaches ALLOWED and not FORBIDDEN.
+fn enforced(sb: &Sandbox, cgroup: &Path, within: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if sb.client(Some(cgroup), "tcp", ALLOWED).ok
+            && !sb.client(Some(cgroup), "tcp", FORBIDDEN).ok
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// With the sink `sink` stalled by the caller: floods it, then checks that the rest of
+/// the agent is live and says what is going on. `blocked_for_good`: the sink's writes
+/// never complete (a paused pipe), so the agent must report it stalled; a TCP syslog
+/// sink instead times out and reconnects, and each new connection takes some events.
+fn everything_but_the_sink_stays_live(sb: &mut Sandbox, sink: &str, blocked_for_good: bool) {
+    let bin = agent_binary();
+    let app = sb.cgroup("app").unwrap();
+    assert!(enforced(sb, &app, Duration::from_secs(5)));
+    assert_eq!(sb.udp_burst(Some(&app), FORBIDDEN, FLOOD), (0, FLOOD));
+
+    // Scrapes answer within a second, every time, while the sink is stuck.
+    for _ in 0..5 {
+        let start = Instant::now();
+        let (code, body) = http_get(sb.metrics, "/metrics").expect("a scrape");
+        assert_eq!(code, 200);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "a scrape took {:?} with the {sink} sink stalled",
+            start.elapsed()
+        );
+        assert!(body.contains("residency_events_received_total"));
+    }
+    // The control socket answers.
+    let status = sb.ctl(&bin, &["status"]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(String::from_utf8_lossy(&status.stdout).contains("eu"));
+
+    // A bound cgroup removed and re-created (a restarting service) is judged again:
+    // the rescan and the attach do not wait for the sink.
+    std::fs::remove_dir(&app).expect("the app cgroup is empty");
+    std::fs::create_dir(&app).unwrap();
+    assert!(
+        enforced(sb, &app, Duration::from_secs(5)),
+        "a re-created cgroup was not judged with the {sink} sink stalled"
+    );
+
+    // What was dropped is counted, and the sink is reported stalled, not the agent.
+    let backlog = metric(sb, "residency_events_lost_total{reason=\"sink_backlog\"}");
+    assert!(backlog.is_some_and(|n| n > 0.0), "sink_backlog {backlog:?}");
+    let received = metric(sb, "residency_events_received_total").unwrap();
+    let written = metric(sb, &format!("residency_events_total{{sink=\"{sink}\"}}")).unwrap();
+    assert!(
+        written + backlog.unwrap() <= received,
+        "written {written} + dropped {backlog:?} > received {received}"
+    );
+    if blocked_for_good {
+        wait_degraded(sb, sink);
+    }
+    if blocked_for_good {
+        assert_eq!(
+            metric(sb, &format!("residency_sink_stalled{{sink=\"{sink}\"}}")),
+            Some(1.0)
+        );
+    }
+    let (code, _) = http_get(sb.metrics, "/healthz").unwrap();
+    assert_eq!(
+        code, 200,
+        "enforcement is fine: /healthz must not say otherwise"
+    );
+
+    // SIGTERM ends the agent promptly: the stalled sink does not hold it.
+    let start = Instant::now();
+    sb.agent().terminate(Duration::from_secs(5)).unwrap();
+    let exit = sb.agent().exit.expect("exited");
+    assert!(
+        exit.success() && start.elapsed() < Duration::from_secs(5),
+        "SIGTERM took {:?} and ended in {exit}",
+        start.elapsed()
+    );
+}
+
+/// Polls `/healthz` until it says the sink is stalled (and never anything but 200).
+fn wait_degraded(sb: &Sandbox, sink: &str) {
+    let start = Instant::now();
+    loop {
+        let (code, body) = http_get(sb.metrics, "/healthz").unwrap();
+        assert_eq!(
+            code, 200,
+            "enforcement is fine: /healthz must not say otherwise"
+        );
+        if body.starts_with(&format!("degraded: sink {sink} stalled")) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "/healthz still says {body:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn a_stdout_reader_that_stops_stalls_only_the_event_lines() {
+    if !require_root() {
+        return;
+    }
+    let mut sb = Sandbox::new(&[ALLOWED, FORBIDDEN]).unwrap();
+    let cfg = config(&sb, "\"text\"", "");
+    let launch = Launch {
+        stdout_unread: true,
+        ..Launch::new(&[])
+    };
+    sb.start_agent_with(&agent_binary(), &cfg, &launch).unwrap();
+    everything_but_the_sink_stays_live(&mut sb, "text", true);
+}
+
+#[test]
+fn a_syslog_peer_that_never_reads_stalls_only_the_syslog_sink() {
+    if !require_root() {
+        return;
+    }
+    // Accepts and holds every connection, reading nothing, for the test's length.
+    let peer = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = peer.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in peer.incoming().take(16) {
+            held.push(conn);
+        }
+        std::thread::sleep(Duration::from_secs(600));
+    });
+    let mut sb = Sandbox::new(&[ALLOWED, FORBIDDEN]).unwrap();
+    let cfg = config(
+        &sb,
+        "\"syslog\"",
+        &format!("syslog_target = \"tcp://127.0.0.1:{port}\""),
+    );
+    sb.start_agent(&agent_binary(), &cfg).unwrap();
+    everything_but_the_sink_stays_live(&mut sb, "syslog", false);
+}
