@@ -21,17 +21,13 @@ pub fn chart_dir() -> PathBuf {
     deploy_dir().join("helm/residency")
 }
 
-/// `helm` on `PATH`, else where `cargo xtask setup` installs it.
+/// Where `cargo xtask setup` installs the project's Helm (pinned: the plain manifests
+/// are compared with its rendering, which another Helm version may format otherwise).
+pub const HELM: &str = "/usr/local/lib/residency/helm";
+
+/// The project's Helm.
 pub fn helm() -> Command {
-    let on_path = Command::new("helm")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    Command::new(if on_path {
-        "helm"
-    } else {
-        "/usr/local/bin/helm"
-    })
+    Command::new(HELM)
 }
 
 /// Runs helm with `args`; its stdout, or an error carrying its stderr.

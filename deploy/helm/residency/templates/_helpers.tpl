@@ -7,6 +7,10 @@ its default values (`cargo xtask manifests`), so both stay one artefact.
 {{- printf "%s-agent" .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{- define "residency.metricsService" -}}
+{{- printf "%s-agent-metrics" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "residency.namespace" -}}
 {{- .Values.namespace.name | default .Release.Namespace -}}
 {{- end -}}
@@ -20,7 +24,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{ include "residency.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end -}}
 
 {{- define "residency.image" -}}
@@ -71,6 +75,9 @@ pod-specific [agent] settings are filled in where the values leave them out.
 {{- if not (regexMatch "(?m)^\\s*mount_bpffs\\s*=\\s*false" .Values.config) -}}
 {{- fail "config (TOML) must set [agent] mount_bpffs = false: a bpffs the agent mounted in its pod would take the pins, and enforcement, with it when the pod goes" -}}
 {{- end -}}
+{{- if not (regexMatch "(?m)^\\s*watch_config\\s*=\\s*true" .Values.config) -}}
+{{- fail "config (TOML) must set [agent] watch_config = true: a helm upgrade changes the ConfigMap, and only a watching agent applies it (live, without a restart)" -}}
+{{- end -}}
 {{- $metrics := printf "(?m)^\\s*metrics_address\\s*=\\s*\"(0\\.0\\.0\\.0|\\[::\\]):%d\"" (int .Values.metricsPort) -}}
 {{- if not (regexMatch $metrics .Values.config) -}}
 {{- fail (printf "config (TOML) must set [agent] metrics_address = \"0.0.0.0:%d\" (metricsPort): the probes and Prometheus reach the agent there" (int .Values.metricsPort)) -}}
@@ -78,14 +85,21 @@ pod-specific [agent] settings are filled in where the values leave them out.
 {{ .Values.config }}
 {{- else -}}
 {{- $config := deepCopy .Values.config -}}
+{{- $agent := get $config "agent" | default dict -}}
 {{- $pod := dict "pin_path" "/sys/fs/bpf/residency" "mount_bpffs" false "control_socket" "/run/residency/agent.sock" "metrics_address" (printf "0.0.0.0:%d" (int .Values.metricsPort)) "watch_config" true -}}
-{{- $_ := set $config "agent" (merge (get $config "agent" | default dict) $pod) -}}
+{{- /* Only where the values leave a key out: `merge` would also replace a false. */ -}}
+{{- range $key, $value := $pod -}}
+{{- if not (hasKey $agent $key) -}}
+{{- $_ := set $agent $key $value -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $config "agent" $agent -}}
 {{- $k := get $config "kubernetes" | default dict -}}
 {{- if and $k.enabled $k.default_policy -}}
 {{- $names := list -}}
 {{- range (get $config "policy" | default list) }}{{ $names = append $names .name }}{{ end -}}
 {{- if not (has $k.default_policy $names) -}}
-{{- fail (printf "config.kubernetes.default_policy %q names no policy in config.policy (policies: %s)" $k.default_policy (join ", " $names)) -}}
+{{- fail (printf "config.kubernetes.default_policy %q names no policy in config.policy (policies: %s): add that policy, or set config.kubernetes.default_policy to one of yours (the chart's defaults name \"cluster-default\")" $k.default_policy (join ", " $names)) -}}
 {{- end -}}
 {{- end -}}
 {{- include "residency.integers" $config -}}
