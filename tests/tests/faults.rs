@@ -1,9 +1,15 @@
+//! Faults around the enforcement, which must hold through them.
+//!
 //! Consumers that stop consuming: a stdout reader that pauses (a stopped pipe reader)
 //! and a TCP syslog peer that accepts and never reads. The agent's sinks back up and
 //! drop; everything else stays live: scrapes answer within a second, the control
 //! socket answers, a bound cgroup that is removed and re-created is judged again at
 //! once, `/healthz` says "degraded" (not dead), the drops are counted, and SIGTERM is
 //! not held up by the sink.
+//!
+//! A pin mount that goes away (a lazy unmount): not taken for a detach; enforcement
+//! held by the agent, pinned again on a new bpffs (the agent's own, or the one the
+//! operator mounts), and an exit that would end enforcement is a failure.
 
 use std::{
     net::TcpListener,
@@ -182,4 +188,187 @@ fn a_syslog_peer_that_never_reads_stalls_only_the_syslog_sink() {
     );
     sb.start_agent(&agent_binary(), &cfg).unwrap();
     everything_but_the_sink_stays_live(&mut sb, "syslog", false);
+}
+
+/// Lazily unmounts the sandbox's bpffs, as a torn-down mount namespace or an operator's
+/// `umount -l` would: the pins vanish from the pin path.
+fn lose_pin_mount(sb: &Sandbox) {
+    let ok = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(sb.pin_path())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// Whether the pin path shows a pinned link instance.
+fn pinned(sb: &Sandbox) -> bool {
+    std::fs::read_dir(sb.pin_path().join("v3/links"))
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+}
+
+fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < within, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_lost_pin_mount_is_not_a_detach_and_the_agent_pins_again() {
+    if !require_root() {
+        return;
+    }
+    let mut sb = Sandbox::new(&[ALLOWED, FORBIDDEN]).unwrap();
+    // The agent mounts the bpffs itself ([agent] mount_bpffs, on by default).
+    let cfg = config(&sb, "\"json\"", "");
+    let app = sb.cgroup("app").unwrap();
+    sb.start_agent(&agent_binary(), &cfg).unwrap();
+    assert!(enforced(&sb, &app, Duration::from_secs(5)));
+    assert!(pinned(&sb));
+
+    lose_pin_mount(&sb);
+    // Not read as a detach: the agent stays, mounts a new bpffs (the pin path is an
+    // empty directory now) and pins everything there again.
+    wait_for(
+        "the pins back at the pin path",
+        Duration::from_secs(5),
+        || pinned(&sb),
+    );
+    assert!(sb.agent().exit.is_none());
+    assert!(
+        sb.agent()
+            .stderr()
+            .iter()
+            .any(|l| l.contains("the BPF filesystem holding the pins is gone")),
+        "{:#?}",
+        sb.agent().stderr()
+    );
+    assert!(enforced(&sb, &app, Duration::from_secs(5)));
+    assert_eq!(metric(&sb, "residency_pin_mount_lost"), Some(0.0));
+
+    // The new pins carry the enforcement past the agent's exit (fail closed).
+    sb.agent().terminate(Duration::from_secs(10)).unwrap();
+    assert!(sb.agent().exit.is_some_and(|e| e.success()));
+    assert!(
+        !sb.client(Some(&app), "tcp", FORBIDDEN).ok,
+        "enforcement ended with the agent after pinning again"
+    );
+}
+
+#[test]
+fn without_mount_bpffs_the_agent_holds_enforcement_until_a_bpffs_is_back() {
+    if !require_root() {
+        return;
+    }
+    let mut sb = Sandbox::new(&[ALLOWED, FORBIDDEN]).unwrap();
+    // As in a pod: the host's bpffs, which the agent must not replace with its own.
+    let pins = sb.pin_path();
+    std::fs::create_dir_all(&pins).unwrap();
+    let mount = || {
+        std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&pins)
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(mount());
+    let cfg = sb.write_config(
+        "residency.toml",
+        "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\nmount_bpffs = false\n\
+         [events]\nsinks = [\"json\"]\n\
+         [[policy]]\nname = \"eu\"\ncgroups = [\"{cg}/app\"]\nallow = [\"198.51.100.0/24\"]\n",
+    );
+    let app = sb.cgroup("app").unwrap();
+    sb.start_agent(&agent_binary(), &cfg).unwrap();
+    assert!(enforced(&sb, &app, Duration::from_secs(5)));
+
+    lose_pin_mount(&sb);
+    wait_for("residency_pin_mount_lost 1", Duration::from_secs(5), || {
+        metric(&sb, "residency_pin_mount_lost") == Some(1.0)
+    });
+    // Still enforcing (the agent holds the lost mount), still alive, and /healthz says
+    // degraded with 200 so that no liveness probe kills the only holder.
+    assert!(sb.agent().exit.is_none());
+    assert!(enforced(&sb, &app, Duration::from_secs(5)));
+    let (code, body) = http_get(sb.metrics, "/healthz").unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("pin mount lost"), "{body}");
+
+    // The operator mounts the bpffs again: the agent pins there.
+    assert!(mount());
+    wait_for(
+        "the pins back at the pin path",
+        Duration::from_secs(5),
+        || pinned(&sb),
+    );
+    assert_eq!(metric(&sb, "residency_pin_mount_lost"), Some(0.0));
+
+    // Lost again, and stopped meanwhile: the exit ends enforcement, so it is a failure.
+    lose_pin_mount(&sb);
+    wait_for("residency_pin_mount_lost 1", Duration::from_secs(5), || {
+        metric(&sb, "residency_pin_mount_lost") == Some(1.0)
+    });
+    sb.agent().terminate(Duration::from_secs(10)).unwrap();
+    let exit = sb.agent().exit.unwrap();
+    assert!(!exit.success(), "exit {exit} with enforcement ending");
+    assert!(
+        sb.agent()
+            .stderr()
+            .iter()
+            .any(|l| l.contains("enforcement ends with this agent")),
+        "{:#?}",
+        sb.agent().stderr()
+    );
+}
+
+#[test]
+fn the_agent_never_hides_or_deletes_what_is_not_its_own() {
+    if !require_root() {
+        return;
+    }
+    let mut sb = Sandbox::new(&[ALLOWED, FORBIDDEN]).unwrap();
+    sb.cgroup("app").unwrap();
+    // A pin path that is a non-empty directory, not a bpffs: no bpffs mounted over it.
+    let full = sb.dir.join("not-a-bpffs");
+    std::fs::create_dir_all(&full).unwrap();
+    std::fs::write(full.join("keep.txt"), "mine").unwrap();
+    let cfg = sb.write_config(
+        "full.toml",
+        &format!(
+            "[agent]\npin_path = \"{}\"\ncontrol_socket = \"{{control}}\"\nmetrics_address = \"{{metrics}}\"\n\
+             [[policy]]\nname = \"eu\"\ncgroups = [\"{{cg}}/app\"]\nallow = [\"198.51.100.0/24\"]\n",
+            full.display()
+        ),
+    );
+    let err = sb
+        .start_agent(&agent_binary(), &cfg)
+        .err()
+        .expect("run refuses");
+    assert!(format!("{err:#}").contains("is not empty"), "{err:#}");
+    assert_eq!(
+        std::fs::read_to_string(full.join("keep.txt")).unwrap(),
+        "mine"
+    );
+
+    // A control_socket path that holds a regular file: refused, the file kept.
+    let file = sb.dir.join("notes.txt");
+    std::fs::write(&file, "keep me").unwrap();
+    let cfg = sb.write_config(
+        "socket.toml",
+        &format!(
+            "[agent]\npin_path = \"{{pins}}\"\ncontrol_socket = \"{}\"\nmetrics_address = \"{{metrics}}\"\n\
+             [[policy]]\nname = \"eu\"\ncgroups = [\"{{cg}}/app\"]\nallow = [\"198.51.100.0/24\"]\n",
+            file.display()
+        ),
+    );
+    let err = sb
+        .start_agent(&agent_binary(), &cfg)
+        .err()
+        .expect("run refuses");
+    assert!(format!("{err:#}").contains("is not a socket"), "{err:#}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
 }

@@ -2,7 +2,10 @@
 //! anyone can connect, each peer's credentials checked, one request per connection
 //! forwarded to the main loop.
 
-use std::{os::unix::fs::PermissionsExt as _, path::Path};
+use std::{
+    os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
+    path::Path,
+};
 
 use anyhow::{Context as _, bail};
 use tokio::{
@@ -34,10 +37,17 @@ pub fn bind(path: &Path, access: Access) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
+    // Only a stale socket is replaced: anything else at that path (a file someone
+    // keeps there, a typo in the config) is not ours to delete.
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
+            .with_context(|| format!("removing stale {}", path.display()))?,
+        Ok(_) => bail!(
+            "control_socket {} exists and is not a socket; not replacing it",
+            path.display()
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
+        Err(e) => return Err(e).with_context(|| format!("checking {}", path.display())),
     }
     // Bind under a restrictive umask so the socket is never world-accessible, even
     // between bind() and chmod().

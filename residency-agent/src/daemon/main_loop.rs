@@ -1,7 +1,8 @@
 //! The daemon's main loop: the event reader, the metrics endpoint, the control socket
 //! and the kernel log run as tasks; the loop itself serves signals, control requests,
-//! the cgroup and config watches, the periodic rescan and the systemd watchdog, and
-//! ends on SIGTERM/SIGINT, on the removal of its pins, or when a task it needs fails.
+//! the cgroup and config watches, the periodic rescan, the pins' check and the
+//! systemd watchdog, and ends on SIGTERM/SIGINT, on the removal of its pins, or when a
+//! task it needs fails.
 
 use std::path::Path;
 
@@ -14,7 +15,7 @@ use tokio::{
 };
 use tracing::info;
 
-use super::Daemon;
+use super::{Daemon, pin_mount::PinCheck};
 use crate::{
     config::Config,
     control::{self, Pending, Request},
@@ -134,9 +135,9 @@ async fn run_loop(
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     // `detach` (or another agent taking over) removes this instance's pins; an agent
-    // whose enforcement is gone must not keep running as if it enforced.
-    let detached = pins_removed(daemon.instance.clone());
-    tokio::pin!(detached);
+    // whose enforcement is gone must not keep running as if it enforced. A lost pin
+    // mount is not that (pin_mount.rs).
+    let mut pin_check = tokio::time::interval(std::time::Duration::from_millis(500));
     daemon.watch_cgroups();
     if watch_config {
         if let Some(dir) = daemon.config_file().as_deref().and_then(Path::parent) {
@@ -177,15 +178,17 @@ async fn run_loop(
                 };
                 let _ = answer.send(response);
             }
-            _ = term.recv() => return Ok("SIGTERM"),
-            _ = int.recv() => return Ok("SIGINT"),
-            _ = &mut detached => {
-                info!(
-                    "enforcement at {} was removed (detach, or a newer agent took \
-                     over); exiting",
-                    daemon.instance.display()
-                );
-                return Ok("");
+            _ = term.recv() => return stop(daemon, "SIGTERM"),
+            _ = int.recv() => return stop(daemon, "SIGINT"),
+            _ = pin_check.tick() => {
+                if daemon.check_pins() == PinCheck::Removed {
+                    info!(
+                        "enforcement at {} was removed (detach, or a newer agent took \
+                         over); exiting",
+                        daemon.instance.display()
+                    );
+                    return Ok("");
+                }
             }
             r = &mut tasks.server => return Err(task_ended("metrics endpoint", r)),
             r = &mut tasks.events => return Err(task_ended("event reader", r)),
@@ -193,11 +196,18 @@ async fn run_loop(
     }
 }
 
-/// Resolves once the pinned instance directory is gone.
-async fn pins_removed(instance: std::path::PathBuf) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
-    while instance.exists() {
-        tick.tick().await;
+/// Stopping on a signal: fine while the pins are on a bpffs (they keep enforcing);
+/// an error while their mount is lost, since this exit ends enforcement, so that the
+/// service manager sees a failure (and `Restart=on-failure` starts a new agent).
+fn stop(daemon: &mut Daemon, signal: &'static str) -> anyhow::Result<&'static str> {
+    match daemon.check_pins() {
+        PinCheck::Lost => Err(anyhow::anyhow!(
+            "{signal} while the BPF filesystem holding the pins is gone: enforcement ends \
+             with this agent. Mount a bpffs at {} (or let the agent mount one: [agent] \
+             mount_bpffs) and start the agent again",
+            daemon.pin_path.display()
+        )),
+        PinCheck::Fine | PinCheck::Removed => Ok(signal),
     }
 }
 

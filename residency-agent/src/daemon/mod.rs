@@ -10,6 +10,7 @@
 
 mod links;
 mod main_loop;
+mod pin_mount;
 pub mod prepare;
 pub mod reload;
 pub mod rescan;
@@ -58,6 +59,12 @@ pub(crate) struct Daemon {
     last_reload: String,
     /// With `[kubernetes]` enabled: this node's pods, kept by the API watch.
     node: Option<Arc<Node>>,
+    /// The lock that makes this agent the owner of the pinned state, and its hold on
+    /// the bpffs the pins are on.
+    owner: crate::kernel::pins::Owner,
+    pin_path: PathBuf,
+    /// Whether `[agent] mount_bpffs` lets the agent mount a bpffs to pin again.
+    mount_bpffs: bool,
 }
 
 impl Daemon {
@@ -90,7 +97,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let node = node_name.as_ref().map(|_| Node::new());
     let pin_path = config.agent.pin_path.clone();
     // Held until the process exits: one agent owns the pinned state at a time.
-    let _owner = startup::own_pins(&pin_path, config.agent.mount_bpffs)?;
+    let owner = startup::own_pins(&pin_path, config.agent.mount_bpffs)?;
     let outputs = startup::open_outputs(&config)?;
     let startup::Enforcing {
         mut loaded,
@@ -143,6 +150,9 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         started: Instant::now(),
         last_reload: String::new(),
         node: node.clone(),
+        owner,
+        pin_path: pin_path.clone(),
+        mount_bpffs: config.agent.mount_bpffs,
     };
     if let (Some(node), Some(node_name)) = (&node, node_name) {
         metrics.set_kubernetes(node.clone());

@@ -51,6 +51,12 @@ pub enum PinError {
     )]
     NoHostBpffs { path: PathBuf },
     #[error(
+        "pin path {path} is not on a BPF filesystem and is not empty: mounting one there \
+         would hide what it holds; mount the bpffs yourself (`mount -t bpf bpf {path}`) \
+         or choose an empty or new directory as pin_path"
+    )]
+    NotEmpty { path: PathBuf },
+    #[error(
         "{path} holds pinned state of layout \"{found}\", which this agent does not \
          understand (it uses \"{LAYOUT}\"); remove it with the agent that created it \
          (`residency-agent detach`) before starting this one"
@@ -99,7 +105,18 @@ pub fn ensure_bpffs(pin_path: &Path, mount: bool) -> Result<Option<PathBuf>, Pin
         });
     }
     let target = match std::fs::create_dir_all(pin_path) {
-        Ok(()) => pin_path.to_owned(),
+        Ok(()) => {
+            // Never over something: a mount would hide it (and whoever relies on it).
+            let empty = std::fs::read_dir(pin_path)
+                .map(|mut d| d.next().is_none())
+                .map_err(io(pin_path))?;
+            if !empty {
+                return Err(PinError::NotEmpty {
+                    path: pin_path.to_owned(),
+                });
+            }
+            pin_path.to_owned()
+        }
         Err(e) => {
             let empty = std::fs::read_dir(existing)
                 .map(|mut d| d.next().is_none())
@@ -132,7 +149,7 @@ pub fn lock(pin_path: &Path, wait: std::time::Duration) -> Result<Owner, PinErro
     let mut said = false;
     loop {
         match fs::try_lock_exclusive(dir).map_err(io(pin_path))? {
-            Locked::Held(lock) => return Ok(Owner { _lock: lock }),
+            Locked::Held(lock) => return Owner::new(lock),
             Locked::Busy(file) => dir = file,
         }
         if std::time::Instant::now() >= deadline {
@@ -148,9 +165,90 @@ pub fn lock(pin_path: &Path, wait: std::time::Duration) -> Result<Owner, PinErro
     }
 }
 
-/// The owner lock on a pin path, held until dropped.
+/// The owner lock on a pin path, held until dropped. The locked directory is also the
+/// agent's hold on the bpffs it is on: if that mount is taken away (a lazy unmount, a
+/// mount over it), the pins in it — the enforcement — live on as long as this lock.
 pub struct Owner {
-    _lock: nix::fcntl::Flock<std::fs::File>,
+    lock: nix::fcntl::Flock<std::fs::File>,
+    /// Device and inode of the locked directory: the pin path seen now is still the
+    /// same directory only while they match.
+    identity: (u64, u64),
+}
+
+/// Where a running agent's pins stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinState {
+    /// The instance is where it was pinned.
+    Intact,
+    /// The pin path is the directory the agent locked, and its instance is gone from
+    /// it: `detach` (or a newer agent) removed it on purpose.
+    Removed,
+    /// The pin path no longer shows the locked directory (its bpffs was unmounted, or
+    /// something was mounted over it). The pins live on in the unreachable mount only
+    /// while the agent holds its lock.
+    MountLost,
+}
+
+impl Owner {
+    fn new(lock: nix::fcntl::Flock<std::fs::File>) -> Result<Owner, PinError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = lock.metadata().map_err(|source| PinError::Io {
+            path: PathBuf::from("(pin path lock)"),
+            source,
+        })?;
+        Ok(Owner {
+            lock,
+            identity: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// The locked directory through `/proc/self/fd`: reachable while the pin path is not.
+    fn held_dir(&self) -> PathBuf {
+        use std::os::fd::AsRawFd as _;
+        PathBuf::from(format!("/proc/self/fd/{}", self.lock.as_raw_fd()))
+    }
+
+    /// Tells an intact instance, a removal and a lost mount apart.
+    pub fn state(&self, pin_path: &Path, instance: &Path) -> PinState {
+        use std::os::unix::fs::MetadataExt as _;
+        if instance.exists() {
+            return PinState::Intact;
+        }
+        match std::fs::metadata(pin_path) {
+            Ok(m) if (m.dev(), m.ino()) == self.identity => PinState::Removed,
+            _ => PinState::MountLost,
+        }
+    }
+}
+
+/// Pins again, under `pin_path`, everything this agent has pinned in the directory its
+/// `owner` lock still holds (maps and link instances), and takes the lock there. The
+/// caller then drops the old owner: the lost mount goes, the objects stay, held by the
+/// new pins. `pin_path` must be on a bpffs other than the lost one.
+pub fn repin(owner: &Owner, pin_path: &Path) -> Result<Owner, PinError> {
+    fn copy(from: &Path, to: &Path) -> Result<usize, PinError> {
+        std::fs::create_dir_all(to).map_err(io(to))?;
+        let mut n = 0;
+        for e in std::fs::read_dir(from).map_err(io(from))? {
+            let e = e.map_err(io(from))?;
+            let (src, dst) = (e.path(), to.join(e.file_name()));
+            if e.file_type().map_err(io(&src))?.is_dir() {
+                n += copy(&src, &dst)?;
+            } else if !dst.exists() {
+                crate::sys::bpf::repin(&src, &dst).map_err(io(&dst))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+    if !fs::is_bpffs(pin_path).map_err(io(pin_path))? {
+        return Err(PinError::NoHostBpffs {
+            path: pin_path.to_owned(),
+        });
+    }
+    let moved = copy(&owner.held_dir().join(LAYOUT), &pin_path.join(LAYOUT))?;
+    tracing::info!(path = %pin_path.display(), objects = moved, "pinned again on the new bpffs");
+    lock(pin_path, std::time::Duration::from_secs(5))
 }
 
 /// Where the maps are pinned (and adopted from).

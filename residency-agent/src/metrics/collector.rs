@@ -50,18 +50,29 @@ impl Metrics {
 
     /// Healthy: the pinned instance (and so the attachment) exists and events flow.
     pub fn healthy(&self) -> bool {
-        self.instance.exists() && self.telemetry.reader_alive.load(Ordering::Relaxed)
+        // With its mount lost, the instance is unreachable but still enforcing (the
+        // agent holds the mount): degraded, not dead; a restart would end it.
+        (self.instance.exists() || self.telemetry.pin_mount_lost.load(Ordering::Relaxed))
+            && self.telemetry.reader_alive.load(Ordering::Relaxed)
     }
 
     /// Why reporting is behind while enforcement is fine ("" when it is not): the
     /// stalled sinks.
     pub fn degraded(&self) -> String {
-        self.telemetry
-            .stalled_sinks()
-            .iter()
-            .map(|(k, d)| format!("sink {} stalled for {} s", k.as_str(), d.as_secs()))
-            .collect::<Vec<_>>()
-            .join(", ")
+        let mut why: Vec<String> = Vec::new();
+        if self.telemetry.pin_mount_lost.load(Ordering::Relaxed) {
+            why.push(
+                "pin mount lost (enforcement held by this process only; do not restart it)"
+                    .to_owned(),
+            );
+        }
+        why.extend(
+            self.telemetry
+                .stalled_sinks()
+                .iter()
+                .map(|(k, d)| format!("sink {} stalled for {} s", k.as_str(), d.as_secs())),
+        );
+        why.join(", ")
     }
 }
 
@@ -398,6 +409,12 @@ impl Metrics {
                 vec![],
                 i64::from(t.packet_socket_guard.load(Ordering::Relaxed)),
             )],
+        )?;
+        gauge(
+            enc,
+            "residency_pin_mount_lost",
+            "1 while the bpffs holding the agent's pins is gone (unmounted or covered): the program still enforces, held by this process alone, until the agent pins it again on a bpffs at pin_path. Do not restart the agent meanwhile.",
+            &[(vec![], i64::from(t.pin_mount_lost.load(Ordering::Relaxed)))],
         )?;
         gauge(
             enc,

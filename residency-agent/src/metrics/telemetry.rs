@@ -32,6 +32,9 @@ pub struct Telemetry {
     pub reloads_failed: AtomicU64,
     /// Whether the packet socket guard (lsm_cgroup/socket_create) is attached.
     pub packet_socket_guard: AtomicBool,
+    /// Set while the pin path's bpffs is gone and the pins live on only through the
+    /// agent's hold on the lost mount.
+    pub pin_mount_lost: AtomicBool,
 }
 
 impl Telemetry {

@@ -1,4 +1,5 @@
-//! Waiting until no BPF program still runs on the policy version a reload just retired.
+//! Waiting until no BPF program still runs on the policy version a reload just retired
+//! ([`RcuBarrier`]), and moving a pinned object to another bpffs ([`repin`]).
 //!
 //! A packet's program reads the active generation slot once and then looks up that
 //! slot's entries; deleting the old slot's entries while such a program still runs
@@ -17,6 +18,8 @@ use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
 
@@ -89,4 +92,25 @@ impl RcuBarrier {
             .u64_at(24, 0);
         bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
     }
+}
+
+/// Pins the object pinned at `from` at `to` as well (BPF_OBJ_GET, then BPF_OBJ_PIN):
+/// the object lives while either pin (or an fd) does, whatever it is — a map, a link.
+/// aya opens pins only as a known kind; this moves any.
+pub fn repin(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = |p: &std::path::Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other)
+    };
+    let (from, to) = (c(from)?, c(to)?);
+    let mut attr = Attr::new();
+    // pathname, bpf_fd, file_flags
+    attr.u64_at(0, from.as_ptr() as u64);
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: bpf(BPF_OBJ_GET) returned a new fd that we now own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut attr = Attr::new();
+    attr.u64_at(0, to.as_ptr() as u64)
+        .u32_at(8, fd.as_raw_fd() as u32);
+    bpf(BPF_OBJ_PIN, &mut attr).map(|_| ())
 }
