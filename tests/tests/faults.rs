@@ -372,3 +372,58 @@ fn the_agent_never_hides_or_deletes_what_is_not_its_own() {
     assert!(format!("{err:#}").contains("is not a socket"), "{err:#}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
 }
+
+#[test]
+fn a_config_write_that_pauses_half_way_is_not_applied_until_it_is_whole() {
+    if !require_root() {
+        return;
+    }
+    let mut sb = Sandbox::new(&[ALLOWED, FORBIDDEN]).unwrap();
+    let head = "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\nwatch_config = true\n\
+                [events]\nsinks = [\"json\"]\n\
+                [[policy]]\nname = \"eu\"\ncgroups = [\"{cg}/app\"]\n\
+                allow = [\"198.51.100.0/24\", \"203.0.113.0/24\"]\n";
+    // The carve-out that keeps FORBIDDEN blocked inside the allowed /24.
+    let tail = "deny = [\"203.0.113.9/32\"]\n";
+    let cfg = sb.write_config("residency.toml", &format!("{head}{tail}"));
+    let app = sb.cgroup("app").unwrap();
+    sb.start_agent(&agent_binary(), &cfg).unwrap();
+    assert!(enforced(&sb, &app, Duration::from_secs(5)));
+    let generation = || metric(&sb, "residency_policy_generation");
+    assert_eq!(generation(), Some(1.0));
+
+    // An edit in place: truncate, write the first half (valid TOML on its own, without
+    // the carve-out), pause 4 s, write the rest (and a comment, so the content is new).
+    let full = std::fs::read_to_string(&cfg).unwrap();
+    let split = full.find("deny = ").unwrap();
+    let writer = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, time\n\
+             f = open(sys.argv[1], 'w')\n\
+             f.write(sys.argv[2]); f.flush()\n\
+             time.sleep(4)\n\
+             f.write(sys.argv[3]); f.close()",
+        ])
+        .arg(&cfg)
+        .arg(&full[..split])
+        .arg(format!("{}# edited\n", &full[split..]))
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(3500) {
+        assert!(
+            !sb.client(Some(&app), "tcp", FORBIDDEN).ok,
+            "the half-written config (without its deny) was applied"
+        );
+        assert_eq!(generation(), Some(1.0), "a half-written config was applied");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut writer = writer;
+    assert!(writer.wait().unwrap().success());
+    // Whole now: applied.
+    wait_for("the whole edit applied", Duration::from_secs(5), || {
+        generation() == Some(2.0)
+    });
+    assert!(enforced(&sb, &app, Duration::from_secs(5)));
+}

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use crate::{
     config::{Config, file::load_config},
     host::{Hierarchy, check_cgroups},
-    kubernetes, policy,
+    policy,
 };
 
 /// Validates and summarises; exits non-zero with file, line and reason on an error.
@@ -20,7 +20,7 @@ pub fn check(path: Option<&Path>) -> anyhow::Result<()> {
     for n in notes {
         println!("note: {n} (its policy applies as soon as it appears)");
     }
-    for w in kubernetes::lint::lint(&config) {
+    for w in config.warnings() {
         println!("warning: {w}");
     }
     Ok(())

@@ -70,6 +70,17 @@ impl Config {
             .expect("the embedded default config is valid")
     }
 
+    /// What is valid but probably not meant, one line each: sources whose allow and
+    /// deny overlap, then the Kubernetes lints. `check` prints them, `run` and every
+    /// reload log them.
+    pub fn warnings(&self) -> Vec<String> {
+        self.policies
+            .iter()
+            .flat_map(|p| p.notes.iter().cloned())
+            .chain(crate::kubernetes::lint::lint(self))
+            .collect()
+    }
+
     /// Parses and validates config text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let at = Locator::new(text, file);

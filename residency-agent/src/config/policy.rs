@@ -56,6 +56,9 @@ pub struct PolicyConfig {
     /// Workloads may create packet sockets (AF_PACKET), which no IP egress hook sees.
     /// Off by default; only enforce policies deny them, audit policies report them.
     pub allow_packet_sockets: bool,
+    /// What `check` and `run` report about this policy's sources: prefixes that an
+    /// allow source and a deny source both list (denied), with file and line.
+    pub notes: Vec<String>,
 }
 
 /// A cgroup named in a policy, with where it was written.
@@ -126,6 +129,7 @@ pub(crate) fn parse_policy(
     };
     let mut taken = Taken::new();
     let entries = parse_entries(at, &key, &mut taken, p.allow, p.deny)?;
+    let mut notes = Vec::new();
     let (entries, sources) = add_sources(
         at,
         &key,
@@ -136,6 +140,7 @@ pub(crate) fn parse_policy(
             (Action::Deny, p.deny_sources),
         ],
         file,
+        &mut notes,
     )?;
     Ok(PolicyConfig {
         name,
@@ -145,6 +150,7 @@ pub(crate) fn parse_policy(
         entries,
         sources,
         allow_packet_sockets: p.allow_packet_sockets,
+        notes,
     })
 }
 
@@ -266,6 +272,7 @@ fn add_sources(
     mut entries: Vec<Entry>,
     lists: [(Action, Vec<Spanned<super::sources::SourceSpec>>); 2],
     file: &str,
+    notes: &mut Vec<String>,
 ) -> Result<(Vec<Entry>, Vec<(String, usize, usize)>), ConfigError> {
     let mut sources = Vec::new();
     let base = Path::new(file)
@@ -279,10 +286,30 @@ fn add_sources(
             let loaded = super::sources::load(spec, base)
                 .map_err(|reason| at.error(item.span(), &entry_key, &reason))?;
             let line = at.line(item.span().start);
-            let origin = format!("{:?} {}", spec.format, spec.path).to_lowercase();
+            let origin = spec.describe();
             sources.push((origin.clone(), loaded.read, loaded.prefixes.len()));
             for network in loaded.prefixes {
                 if seen.contains_key(&(network, None)) {
+                    // An entry written by hand wins. Between sources, a deny wins over
+                    // an allow of the same prefix (fail closed), and is reported.
+                    let from_allow_source = entries.iter_mut().find(|e| {
+                        e.network == network
+                            && e.ports.is_none()
+                            && e.action == Action::Allow
+                            && e.origin.is_some()
+                    });
+                    if action == Action::Deny
+                        && let Some(e) = from_allow_source
+                    {
+                        notes.push(format!(
+                            "{file}:{line}: {key}: {network} is in allow source \"{}\" (line {}) and in deny source \"{origin}\": denied (between sources a deny wins)",
+                            e.origin.as_deref().unwrap_or_default(),
+                            e.line
+                        ));
+                        e.action = Action::Deny;
+                        e.line = line;
+                        e.origin = Some(origin.clone());
+                    }
                     continue;
                 }
                 seen.insert((network, None), (action, line));

@@ -377,3 +377,38 @@ fn pod_selection_errors_name_the_key() {
     let e = err("[kubernetes]\ncgroup_driver = \"docker\"\n");
     assert!(e.contains("kubernetes.cgroup_driver"), "{e}");
 }
+
+#[test]
+fn between_sources_a_deny_wins_and_is_reported_and_names_stay_as_written() {
+    let dir = std::env::temp_dir().join(format!("residency-src-conflict-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("EU-Partners.txt"),
+        "198.51.100.0/25\n198.51.100.128/25\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("Blocked.txt"), "198.51.100.0/24\n").unwrap();
+    let file = dir.join("residency.toml");
+    let text = "[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\n\
+                allow_sources = [{ format = \"plain\", path = \"EU-Partners.txt\" }]\n\
+                deny_sources = [{ format = \"plain\", path = \"Blocked.txt\" }]\n";
+    let c = Config::parse(text, &file.display().to_string()).unwrap();
+    let p = &c.policies[0];
+    // The allow source's two halves aggregate to the /24 the deny source lists.
+    let e: Vec<_> = p
+        .entries
+        .iter()
+        .filter(|e| e.network.to_string() == "198.51.100.0/24")
+        .collect();
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].action, Action::Deny);
+    assert_eq!(e[0].origin.as_deref(), Some("plain Blocked.txt"));
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(
+        w[0].contains(":5: policy \"p\": 198.51.100.0/24 is in allow source \"plain EU-Partners.txt\" (line 4) and in deny source \"plain Blocked.txt\": denied"),
+        "{}",
+        w[0]
+    );
+    assert_eq!(p.sources[0].0, "plain EU-Partners.txt");
+}

@@ -79,6 +79,7 @@ impl Daemon {
 
 /// `run`: the daemon, until SIGTERM, SIGINT or the removal of its pins.
 pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
+    crate::sys::fs::ignore_lease_breaks();
     let config = startup::read_config(path)?;
     let hierarchy = Hierarchy::discover().context("refusing to start without enforcement")?;
     // The node name is needed before anything is enforced: without it the agent

@@ -5,13 +5,13 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Daemon, prepare::prepare};
 use crate::{
     cmd::check::validate_compiled,
     config::{
-        DEFAULT_PATH,
+        Config, DEFAULT_PATH,
         file::{Fallback, load_config_for},
     },
     control::Response,
@@ -50,32 +50,46 @@ impl Daemon {
 
     /// Reloads when the config file's content changed since it was last applied (or
     /// last rejected): an edit, or a ConfigMap update. A file caught mid-swap or
-    /// missing is left for the next look.
+    /// missing is left for the next look. So is a file that some process still has
+    /// open for writing: an edit in place that pauses half way must not have its first
+    /// half applied (a deny carve-out not yet written would be missing); the writer's
+    /// close wakes the watch again.
     pub(super) fn check_config_changed(&mut self) {
         let Some(path) = self.config_file() else {
             return;
         };
-        let Ok(now) = std::fs::read(&path) else {
-            return;
+        let now = match crate::sys::fs::read_when_complete(&path) {
+            Ok(Some(now)) => now,
+            Ok(None) => {
+                debug!(config = %path.display(), "config file is being written; waiting for its writer to close it");
+                return;
+            }
+            Err(_) => return,
         };
         match on_file_content(self.config_seen.as_deref(), &now) {
             OnContent::Unchanged => {}
             OnContent::Record => self.config_seen = Some(now),
             OnContent::Reload => {
-                self.config_seen = Some(now);
                 info!(config = %path.display(), "config file changed: reloading");
-                self.reload(false);
+                self.reload_from(false, Some(now));
             }
         }
     }
 
     /// Re-reads the config file and applies it, or only reports the change.
     pub(super) fn reload(&mut self, dry_run: bool) -> Response {
-        let result = self.try_reload(dry_run);
+        self.reload_from(dry_run, None)
+    }
+
+    /// [`Daemon::reload`] of `text` when given (the content the file watch read
+    /// whole), else of the file as it is now.
+    fn reload_from(&mut self, dry_run: bool, text: Option<Vec<u8>>) -> Response {
+        let result = self.try_reload(dry_run, text.as_deref());
         if !dry_run {
             // What this reload read counts as seen: the file watch must not apply (or
             // reject) the same content a second time.
-            self.config_seen = self.config_file().and_then(|p| std::fs::read(p).ok());
+            self.config_seen =
+                text.or_else(|| self.config_file().and_then(|p| std::fs::read(p).ok()));
         }
         if !dry_run && result.ok {
             notify::status(result.text.lines().next().unwrap_or_default());
@@ -100,11 +114,23 @@ impl Daemon {
         result
     }
 
-    fn try_reload(&mut self, dry_run: bool) -> Response {
-        let config = match load_config_for(self.config_path.as_deref(), Fallback::Refused) {
+    fn try_reload(&mut self, dry_run: bool, text: Option<&[u8]>) -> Response {
+        let loaded = match (text, self.config_file()) {
+            (Some(t), Some(path)) => {
+                Config::parse(&String::from_utf8_lossy(t), &path.display().to_string())
+                    .map_err(anyhow::Error::from)
+            }
+            _ => load_config_for(self.config_path.as_deref(), Fallback::Refused),
+        };
+        let config = match loaded {
             Ok(c) => c,
             Err(e) => return Response::error(format!("rejected: {e:#}")),
         };
+        if !dry_run {
+            for w in config.warnings() {
+                warn!("{w}");
+            }
+        }
         let cluster = self.cluster_state();
         let prepared = match prepare(config, &self.hierarchy, &cluster) {
             Ok(p) => p,

@@ -8,7 +8,7 @@
 use std::{collections::BTreeMap, path::Path, path::PathBuf};
 
 use anyhow::Context as _;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     config::{
@@ -34,6 +34,9 @@ pub fn read_config(path: Option<&Path>) -> anyhow::Result<Config> {
     };
     let config = load_config_for(path, fallback).context("refusing to start")?;
     info!(config = %config.source, policies = config.policies.len(), "residency-agent {} starting", env!("CARGO_PKG_VERSION"));
+    for w in config.warnings() {
+        warn!("{w}");
+    }
     Ok(config)
 }
 

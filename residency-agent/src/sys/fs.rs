@@ -1,6 +1,7 @@
-//! Filesystem calls the pins and the control socket need, through `nix`: mounting a
-//! bpffs, telling whether a path is on one, the pin path's owner lock, and a socket
-//! created under a restrictive umask and handed to a group.
+//! Filesystem calls the pins, the control socket and the config watch need, through
+//! `nix`: mounting a bpffs, telling whether a path is on one, the pin path's owner
+//! lock, a socket created under a restrictive umask and handed to a group, and a file
+//! read only when no one is writing it.
 
 use std::path::Path;
 
@@ -64,4 +65,45 @@ pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
 /// Gives `path` to root and group `gid` (chown(2)).
 pub fn chown_root_group(path: &Path, gid: u32) -> std::io::Result<()> {
     nix::unistd::chown(path, Some(Uid::from_raw(0)), Some(Gid::from_raw(gid))).map_err(io)
+}
+
+/// Reads `path` whole if no process has it open for writing, else `None`. A read
+/// lease (`F_SETLEASE`, `F_RDLCK`) is refused with `EAGAIN` exactly while the file is
+/// open for writing anywhere; held during the read, it makes a writer that opens the
+/// file meanwhile wait until it is released (the agent ignores the lease-break
+/// signal, SIGIO). Where leases are unavailable (not the file's owner without
+/// CAP_LEASE, a filesystem without them) the file is read as it is.
+pub fn read_when_complete(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    use std::{io::Read as _, os::fd::AsRawFd as _};
+    let mut file = std::fs::File::open(path)?;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl(2) on a descriptor we own, with integer arguments.
+    let leased = unsafe { nix::libc::fcntl(fd, nix::libc::F_SETLEASE, nix::libc::F_RDLCK) } == 0;
+    if !leased {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(nix::libc::EAGAIN) {
+            return Ok(None);
+        }
+    }
+    let mut text = Vec::new();
+    let read = file.read_to_end(&mut text);
+    if leased {
+        // SAFETY: as above.
+        unsafe { nix::libc::fcntl(fd, nix::libc::F_SETLEASE, nix::libc::F_UNLCK) };
+    }
+    read?;
+    Ok(Some(text))
+}
+
+/// Ignores SIGIO, which the kernel sends to the holder of a file lease when another
+/// process opens the file for writing ([`read_when_complete`]); its default action
+/// would end the agent.
+pub fn ignore_lease_breaks() {
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGIO,
+            nix::sys::signal::SigHandler::SigIgn,
+        );
+    }
 }

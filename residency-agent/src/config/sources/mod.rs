@@ -26,6 +26,25 @@ pub enum Format {
     Plain,
 }
 
+impl Format {
+    /// As the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Aws => "aws",
+            Format::Gcp => "gcp",
+            Format::Azure => "azure",
+            Format::Plain => "plain",
+        }
+    }
+}
+
+impl SourceSpec {
+    /// How output names the source: its format and its path as written.
+    pub fn describe(&self) -> String {
+        format!("{} {}", self.format.as_str(), self.path)
+    }
+}
+
 /// One `allow_sources` / `deny_sources` entry, as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,17 +177,31 @@ pub fn load(spec: &SourceSpec, base: &Path) -> Result<Loaded, String> {
             .filter(|l| !l.is_empty())
             .collect(),
     };
+    // Where an entry is in the file, for errors: its line (plain lists: the line it is
+    // on; JSON: the first line holding it as a string).
+    let line_of = |p: &str| -> usize {
+        let at = match spec.format {
+            Format::Plain => text
+                .lines()
+                .position(|l| l.split('#').next().unwrap_or("").trim() == p),
+            _ => text
+                .find(&format!("\"{p}\""))
+                .map(|i| text[..i].matches('\n').count()),
+        };
+        at.map_or(0, |i| i + 1)
+    };
     let mut prefixes = Vec::with_capacity(raw.len());
-    for (i, p) in raw.iter().enumerate() {
+    for p in &raw {
         // Published files sometimes carry host bits; the network is what they mean.
         let n: IpNetwork = p.parse().map_err(|e| {
             format!(
-                "{}: entry {} \"{p}\" is not a prefix: {e}",
+                "{}:{}: \"{p}\" is not a prefix: {e}",
                 path.display(),
-                i + 1
+                line_of(p)
             )
         })?;
-        prefixes.push(IpNetwork::new(n.network(), n.prefix()).expect("valid prefix"));
+        let n = IpNetwork::new(n.network(), n.prefix()).expect("valid prefix");
+        prefixes.push(unmapped(n));
     }
     if prefixes.is_empty() {
         return Err(format!(
@@ -181,6 +214,19 @@ pub fn load(spec: &SourceSpec, base: &Path) -> Result<Loaded, String> {
         read,
         prefixes: aggregate(prefixes),
     })
+}
+
+/// An IPv4-mapped IPv6 prefix (`::ffff:a.b.c.d/n`, n >= 96) as the IPv4 prefix it
+/// means: destinations in that form are judged as IPv4 (the socket-call hooks), so
+/// kept as IPv6 it would match nothing. Other prefixes as they are.
+fn unmapped(n: IpNetwork) -> IpNetwork {
+    match n {
+        IpNetwork::V6(v6) if v6.prefix() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => IpNetwork::new(v4.into(), v6.prefix() - 96).expect("valid prefix"),
+            None => n,
+        },
+        _ => n,
+    }
 }
 
 #[cfg(test)]
@@ -314,11 +360,25 @@ mod tests {
                 vec!["198.51.100.0/24".to_string(), "2001:db8::/32".to_string()]
             )
         );
-        let dir = fixture("bad.txt", "198.51.100.0/33\n");
-        assert!(
-            load(&spec(Format::Plain, "bad.txt", &[], &[], &[]), &dir)
-                .unwrap_err()
-                .contains("entry 1")
+        // Errors name the file's line, not the entry's position.
+        let dir = fixture("bad.txt", "# ranges\n\n198.51.100.0/24\n198.51.100.0/33\n");
+        let e = load(&spec(Format::Plain, "bad.txt", &[], &[], &[]), &dir).unwrap_err();
+        assert!(e.contains("bad.txt:4: \"198.51.100.0/33\""), "{e}");
+        let dir = fixture(
+            "bad.json",
+            "{\"prefixes\":[\n {\"ipv4Prefix\":\"8.8.8.0/24\",\"scope\":\"x\"},\n {\"ipv4Prefix\":\"8.8.9.0/99\",\"scope\":\"x\"}]}",
+        );
+        let e = load(&spec(Format::Gcp, "bad.json", &[], &[], &["x"]), &dir).unwrap_err();
+        assert!(e.contains("bad.json:3: \"8.8.9.0/99\""), "{e}");
+    }
+
+    #[test]
+    fn mapped_prefixes_in_a_source_mean_their_ipv4_range() {
+        let dir = fixture("mapped.txt", "::ffff:198.51.100.0/120\n2001:db8::/32\n");
+        let l = load(&spec(Format::Plain, "mapped.txt", &[], &[], &[]), &dir).unwrap();
+        assert_eq!(
+            strs(l.prefixes),
+            vec!["198.51.100.0/24".to_string(), "2001:db8::/32".to_string()]
         );
     }
 }
