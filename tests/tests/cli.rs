@@ -327,8 +327,8 @@ allow_sources = [
         "{t}"
     );
     assert!(
-        t.contains("servicetags_public.json: 3 prefixes, 2 after aggregation"),
-        "{t}"
+        t.contains("ServiceTags_Public.json: 3 prefixes, 2 after aggregation"),
+        "source names are shown as written: {t}"
     );
     assert!(
         t.contains("eu-partners.txt: 3 prefixes, 2 after aggregation"),
@@ -372,5 +372,68 @@ allow_sources = [
         text(&o).contains("bad.toml:4:") && text(&o).contains("no prefix"),
         "{}",
         text(&o)
+    );
+}
+
+#[test]
+fn check_refuses_what_run_and_reload_would_refuse_and_warns_before_a_reload_would() {
+    let dir = tempdir::Dir::new("ceilings");
+    let prefixes = |n: usize| {
+        (0..n)
+            .map(|i| format!("\"10.{}.{}.0/24\"", i / 256, i % 256))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // More trie entries than rule_capacity: run could not write them.
+    let cfg = write(
+        &dir,
+        "capacity.toml",
+        &format!(
+            "[agent]\nrule_capacity = 64\n[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\nallow = [{}]\n",
+            prefixes(100)
+        ),
+    );
+    let o = agent(&["check", "--config", &cfg]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("IPv4 trie entries and [agent] rule_capacity is 64"),
+        "{t}"
+    );
+    // Fits once, not twice: a reload from a version as large would be refused.
+    let cfg = write(
+        &dir,
+        "half.toml",
+        &format!(
+            "[agent]\nrule_capacity = 160\n[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\nallow = [{}]\n",
+            prefixes(100)
+        ),
+    );
+    let o = agent(&["check", "--config", &cfg]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("warning:") && t.contains("more than half of rule_capacity (160)"),
+        "{t}"
+    );
+    // More cgroups than one version of the bindings holds: refused with the key, and
+    // the advice that helps (not rule_capacity).
+    let many: Vec<String> = (0..16_385).map(|i| format!("\"c{i}\"")).collect();
+    let cfg = write(
+        &dir,
+        "bindings.toml",
+        &format!(
+            "[[policy]]\nname = \"p\"\ncgroups = [{}]\nallow = [\"10.0.0.0/8\"]\n",
+            many.join(", ")
+        ),
+    );
+    let o = agent(&["check", "--config", &cfg]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("policy \"p\".cgroups: more than 16384 cgroups")
+            && t.contains("Bind a common parent cgroup")
+            && !t.contains("rule_capacity"),
+        "{t}"
     );
 }

@@ -109,6 +109,7 @@ impl Config {
             .map(|p| policy::parse_policy(&at, &mut seen, p, file))
             .collect::<Result<Vec<_>, _>>()?;
         check_default_policy(&at, &kubernetes, default_span, &policies)?;
+        check_binding_count(file, &policies)?;
         Ok(Config {
             source: file.to_owned(),
             agent,
@@ -116,6 +117,31 @@ impl Config {
             kubernetes,
             policies,
         })
+    }
+}
+
+/// At most [`residency_common::MAX_BINDINGS`] cgroups across the policies: what one
+/// version of the bindings map holds (two versions share it during a reload), so a
+/// config that starts is a config that reloads.
+fn check_binding_count(file: &str, policies: &[PolicyConfig]) -> Result<(), ConfigError> {
+    let max = residency_common::MAX_BINDINGS as usize;
+    let over = policies
+        .iter()
+        .flat_map(|p| p.cgroups.iter().map(move |c| (p, c)))
+        .nth(max);
+    match over {
+        Some((p, c)) => Err(ConfigError::Invalid {
+            file: file.to_owned(),
+            line: c.line,
+            column: c.column,
+            key: format!("policy \"{}\".cgroups", p.name),
+            reason: format!(
+                "more than {max} cgroups across the policies; one policy version binds at most \
+                 {max} (the old and the new version share the map during a reload). Bind a \
+                 common parent cgroup instead: its children inherit its policy"
+            ),
+        }),
+        None => Ok(()),
     }
 }
 

@@ -50,10 +50,12 @@ impl Daemon {
             self.attached.remove(&id);
         }
         // Configured cgroups actually judged: attached themselves, or below an attached one.
+        let attached: std::collections::HashSet<&std::path::Path> =
+            self.attached.values().map(PathBuf::as_path).collect();
         let judged = self
             .bound
             .iter()
-            .filter(|b| self.attached.values().any(|a| b.path.starts_with(a)))
+            .filter(|b| b.path.ancestors().any(|a| attached.contains(a)))
             .count();
         self.telemetry
             .attached_cgroups
@@ -67,15 +69,21 @@ impl Daemon {
     /// Watches where configured cgroups live or will live: the parent of each bound
     /// one (re-creation) and the nearest existing ancestor of each missing one.
     pub(super) fn watch_cgroups(&self) {
+        // Each directory once: a thousand bound siblings share one parent (and one
+        // inotify_add_watch per rescan, not a thousand).
+        let mut dirs = std::collections::HashSet::new();
         for b in &self.bound {
             if let Some(parent) = b.path.parent() {
-                self.watch.watch(parent);
+                dirs.insert(parent);
             }
         }
         for m in &self.missing {
             if let Some(dir) = m.path.ancestors().skip(1).find(|p| p.exists()) {
-                self.watch.watch(dir);
+                dirs.insert(dir);
             }
+        }
+        for dir in dirs {
+            self.watch.watch(dir);
         }
     }
 }

@@ -145,7 +145,11 @@ async fn run_loop(
         }
         daemon.check_config_changed();
     }
+    // inotify drives rescans; the tick backs it up: every second it looks only at what
+    // is awaited (missing cgroups, a failed attach), every tenth second it re-resolves
+    // everything, so idle cost does not grow with thousands of bound cgroups.
     let mut rescan = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut ticks: u64 = 0;
     let node = daemon.node.clone();
     loop {
         tokio::select! {
@@ -157,7 +161,10 @@ async fn run_loop(
                 daemon.check_config_changed();
             }
             _ = rescan.tick() => {
-                daemon.rescan();
+                ticks += 1;
+                if ticks.is_multiple_of(FULL_RESCAN_EVERY) || daemon.awaited_changed() {
+                    daemon.rescan();
+                }
                 if watch_config {
                     daemon.check_config_changed();
                 }
@@ -195,6 +202,10 @@ async fn run_loop(
         }
     }
 }
+
+/// Ticks (seconds) between full re-resolutions of every configured cgroup when
+/// inotify reports nothing.
+const FULL_RESCAN_EVERY: u64 = 10;
 
 /// Stopping on a signal: fine while the pins are on a bpffs (they keep enforcing);
 /// an error while their mount is lost, since this exit ends enforcement, so that the

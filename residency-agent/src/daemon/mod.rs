@@ -65,6 +65,8 @@ pub(crate) struct Daemon {
     pin_path: PathBuf,
     /// Whether `[agent] mount_bpffs` lets the agent mount a bpffs to pin again.
     mount_bpffs: bool,
+    /// A bind or attach of the last rescan failed: the next tick rescans.
+    retry_pending: bool,
 }
 
 impl Daemon {
@@ -154,6 +156,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         owner,
         pin_path: pin_path.clone(),
         mount_bpffs: config.agent.mount_bpffs,
+        retry_pending: false,
     };
     if let (Some(node), Some(node_name)) = (&node, node_name) {
         metrics.set_kubernetes(node.clone());

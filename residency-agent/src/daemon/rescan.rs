@@ -5,7 +5,7 @@
 //! What changed is a plain function of the old and new resolution ([`plan`]), so it
 //! is unit-tested without a kernel.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tracing::{info, warn};
 
@@ -46,22 +46,29 @@ pub fn plan(
     if same && new_missing == old_missing && all_attached {
         return Plan::Nothing;
     }
+    // Indexed by id: a rescan's cost grows with the bound cgroups, not their square.
+    let old_policy: HashMap<u64, usize> = old.iter().map(|o| (o.id, o.policy)).collect();
+    let new_ids: HashSet<u64> = new.iter().map(|b| b.id).collect();
     Plan::Change {
         bind: (0..new.len())
-            .filter(|i| {
-                !old.iter()
-                    .any(|o| o.id == new[*i].id && o.policy == new[*i].policy)
-            })
+            .filter(|i| old_policy.get(&new[*i].id) != Some(&new[*i].policy))
             .collect(),
         unbind: old
             .iter()
-            .filter(|o| !new.iter().any(|b| b.id == o.id))
+            .filter(|o| !new_ids.contains(&o.id))
             .map(|o| o.id)
             .collect(),
     }
 }
 
 impl Daemon {
+    /// Whether something a rescan waits for may have happened: a missing cgroup that
+    /// exists now, or an earlier bind or attach that failed and is to be retried.
+    /// Cheap (one stat per missing cgroup), for the once-a-second tick.
+    pub(super) fn awaited_changed(&self) -> bool {
+        self.retry_pending || self.missing.iter().any(|m| m.path.exists())
+    }
+
     /// Re-resolves the configured cgroups and applies what changed.
     pub(super) fn rescan(&mut self) {
         let (config, ids) = {
@@ -83,10 +90,12 @@ impl Daemon {
             return;
         };
         let mut failed = Vec::new();
+        let before: HashMap<u64, &crate::host::BoundCgroup> =
+            self.bound.iter().map(|o| (o.id, o)).collect();
         for b in bind.iter().map(|i| &bound[*i]) {
             let binding = binding_of(&config, &ids, b.policy);
             let policy = &config.policies[b.policy].name;
-            let was = self.bound.iter().find(|o| o.id == b.id);
+            let was = before.get(&b.id);
             match self.generations.bind(b.id, binding) {
                 Ok(()) => match was {
                     // A pod relabelled (or its namespace): one map update moved it.
@@ -107,7 +116,10 @@ impl Daemon {
                 }
             }
         }
+        drop(before);
+        let failed: HashSet<u64> = failed.into_iter().collect();
         bound.retain(|b| !failed.contains(&b.id));
+        let unbind: HashSet<u64> = unbind.into_iter().collect();
         for o in self.bound.iter().filter(|o| unbind.contains(&o.id)) {
             self.generations.unbind(o.id);
             if o.path.exists() {
@@ -120,7 +132,9 @@ impl Daemon {
         }
         self.bound = bound;
         self.missing = missing;
+        self.retry_pending = !failed.is_empty();
         if let Err(e) = self.reconcile_links() {
+            self.retry_pending = true;
             warn!("attaching to a new cgroup failed: {e:#}");
         }
         self.watch_cgroups();

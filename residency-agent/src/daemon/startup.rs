@@ -138,16 +138,25 @@ pub fn attach_all(
     pin_path: &Path,
     bound: &[BoundCgroup],
 ) -> anyhow::Result<(PathBuf, BTreeMap<u64, PathBuf>)> {
-    let mut links = Vec::new();
     let mut attached = BTreeMap::new();
+    let instance = pins::new_instance(pin_path).context("refusing to start")?;
     for point in attach_points(bound) {
-        // On error, `links` is dropped on return: links attached so far are detached,
-        // and whatever an earlier agent pinned keeps enforcing.
-        let link = loaded.attach(&point.path).context("refusing to start")?;
-        links.push((point.id, link));
+        // Each cgroup's links are pinned as soon as they are attached and their
+        // descriptors closed, so thousands of attach points need no more descriptors
+        // than one. On error the new instance is removed (detaching what it held), and
+        // whatever an earlier agent pinned keeps enforcing.
+        let pinned = loaded
+            .attach(&point.path)
+            .map_err(anyhow::Error::from)
+            .and_then(|links| {
+                pins::pin_cgroup_links(&instance, point.id, links).map_err(anyhow::Error::from)
+            });
+        if let Err(e) = pinned {
+            let _ = pins::remove_instance(&instance);
+            return Err(e.context("refusing to start"));
+        }
         attached.insert(point.id, point.path.clone());
     }
-    let instance = pins::pin_links(pin_path, links).context("refusing to start")?;
     let replaced = pins::remove_others(pin_path, Some(&instance))?;
     if replaced > 0 {
         info!(

@@ -35,6 +35,12 @@ impl Generations {
                 });
             }
         }
+        if bound.len() > MAX_BINDINGS as usize {
+            return Err(BpfError::TooManyBindings {
+                needed: bound.len(),
+                max: MAX_BINDINGS,
+            });
+        }
         if self.written.bindings.len() + bound.len() > (MAX_BINDINGS * GENERATION_SLOTS) as usize {
             return Err(BpfError::WouldNotFit {
                 name: maps::BINDINGS,

@@ -74,6 +74,7 @@ pub fn resolve_cgroups(
 ) -> Result<(Vec<BoundCgroup>, Vec<MissingCgroup>), ResolveError> {
     let mut out = Vec::new();
     let mut missing = Vec::new();
+    let mut by_id = std::collections::HashMap::new();
     for (policy, p) in config.policies.iter().enumerate() {
         for c in &p.cgroups {
             let at = |source| ResolveError::CgroupAt {
@@ -94,10 +95,10 @@ pub fn resolve_cgroups(
             };
             // The same directory written two ways ("x" and "<mount>/x") would bind one
             // cgroup twice, the second silently winning.
-            if let Some(other) = out.iter().find(|b: &&BoundCgroup| b.id == id) {
+            if let Some(other) = by_id.insert(id, policy) {
                 return Err(ResolveError::BoundTwice {
                     path,
-                    first: config.policies[other.policy].name.clone(),
+                    first: config.policies[other].name.clone(),
                     second: p.name.clone(),
                 });
             }
@@ -111,12 +112,12 @@ pub fn resolve_cgroups(
 /// from any cgroup below runs the program once, and the program finds the nearest
 /// bound ancestor itself (`find_binding` in the kernel program).
 pub fn attach_points(bound: &[BoundCgroup]) -> Vec<&BoundCgroup> {
+    // Ancestors looked up in a set: linear in the bound cgroups (times their depth),
+    // so thousands of bound siblings cost no more per rescan than they must.
+    let paths: std::collections::HashSet<&std::path::Path> =
+        bound.iter().map(|b| b.path.as_path()).collect();
     bound
         .iter()
-        .filter(|c| {
-            !bound
-                .iter()
-                .any(|o| o.path != c.path && c.path.starts_with(&o.path))
-        })
+        .filter(|c| !c.path.ancestors().skip(1).any(|a| paths.contains(a)))
         .collect()
 }

@@ -47,6 +47,11 @@ pub enum BpfError {
         source: aya::programs::links::LinkError,
     },
     #[error(
+        "the policy binds {needed} cgroups; one version binds at most {max} (the old and the \
+         new version share the map during a swap): bind a common parent cgroup instead"
+    )]
+    TooManyBindings { needed: usize, max: u32 },
+    #[error(
         "the policy would not fit: map {name} needs {needed} entries while the old and new \
          versions coexist during the swap, and holds {capacity} (raise [agent] rule_capacity)"
     )]

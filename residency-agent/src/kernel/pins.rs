@@ -302,24 +302,14 @@ pub fn instances(pin_path: &Path) -> Result<Vec<PathBuf>, PinError> {
     Ok(out)
 }
 
-/// Pins the links of a freshly attached program as a new instance and returns its
-/// directory. On failure the partial directory is removed (detaching what it held);
-/// older instances are left alone either way.
-pub fn pin_links(
-    pin_path: &Path,
-    links: Vec<(u64, Vec<(&'static str, FdLink)>)>,
-) -> Result<PathBuf, PinError> {
+/// Creates the directory of a new link instance (named by time, so instances sort
+/// oldest first) and returns it; the caller pins each cgroup's links into it.
+pub fn new_instance(pin_path: &Path) -> Result<PathBuf, PinError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let dir = links_dir(pin_path).join(format!("{:020}-{}", now.as_nanos(), std::process::id()));
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    for (cgroup_id, links) in links {
-        if let Err(e) = pin_cgroup_links(&dir, cgroup_id, links) {
-            let _ = remove_instance(&dir);
-            return Err(e);
-        }
-    }
     Ok(dir)
 }
 

@@ -78,15 +78,18 @@ pub fn place(
         return;
     }
     let layout = Layout::detect(k, &hierarchy.mount);
+    let mut ids: std::collections::HashSet<u64> = bound.iter().map(|b| b.id).collect();
+    let mut absent: std::collections::HashSet<std::path::PathBuf> =
+        missing.iter().map(|m| m.path.clone()).collect();
     let mut add = |policy: usize, rel: String| {
         let path = hierarchy.mount.join(rel);
         match id_of(&path) {
-            Ok(id) if bound.iter().any(|b| b.id == id) => {}
+            Ok(id) if !ids.insert(id) => {}
             Ok(id) => bound.push(BoundCgroup { policy, path, id }),
             Err(CgroupError::Stat { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
-                if !missing.iter().any(|m| m.path == path) {
+                if absent.insert(path.clone()) {
                     missing.push(MissingCgroup { policy, path });
                 }
             }
