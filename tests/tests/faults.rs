@@ -509,3 +509,53 @@ fn ten_thousand_bound_siblings_start_reload_idle_and_scrape_within_their_ceiling
         "scrapes took {took:?} with {N} bound cgroups"
     );
 }
+
+#[test]
+fn a_thousand_idle_control_clients_neither_exhaust_descriptors_nor_spin() {
+    if !require_root() {
+        return;
+    }
+    // The test itself holds 1,100 sockets: raise its own soft limit to the hard one.
+    // SAFETY: getrlimit/setrlimit on a valid struct.
+    unsafe {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+        l.rlim_cur = l.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+    }
+    let mut sb = Sandbox::new(&[ALLOWED, FORBIDDEN]).unwrap();
+    let cfg = config(&sb, "\"json\"", "");
+    let bin = agent_binary();
+    sb.start_agent(&bin, &cfg).unwrap();
+    let pid = sb.agent().pid();
+    let idle: Vec<_> = (0..1_100)
+        .filter_map(|_| std::os::unix::net::UnixStream::connect(sb.control_socket()).ok())
+        .collect();
+    assert!(idle.len() >= 1_000, "only {} connections", idle.len());
+    let before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu = (cpu_seconds(pid) - before) / 3.0;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    assert!(
+        cpu < 0.2,
+        "the agent used {:.0}% CPU with idle clients",
+        cpu * 100.0
+    );
+    assert!(fds < 200, "the agent holds {fds} descriptors");
+    let start = Instant::now();
+    let (code, _) = http_get(sb.metrics, "/metrics").unwrap();
+    assert!(code == 200 && start.elapsed() < Duration::from_secs(1));
+    // Idle clients are dropped at their deadline; then a real one is served.
+    drop(idle);
+    let out = sb.ctl(&bin, &["status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

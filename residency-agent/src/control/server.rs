@@ -64,16 +64,39 @@ pub fn bind(path: &Path, access: Access) -> anyhow::Result<UnixListener> {
     Ok(UnixListener::from_std(listener)?)
 }
 
+/// Connections served at once; further clients wait in the socket's backlog (they
+/// cost the agent no descriptor) until one ends.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a client may take to send its request, and to take the answer.
+const CLIENT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Accepts connections until the task is dropped, forwarding authorised requests to
-/// the daemon's main loop.
+/// the daemon's main loop. At most [`MAX_CONNECTIONS`] at once, each with deadlines,
+/// so idle or slow clients cannot take the agent's descriptors; a failed accept (out
+/// of descriptors) backs off instead of spinning.
 pub async fn serve(listener: UnixListener, access: Access, to_daemon: mpsc::Sender<Pending>) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut failures: u64 = 0;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                if failures.is_multiple_of(100) {
+                    tracing::warn!("control socket: accept failed ({e}); backing off");
+                }
+                failures += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let to_daemon = to_daemon.clone();
         tokio::spawn(async move {
             let _ = handle(stream, access, to_daemon).await;
+            drop(slot);
         });
     }
 }
@@ -90,12 +113,9 @@ async fn handle(
     let mut line = String::new();
     // One request is a short JSON line: bound what a client can make the agent hold.
     let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, 64 * 1024));
-    tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        reader.read_line(&mut line),
-    )
-    .await
-    .context("request timed out")??;
+    tokio::time::timeout(CLIENT_DEADLINE, reader.read_line(&mut line))
+        .await
+        .context("request timed out")??;
     let allowed = cred.uid() == 0
         || access
             .group
@@ -124,6 +144,8 @@ async fn handle(
     };
     let mut out = serde_json::to_string(&response)?;
     out.push('\n');
-    write.write_all(out.as_bytes()).await?;
+    tokio::time::timeout(CLIENT_DEADLINE, write.write_all(out.as_bytes()))
+        .await
+        .context("answer timed out")??;
     Ok(())
 }
