@@ -400,6 +400,29 @@ fn kmsg_sink_writes_the_iptables_style_prefix() {
             ))
         })
     });
+
+    // A cgroup path longer than a kernel log record: the line still arrives, with the
+    // path shortened to its end.
+    let deep = format!(
+        "app/{}/{}/{}/{}/{}",
+        "a".repeat(200),
+        "b".repeat(200),
+        "c".repeat(200),
+        "d".repeat(200),
+        format!("{policy}-deepest").repeat(4)
+    );
+    let deep = sb.cgroup(&deep).unwrap();
+    assert!(deep.display().to_string().len() > 900);
+    assert_eq!(sb.udp_burst(Some(&deep), FORBIDDEN_V4, 1), (0, 1));
+    let tail = format!("{policy}-deepest").repeat(4);
+    eventually("the kernel log line of the deep cgroup", || {
+        let out = std::process::Command::new("dmesg").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().any(|l| {
+            l.contains(&format!("RESIDENCY_EGRESS_BLOCK: policy={policy} "))
+                && l.contains(&format!("/{tail} cgroup_id="))
+                && l.contains(" cgroup=…")
+        })
+    });
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! RESIDENCY_EGRESS_BLOCK` and `journalctl -k` keep working.
 //!
 //! The kernel rate-limits writes to /dev/kmsg unless `printk.devkmsg=on`; lines it
-//! drops are not visible to the agent. The journal and metrics stay exact.
+//! drops are not visible to the agent. The journal and metrics stay exact. A record
+//! longer than the kernel takes (1024 bytes) would be refused whole, so a long cgroup
+//! path is shortened to its end (`cgroup=…/deepest/dirs`), never the event dropped.
 
 use std::{fs::File, io::Write as _};
 
@@ -29,11 +31,43 @@ impl super::Sink for Kmsg {
     }
 
     fn write(&mut self, event: &BlockEvent) -> std::io::Result<()> {
-        // <4> warning, <5> notice; one write() is one kernel log record.
-        let level = if event.audit { 5 } else { 4 };
-        let line = event.line();
-        let rest = line.strip_prefix(event.tag()).unwrap_or(&line);
-        self.file
-            .write_all(format!("<{level}>{}:{rest}\n", event.tag()).as_bytes())
+        self.file.write_all(record(event).as_bytes())
     }
+}
+
+/// The largest write /dev/kmsg accepts as one record (`PRINTKRB_RECORD_MAX`).
+const RECORD_MAX: usize = 1024;
+
+/// One kernel log record: `<4>` warning or `<5>` notice, the tag, the event line,
+/// within [`RECORD_MAX`].
+pub fn record(event: &BlockEvent) -> String {
+    let render = |e: &BlockEvent| {
+        let level = if e.audit { 5 } else { 4 };
+        let line = e.line();
+        let rest = line.strip_prefix(e.tag()).unwrap_or(&line).to_owned();
+        format!("<{level}>{}:{rest}\n", e.tag())
+    };
+    let mut out = render(event);
+    if out.len() > RECORD_MAX
+        && let Some(path) = &event.cgroup
+    {
+        // Keep the path's end: the workload's own directories are the deepest ones.
+        let over = out.len() - RECORD_MAX + "…".len();
+        let mut cut = over.min(path.len());
+        while !path.is_char_boundary(cut) {
+            cut += 1;
+        }
+        let mut short = event.clone();
+        short.cgroup = Some(format!("…{}", &path[cut..]));
+        out = render(&short);
+    }
+    if out.len() > RECORD_MAX {
+        let mut end = RECORD_MAX - 1;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('\n');
+    }
+    out
 }
