@@ -22,7 +22,14 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .init();
-    match cmd::dispatch(Cli::parse()) {
+    let cli = Cli::parse();
+    if !matches!(cli.command, residency_agent::cli::Command::Run { .. }) {
+        // A command whose reader goes away (`check | head -1`) ends quietly, as other
+        // command-line tools do, instead of panicking on the failed write. The daemon
+        // keeps SIGPIPE ignored: a sink whose reader is gone is an error it counts.
+        residency_agent::sys::restore_sigpipe();
+    }
+    match cmd::dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("residency-agent: error: {e:#}");

@@ -437,3 +437,38 @@ fn check_refuses_what_run_and_reload_would_refuse_and_warns_before_a_reload_woul
         "{t}"
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    use std::{io::Read as _, os::unix::process::ExitStatusExt as _, process::Stdio};
+    let dir = tempdir::Dir::new("sigpipe");
+    // A summary far larger than a pipe holds.
+    let policies: Vec<String> = (0..1000)
+        .map(|i| {
+            format!(
+                "[[policy]]\nname = \"p{i}\"\ncgroups = [\"x{i}\"]\nallow = [\"10.{}.{}.0/24\"]\n",
+                i / 256,
+                i % 256
+            )
+        })
+        .collect();
+    let cfg = write(&dir, "big.toml", &policies.concat());
+    let mut child = Command::new(agent_binary())
+        .args(["check", "--config", &cfg])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The reader is gone (`check | head -c1`).
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {err}",
+        out.status
+    );
+}

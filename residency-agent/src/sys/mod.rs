@@ -8,3 +8,11 @@ pub mod fs;
 pub mod handle;
 pub mod notify;
 pub mod users;
+
+/// Restores SIGPIPE's default action (end the process), which the Rust runtime sets
+/// to ignored: for the commands that print and whose reader may go away.
+pub fn restore_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: setting a signal's disposition to SIG_DFL has no preconditions.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
