@@ -34,6 +34,8 @@ pub struct Launch<'a> {
     /// Leave the agent's stdout (its event lines) in a pipe nobody reads, as a
     /// consumer that stopped reading would: once the pipe is full, writes to it block.
     pub stdout_unread: bool,
+    /// Write the agent's stdout (its event lines) to this file.
+    pub stdout_file: Option<PathBuf>,
 }
 
 impl<'a> Launch<'a> {
@@ -45,6 +47,7 @@ impl<'a> Launch<'a> {
             healthz: None,
             within: Duration::from_secs(20),
             stdout_unread: false,
+            stdout_file: None,
         }
     }
 }
@@ -77,12 +80,19 @@ impl Agent {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(log)?),
-            None => cmd.stdout(Stdio::piped()).stderr(Stdio::piped()),
+            None => match &launch.stdout_file {
+                Some(f) => cmd.stdout(std::fs::File::create(f)?).stderr(Stdio::piped()),
+                None => cmd.stdout(Stdio::piped()).stderr(Stdio::piped()),
+            },
         };
         let mut child = cmd.spawn().context("starting the agent")?;
         let mut unread = None;
         let (stdout, stderr) = match launch.log_file {
             Some(_) => (Lines::default(), Lines::default()),
+            None if launch.stdout_file.is_some() => (
+                Lines::default(),
+                collect(child.stderr.take().expect("piped"), true),
+            ),
             None if launch.stdout_unread => {
                 unread = child.stdout.take();
                 (

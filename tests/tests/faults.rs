@@ -559,3 +559,88 @@ fn a_thousand_idle_control_clients_neither_exhaust_descriptors_nor_spin() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The events in a JSON-lines file: each line must be a whole JSON object.
+fn json_lines(path: &Path) -> usize {
+    let text = std::fs::read_to_string(path).unwrap();
+    for (i, line) in text.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
+            panic!("line {} is not a whole JSON object ({e}): {line:?}", i + 1)
+        });
+        assert_eq!(v["event"], "RESIDENCY_EGRESS_BLOCK");
+    }
+    assert!(text.is_empty() || text.ends_with('\n'));
+    text.lines().count()
+}
+
+#[test]
+fn a_full_disk_loses_whole_lines_counted_exactly_and_splices_none() {
+    if !require_root() {
+        return;
+    }
+    let mut sb = Sandbox::new(&[ALLOWED, FORBIDDEN]).unwrap();
+    // A 64 KiB tmpfs for the event lines: full after a couple of hundred of them.
+    let disk = sb.dir.join("small-disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(disk.clone());
+    let out = disk.join("events.json");
+    let cfg = config(&sb, "\"json\"", "");
+    let app = sb.cgroup("app").unwrap();
+    let launch = Launch {
+        stdout_file: Some(out.clone()),
+        ..Launch::new(&[])
+    };
+    sb.start_agent_with(&agent_binary(), &cfg, &launch).unwrap();
+    assert!(enforced(&sb, &app, Duration::from_secs(5)));
+
+    // Counts add up once the reader has drained: written + failed = received.
+    let settled = |sb: &Sandbox| {
+        let mut last = None;
+        loop {
+            let now = (
+                metric(sb, "residency_events_received_total").unwrap(),
+                metric(sb, "residency_events_total{sink=\"json\"}").unwrap(),
+                metric(sb, "residency_events_lost_total{reason=\"sink_error\"}").unwrap(),
+            );
+            if last == Some(now) {
+                return now;
+            }
+            last = Some(now);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    assert_eq!(sb.udp_burst(Some(&app), FORBIDDEN, 2_000), (0, 2_000));
+    let (received, written, failed) = settled(&sb);
+    assert!(failed > 0.0, "the disk never filled");
+    assert_eq!(written + failed, received);
+    // What was counted written is in the file, whole; nothing else is.
+    assert_eq!(json_lines(&out) as f64, written);
+
+    // Space returns: new lines start on a line of their own.
+    let grown = std::process::Command::new("mount")
+        .args(["-o", "remount,size=8m"])
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    assert_eq!(sb.udp_burst(Some(&app), FORBIDDEN, 100), (0, 100));
+    let (received2, written2, failed2) = settled(&sb);
+    assert_eq!(failed2, failed, "no loss once there is room");
+    assert_eq!(written2 + failed2, received2);
+    assert_eq!(json_lines(&out) as f64, written2);
+}

@@ -26,30 +26,49 @@ pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 /// One destination for events.
 pub trait Sink: Send {
     fn kind(&self) -> SinkKind;
+    /// Delivers the event, or (a [`Sink::buffered`] sink) takes it into its buffer.
     fn write(&mut self, event: &BlockEvent) -> std::io::Result<()>;
-    /// Writes out what `write` buffered. Called after every drain of the ring buffer,
-    /// so a storm costs one system call per batch, not per event, and no event waits
-    /// longer than one drain.
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    /// Writes out what `write` buffered, and says how many of those events were
+    /// delivered whole and how many were lost. Called whenever the sink's queue runs
+    /// empty (and every so many events in a storm), so a storm costs one system call
+    /// per batch, not per event.
+    fn flush(&mut self) -> Flushed {
+        Flushed::default()
+    }
+    /// Whether `write` only buffers: its events count as delivered (or lost) when
+    /// flushed, not when taken.
+    fn buffered(&self) -> bool {
+        false
     }
 }
 
-/// Flushes one sink; a failure counts as a sink error. Whether it succeeded.
+/// What a flush did with the buffered events.
+#[derive(Debug, Default)]
+pub struct Flushed {
+    pub delivered: u64,
+    pub lost: u64,
+    /// Why events were lost.
+    pub error: Option<std::io::Error>,
+}
+
+/// Flushes one sink, counting its buffered events as written or lost. Whether all
+/// were delivered.
 pub(crate) fn flush_one(sink: &mut dyn Sink, telemetry: &Telemetry) -> bool {
-    let result = sink.flush();
-    if let Err(e) = &result {
-        let i = Telemetry::sink_index(sink.kind());
-        let n = telemetry.sink_errors[i].fetch_add(1, Ordering::Relaxed);
-        if n.is_multiple_of(100) {
+    let f = sink.flush();
+    let i = Telemetry::sink_index(sink.kind());
+    telemetry.events[i].fetch_add(f.delivered, Ordering::Relaxed);
+    if f.lost > 0 || f.error.is_some() {
+        let n = telemetry.sink_errors[i].fetch_add(f.lost.max(1), Ordering::Relaxed);
+        if n.is_multiple_of(100) || f.lost > 1 {
             tracing::warn!(
                 sink = sink.kind().as_str(),
-                errors = n + 1,
-                "writing events failed: {e}"
+                lost = f.lost,
+                "writing events failed: {}",
+                f.error.as_ref().map_or("?".to_owned(), ToString::to_string)
             );
         }
     }
-    result.is_ok()
+    f.lost == 0 && f.error.is_none()
 }
 
 /// The configured sinks, or the default: the journal when its socket exists,
@@ -90,7 +109,9 @@ pub(crate) fn write_one(sink: &mut dyn Sink, event: &BlockEvent, telemetry: &Tel
     let i = Telemetry::sink_index(sink.kind());
     match sink.write(event) {
         Ok(()) => {
-            telemetry.events[i].fetch_add(1, Ordering::Relaxed);
+            if !sink.buffered() {
+                telemetry.events[i].fetch_add(1, Ordering::Relaxed);
+            }
             true
         }
         Err(e) => {

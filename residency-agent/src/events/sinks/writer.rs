@@ -26,6 +26,9 @@ use crate::{config::SinkKind, events::model::BlockEvent, metrics::Telemetry};
 /// About 2 MiB per sink at the size of an event.
 pub const QUEUE: usize = 8192;
 
+/// A buffering sink is flushed at least every this many events.
+const FLUSH_EVERY: usize = 1024;
+
 /// A sink with waiting events and no finished write for this long is stalled.
 pub const STALL_AFTER: Duration = Duration::from_secs(5);
 
@@ -166,11 +169,20 @@ fn write_all(
 ) {
     while let Ok(first) = events.recv() {
         let mut next = Some(first);
+        let mut since_flush = 0;
         while let Some(event) = next {
-            if super::write_one(sink.as_mut(), &event, telemetry) {
+            if super::write_one(sink.as_mut(), &event, telemetry) && !sink.buffered() {
                 progress.moved();
             }
             progress.queued.fetch_sub(1, Ordering::Relaxed);
+            since_flush += 1;
+            // In a storm the queue never runs empty: flush (and count) as we go.
+            if since_flush == FLUSH_EVERY {
+                if super::flush_one(sink.as_mut(), telemetry) {
+                    progress.moved();
+                }
+                since_flush = 0;
+            }
             next = events.try_recv().ok();
         }
         if super::flush_one(sink.as_mut(), telemetry) {
