@@ -644,3 +644,41 @@ fn a_full_disk_loses_whole_lines_counted_exactly_and_splices_none() {
     assert_eq!(written2 + failed2, received2);
     assert_eq!(json_lines(&out) as f64, written2);
 }
+
+#[test]
+fn a_stopped_journald_stalls_only_the_journal_sink() {
+    if !require_root() {
+        return;
+    }
+    residency_tests::ensure_journald().unwrap();
+    // Every journald on the machine (the tests start one where systemd does not run).
+    let pids: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "systemd-journal")
+        })
+        .collect();
+    assert!(!pids.is_empty(), "no systemd-journald runs");
+    /// Continues the stopped journalds however the test ends.
+    struct Resume(Vec<i32>);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            for pid in &self.0 {
+                // SAFETY: kill(2) with SIGCONT.
+                unsafe { libc::kill(*pid, libc::SIGCONT) };
+            }
+        }
+    }
+    let mut sb = Sandbox::new(&[ALLOWED, FORBIDDEN]).unwrap();
+    let cfg = config(&sb, "\"journal\"", "");
+    sb.start_agent(&agent_binary(), &cfg).unwrap();
+    let _resume = Resume(pids.clone());
+    for pid in &pids {
+        // SAFETY: kill(2) with SIGSTOP; Resume sends SIGCONT.
+        unsafe { libc::kill(*pid, libc::SIGSTOP) };
+    }
+    everything_but_the_sink_stays_live(&mut sb, "journal", true);
+}
