@@ -464,11 +464,32 @@ fn ten_thousand_bound_siblings_start_reload_idle_and_scrape_within_their_ceiling
         ),
     );
     let bin = agent_binary();
+    // Under the usual default descriptor limit (1024): 10,000 attach points must not
+    // need a descriptor each.
+    let limited = sb.dir.join("agent-with-1024-descriptors");
+    std::fs::write(
+        &limited,
+        format!(
+            "#!/bin/sh\nulimit -Sn 1024\nexec {} \"$@\"\n",
+            bin.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &limited,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let launch = Launch {
         within: Duration::from_secs(180),
         ..Launch::new(&[])
     };
-    sb.start_agent_with(&bin, &cfg, &launch).unwrap();
+    sb.start_agent_with(&limited, &cfg, &launch).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", sb.agent().pid())).unwrap();
+    assert!(
+        limits.lines().any(|l| l.starts_with("Max open files") && l.split_whitespace().nth(3) == Some("1024")),
+        "{limits}"
+    );
     let last = parent.join(format!("c{}", N - 1));
     assert!(enforced(&sb, &last, Duration::from_secs(10)));
     assert_eq!(metric(&sb, "residency_attached_cgroups"), Some(N as f64));
