@@ -239,9 +239,11 @@ fn the_chart_lints_and_every_rendering_is_admitted_with_a_valid_policy() {
         "rate_limit_per_cpu = 500",
         "resync_seconds = 600",
         "metrics_address = \"0.0.0.0:9478\"",
+        // Kept as written: the chart fills in only what the values leave out.
+        "watch_config = false",
     ] {
         assert!(
-            config.contains(line),
+            config.lines().any(|l| l.trim() == line),
             "{line} not in the rendered config:\n{config}"
         );
     }
@@ -368,6 +370,15 @@ fn the_config_value_is_the_agents_config_as_toml_or_yaml() {
         err.contains("default_policy \"cluster-wide\" names no policy"),
         "{err}"
     );
+
+    // A misspelt key is refused before anything is rendered, not by crash-looping pods.
+    std::fs::write(
+        &toml_values,
+        "config:\n  policy:\n    - {name: payments, namespaces: [payments], alow: [\"10.0.0.0/8\"]}\n",
+    )
+    .unwrap();
+    let err = helm::render(&[&toml_values]).unwrap_err().to_string();
+    assert!(err.contains("schema"), "{err}");
     let _ = std::fs::remove_file(&toml_values);
 }
 
@@ -536,10 +547,19 @@ fn the_agent_enforces_with_only_the_daemonsets_capabilities() {
         .unwrap()
         .trim();
     let eff = u64::from_str_radix(eff, 16).unwrap();
+    // capability(7) numbers of the names the DaemonSet uses.
+    let bit = |c: &str| match c {
+        "dac_read_search" => 2,
+        "net_admin" => 12,
+        "sys_admin" => 21,
+        "perfmon" => 38,
+        "bpf" => 39,
+        other => panic!("the DaemonSet adds {other}: name its bit here"),
+    };
+    let want = caps.iter().fold(0u64, |m, c| m | 1 << bit(c));
     assert_eq!(
-        eff.count_ones() as usize,
-        caps.len(),
-        "CapEff {eff:x} for {caps:?}"
+        eff, want,
+        "CapEff {eff:x}, the DaemonSet's set is {want:x} ({caps:?})"
     );
     assert!(
         sb.client(Some(&app), "tcp", "198.51.100.7").ok,

@@ -437,7 +437,8 @@ fn probe_rules(at: &str, kind: &str, p: &Probe, ports: &BTreeSet<String>) -> Vec
     out
 }
 
-/// A quantity in base units (bytes, cores) for the suffixes manifests use.
+/// A quantity in base units (bytes, cores); NaN (which compares false) for a form
+/// this does not know.
 fn quantity(q: &Quantity) -> f64 {
     let s = q.0.as_str();
     let (num, mult) = [
@@ -445,15 +446,22 @@ fn quantity(q: &Quantity) -> f64 {
         ("Mi", 1024f64.powi(2)),
         ("Gi", 1024f64.powi(3)),
         ("Ti", 1024f64.powi(4)),
+        ("Pi", 1024f64.powi(5)),
+        ("Ei", 1024f64.powi(6)),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
         ("k", 1e3),
         ("M", 1e6),
         ("G", 1e9),
-        ("m", 1e-3),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
     ]
     .iter()
     .find_map(|(suffix, m)| s.strip_suffix(suffix).map(|n| (n, *m)))
     .unwrap_or((s, 1.0));
-    num.parse::<f64>().expect("a quantity") * mult
+    num.parse::<f64>().map_or(f64::NAN, |n| n * mult)
 }
 
 fn dns_label(s: &str) -> bool {
