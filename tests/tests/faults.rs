@@ -703,3 +703,38 @@ fn a_stopped_journald_stalls_only_the_journal_sink() {
     }
     everything_but_the_sink_stays_live(&mut sb, "journal", true);
 }
+
+#[test]
+fn a_detach_followed_by_an_unmount_is_a_detach() {
+    if !require_root() {
+        return;
+    }
+    let mut sb = Sandbox::new(&[ALLOWED, FORBIDDEN]).unwrap();
+    let cfg = config(&sb, "\"json\"", "");
+    let app = sb.cgroup("app").unwrap();
+    let bin = agent_binary();
+    sb.start_agent(&bin, &cfg).unwrap();
+    assert!(enforced(&sb, &app, Duration::from_secs(5)));
+    // Both within the agent's 500 ms check: the pins are gone on purpose, not lost.
+    let out = sb.detach(&bin, &cfg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lose_pin_mount(&sb);
+    let exit = sb.agent().wait_exit();
+    assert!(exit.success(), "{exit}");
+    assert!(
+        !sb.agent()
+            .stderr()
+            .iter()
+            .any(|l| l.contains("the BPF filesystem holding the pins is gone")),
+        "a detach was taken for a lost mount: {:#?}",
+        sb.agent().stderr()
+    );
+    assert!(
+        sb.client(Some(&app), "tcp", FORBIDDEN).ok,
+        "detached: nothing judges"
+    );
+}

@@ -279,6 +279,9 @@ fn add_sources(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    // Entries from allow sources, by prefix: a deny source's own prefix that equals
+    // one of them wins over it (looked up, not searched: sources run to 100,000s).
+    let mut from_allow_source: HashMap<IpNetwork, usize> = HashMap::new();
     for (action, list) in lists {
         let entry_key = format!("{key}.{}_sources", action.as_str());
         for item in list {
@@ -288,31 +291,38 @@ fn add_sources(
             let line = at.line(item.span().start);
             let origin = spec.describe();
             sources.push((origin.clone(), loaded.read, loaded.prefixes.len()));
+            if action == Action::Deny {
+                // Between sources a deny wins (fail closed), judged on the prefixes
+                // the deny source lists, and reported. An entry written by hand wins
+                // over both, reported too.
+                for network in &loaded.listed {
+                    if let Some(&i) = from_allow_source.get(network) {
+                        let e = &mut entries[i];
+                        if e.action == Action::Allow {
+                            notes.push(format!(
+                                "{file}:{line}: {key}: {network} is in allow source \"{}\" (line {}) and in deny source \"{origin}\": denied (between sources a deny wins)",
+                                e.origin.as_deref().unwrap_or_default(),
+                                e.line
+                            ));
+                            e.action = Action::Deny;
+                            e.line = line;
+                            e.origin = Some(origin.clone());
+                        }
+                    } else if let Some((Action::Allow, hand_line)) = seen.get(&(*network, None)) {
+                        notes.push(format!(
+                            "{file}:{line}: {key}: {network} is in deny source \"{origin}\" but allowed by hand on line {hand_line}: allowed (an entry written by hand wins)"
+                        ));
+                    }
+                }
+            }
             for network in loaded.prefixes {
                 if seen.contains_key(&(network, None)) {
-                    // An entry written by hand wins. Between sources, a deny wins over
-                    // an allow of the same prefix (fail closed), and is reported.
-                    let from_allow_source = entries.iter_mut().find(|e| {
-                        e.network == network
-                            && e.ports.is_none()
-                            && e.action == Action::Allow
-                            && e.origin.is_some()
-                    });
-                    if action == Action::Deny
-                        && let Some(e) = from_allow_source
-                    {
-                        notes.push(format!(
-                            "{file}:{line}: {key}: {network} is in allow source \"{}\" (line {}) and in deny source \"{origin}\": denied (between sources a deny wins)",
-                            e.origin.as_deref().unwrap_or_default(),
-                            e.line
-                        ));
-                        e.action = Action::Deny;
-                        e.line = line;
-                        e.origin = Some(origin.clone());
-                    }
                     continue;
                 }
                 seen.insert((network, None), (action, line));
+                if action == Action::Allow {
+                    from_allow_source.insert(network, entries.len());
+                }
                 entries.push(Entry {
                     action,
                     network,

@@ -52,7 +52,8 @@ impl Daemon {
             warn!("cannot pin again yet: {e}");
             return PinCheck::Lost;
         }
-        match pins::repin(&self.owner, &self.pin_path) {
+        let attached = self.attached.keys().copied().collect();
+        match pins::repin(&self.owner, &self.pin_path, &self.instance, &attached) {
             Ok(owner) => {
                 // Dropping the old lock lets the lost mount go; the new pins hold
                 // every object it held.

@@ -116,10 +116,12 @@ impl Daemon {
 
     fn try_reload(&mut self, dry_run: bool, text: Option<&[u8]>) -> Response {
         let loaded = match (text, self.config_file()) {
-            (Some(t), Some(path)) => {
-                Config::parse(&String::from_utf8_lossy(t), &path.display().to_string())
-                    .map_err(anyhow::Error::from)
-            }
+            (Some(t), Some(path)) => match std::str::from_utf8(t) {
+                Ok(text) => {
+                    Config::parse(text, &path.display().to_string()).map_err(anyhow::Error::from)
+                }
+                Err(e) => Err(anyhow::anyhow!("{}: not UTF-8: {e}", path.display())),
+            },
             _ => load_config_for(self.config_path.as_deref(), Fallback::Refused),
         };
         let config = match loaded {
@@ -178,9 +180,11 @@ impl Daemon {
             ids: applied.ids.clone(),
             generation: applied.generation,
         };
+        self.retry_pending = false;
         if let Err(e) = self.reconcile_links() {
             // The new policy is in force for every cgroup that was attached before;
-            // say loudly which attachment is missing.
+            // say loudly which attachment is missing. The next tick tries again.
+            self.retry_pending = true;
             return Response::error(format!(
                 "generation {} applied, but attaching a new cgroup failed: {e:#}",
                 applied.generation

@@ -63,10 +63,13 @@ pub fn plan(
 
 impl Daemon {
     /// Whether something a rescan waits for may have happened: a missing cgroup that
-    /// exists now, or an earlier bind or attach that failed and is to be retried.
-    /// Cheap (one stat per missing cgroup), for the once-a-second tick.
+    /// exists now, or an earlier bind or attach that failed and is to be retried; or
+    /// always, when inotify could not watch everything. Cheap (one stat per missing
+    /// cgroup), for the once-a-second tick.
     pub(super) fn awaited_changed(&self) -> bool {
-        self.retry_pending || self.missing.iter().any(|m| m.path.exists())
+        self.retry_pending
+            || self.watch.incomplete.get()
+            || self.missing.iter().any(|m| m.path.exists())
     }
 
     /// Re-resolves the configured cgroups and applies what changed.

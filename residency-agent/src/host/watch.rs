@@ -16,12 +16,18 @@ use inotify::{EventStream, Inotify, WatchMask};
 /// runtime (the stream registers with the reactor).
 pub struct DirWatch {
     events: EventStream<Vec<u8>>,
+    /// A watch could not be added (other than for a directory that is gone): events
+    /// may be missed, so the caller must not wait for them.
+    pub incomplete: std::cell::Cell<bool>,
 }
 
 impl DirWatch {
     pub fn new() -> std::io::Result<DirWatch> {
         let events = Inotify::init()?.into_event_stream(vec![0u8; 4096])?;
-        Ok(DirWatch { events })
+        Ok(DirWatch {
+            events,
+            incomplete: std::cell::Cell::new(false),
+        })
     }
 
     /// Watches `dir` for entries created, deleted or moved in (adding a watch twice is
@@ -47,8 +53,17 @@ impl DirWatch {
     }
 
     fn add(&self, dir: &Path, mask: WatchMask) {
-        // A directory that is gone is fine: the periodic rescan covers it.
-        let _ = self.events.watches().add(dir, mask);
+        // A directory that is gone is fine: the periodic rescan covers it. Any other
+        // failure (fs.inotify.max_user_watches reached) means changes can go unseen.
+        if let Err(e) = self.events.watches().add(dir, mask)
+            && e.kind() != std::io::ErrorKind::NotFound
+            && !self.incomplete.replace(true)
+        {
+            tracing::warn!(
+                dir = %dir.display(),
+                "cannot watch for cgroup changes ({e}); rescanning every second instead"
+            );
+        }
     }
 
     /// Waits for any change, then drains what is already queued, so that a burst of

@@ -208,47 +208,102 @@ impl Owner {
         PathBuf::from(format!("/proc/self/fd/{}", self.lock.as_raw_fd()))
     }
 
-    /// Tells an intact instance, a removal and a lost mount apart.
+    /// Tells an intact instance, a removal and a lost mount apart. A lost mount is
+    /// one that still holds the instance through the lock: a pin directory removed
+    /// whole, or an instance removed before its mount went, is a removal.
     pub fn state(&self, pin_path: &Path, instance: &Path) -> PinState {
         use std::os::unix::fs::MetadataExt as _;
         if instance.exists() {
             return PinState::Intact;
         }
-        match std::fs::metadata(pin_path) {
-            Ok(m) if (m.dev(), m.ino()) == self.identity => PinState::Removed,
-            _ => PinState::MountLost,
+        let same_dir =
+            std::fs::metadata(pin_path).is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
+        let held = instance
+            .strip_prefix(pin_path)
+            .is_ok_and(|rel| self.held_dir().join(rel).exists());
+        if !same_dir && held {
+            PinState::MountLost
+        } else {
+            PinState::Removed
         }
     }
 }
 
-/// Pins again, under `pin_path`, everything this agent has pinned in the directory its
-/// `owner` lock still holds (maps and link instances), and takes the lock there. The
-/// caller then drops the old owner: the lost mount goes, the objects stay, held by the
-/// new pins. `pin_path` must be on a bpffs other than the lost one.
-pub fn repin(owner: &Owner, pin_path: &Path) -> Result<Owner, PinError> {
-    fn copy(from: &Path, to: &Path) -> Result<usize, PinError> {
-        std::fs::create_dir_all(to).map_err(io(to))?;
-        let mut n = 0;
-        for e in std::fs::read_dir(from).map_err(io(from))? {
-            let e = e.map_err(io(from))?;
-            let (src, dst) = (e.path(), to.join(e.file_name()));
-            if e.file_type().map_err(io(&src))?.is_dir() {
-                n += copy(&src, &dst)?;
-            } else if !dst.exists() {
-                crate::sys::bpf::repin(&src, &dst).map_err(io(&dst))?;
-                n += 1;
-            }
+/// Pins again, under `pin_path` (a bpffs other than the lost one), what this agent
+/// has pinned in the directory its `owner` lock still holds: the maps, and of its
+/// link instance `instance` (a path under `pin_path`) the links of the `attached`
+/// cgroups. Takes the lock at `pin_path` first, and puts the instance in place last
+/// under its own name (a rename), so that a partial attempt is never taken for an
+/// intact instance and is simply tried again. Then unpins the old copies (the objects
+/// stay, held by the new pins), so that a covered mount keeps nothing that a later
+/// `detach` would miss. Returns the new owner; the caller drops the old one.
+pub fn repin(
+    owner: &Owner,
+    pin_path: &Path,
+    instance: &Path,
+    attached: &std::collections::BTreeSet<u64>,
+) -> Result<Owner, PinError> {
+    let repin_file = |src: &Path, dst: &Path| -> Result<(), PinError> {
+        if dst.exists() {
+            return Ok(());
         }
-        Ok(n)
-    }
+        crate::sys::bpf::repin(src, dst).map_err(io(dst))
+    };
     if !fs::is_bpffs(pin_path).map_err(io(pin_path))? {
         return Err(PinError::NoHostBpffs {
             path: pin_path.to_owned(),
         });
     }
-    let moved = copy(&owner.held_dir().join(LAYOUT), &pin_path.join(LAYOUT))?;
+    let held = owner.held_dir();
+    let rel = instance.strip_prefix(pin_path).map_err(|_| PinError::Io {
+        path: instance.to_owned(),
+        source: std::io::Error::other("the instance is not under the pin path"),
+    })?;
+    let new_owner = lock(pin_path, std::time::Duration::from_secs(5))?;
+    // The maps (idempotent: a map already pinned there is the same map).
+    let (old_maps, new_maps) = (maps_dir(&held), maps_dir(pin_path));
+    std::fs::create_dir_all(&new_maps).map_err(io(&new_maps))?;
+    let mut moved = 0;
+    for e in std::fs::read_dir(&old_maps).map_err(io(&old_maps))? {
+        let e = e.map_err(io(&old_maps))?;
+        repin_file(&e.path(), &new_maps.join(e.file_name()))?;
+        moved += 1;
+    }
+    // The links of the cgroups still attached, under a temporary name.
+    let old_instance = held.join(rel);
+    let name = instance.file_name().unwrap_or_default().to_string_lossy();
+    // (bpffs refuses names with a dot.)
+    let tmp = links_dir(pin_path).join(format!("partial-{name}"));
+    let _ = remove_instance(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let result = (|| {
+        for e in std::fs::read_dir(&old_instance).map_err(io(&old_instance))? {
+            let e = e.map_err(io(&old_instance))?;
+            let file = e.file_name().to_string_lossy().into_owned();
+            let id = file
+                .strip_prefix("link-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|id| id.parse::<u64>().ok());
+            if id.is_some_and(|id| attached.contains(&id)) {
+                repin_file(&e.path(), &tmp.join(&file))?;
+                moved += 1;
+            }
+        }
+        std::fs::rename(&tmp, instance).map_err(io(instance))
+    })();
+    if let Err(e) = result {
+        // Unpinning the partial copies detaches nothing: the old pins still hold it.
+        let _ = remove_instance(&tmp);
+        return Err(e);
+    }
+    // The old copies go: the new pins hold every object, and a covered mount must
+    // keep nothing that `detach` at the pin path would not see.
+    let _ = remove_instance(&old_instance);
+    for e in std::fs::read_dir(&old_maps).into_iter().flatten().flatten() {
+        let _ = std::fs::remove_file(e.path());
+    }
     tracing::info!(path = %pin_path.display(), objects = moved, "pinned again on the new bpffs");
-    lock(pin_path, std::time::Duration::from_secs(5))
+    Ok(new_owner)
 }
 
 /// Where the maps are pinned (and adopted from).

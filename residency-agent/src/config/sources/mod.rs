@@ -66,6 +66,9 @@ pub struct SourceSpec {
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub read: usize,
+    /// As the file lists them (networks, mapped prefixes as IPv4): a deny source's
+    /// own prefixes decide its conflicts, whatever aggregation made of them.
+    pub listed: Vec<IpNetwork>,
     pub prefixes: Vec<IpNetwork>,
 }
 
@@ -212,6 +215,7 @@ pub fn load(spec: &SourceSpec, base: &Path) -> Result<Loaded, String> {
     let read = prefixes.len();
     Ok(Loaded {
         read,
+        listed: prefixes.clone(),
         prefixes: aggregate(prefixes),
     })
 }

@@ -4,7 +4,7 @@
 //!
 //! The kernel rate-limits writes to /dev/kmsg unless `printk.devkmsg=on`; lines it
 //! drops are not visible to the agent. The journal and metrics stay exact. A record
-//! longer than the kernel takes (1024 bytes) would be refused whole, so a long cgroup
+//! longer than the kernel takes (976 bytes, the least of the kernels supported) would be refused whole, so a long cgroup
 //! path is shortened to its end (`cgroup=…/deepest/dirs`), never the event dropped.
 
 use std::{fs::File, io::Write as _};
@@ -35,8 +35,10 @@ impl super::Sink for Kmsg {
     }
 }
 
-/// The largest write /dev/kmsg accepts as one record (`PRINTKRB_RECORD_MAX`).
-const RECORD_MAX: usize = 1024;
+/// The largest write /dev/kmsg accepts as one record on every kernel the agent runs
+/// on: `LOG_LINE_MAX` (1024 - 32) less the caller-id room of `CONFIG_PRINTK_CALLER`
+/// on the kernels before `PRINTKRB_RECORD_MAX` (1024) took its place.
+const RECORD_MAX: usize = 976;
 
 /// One kernel log record: `<4>` warning or `<5>` notice, the tag, the event line,
 /// within [`RECORD_MAX`].

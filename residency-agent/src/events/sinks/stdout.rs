@@ -25,6 +25,9 @@ pub struct Stdout {
     report: Flushed,
 }
 
+/// Held while a sink writes its batch to standard output.
+static STDOUT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Buffered bytes that trigger a write even within one batch.
 const FLUSH_AT: usize = 256 * 1024;
 
@@ -44,6 +47,11 @@ impl Stdout {
         if self.buf.is_empty() {
             return f;
         }
+        // `json` and `text` may both write to stdout, each on its thread: one batch
+        // at a time, so lines do not interleave and a cut is this sink's own.
+        let _stdout = STDOUT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.cut {
             match write_fd(b"\n") {
                 Ok(_) => self.cut = false,

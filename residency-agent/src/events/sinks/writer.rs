@@ -27,7 +27,7 @@ use crate::{config::SinkKind, events::model::BlockEvent, metrics::Telemetry};
 pub const QUEUE: usize = 8192;
 
 /// A buffering sink is flushed at least every this many events.
-const FLUSH_EVERY: usize = 1024;
+const FLUSH_EVERY: u64 = 1024;
 
 /// A sink with waiting events and no finished write for this long is stalled.
 pub const STALL_AFTER: Duration = Duration::from_secs(5);
@@ -167,26 +167,35 @@ fn write_all(
     progress: &Progress,
     telemetry: &Telemetry,
 ) {
-    while let Ok(first) = events.recv() {
-        let mut next = Some(first);
-        let mut since_flush = 0;
-        while let Some(event) = next {
-            if super::write_one(sink.as_mut(), &event, telemetry) && !sink.buffered() {
-                progress.moved();
-            }
-            progress.queued.fetch_sub(1, Ordering::Relaxed);
-            since_flush += 1;
-            // In a storm the queue never runs empty: flush (and count) as we go.
-            if since_flush == FLUSH_EVERY {
-                if super::flush_one(sink.as_mut(), telemetry) {
-                    progress.moved();
-                }
-                since_flush = 0;
-            }
-            next = events.try_recv().ok();
-        }
+    // A buffering sink's events stay counted as queued until flushed: a flush that
+    // blocks (a paused pipe) shows as a stall.
+    let buffered = sink.buffered();
+    let mut unflushed: u64 = 0;
+    let flush = |sink: &mut Box<dyn Sink>, unflushed: &mut u64| {
         if super::flush_one(sink.as_mut(), telemetry) {
             progress.moved();
         }
+        progress.queued.fetch_sub(*unflushed, Ordering::Relaxed);
+        *unflushed = 0;
+    };
+    while let Ok(first) = events.recv() {
+        let mut next = Some(first);
+        while let Some(event) = next {
+            let ok = super::write_one(sink.as_mut(), &event, telemetry);
+            if buffered {
+                unflushed += 1;
+            } else {
+                if ok {
+                    progress.moved();
+                }
+                progress.queued.fetch_sub(1, Ordering::Relaxed);
+            }
+            // In a storm the queue never runs empty: flush (and count) as we go.
+            if unflushed == FLUSH_EVERY {
+                flush(&mut sink, &mut unflushed);
+            }
+            next = events.try_recv().ok();
+        }
+        flush(&mut sink, &mut unflushed);
     }
 }
