@@ -49,21 +49,40 @@ impl Daemon {
             pins::unpin_cgroup_links(&self.instance, id);
             self.attached.remove(&id);
         }
-        // Configured cgroups actually judged: attached themselves, or below an attached one.
-        let attached: std::collections::HashSet<&std::path::Path> =
-            self.attached.values().map(PathBuf::as_path).collect();
-        let judged = self
-            .bound
-            .iter()
-            .filter(|b| b.path.ancestors().any(|a| attached.contains(a)))
-            .count();
-        self.telemetry
-            .attached_cgroups
-            .store(judged, Ordering::Relaxed);
+        self.record_coverage();
         if let Some(e) = first_error {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Counts the configured cgroups actually judged (attached themselves, or below an
+    /// attached one), in all and per policy, for the metrics.
+    pub(super) fn record_coverage(&self) {
+        let attached: std::collections::HashSet<&std::path::Path> =
+            self.attached.values().map(PathBuf::as_path).collect();
+        let judged =
+            |b: &&crate::host::BoundCgroup| b.path.ancestors().any(|a| attached.contains(a));
+        self.telemetry
+            .attached_cgroups
+            .store(self.bound.iter().filter(judged).count(), Ordering::Relaxed);
+        // Per policy: configured against judged, so that a partial attach shows.
+        let config = &self.versioned.read().expect("lock").config;
+        let per_policy = config
+            .policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let n = self
+                    .bound
+                    .iter()
+                    .filter(|b| b.policy == i)
+                    .filter(judged)
+                    .count();
+                (p.name.clone(), p.cgroups.len() as u64, n as u64)
+            })
+            .collect();
+        *self.telemetry.policy_cgroups.lock().expect("lock") = per_policy;
     }
 
     /// Watches where configured cgroups live or will live: the parent of each bound

@@ -139,6 +139,7 @@ async fn run_loop(
     // mount is not that (pin_mount.rs).
     let mut pin_check = tokio::time::interval(std::time::Duration::from_millis(500));
     daemon.watch_cgroups();
+    daemon.record_coverage();
     if watch_config {
         if let Some(dir) = daemon.config_file().as_deref().and_then(Path::parent) {
             daemon.config_watch.watch_config_dir(dir);

@@ -185,6 +185,13 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
 }
 
 /// The state the daemon, the event reader and the metrics endpoint share.
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 fn shared_state(
     config: &crate::config::Config,
     applied: &crate::generations::Applied,
@@ -196,6 +203,9 @@ fn shared_state(
 ) -> (Arc<Telemetry>, Arc<RwLock<Versioned>>, Arc<Metrics>) {
     let telemetry = Arc::new(Telemetry::default());
     telemetry.attached_cgroups.store(bound, Ordering::Relaxed);
+    telemetry
+        .last_reload_success
+        .store(unix_now(), Ordering::Relaxed);
     telemetry
         .packet_socket_guard
         .store(loaded.socket_guard_missing.is_none(), Ordering::Relaxed);

@@ -101,6 +101,14 @@ impl Daemon {
                 &self.telemetry.reloads_failed
             };
             counter.fetch_add(1, Ordering::Relaxed);
+            self.telemetry
+                .last_reload_failed
+                .store(!result.ok, Ordering::Relaxed);
+            if result.ok {
+                self.telemetry
+                    .last_reload_success
+                    .store(super::unix_now(), Ordering::Relaxed);
+            }
             self.last_reload = result.text.lines().next().unwrap_or_default().to_owned();
             if result.ok {
                 info!("{}", result.text.trim_end());

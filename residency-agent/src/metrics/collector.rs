@@ -346,6 +346,61 @@ impl Metrics {
 
     fn encode_state(&self, enc: &mut DescriptorEncoder, v: &Versioned) -> std::fmt::Result {
         let t = &self.telemetry;
+        let info: Vec<_> = v
+            .config
+            .policies
+            .iter()
+            .map(|p| {
+                (
+                    vec![
+                        ("policy", p.name.clone()),
+                        ("mode", p.mode.as_str().to_owned()),
+                    ],
+                    1,
+                )
+            })
+            .collect();
+        gauge(
+            enc,
+            "residency_policy_info",
+            "1 for each policy in force, with its mode (enforce, or audit: reports and blocks nothing).",
+            &info,
+        )?;
+        let cgroups = t.policy_cgroups.lock().expect("lock").clone();
+        gauge(
+            enc,
+            "residency_policy_cgroups_configured",
+            "Cgroups the config names for each policy (existing or not).",
+            &cgroups
+                .iter()
+                .map(|(p, c, _)| (vec![("policy", p.clone())], *c as i64))
+                .collect::<Vec<_>>(),
+        )?;
+        gauge(
+            enc,
+            "residency_policy_cgroups_attached",
+            "Cgroups of each policy that exist and are judged now (bound, below an attached program); fewer than configured means some are missing or failed to attach.",
+            &cgroups
+                .iter()
+                .map(|(p, _, a)| (vec![("policy", p.clone())], *a as i64))
+                .collect::<Vec<_>>(),
+        )?;
+        gauge(
+            enc,
+            "residency_config_last_reload_successful",
+            "1 when the last reload (reload, SIGHUP, or a watched config change) was applied, 0 when it was rejected: the config on disk is then not the one in force.",
+            &[(
+                vec![],
+                i64::from(!t.last_reload_failed.load(Ordering::Relaxed)),
+            )],
+        )?;
+        gauge(
+            enc,
+            "residency_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful reload (or of the start).",
+            &[(vec![], t.last_reload_success.load(Ordering::Relaxed) as i64)],
+        )?;
+        super::process::Process::read().encode(enc)?;
         let mut rows = Vec::new();
         for p in &v.config.policies {
             let c = crate::policy::counts(p);

@@ -7,6 +7,7 @@
 
 pub mod collector;
 pub mod http;
+pub mod process;
 pub mod telemetry;
 
 pub use collector::Metrics;

@@ -30,6 +30,14 @@ pub struct Telemetry {
     pub attached_cgroups: AtomicUsize,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// Whether the last reload (or the config watch's last attempt) was refused: the
+    /// config on disk is not the one in force.
+    pub last_reload_failed: AtomicBool,
+    /// Unix time of the start, then of each successful reload.
+    pub last_reload_success: AtomicU64,
+    /// Per policy, in config order: (name, cgroups the config names, cgroups judged
+    /// now — bound, below an attached program).
+    pub policy_cgroups: std::sync::Mutex<Vec<(String, u64, u64)>>,
     /// Whether the packet socket guard (lsm_cgroup/socket_create) is attached.
     pub packet_socket_guard: AtomicBool,
     /// Set while the pin path's bpffs is gone and the pins live on only through the
