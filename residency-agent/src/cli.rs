@@ -13,6 +13,13 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// How `check` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: load the policy, attach to the configured cgroups, report blocks.
@@ -24,12 +31,22 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Validate a config file and print a summary; exit non-zero with file, line and
-    /// reason when it is invalid.
+    /// Validate a config file as `run` and `reload` would and print a summary; exit
+    /// non-zero with file, line and reason when it is invalid. Without --config, reads
+    /// /etc/residency/residency.toml, and fails when there is none (unless --default).
     Check {
         /// Config file.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Check the embedded audit-only default config when there is no config file.
+        #[arg(long)]
+        default: bool,
+        /// Output: `text` (default) or `json` (one object, for CI).
+        #[arg(long, value_enum, default_value = "text")]
+        format: CheckFormat,
+        /// Treat warnings (lock-out risks, overlaps, Service ranges) as errors.
+        #[arg(long)]
+        strict: bool,
     },
     /// Remove everything the agent attached or pinned (the pin path of the config).
     Detach {

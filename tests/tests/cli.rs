@@ -183,21 +183,72 @@ fn run_refuses_to_start_when_it_cannot_enforce() {
 }
 
 #[test]
-fn default_config_is_audit_only() {
-    // With no /etc/residency/residency.toml, `check` falls back to the embedded default
-    // and says so; with one, it checks that file (the host's own business).
+fn check_needs_a_config_unless_asked_for_the_embedded_default() {
+    // With no /etc/residency/residency.toml, a bare `check` fails (a CI step must not
+    // pass on a config that was never shipped); `--default` checks the embedded one,
+    // which only audits. With a host config, it checks that (the host's own business).
     if std::path::Path::new("/etc/residency/residency.toml").exists() {
         return;
     }
     let o = agent(&["check"]);
     let t = text(&o);
-    assert!(o.status.success(), "{t}");
+    assert!(!o.status.success(), "{t}");
     assert!(
-        t.contains("embedded default config (audit only, never drops)"),
+        t.contains("no config at /etc/residency/residency.toml") && t.contains("--default"),
         "{t}"
     );
+    let o = agent(&["check", "--default"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("embedded"), "{t}");
     assert!(t.contains("mode=audit"), "{t}");
     assert!(!t.contains("mode=enforce"), "{t}");
+}
+
+#[test]
+fn check_speaks_json_for_ci_and_strict_makes_lock_out_risks_errors() {
+    let dir = tempdir::Dir::new("json");
+    let risky = write(
+        &dir,
+        "risky.toml",
+        "[[policy]]\nname = \"host\"\ncgroups = [\".\"]\nallow = [\"10.0.0.0/8 tcp/443\"]\n",
+    );
+    // Warnings, not errors, by default.
+    let o = agent(&["check", "--config", &risky]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("warning:") && t.contains("enforces on the root cgroup"),
+        "{t}"
+    );
+    assert!(
+        t.contains("allows no DNS") && t.contains("allows no IPv6"),
+        "{t}"
+    );
+    // --strict: errors, non-zero.
+    let o = agent(&["check", "--strict", "--config", &risky]);
+    assert!(!o.status.success(), "{}", text(&o));
+    // JSON for machines: the summary, the warnings, and the verdict.
+    let o = agent(&["check", "--format", "json", "--config", &risky]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["policies"][0]["name"], "host");
+    assert_eq!(v["policies"][0]["mode"], "enforce");
+    assert!(v["warnings"].as_array().unwrap().len() >= 3, "{v:#}");
+    let bad = write(
+        &dir,
+        "bad.toml",
+        "[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\nallow = [\"10.0.0.0/33\"]\n",
+    );
+    let o = agent(&["check", "--format", "json", "--config", &bad]);
+    assert!(!o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
+    assert_eq!(v["ok"], false);
+    assert!(
+        v["error"].as_str().unwrap().contains("bad.toml:4:"),
+        "{v:#}"
+    );
 }
 
 #[test]

@@ -5,29 +5,109 @@ use std::path::Path;
 use anyhow::Context as _;
 
 use crate::{
-    config::{Config, file::load_config},
+    cli::CheckFormat,
+    config::{Config, DEFAULT_PATH},
     host::{Hierarchy, check_cgroups},
     policy,
 };
 
-/// Validates and summarises; exits non-zero with file, line and reason on an error.
-pub fn check(path: Option<&Path>) -> anyhow::Result<()> {
-    let config = load_config(path)?;
+/// Validates and summarises; exits non-zero with file, line and reason on an error
+/// (and on a warning with `strict`).
+pub fn check(
+    path: Option<&Path>,
+    default: bool,
+    format: CheckFormat,
+    strict: bool,
+) -> anyhow::Result<()> {
+    let outcome = validate(path, default);
+    let failed = match (&outcome, strict) {
+        (Err(_), _) => true,
+        (Ok(r), true) => !r.warnings.is_empty(),
+        (Ok(_), false) => false,
+    };
+    match format {
+        CheckFormat::Json => {
+            let json = match &outcome {
+                Ok(r) => serde_json::json!({
+                    "ok": !failed,
+                    "file": r.config.source,
+                    "policies": r.config.policies.iter().map(|p| {
+                        let c = policy::counts(p);
+                        serde_json::json!({
+                            "name": p.name,
+                            "mode": p.mode.as_str(),
+                            "cgroups": p.cgroups.iter().map(|c| &c.path).collect::<Vec<_>>(),
+                            "ipv4": {"allow": c.allow_v4, "deny": c.deny_v4},
+                            "ipv6": {"allow": c.allow_v6, "deny": c.deny_v6},
+                            "sources": p.sources.iter().map(|(s, read, kept)| serde_json::json!({"source": s, "read": read, "after_aggregation": kept})).collect::<Vec<_>>(),
+                        })
+                    }).collect::<Vec<_>>(),
+                    "notes": r.notes,
+                    "warnings": r.warnings,
+                    "error": serde_json::Value::Null,
+                }),
+                Err(e) => {
+                    serde_json::json!({"ok": false, "error": format!("{e:#}"), "warnings": [], "notes": []})
+                }
+            };
+            println!("{json:#}");
+        }
+        CheckFormat::Text => {
+            if let Ok(r) = &outcome {
+                print!("{}", policy::summary(&r.config));
+                for n in &r.notes {
+                    println!("note: {n} (its policy applies as soon as it appears)");
+                }
+                for w in &r.warnings {
+                    println!("{}: {w}", if strict { "error" } else { "warning" });
+                }
+            }
+        }
+    }
+    match outcome {
+        Err(e) if format == CheckFormat::Text => Err(e),
+        Err(_) => anyhow::bail!("the config is invalid (see the JSON above)"),
+        Ok(r) if failed => anyhow::bail!(
+            "{}: {} warning(s), and --strict makes them errors",
+            r.config.source,
+            r.warnings.len()
+        ),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// What `check` found of a valid config.
+struct Checked {
+    config: Config,
+    notes: Vec<String>,
+    warnings: Vec<String>,
+}
+
+fn validate(path: Option<&Path>, default: bool) -> anyhow::Result<Checked> {
+    let config = match path {
+        Some(p) => Config::load(p)?,
+        None if Path::new(DEFAULT_PATH).exists() => Config::load(Path::new(DEFAULT_PATH))?,
+        None if default => Config::embedded_default(),
+        None => anyhow::bail!(
+            "no config at {DEFAULT_PATH}: name one with --config, or pass --default to check \
+             the embedded audit-only default (a CI step must not pass on a config that was \
+             never shipped)"
+        ),
+    };
     let hierarchy = Hierarchy::discover()?;
     let notes = check_cgroups(&config, &hierarchy)?;
     let sizes = validate_compiled(&config)?;
-    print!("{}", policy::summary(&config));
-    for n in notes {
-        println!("note: {n} (its policy applies as soon as it appears)");
-    }
-    for w in config
+    let warnings = config
         .warnings()
         .into_iter()
+        .chain(policy::lockout::lint(&config))
         .chain(capacity_warnings(&config, sizes))
-    {
-        println!("warning: {w}");
-    }
-    Ok(())
+        .collect();
+    Ok(Checked {
+        config,
+        notes,
+        warnings,
+    })
 }
 
 /// Compiles the config once, for the limits only the compiled form shows (port rules

@@ -16,7 +16,12 @@ use crate::{
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => daemon::run(config.as_deref()),
-        Command::Check { config } => check::check(config.as_deref()),
+        Command::Check {
+            config,
+            default,
+            format,
+            strict,
+        } => check::check(config.as_deref(), default, format, strict),
         Command::Detach { config } => detach::detach(config.as_deref()),
         Command::Reload {
             socket,

@@ -12,6 +12,7 @@ pub mod decide;
 pub mod describe;
 pub mod diff;
 pub mod explain;
+pub mod lockout;
 pub mod summary;
 #[cfg(test)]
 mod tests;
