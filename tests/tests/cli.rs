@@ -523,3 +523,43 @@ fn a_reader_that_goes_away_ends_the_command_quietly() {
         out.status
     );
 }
+
+#[test]
+fn reload_of_a_broken_config_reaches_the_agent_which_refuses_and_counts_it() {
+    if !require_root() {
+        return;
+    }
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(&["203.0.113.9"]).unwrap();
+    sb.cgroup("app").unwrap();
+    let cfg = sb.write_config(
+        "residency.toml",
+        "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\n\
+         [[policy]]\nname = \"eu\"\ncgroups = [\"{cg}/app\"]\nallow = [\"198.51.100.0/24\"]\n",
+    );
+    sb.start_agent(&bin, &cfg).unwrap();
+    // Broken beyond parsing, control_socket and all: the CLI still finds the agent
+    // (through the socket the file names, read leniently) and the agent says why.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("[[policy]]", "[[policy]\n")).unwrap();
+    let o = agent(&["reload", "--config", cfg.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("rejected") && t.contains("residency.toml:"),
+        "{t}"
+    );
+    let (_, body) = residency_tests::http_get(sb.metrics, "/metrics").unwrap();
+    assert_eq!(
+        residency_tests::sample(&body, "residency_reloads_total{result=\"failure\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    assert!(
+        sb.agent()
+            .stderr()
+            .iter()
+            .any(|l| l.contains("reload rejected")),
+        "the agent logged nothing"
+    );
+}

@@ -5,10 +5,44 @@ use std::path::Path;
 
 use anyhow::bail;
 
+use anyhow::Context as _;
+
 use crate::{
-    config::{AgentConfig, Config},
+    config::AgentConfig,
     control::{self, Request},
 };
+
+/// The control socket a config file names, read without validating the rest: a
+/// config that the agent will reject must still reach it (`reload` of a bad file is
+/// refused, counted and logged by the agent, and the CLI prints the agent's reason).
+/// In a file that is not TOML at all, its `control_socket = "…"` line is looked for;
+/// without one, the default socket is used.
+fn socket_of(config: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("{}: cannot read", config.display()))?;
+    let parsed = text.parse::<toml::Table>().ok().and_then(|t| {
+        t.get("agent")?
+            .get("control_socket")?
+            .as_str()
+            .map(std::path::PathBuf::from)
+    });
+    let scanned = || {
+        text.lines().find_map(|l| {
+            let (key, value) = l.split_once('=')?;
+            let value = value
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"');
+            (key.trim() == "control_socket" && value.starts_with('/'))
+                .then(|| std::path::PathBuf::from(value))
+        })
+    };
+    Ok(parsed
+        .or_else(scanned)
+        .unwrap_or_else(|| AgentConfig::default().control_socket))
+}
 
 /// Sends `request` to the running agent and prints its answer (JSON with `json`);
 /// fails when the agent says the request failed.
@@ -21,7 +55,7 @@ pub fn ask(
     let socket = match socket {
         Some(s) => s.to_owned(),
         None => match config {
-            Some(c) => Config::load(c)?.agent.control_socket,
+            Some(c) => socket_of(c)?,
             None => AgentConfig::default().control_socket,
         },
     };
@@ -38,4 +72,30 @@ pub fn ask(
         bail!("{}", response.text.lines().next().unwrap_or("failed"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_is_found_in_a_broken_config() {
+        let dir = std::env::temp_dir().join(format!("residency-ask-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("broken.toml");
+        std::fs::write(
+            &f,
+            "[agent]\npin_path = \"/tmp/x\"\ncontrol_socket = \"/tmp/zz/agent.sock\"\n[[policy]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            socket_of(&f).unwrap(),
+            std::path::PathBuf::from("/tmp/zz/agent.sock")
+        );
+        std::fs::write(&f, "[agent\n").unwrap();
+        assert_eq!(
+            socket_of(&f).unwrap(),
+            AgentConfig::default().control_socket
+        );
+    }
 }
