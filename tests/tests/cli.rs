@@ -540,8 +540,8 @@ fn reload_of_a_broken_config_reaches_the_agent_which_refuses_and_counts_it() {
     sb.start_agent(&bin, &cfg).unwrap();
     // Broken beyond parsing, control_socket and all: the CLI still finds the agent
     // (through the socket the file names, read leniently) and the agent says why.
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, text.replace("[[policy]]", "[[policy]\n")).unwrap();
+    let original = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, original.replace("[[policy]]", "[[policy]\n")).unwrap();
     let o = agent(&["reload", "--config", cfg.to_str().unwrap()]);
     let t = text(&o);
     assert!(!o.status.success(), "{t}");
