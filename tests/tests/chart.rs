@@ -383,21 +383,26 @@ fn the_config_value_is_the_agents_config_as_toml_or_yaml() {
 }
 
 #[test]
-fn the_readmes_values_example_renders_to_a_valid_policy() {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .unwrap();
-    let start = readme
-        .find("```yaml\n# my-values.yaml\n")
-        .expect("the README's values example");
-    let body = &readme[start + "```yaml\n".len()..];
-    let example = &body[..body.find("```").unwrap()];
-    let path = scratch("readme-values.yaml");
-    std::fs::write(&path, example).unwrap();
-    let objects = render_and_admit("readme", &[&path]);
-    let _ = std::fs::remove_file(&path);
-    let config = config_of(&objects);
-    assert!(config.contains("name = \"payments-eu\""), "{config}");
+fn the_docs_values_examples_render_to_valid_policies() {
+    // Every `# my-values.yaml` example of the README and of docs/kubernetes.md.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut seen = 0;
+    for doc in ["README.md", "docs/kubernetes.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        for (n, block) in text.split("```yaml\n# my-values.yaml").skip(1).enumerate() {
+            let example = format!("# my-values.yaml{}", &block[..block.find("```").unwrap()]);
+            let path = scratch(&format!("values-{n}.yaml"));
+            std::fs::write(&path, &example).unwrap();
+            let objects = render_and_admit(&doc.replace('/', "-"), &[&path]);
+            let _ = std::fs::remove_file(&path);
+            assert!(
+                config_of(&objects).contains("name = \"payments-eu\""),
+                "{doc}: {example}"
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "the values examples were not found");
 }
 
 #[test]

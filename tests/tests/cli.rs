@@ -563,3 +563,36 @@ fn reload_of_a_broken_config_reaches_the_agent_which_refuses_and_counts_it() {
         "the agent logged nothing"
     );
 }
+
+#[test]
+fn every_whole_config_example_in_the_docs_passes_check() {
+    // Each ```toml block with a [[policy]] (a whole config, not a fragment) of the
+    // README and docs/, as a reader would copy it.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempdir::Dir::new("docs");
+    let mut docs = vec![root.join("README.md")];
+    for e in std::fs::read_dir(root.join("docs")).unwrap() {
+        docs.push(e.unwrap().path());
+    }
+    let mut checked = 0;
+    for doc in docs {
+        let page = std::fs::read_to_string(&doc).unwrap();
+        for (n, block) in page.split("```toml\n").skip(1).enumerate() {
+            let example = &block[..block.find("```").unwrap()];
+            if !example.contains("[[policy]]") {
+                continue;
+            }
+            let name = format!("{}-{n}.toml", doc.file_stem().unwrap().to_string_lossy());
+            let cfg = write(&dir, &name, example);
+            let o = agent(&["check", "--config", &cfg]);
+            assert!(
+                o.status.success(),
+                "{} example {n} fails check:\n{example}\n{}",
+                doc.display(),
+                text(&o)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "only {checked} examples found");
+}
