@@ -85,7 +85,7 @@ impl Agent {
                 None => cmd.stdout(Stdio::piped()).stderr(Stdio::piped()),
             },
         };
-        let mut child = cmd.spawn().context("starting the agent")?;
+        let mut child = crate::commands::spawn(&mut cmd).context("starting the agent")?;
         let mut unread = None;
         let (stdout, stderr) = match launch.log_file {
             Some(_) => (Lines::default(), Lines::default()),

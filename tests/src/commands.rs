@@ -36,14 +36,28 @@ pub fn stdout_of(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Spawns `cmd`. A program the tests have just written (a copy of the agent for
+/// another user, a wrapper script) can be busy for a moment: a child that another
+/// test thread forked meanwhile holds the file's write descriptor until its own exec
+/// closes it (ETXTBSY). That is retried briefly.
+pub fn spawn(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Runs a command to completion, killing it after `secs` seconds: a command the tests
 /// expect to return (a refusal, `check`, `detach`) must never hang the suite.
 pub fn output_within(cmd: &mut Command, secs: u64) -> std::process::Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = spawn(cmd).unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
     let deadline = Instant::now() + Duration::from_secs(secs);
     while child.try_wait().expect("wait").is_none() {
         if Instant::now() > deadline {
