@@ -49,10 +49,15 @@ pub enum Command {
         strict: bool,
     },
     /// Remove everything the agent attached or pinned (the pin path of the config).
+    /// When that ends enforcement for cgroups with processes in them, asks first (or,
+    /// without a terminal, refuses unless --yes). Writes a journal entry.
     Detach {
         /// Config file (for its pin_path).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Remove enforcement without asking, even from cgroups with processes.
+        #[arg(long, short)]
+        yes: bool,
     },
     /// Ask the running agent to re-read its config file and swap the new policy in
     /// atomically; prints what changed. A bad config is rejected (non-zero exit) and the

@@ -271,7 +271,7 @@ pub fn release_pins(bin: &Path, config: &Path, pins: &Path) -> anyhow::Result<()
         return Ok(());
     }
     let detach = Command::new(bin)
-        .args(["detach", "--config"])
+        .args(["detach", "--yes", "--config"])
         .arg(config)
         .output()
         .context("running residency-agent detach")?;
@@ -353,10 +353,25 @@ impl Sandbox {
         )
     }
 
-    /// Runs `residency-agent detach` for the sandbox's pin path.
+    /// Runs `residency-agent detach --yes` for the sandbox's pin path (its cgroups may
+    /// hold processes; without `--yes` and a terminal, detach would refuse).
     pub fn detach(&self, bin: &Path, config: &Path) -> std::process::Output {
         output_within(
-            Command::new(bin).args(["detach", "--config"]).arg(config),
+            Command::new(bin)
+                .args(["detach", "--yes", "--config"])
+                .arg(config),
+            20,
+        )
+    }
+
+    /// Runs `residency-agent detach` without `--yes` (no terminal: it refuses when
+    /// enforcement would end for cgroups with processes).
+    pub fn detach_asking(&self, bin: &Path, config: &Path) -> std::process::Output {
+        output_within(
+            Command::new(bin)
+                .args(["detach", "--config"])
+                .arg(config)
+                .stdin(std::process::Stdio::null()),
             20,
         )
     }

@@ -693,3 +693,62 @@ fn a_configmap_style_symlink_swap_is_applied_when_watch_config_is_on() {
     assert!(sb.client(Some(&app), "udp", ONLY_B).ok);
     assert!(!sb.client(Some(&app), "udp", NEITHER).ok);
 }
+
+#[test]
+fn detach_asks_before_ending_enforcement_for_running_workloads_and_leaves_a_journal_entry() {
+    if !require_root() {
+        return;
+    }
+    residency_tests::ensure_journald().unwrap();
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    let cfg = sb.write_config(
+        "residency.toml",
+        "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\n[events]\nsinks = [\"text\"]\n\
+         [[policy]]\nname = \"eu\"\ncgroups = [\"{cg}/app\"]\nallow = [\"198.51.100.0/24\"]\n",
+    );
+    sb.start_agent(&bin, &cfg).unwrap();
+    // A workload runs in the enforced cgroup.
+    let mut workload = sb.command(Some(&app), "sleep", &["30"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Without a terminal and without --yes: refused, naming the cgroup; nothing changed.
+    let o = sb.detach_asking(&bin, &cfg);
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("refusing without --yes") && t.contains("/app (1 process(es))"),
+        "{t}"
+    );
+    assert!(
+        !sb.client(Some(&app), "tcp", ONLY_B).ok,
+        "enforcement must stay"
+    );
+    // With --yes: detached, and the journal says who did it.
+    let o = sb.detach(&bin, &cfg);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pins = sb.pin_path().display().to_string();
+    let mut found = false;
+    for _ in 0..50 {
+        found = residency_tests::journal_entries("MESSAGE_ID", "7f2c5e9a1b3d4c8e9f0a6b2d4e8c1a37")
+            .iter()
+            .any(|e| {
+                e["RESIDENCY_PIN_PATH"] == pins.as_str()
+                    && e["RESIDENCY_DETACHED_BY_UID"] == "0"
+                    && e["RESIDENCY_BUSY_CGROUPS"]
+                        .as_str()
+                        .is_some_and(|c| c.ends_with("/app"))
+            });
+        if found {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(found, "no journal entry of the detach");
+    let _ = workload.kill();
+    let _ = workload.wait();
+}

@@ -22,7 +22,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             format,
             strict,
         } => check::check(config.as_deref(), default, format, strict),
-        Command::Detach { config } => detach::detach(config.as_deref()),
+        Command::Detach { config, yes } => detach::detach(config.as_deref(), yes),
         Command::Reload {
             socket,
             config,

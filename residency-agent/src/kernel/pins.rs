@@ -418,6 +418,24 @@ pub fn remove_instance(dir: &Path) -> Result<usize, PinError> {
     Ok(cgroups.len())
 }
 
+/// The cgroup ids that pinned link instances attach to (from the pins' names).
+pub fn attached_cgroup_ids(pin_path: &Path) -> Result<std::collections::BTreeSet<u64>, PinError> {
+    let mut ids = std::collections::BTreeSet::new();
+    for dir in instances(pin_path)? {
+        for e in std::fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name
+                .strip_prefix("link-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|id| id.parse().ok())
+            {
+                ids.insert(id);
+            }
+        }
+    }
+    Ok(ids)
+}
+
 /// Removes every instance but `keep`; returns how many links were detached.
 pub fn remove_others(pin_path: &Path, keep: Option<&Path>) -> Result<usize, PinError> {
     let mut detached = 0;
