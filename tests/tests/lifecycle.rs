@@ -752,3 +752,43 @@ fn detach_asks_before_ending_enforcement_for_running_workloads_and_leaves_a_jour
     let _ = workload.kill();
     let _ = workload.wait();
 }
+
+#[test]
+fn status_without_an_agent_reads_what_the_pins_still_enforce() {
+    if !require_root() {
+        return;
+    }
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    let cfg = sb.write_config(
+        "residency.toml",
+        "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\n[events]\nsinks = [\"text\"]\n\
+         [[policy]]\nname = \"eu\"\ncgroups = [\"{cg}/app\"]\nallow = [\"198.51.100.0/24\"]\n",
+    );
+    sb.start_agent(&bin, &cfg).unwrap();
+    // The agent dies; the pinned program keeps enforcing.
+    sb.agent().signal(libc::SIGKILL);
+    assert!(!sb.client(Some(&app), "tcp", ONLY_B).ok);
+    let cfg_arg = cfg.to_str().unwrap();
+    let o = output_within(Command::new(&bin).args(["status", "--config", cfg_arg]), 20);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("no agent answers at") && t.contains("keeps enforcing"),
+        "{t}"
+    );
+    assert!(t.contains(&format!("cgroup {} (id ", app.display())), "{t}");
+    let o = output_within(
+        Command::new(&bin).args(["status", "--json", "--config", cfg_arg]),
+        20,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["agent"], false);
+    assert_eq!(v["attached"][0]["cgroup"], app.display().to_string());
+    // Once detached, nothing enforces, and status says so with a failure.
+    assert!(sb.detach(&bin, &cfg).status.success());
+    let o = output_within(Command::new(&bin).args(["status", "--config", cfg_arg]), 20);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("nothing enforces"), "{}", text(&o));
+}

@@ -44,6 +44,32 @@ fn socket_of(config: &Path) -> anyhow::Result<std::path::PathBuf> {
         .unwrap_or_else(|| AgentConfig::default().control_socket))
 }
 
+/// Whether a failed call means that no agent listens (no socket, or nobody on it),
+/// rather than, say, a refused permission.
+fn no_agent(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            )
+        })
+}
+
+/// The pin path a config file names, read as leniently as its socket.
+fn pin_path_of(config: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("{}: cannot read", config.display()))?;
+    let named = text.parse::<toml::Table>().ok().and_then(|t| {
+        t.get("agent")?
+            .get("pin_path")?
+            .as_str()
+            .map(std::path::PathBuf::from)
+    });
+    Ok(named.unwrap_or_else(|| AgentConfig::default().pin_path))
+}
+
 /// Sends `request` to the running agent and prints its answer (JSON with `json`);
 /// fails when the agent says the request failed.
 pub fn ask(
@@ -59,7 +85,18 @@ pub fn ask(
             None => AgentConfig::default().control_socket,
         },
     };
-    let response = control::call(&socket, &request)?;
+    let response = match control::call(&socket, &request) {
+        Ok(r) => r,
+        // No agent runs: `status` says what the pins still enforce.
+        Err(e) if matches!(request, Request::Status) && no_agent(&e) => {
+            let pin_path = match config {
+                Some(c) => pin_path_of(c)?,
+                None => AgentConfig::default().pin_path,
+            };
+            return super::pinned::status(&pin_path, &socket, &e, json);
+        }
+        Err(e) => return Err(e),
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&response.data)?);
     } else {

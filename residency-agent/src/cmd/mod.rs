@@ -5,6 +5,7 @@ pub mod check;
 pub mod detach;
 pub mod docs;
 pub mod explain;
+pub mod pinned;
 
 use crate::{
     cli::{Cli, Command},
