@@ -200,6 +200,12 @@ aggregate_window_ms = 500"#,
         .collect();
     let counted: u64 = json.iter().map(|j| j["count"].as_u64().unwrap()).sum();
     assert_eq!(counted, 7, "{json:#?}");
+    // Each line says its severity and the node, for the log collector.
+    assert!(
+        json.iter()
+            .all(|j| j["level"] == "warning" && j["host"].as_str().is_some_and(|h| !h.is_empty())),
+        "{json:#?}"
+    );
     assert!(
         json.iter()
             .all(|j| j["event"] == "RESIDENCY_EGRESS_BLOCK" && j["policy"] == policy.as_str())

@@ -19,6 +19,8 @@ type Key = (String, bool, &'static str, String, Option<IpAddr>, u16, u64);
 
 struct Pending {
     started: Instant,
+    /// When the window's first event was read, for the summary's `first_seen`.
+    first: std::time::SystemTime,
     repeats: u32,
     last: BlockEvent,
 }
@@ -74,6 +76,7 @@ impl Aggregator {
                 key,
                 Pending {
                     started: now,
+                    first: event.time,
                     repeats: 0,
                     last: event.clone(),
                 },
@@ -107,9 +110,12 @@ impl Aggregator {
     }
 }
 
+/// A closed window's summary: the last repeat, counting the repeats, and the
+/// window's first and last event times (`first_seen`, and `time` as `last_seen`).
 fn summary(p: Pending) -> BlockEvent {
     let mut e = p.last;
     e.count = p.repeats;
+    e.first_seen = Some(p.first);
     e
 }
 
@@ -151,7 +157,18 @@ mod tests {
         let out = a.flush(t0 + w);
         assert_eq!(out.len(), 1, "only the key with repeats has a summary");
         assert_eq!(out[0].count, 99);
-        assert!(out[0].line().ends_with("count=99"));
+        // The summary says the window it covers.
+        let line = out[0].line();
+        assert!(
+            line.contains(" count=99 first_seen=") && line.contains(" last_seen="),
+            "{line}"
+        );
+        let json = out[0].json();
+        assert!(
+            json["first_seen"].is_string() && json["last_seen"].is_string(),
+            "{json}"
+        );
+        assert!(out[0].first_seen.unwrap() <= out[0].time);
         assert_eq!(a.open_keys(), 0);
     }
 

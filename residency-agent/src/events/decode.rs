@@ -95,6 +95,7 @@ impl BlockEvent {
             count: e.count,
             masked: version.config.events.mask_addresses,
             time: SystemTime::now(),
+            first_seen: None,
         }
     }
 }

@@ -63,6 +63,16 @@ impl BlockEvent {
         }
         f.push((field("RESIDENCY_RULE", "rule"), self.rule.clone()));
         f.push((field("RESIDENCY_COUNT", "count"), self.count.to_string()));
+        if let Some(first) = self.first_seen {
+            f.push((
+                field("RESIDENCY_FIRST_SEEN", "first_seen"),
+                humantime::format_rfc3339_micros(first).to_string(),
+            ));
+            f.push((
+                field("RESIDENCY_LAST_SEEN", "last_seen"),
+                humantime::format_rfc3339_micros(self.time).to_string(),
+            ));
+        }
         f
     }
 
@@ -90,6 +100,12 @@ impl BlockEvent {
     /// The JSON-lines form: every field (numbers as numbers) plus an RFC 3339 time.
     pub fn json(&self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
+        // What a log collector files an entry under: its severity and the node.
+        m.insert(
+            "level".into(),
+            if self.audit { "notice" } else { "warning" }.into(),
+        );
+        m.insert("host".into(), hostname().into());
         m.insert(
             "time".into(),
             humantime::format_rfc3339_micros(self.time)
@@ -160,6 +176,23 @@ impl BlockEvent {
         if self.count != 1 {
             s.push_str(&format!(" count={}", self.count));
         }
+        if let Some(first) = self.first_seen {
+            s.push_str(&format!(
+                " first_seen={} last_seen={}",
+                humantime::format_rfc3339_micros(first),
+                humantime::format_rfc3339_micros(self.time)
+            ));
+        }
         s
     }
+}
+
+/// This host's name, read once (`/proc/sys/kernel/hostname`).
+pub(crate) fn hostname() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "-".to_owned())
+    })
 }

@@ -41,4 +41,7 @@ pub struct BlockEvent {
     /// Addresses are shown truncated (IPv4 /24, IPv6 /48).
     pub masked: bool,
     pub time: SystemTime,
+    /// An aggregated summary: when its window's first event was read (its last is
+    /// `time`).
+    pub first_seen: Option<SystemTime>,
 }

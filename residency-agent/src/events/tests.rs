@@ -145,6 +145,15 @@ fn masks_addresses_and_renders_every_format() {
     assert_eq!(json["dport"], 443);
     assert_eq!(json["cgroup"], "/sys/fs/cgroup/x");
     assert_eq!(json["count"], 1);
+    // What a log collector files it under.
+    assert_eq!(json["level"], "warning");
+    assert_eq!(
+        json["host"],
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim()
+    );
+    assert!(json.get("first_seen").is_none(), "not a summary");
     let fields = ev.fields();
     assert!(
         fields
