@@ -18,6 +18,7 @@
 //! | [`control`] | the control socket: protocol, server, client | |
 //! | [`daemon`] | `run`: start-up steps, main loop, rescan, reload, status | |
 //! | [`cmd`], [`cli`] | the subcommands and their command line | |
+//! | [`log`] | the agent's own log: journald under systemd, priority-prefixed lines elsewhere | |
 //!
 //! Where a packet is judged is the kernel program's `residency-ebpf/src/programs/egress.rs`.
 
@@ -31,6 +32,7 @@ pub mod generations;
 pub mod host;
 pub mod kernel;
 pub mod kubernetes;
+pub mod log;
 pub mod metrics;
 pub mod policy;
 pub mod sys;

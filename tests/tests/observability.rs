@@ -502,3 +502,75 @@ fn a_block_storm_is_bounded_and_every_packet_counted() {
         .unwrap();
     assert!(rss_kb < 64 * 1024, "agent RSS {rss_kb} kB after a storm");
 }
+
+#[test]
+fn the_agents_own_log_carries_priorities_to_journald_and_to_stderr() {
+    if !require_root() {
+        return;
+    }
+    residency_tests::ensure_journald().unwrap();
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    sb.cgroup("app").unwrap();
+    // One cgroup that does not exist yet: a warning in the log.
+    let cfg = sb.write_config(
+        "residency.toml",
+        "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\n[events]\nsinks = [\"json\"]\n\
+         [[policy]]\nname = \"eu\"\ncgroups = [\"{cg}/app\", \"{cg}/later\"]\nallow = [\"198.51.100.0/24\"]\n",
+    );
+    // Not on a terminal and not under systemd: each line starts with its priority.
+    sb.start_agent(&bin, &cfg).unwrap();
+    let log = sb.agent().stderr();
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("<6>") && l.contains("attached; reporting")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("<4>") && l.contains("does not exist yet")),
+        "{log:#?}"
+    );
+    sb.agent()
+        .terminate(std::time::Duration::from_secs(10))
+        .unwrap();
+
+    // Under systemd (stderr is the journal's stream, as JOURNAL_STREAM says): to
+    // journald natively, each entry with its priority.
+    let wrapper = sb.dir.join("as-a-systemd-service");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexport JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2)\nexec {} \"$@\"\n",
+            bin.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let launch = residency_tests::Launch {
+        healthz: Some(sb.metrics),
+        ..residency_tests::Launch::new(&[])
+    };
+    sb.start_agent_with(&wrapper, &cfg, &launch).unwrap();
+    let pid = sb.agent().pid().to_string();
+    let mut entries = Vec::new();
+    for _ in 0..50 {
+        entries = residency_tests::journal_entries("_PID", &pid);
+        if entries.len() >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let has = |priority: &str, text: &str| {
+        entries.iter().any(|e| {
+            e["PRIORITY"] == priority && e["MESSAGE"].as_str().is_some_and(|m| m.contains(text))
+        })
+    };
+    assert!(has("6", "attached; reporting"), "{entries:#?}");
+    assert!(has("4", "does not exist yet"), "{entries:#?}");
+    assert!(sb.agent().stderr().is_empty(), "{:#?}", sb.agent().stderr());
+}

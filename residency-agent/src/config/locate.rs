@@ -7,7 +7,7 @@ use std::ops::Range;
 /// A configuration error, located in its source.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{file}: cannot read: {source}")]
+    #[error("{file}: cannot read")]
     Read {
         file: String,
         #[source]
