@@ -84,6 +84,16 @@ pub fn parse_entry(text: &str) -> Result<(IpNetwork, Option<PortSpec>), String> 
     let Some(spec) = words.next() else {
         return Ok((network, None));
     };
+    // "192.0.2.0 /24": a prefix length cut off by a space, not a protocol.
+    if let Some(len) = spec.strip_prefix('/')
+        && !len.is_empty()
+        && len.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(format!(
+            "\"{}\" has a space before its prefix length: write \"{prefix}/{len}\"",
+            text.trim()
+        ));
+    }
     if words.next().is_some() {
         return Err(format!(
             "\"{}\" has more than a prefix and one protocol/ports word (write \"PREFIX\" or \"PREFIX tcp/PORT[-PORT]\")",

@@ -167,18 +167,77 @@ fn check_default_policy(
 /// (`policy[2].cgroups`), found by `serde_path_to_error`, since toml's own error
 /// carries only the span.
 fn deserialize(at: &Locator, text: &str) -> Result<RawConfig, ConfigError> {
-    let de = toml::Deserializer::parse(text)
-        .map_err(|e| at.error(e.span().unwrap_or(0..0), "config", e.message().trim_end()))?;
+    let de = toml::Deserializer::parse(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        // A key written twice: name it, in its table.
+        let key = if e.message().contains("duplicate key") {
+            key_at(text, span.start).unwrap_or_else(|| "config".to_owned())
+        } else {
+            "config".to_owned()
+        };
+        at.error(span, &key, e.message().trim_end())
+    })?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = key_path(e.path());
         let inner = e.into_inner();
-        let key = if key.is_empty() { "config" } else { &key };
-        at.error(
-            inner.span().unwrap_or(0..0),
-            key,
-            inner.message().trim_end(),
-        )
+        let span = inner.span().unwrap_or(0..0);
+        // serde knows no path for some errors (a duplicate key): name the key the
+        // span points at, in the table that holds it.
+        let key = if key.is_empty() {
+            key_at(text, span.start).unwrap_or_else(|| "config".to_owned())
+        } else {
+            key
+        };
+        at.error(span, &key, inner.message().trim_end())
     })
+}
+
+/// The key written at byte `at` of `text`, with the table it is in: `agent.pin_path`,
+/// `policy[1].name` (the second `[[policy]]`).
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let rest = text.get(at..)?;
+    let name: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        .collect();
+    if name.is_empty() {
+        return None;
+    }
+    let before = &text[..at];
+    let header = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['));
+    let table = match header {
+        None => return Some(name),
+        Some(h) if h.starts_with("[[") => {
+            let t = h
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .trim()
+                .to_owned();
+            let index = before
+                .lines()
+                .filter(|l| {
+                    l.trim()
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .trim()
+                        == t
+                        && l.trim().starts_with("[[")
+                })
+                .count()
+                .saturating_sub(1);
+            format!("{t}[{index}]")
+        }
+        Some(h) => h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim()
+            .to_owned(),
+    };
+    Some(format!("{table}.{name}"))
 }
 
 /// `policy[2].cgroups` from serde's path, without the private field through which

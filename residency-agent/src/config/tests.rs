@@ -449,3 +449,28 @@ fn a_deny_source_wins_by_its_own_prefixes_and_a_hand_written_allow_is_reported()
         "203.0.113.0/24 is in deny source \"plain deny.txt\" but allowed by hand on line 4"
     )));
 }
+
+#[test]
+fn errors_name_the_key_and_the_real_cause() {
+    let e = Config::parse(
+        "[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\n[[policy]]\nname = \"q\"\nname = \"r\"\ncgroups = [\"y\"]\n",
+        "t.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(e, "t.toml:6:1: policy[1].name: duplicate key");
+    let e = Config::parse("[agent]\npin_path = \"/a\"\npin_path = \"/b\"\n", "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, "t.toml:3:1: agent.pin_path: duplicate key");
+    let e = Config::parse(
+        "[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\nallow = [\"192.0.2.0 /24\"]\n",
+        "t.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("has a space before its prefix length: write \"192.0.2.0/24\""),
+        "{e}"
+    );
+}
