@@ -596,3 +596,28 @@ fn every_whole_config_example_in_the_docs_passes_check() {
     }
     assert!(checked >= 4, "only {checked} examples found");
 }
+
+#[test]
+fn check_refuses_a_file_as_a_cgroup_and_a_config_without_policies_as_run_does() {
+    let dir = tempdir::Dir::new("run-refusals");
+    let file = write(
+        &dir,
+        "file.toml",
+        "[[policy]]\nname = \"p\"\ncgroups = [\"cgroup.procs\"]\nallow = [\"10.0.0.0/8\", \"::1/128\"]\n",
+    );
+    let o = agent(&["check", "--config", &file]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("file.toml:3: ") && text(&o).contains("is not a cgroup v2 directory"),
+        "{}",
+        text(&o)
+    );
+    let empty = write(&dir, "empty.toml", "[agent]\nwatch_config = true\n");
+    let o = agent(&["check", "--config", &empty]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("has no [[policy]], so there is nothing to enforce"),
+        "{}",
+        text(&o)
+    );
+}

@@ -95,6 +95,9 @@ fn validate(path: Option<&Path>, default: bool) -> anyhow::Result<Checked> {
         ),
     };
     let hierarchy = Hierarchy::discover()?;
+    // The same refusals as `run` and a reload (the daemon's own function); then the
+    // cgroups that do not exist yet, as notes with their lines.
+    crate::daemon::prepare::validate_on_host(&config, &hierarchy)?;
     let notes = check_cgroups(&config, &hierarchy)?;
     let sizes = validate_compiled(&config)?;
     let warnings = config

@@ -17,6 +17,26 @@ pub struct Prepared {
     pub missing: Vec<MissingCgroup>,
 }
 
+/// What `run`, a reload and `check` all refuse of a config on this host: no policy
+/// (applying it would replace enforcement with nothing), a cgroup path outside the
+/// hierarchy, one that exists but is not a cgroup, one cgroup bound twice. Returns
+/// the configured cgroups resolved: those that exist and those still missing.
+pub fn validate_on_host(
+    config: &Config,
+    hierarchy: &Hierarchy,
+) -> anyhow::Result<(Vec<BoundCgroup>, Vec<MissingCgroup>)> {
+    if config.policies.is_empty() {
+        // `detach` is the one way to remove enforcement.
+        bail!(
+            "{} has no [[policy]], so there is nothing to enforce \
+             (`residency-agent detach` removes enforcement)",
+            config.source
+        );
+    }
+    check_cgroups(config, hierarchy)?;
+    resolve_cgroups(config, hierarchy).context("a configured cgroup cannot be used")
+}
+
 /// `cluster`: the pods known so far, placed beside the config's cgroups (with
 /// `[kubernetes]` enabled; see [`kubernetes::place`]).
 pub fn prepare(
@@ -24,18 +44,7 @@ pub fn prepare(
     hierarchy: &Hierarchy,
     cluster: &ClusterState,
 ) -> anyhow::Result<Prepared> {
-    if config.policies.is_empty() {
-        // Applying it would replace enforcement with nothing: `detach` is the one way
-        // to remove enforcement.
-        bail!(
-            "{} has no [[policy]], so there is nothing to enforce \
-             (`residency-agent detach` removes enforcement)",
-            config.source
-        );
-    }
-    check_cgroups(&config, hierarchy)?;
-    let (mut bound, mut missing) =
-        resolve_cgroups(&config, hierarchy).context("a configured cgroup cannot be used")?;
+    let (mut bound, mut missing) = validate_on_host(&config, hierarchy)?;
     kubernetes::place(&config, hierarchy, cluster, &mut bound, &mut missing);
     for m in &missing {
         warn!(
