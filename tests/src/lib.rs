@@ -37,7 +37,7 @@ pub use agent::{Agent, Launch, release_pins};
 pub use clients::{Outcome, Probe, ProbeResult};
 pub use commands::{join_cgroup, output_within, sh, stdout_of};
 pub use host::{agent_binary, cgroup2_mount, require_root};
-pub use http::{free_port, http_get, sample};
+pub use http::{assert_promtool_accepts, free_port, http_get, sample};
 pub use journal::{ensure_journald, journal_entries};
 pub use programs::PROGRAMS;
 pub use sandbox::{PORT, Sandbox};

@@ -3,7 +3,6 @@
 //! real agent exports; the live exposition itself passes `promtool check metrics`.
 
 use std::{
-    io::Write as _,
     path::PathBuf,
     process::{Command, Stdio},
 };
@@ -108,26 +107,7 @@ fn dashboard_and_exposition_agree_with_the_agent() {
     }
 
     // The live exposition passes Prometheus' own linter.
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    residency_tests::assert_promtool_accepts(&body);
 }
 
 /// Percent-encodes a query-string value.
@@ -433,24 +413,5 @@ fn policy_mode_coverage_reload_state_and_process_metrics_follow_the_agent() {
             > started
     );
     // The exposition still passes Prometheus' linter.
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    residency_tests::assert_promtool_accepts(&body);
 }

@@ -216,21 +216,7 @@ fn pods_are_held_to_the_policy_their_labels_select_systemd_driver() {
             "{name} is not exported:\n{body}"
         );
     }
-    let mut lint = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    std::io::Write::write_all(&mut lint.stdin.take().unwrap(), body.as_bytes()).unwrap();
-    let lint = lint.wait_with_output().unwrap();
-    assert!(
-        lint.status.success(),
-        "promtool check metrics:\n{}{}",
-        String::from_utf8_lossy(&lint.stdout),
-        String::from_utf8_lossy(&lint.stderr)
-    );
+    residency_tests::assert_promtool_accepts(&body);
 
     // A pod in the same namespace that the pod selector does not match: the default.
     let uid_b = "1a2b3c4d-0000-4000-8000-00000000000b";

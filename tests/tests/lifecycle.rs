@@ -702,13 +702,7 @@ fn detach_asks_before_ending_enforcement_for_running_workloads_and_leaves_a_jour
     residency_tests::ensure_journald().unwrap();
     let bin = agent_binary();
     let mut sb = Sandbox::new(ADDRS).unwrap();
-    let app = sb.cgroup("app").unwrap();
-    let cfg = sb.write_config(
-        "residency.toml",
-        "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\n[events]\nsinks = [\"text\"]\n\
-         [[policy]]\nname = \"eu\"\ncgroups = [\"{cg}/app\"]\nallow = [\"198.51.100.0/24\"]\n",
-    );
-    sb.start_agent(&bin, &cfg).unwrap();
+    let (app, cfg) = start_one_policy(&mut sb, &bin);
     // A workload runs in the enforced cgroup.
     let mut workload = sb.command(Some(&app), "sleep", &["30"]).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -760,13 +754,7 @@ fn status_without_an_agent_reads_what_the_pins_still_enforce() {
     }
     let bin = agent_binary();
     let mut sb = Sandbox::new(ADDRS).unwrap();
-    let app = sb.cgroup("app").unwrap();
-    let cfg = sb.write_config(
-        "residency.toml",
-        "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\n[events]\nsinks = [\"text\"]\n\
-         [[policy]]\nname = \"eu\"\ncgroups = [\"{cg}/app\"]\nallow = [\"198.51.100.0/24\"]\n",
-    );
-    sb.start_agent(&bin, &cfg).unwrap();
+    let (app, cfg) = start_one_policy(&mut sb, &bin);
     // The agent dies; the pinned program keeps enforcing.
     sb.agent().signal(libc::SIGKILL);
     assert!(!sb.client(Some(&app), "tcp", ONLY_B).ok);
@@ -791,4 +779,17 @@ fn status_without_an_agent_reads_what_the_pins_still_enforce() {
     let o = output_within(Command::new(&bin).args(["status", "--config", cfg_arg]), 20);
     assert!(!o.status.success());
     assert!(text(&o).contains("nothing enforces"), "{}", text(&o));
+}
+
+/// An agent enforcing one policy (198.51.100.0/24 allowed) on the sandbox's `app`
+/// cgroup, events as text: the cgroup and the config.
+fn start_one_policy(sb: &mut Sandbox, bin: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let app = sb.cgroup("app").unwrap();
+    let cfg = sb.write_config(
+        "residency.toml",
+        "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\n[events]\nsinks = [\"text\"]\n\
+         [[policy]]\nname = \"eu\"\ncgroups = [\"{cg}/app\"]\nallow = [\"198.51.100.0/24\"]\n",
+    );
+    sb.start_agent(bin, &cfg).unwrap();
+    (app, cfg)
 }
