@@ -112,7 +112,14 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
-        write!(writer, "<{}>", priority(event.metadata().level()))?;
-        self.0.format_event(ctx, writer, event)
+        // Every line of a multi-line message (a reload's list of changes) carries
+        // the priority, or the reader files the rest at its default level.
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        let p = priority(event.metadata().level());
+        for l in line.lines() {
+            writeln!(writer, "<{p}>{l}")?;
+        }
+        Ok(())
     }
 }

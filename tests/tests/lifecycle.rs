@@ -774,6 +774,24 @@ fn status_without_an_agent_reads_what_the_pins_still_enforce() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["agent"], false);
     assert_eq!(v["attached"][0]["cgroup"], app.display().to_string());
+    // The pin path is found even in a config that no longer parses.
+    let broken = sb.dir.join("broken.toml");
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("[[policy]]", "[[policy]\n"),
+    )
+    .unwrap();
+    let o = output_within(
+        Command::new(&bin).args(["status", "--config", broken.to_str().unwrap()]),
+        20,
+    );
+    assert!(
+        o.status.success() && text(&o).contains("keeps enforcing"),
+        "{}",
+        text(&o)
+    );
     // Once detached, nothing enforces, and status says so with a failure.
     assert!(sb.detach(&bin, &cfg).status.success());
     let o = output_within(Command::new(&bin).args(["status", "--config", cfg_arg]), 20);

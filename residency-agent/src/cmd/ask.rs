@@ -15,33 +15,35 @@ use crate::{
 /// The control socket a config file names, read without validating the rest: a
 /// config that the agent will reject must still reach it (`reload` of a bad file is
 /// refused, counted and logged by the agent, and the CLI prints the agent's reason).
-/// In a file that is not TOML at all, its `control_socket = "…"` line is looked for;
-/// without one, the default socket is used.
 fn socket_of(config: &Path) -> anyhow::Result<std::path::PathBuf> {
+    Ok(agent_path(config, "control_socket")?
+        .unwrap_or_else(|| AgentConfig::default().control_socket))
+}
+
+/// The `[agent]` path `key` of a config file, read leniently: from the parsed TOML,
+/// or, in a file that does not parse, from its `key = "/…"` line.
+fn agent_path(config: &Path, key: &str) -> anyhow::Result<Option<std::path::PathBuf>> {
     let text = std::fs::read_to_string(config)
         .with_context(|| format!("{}: cannot read", config.display()))?;
     let parsed = text.parse::<toml::Table>().ok().and_then(|t| {
         t.get("agent")?
-            .get("control_socket")?
+            .get(key)?
             .as_str()
             .map(std::path::PathBuf::from)
     });
     let scanned = || {
         text.lines().find_map(|l| {
-            let (key, value) = l.split_once('=')?;
+            let (k, value) = l.split_once('=')?;
             let value = value
                 .split('#')
                 .next()
                 .unwrap_or("")
                 .trim()
                 .trim_matches('"');
-            (key.trim() == "control_socket" && value.starts_with('/'))
-                .then(|| std::path::PathBuf::from(value))
+            (k.trim() == key && value.starts_with('/')).then(|| std::path::PathBuf::from(value))
         })
     };
-    Ok(parsed
-        .or_else(scanned)
-        .unwrap_or_else(|| AgentConfig::default().control_socket))
+    Ok(parsed.or_else(scanned))
 }
 
 /// Whether a failed call means that no agent listens (no socket, or nobody on it),
@@ -59,15 +61,7 @@ fn no_agent(e: &anyhow::Error) -> bool {
 
 /// The pin path a config file names, read as leniently as its socket.
 fn pin_path_of(config: &Path) -> anyhow::Result<std::path::PathBuf> {
-    let text = std::fs::read_to_string(config)
-        .with_context(|| format!("{}: cannot read", config.display()))?;
-    let named = text.parse::<toml::Table>().ok().and_then(|t| {
-        t.get("agent")?
-            .get("pin_path")?
-            .as_str()
-            .map(std::path::PathBuf::from)
-    });
-    Ok(named.unwrap_or_else(|| AgentConfig::default().pin_path))
+    Ok(agent_path(config, "pin_path")?.unwrap_or_else(|| AgentConfig::default().pin_path))
 }
 
 /// Sends `request` to the running agent and prints its answer (JSON with `json`);

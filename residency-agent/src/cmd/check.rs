@@ -87,12 +87,42 @@ fn validate(path: Option<&Path>, default: bool) -> anyhow::Result<Checked> {
     let config = match path {
         Some(p) => Config::load(p)?,
         None if Path::new(DEFAULT_PATH).exists() => Config::load(Path::new(DEFAULT_PATH))?,
-        None if default => Config::embedded_default(),
+        None if default => {
+            // As `run`: over enforcement pinned at the default pin path, the audit-only
+            // default would weaken it, so there it is refused.
+            let pinned =
+                crate::kernel::pins::maps_dir(&crate::config::AgentConfig::default().pin_path)
+                    .join(residency_common::maps::ACTIVE);
+            if pinned.exists() {
+                anyhow::bail!(
+                    "no config at {DEFAULT_PATH}, and enforcement is pinned at the default pin \
+                     path: `run` would refuse to replace it with the embedded audit-only default"
+                );
+            }
+            Config::embedded_default()
+        }
         None => anyhow::bail!(
             "no config at {DEFAULT_PATH}: name one with --config, or pass --default to check \
              the embedded audit-only default (a CI step must not pass on a config that was \
              never shipped)"
         ),
+    };
+    // What `run` needs of the host beside the cgroups: the control group (refused, as
+    // `run` refuses), the node name (a warning: the DaemonSet sets it where it runs).
+    if let Some(g) = &config.agent.control_group {
+        crate::control::group_id(g)?;
+    }
+    let node_name = if config.kubernetes.enabled {
+        crate::kubernetes::watch::node_name(&config.kubernetes)
+            .err()
+            .map(|e| {
+                format!(
+                    "{}: {e:#}; `run` refuses to start without it",
+                    config.source
+                )
+            })
+    } else {
+        None
     };
     let hierarchy = Hierarchy::discover()?;
     // The same refusals as `run` and a reload (the daemon's own function); then the
@@ -103,8 +133,9 @@ fn validate(path: Option<&Path>, default: bool) -> anyhow::Result<Checked> {
     let warnings = config
         .warnings()
         .into_iter()
-        .chain(policy::lockout::lint(&config))
+        .chain(policy::lockout::lint(&config, Some(&hierarchy.mount)))
         .chain(capacity_warnings(&config, sizes))
+        .chain(node_name)
         .collect();
     Ok(Checked {
         config,

@@ -27,7 +27,10 @@ pub fn detach(path: Option<&Path>, yes: bool) -> anyhow::Result<()> {
     let mount = Hierarchy::discover().ok().map(|h| h.mount);
     let mut busy = Vec::new();
     for id in pins::attached_cgroup_ids(pin_path)? {
+        // A cgroup this command cannot see (no cgroup2 mount, no CAP_DAC_READ_SEARCH,
+        // another cgroup namespace) may well hold processes: ask about it too.
         let Some(dir) = mount.as_deref().and_then(|m| cgroup_path(m, id)) else {
+            busy.push((format!("cgroup id {id} (not resolvable here)"), 0));
             continue;
         };
         let n = processes_below(Path::new(&dir));
@@ -38,7 +41,10 @@ pub fn detach(path: Option<&Path>, yes: bool) -> anyhow::Result<()> {
     if !busy.is_empty() && !yes {
         let list: Vec<String> = busy
             .iter()
-            .map(|(d, n)| format!("  {d} ({n} process(es))"))
+            .map(|(d, n)| match n {
+                0 => format!("  {d}"),
+                n => format!("  {d} ({n} process(es))"),
+            })
             .collect();
         let what = format!(
             "detaching removes enforcement from cgroups with processes in them:\n{}",
@@ -60,8 +66,9 @@ pub fn detach(path: Option<&Path>, yes: bool) -> anyhow::Result<()> {
         "detached {links} cgroup link(s) and removed {instances} pinned instance(s) under {}",
         pin_path.display()
     );
-    println!("{text}");
+    // The record first: a reader of the output that went away must not cost it.
     record(&text, pin_path, links, &busy);
+    println!("{text}");
     Ok(())
 }
 

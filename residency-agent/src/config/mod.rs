@@ -203,39 +203,35 @@ fn key_at(text: &str, at: usize) -> Option<String> {
     if name.is_empty() {
         return None;
     }
-    let before = &text[..at];
-    let header = before
+    // Table headers before the key, without their comments.
+    let headers: Vec<&str> = text[..at]
         .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['));
-    let table = match header {
-        None => return Some(name),
-        Some(h) if h.starts_with("[[") => {
-            let t = h
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .trim()
-                .to_owned();
-            let index = before
-                .lines()
-                .filter(|l| {
-                    l.trim()
-                        .trim_start_matches('[')
-                        .trim_end_matches(']')
-                        .trim()
-                        == t
-                        && l.trim().starts_with("[[")
-                })
-                .count()
-                .saturating_sub(1);
-            format!("{t}[{index}]")
-        }
-        Some(h) => h
-            .trim_start_matches('[')
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| l.starts_with('['))
+        .collect();
+    let bare = |h: &str| {
+        h.trim_start_matches('[')
             .trim_end_matches(']')
             .trim()
-            .to_owned(),
+            .to_owned()
+    };
+    let table = match headers.last() {
+        None => return Some(name),
+        // `[[policy]]`, the n-th: policy[n-1]. A sub-table of it (`[policy.x]`) is in
+        // the last one.
+        Some(h) => {
+            let t = bare(h);
+            let array = t.split('.').next().unwrap_or("").to_owned();
+            let index = headers
+                .iter()
+                .filter(|l| l.starts_with("[[") && bare(l) == array)
+                .count();
+            match (h.starts_with("[["), index) {
+                (true, n) => format!("{t}[{}]", n.saturating_sub(1)),
+                (false, 0) => t,
+                (false, n) => format!("{array}[{}]{}", n - 1, &t[array.len()..]),
+            }
+        }
     };
     Some(format!("{table}.{name}"))
 }

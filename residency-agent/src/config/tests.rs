@@ -474,3 +474,14 @@ fn errors_name_the_key_and_the_real_cause() {
         "{e}"
     );
 }
+
+#[test]
+fn duplicate_keys_are_named_in_commented_and_nested_tables() {
+    let e = |t: &str| Config::parse(t, "t.toml").unwrap_err().to_string();
+    assert!(
+        e("[agent] # settings\npin_path = \"/a\"\npin_path = \"/b\"\n")
+            .contains(": agent.pin_path: duplicate key")
+    );
+    assert!(e("[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\n[[policy]] # second\nname = \"q\"\nname = \"r\"\n").contains(": policy[1].name: duplicate key"));
+    assert!(e("[[policy]]\nname = \"p\"\n[policy.pod_selector.match_labels]\napp = \"x\"\napp = \"y\"\n").contains(": policy[0].pod_selector.match_labels.app: duplicate key"));
+}

@@ -73,13 +73,17 @@ impl Daemon {
             .iter()
             .enumerate()
             .map(|(i, p)| {
+                // What the policy should judge: its cgroups from the config, existing
+                // or not, and the pods placed in it.
+                let configured = self.bound.iter().filter(|b| b.policy == i).count()
+                    + self.missing.iter().filter(|m| m.policy == i).count();
                 let n = self
                     .bound
                     .iter()
                     .filter(|b| b.policy == i)
                     .filter(judged)
                     .count();
-                (p.name.clone(), p.cgroups.len() as u64, n as u64)
+                (p.name.clone(), configured as u64, n as u64)
             })
             .collect();
         *self.telemetry.policy_cgroups.lock().expect("lock") = per_policy;

@@ -101,10 +101,11 @@ impl Daemon {
                 &self.telemetry.reloads_failed
             };
             counter.fetch_add(1, Ordering::Relaxed);
+            let in_force = result.ok || result.data["applied"] == true;
             self.telemetry
                 .last_reload_failed
-                .store(!result.ok, Ordering::Relaxed);
-            if result.ok {
+                .store(!in_force, Ordering::Relaxed);
+            if in_force {
                 self.telemetry
                     .last_reload_success
                     .store(super::unix_now(), Ordering::Relaxed);
@@ -193,10 +194,14 @@ impl Daemon {
             // The new policy is in force for every cgroup that was attached before;
             // say loudly which attachment is missing. The next tick tries again.
             self.retry_pending = true;
-            return Response::error(format!(
+            let mut r = Response::error(format!(
                 "generation {} applied, but attaching a new cgroup failed: {e:#}",
                 applied.generation
             ));
+            // The new config is in force (only an attachment is still missing, and
+            // the next tick retries it).
+            r.data = serde_json::json!({"applied": true, "generation": applied.generation});
+            return r;
         }
         Response {
             ok: true,

@@ -370,7 +370,7 @@ impl Metrics {
         gauge(
             enc,
             "residency_policy_cgroups_configured",
-            "Cgroups the config names for each policy (existing or not).",
+            "Cgroups each policy should judge: those the config names (existing or not) and, on a Kubernetes node, the pods it selects.",
             &cgroups
                 .iter()
                 .map(|(p, c, _)| (vec![("policy", p.clone())], *c as i64))

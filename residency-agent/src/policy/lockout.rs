@@ -10,7 +10,7 @@ const TCP: u8 = 6;
 
 /// One line per risk, naming the file, the line of the policy's first cgroup where
 /// there is one, and the policy.
-pub fn lint(config: &Config) -> Vec<String> {
+pub fn lint(config: &Config, mount: Option<&std::path::Path>) -> Vec<String> {
     let mut out = Vec::new();
     for p in config.policies.iter().filter(|p| p.mode == Mode::Enforce) {
         let at = match p.cgroups.first() {
@@ -18,7 +18,7 @@ pub fn lint(config: &Config) -> Vec<String> {
             None => config.source.clone(),
         };
         let name = &p.name;
-        if p.cgroups.iter().any(|c| c.path == "." || c.path == "/") {
+        if p.cgroups.iter().any(|c| is_root(&c.path, mount)) {
             out.push(format!(
                 "{at}: policy \"{name}\" enforces on the root cgroup \".\": every process of the host is judged by it, sshd and package managers included"
             ));
@@ -50,6 +50,17 @@ pub fn lint(config: &Config) -> Vec<String> {
     out
 }
 
+/// Whether a configured cgroup path is the root of the hierarchy: `"."` (or `./.`),
+/// or the cgroup v2 mount itself written as an absolute path.
+fn is_root(path: &str, mount: Option<&std::path::Path>) -> bool {
+    let p = std::path::Path::new(path);
+    if p.is_absolute() {
+        mount.is_some_and(|m| p.components().eq(m.components()))
+    } else {
+        p.components().all(|c| c == std::path::Component::CurDir)
+    }
+}
+
 /// Whether some allow entry lets DNS through: a bare prefix (every protocol and port)
 /// or a UDP or TCP entry whose ports include 53.
 fn allows_dns(p: &PolicyConfig) -> bool {
@@ -67,6 +78,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_root_is_recognised_however_it_is_written() {
+        let mount = std::path::Path::new("/sys/fs/cgroup/unified");
+        for root in [
+            ".",
+            "./.",
+            "/sys/fs/cgroup/unified",
+            "/sys/fs/cgroup/unified/",
+        ] {
+            assert!(is_root(root, Some(mount)), "{root}");
+        }
+        for not in ["system.slice", "/sys/fs/cgroup/unified/x", "./x"] {
+            assert!(!is_root(not, Some(mount)), "{not}");
+        }
+    }
+
+    #[test]
     fn lock_out_risks_are_named() {
         let c = Config::parse(
             "[[policy]]\nname = \"host\"\ncgroups = [\".\"]\nallow = [\"10.0.0.0/8 tcp/443\"]\n\
@@ -76,7 +103,7 @@ mod tests {
             "t.toml",
         )
         .unwrap();
-        let w = lint(&c);
+        let w = lint(&c, None);
         assert!(
             w[0].starts_with("t.toml:3: policy \"host\" enforces on the root cgroup"),
             "{w:#?}"
