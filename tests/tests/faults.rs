@@ -371,6 +371,15 @@ fn the_agent_never_hides_or_deletes_what_is_not_its_own() {
         .expect("run refuses");
     assert!(format!("{err:#}").contains("is not a socket"), "{err:#}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    // Refused before anything was attached: nothing is pinned.
+    assert!(
+        !sb.pin_path().join("v3/links").exists()
+            || std::fs::read_dir(sb.pin_path().join("v3/links"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "the refused agent left enforcement pinned"
+    );
 }
 
 #[test]

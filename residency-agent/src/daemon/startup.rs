@@ -72,6 +72,17 @@ pub fn open_outputs(config: &Config) -> anyhow::Result<Outputs> {
             )
         })?;
     metrics_listener.set_nonblocking(true)?;
+    // The socket is created after attaching (its presence says the agent serves), but
+    // a path it could never take is refused now, before anything is attached.
+    if let Ok(m) = std::fs::symlink_metadata(&config.agent.control_socket) {
+        use std::os::unix::fs::FileTypeExt as _;
+        if !m.file_type().is_socket() {
+            anyhow::bail!(
+                "refusing to start: control_socket {} exists and is not a socket; not replacing it",
+                config.agent.control_socket.display()
+            );
+        }
+    }
     let access = control::Access {
         group: config
             .agent
