@@ -612,6 +612,20 @@ fn check_refuses_a_file_as_a_cgroup_and_a_config_without_policies_as_run_does() 
         "{}",
         text(&o)
     );
+    // A binding deeper than the kernel program's ancestor walk: refused, named.
+    let deep = format!(
+        "[[policy]]\nname = \"deep\"\ncgroups = [\"{}\"]\nallow = [\"10.0.0.0/8\", \"::1/128\"]\n",
+        vec!["d"; 33].join("/")
+    );
+    let deep = write(&dir, "deep.toml", &deep);
+    let o = agent(&["check", "--config", &deep]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("deep.toml:3:")
+            && text(&o).contains("is 33 levels below the cgroup root"),
+        "{}",
+        text(&o)
+    );
     let empty = write(&dir, "empty.toml", "[agent]\nwatch_config = true\n");
     let o = agent(&["check", "--config", &empty]);
     assert!(!o.status.success(), "{}", text(&o));

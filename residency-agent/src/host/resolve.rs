@@ -43,6 +43,20 @@ pub fn check_cgroups(config: &Config, hierarchy: &Hierarchy) -> Result<Vec<Strin
             let path = hierarchy
                 .resolve(&c.path)
                 .map_err(|e| invalid(e.to_string()))?;
+            // The kernel program finds a binding for the cgroups below it by climbing
+            // their ancestors from the root, at most MAX_CGROUP_DEPTH levels: a deeper
+            // binding would judge its own processes but not those of its children.
+            let depth = path
+                .strip_prefix(&hierarchy.mount)
+                .map_or(0, |rel| rel.components().count());
+            let max = residency_common::MAX_CGROUP_DEPTH as usize - 1;
+            if depth > max {
+                return Err(invalid(format!(
+                    "{} is {depth} levels below the cgroup root; a policy can bind cgroups down to \
+                     level {max} (the kernel program's ancestor walk): bind a higher cgroup",
+                    path.display()
+                )));
+            }
             if let Err(e) = id_of(&path) {
                 notes.push(format!("{}:{}: {e}", config.source, c.line));
             }
