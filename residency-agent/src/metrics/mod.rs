@@ -7,6 +7,7 @@
 
 pub mod collector;
 pub mod http;
+mod kubernetes;
 pub mod process;
 pub mod telemetry;
 
