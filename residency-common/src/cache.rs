@@ -4,7 +4,14 @@
 /// Slots of [`maps::VERDICTS`](crate::maps::VERDICTS) on each CPU (a power of two).
 pub const VERDICT_CACHE_SLOTS: u32 = 1 << 12;
 
+/// Flows remembered in [`maps::REPORTED`](crate::maps::REPORTED), an LRU hash: when it
+/// is full the least recently reported flow is forgotten, and at worst reported again.
+pub const REPORTED_FLOWS: u32 = 1 << 14;
+
 /// Key of [`maps::VERDICTS`](crate::maps::VERDICTS): everything a verdict depends on.
+///
+/// Also the key of [`maps::REPORTED`](crate::maps::REPORTED): a flow that is not allowed
+/// is reported once per socket, destination, protocol and port under one policy epoch.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VerdictKey {

@@ -36,7 +36,7 @@ pub use binding::{
     BINDING_ALLOW_PACKET_SOCKETS, Binding, BindingKey, MAX_BINDINGS, MAX_CGROUP_DEPTH, MODE_AUDIT,
     MODE_ENFORCE,
 };
-pub use cache::{CacheSlot, VERDICT_CACHE_SLOTS, VerdictKey, VerdictValue};
+pub use cache::{CacheSlot, REPORTED_FLOWS, VERDICT_CACHE_SLOTS, VerdictKey, VerdictValue};
 pub use counters::{
     COUNTER_SLOTS, FAMILIES, Family, STAT_SLOTS, Stat, VERDICTS, Verdict, counter_index,
 };

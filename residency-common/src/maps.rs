@@ -31,3 +31,8 @@ pub const PORTS: &str = "RES_PORTS";
 /// `PERCPU_ARRAY` of [`super::CacheSlot`]: a direct-mapped cache of verdicts
 /// already computed, so that a flow's later packets skip the trie.
 pub const VERDICTS: &str = "RES_VERDICTS";
+/// `LRU_HASH`: [`super::VerdictKey`] -> u8. Flows not allowed that were already
+/// reported, so that one connection attempt is one event however many packets it
+/// sends (a TCP handshake's retransmissions, an audited connection's every segment).
+/// Not pinned, like the cache: forgetting it only means a flow is reported again.
+pub const REPORTED: &str = "RES_REPORTED";

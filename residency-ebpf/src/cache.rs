@@ -34,13 +34,40 @@ const PORT_KNOWN: u8 = 0x80;
 /// from a known port 0 by the family bit.
 #[inline(always)]
 pub fn key(socket: u64, epoch: u32, p: &Packet, v4: Option<[u8; 4]>) -> VerdictKey {
+    let port = if p.ports_known {
+        Some(p.dst_port)
+    } else {
+        None
+    };
+    flow_key(
+        socket,
+        epoch,
+        p.protocol,
+        port,
+        v4.is_some(),
+        packet::as_judged(&p.dst, v4),
+    )
+}
+
+/// The key of a flow given field by field: `addr` as judged (IPv4 in its first 4 bytes
+/// when `v4`), `port` when known. A socket call builds the same key as its packets will,
+/// so that what the call reported is not reported again per packet.
+#[inline(always)]
+pub fn flow_key(
+    socket: u64,
+    epoch: u32,
+    protocol: u8,
+    port: Option<u16>,
+    v4: bool,
+    addr: [u8; 16],
+) -> VerdictKey {
     VerdictKey {
         socket,
         epoch,
-        dst_port: if p.ports_known { p.dst_port } else { 0 },
-        protocol: p.protocol,
-        family: if v4.is_some() { 4 } else { 6 } | if p.ports_known { PORT_KNOWN } else { 0 },
-        addr: packet::as_judged(&p.dst, v4),
+        dst_port: port.unwrap_or(0),
+        protocol,
+        family: if v4 { 4 } else { 6 } | if port.is_some() { PORT_KNOWN } else { 0 },
+        addr,
     }
 }
 

@@ -6,12 +6,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use residency_common::{
     Binding, BindingKey, COUNTER_SLOTS, CacheSlot, DEFAULT_RULE_CAPACITY, EVENTS_RING_BYTES,
-    GENERATION_SLOTS, MAX_BINDINGS, PORT_RULE_SLOTS, PortRule, RateBucket, RuleKeyV4, RuleKeyV6,
-    RuleValue, STAT_SLOTS, Settings, VERDICT_CACHE_SLOTS,
+    GENERATION_SLOTS, MAX_BINDINGS, PORT_RULE_SLOTS, PortRule, REPORTED_FLOWS, RateBucket,
+    RuleKeyV4, RuleKeyV6, RuleValue, STAT_SLOTS, Settings, VERDICT_CACHE_SLOTS, VerdictKey,
 };
 
 /// `{cgroup id, generation slot}` -> policy binding, filled by the agent for every
@@ -68,6 +68,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 /// Settings from the agent (event rate limit, verdict cache switch).
 #[map(name = "RES_SETTINGS")]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+/// Flows not allowed that were reported already (`report::first_report`): one event
+/// per connection attempt, not per packet. Shared by all CPUs, since a flow's packets
+/// and its socket call need not run on one.
+#[map(name = "RES_REPORTED")]
+pub static REPORTED: LruHashMap<VerdictKey, u8> = LruHashMap::with_max_entries(REPORTED_FLOWS, 0);
 
 /// Per-CPU token bucket of the event rate limiter.
 #[map(name = "RES_RATE")]

@@ -1,7 +1,8 @@
 //! What the programs tell the agent: every verdict is counted per policy, verdict and
-//! family; every packet or call that is not allowed is put on the ring buffer as an
-//! event, within the per-CPU event rate limit; and a state the agent should have
-//! prevented (no binding) is counted and logged once per CPU.
+//! family; every call that is not allowed, and the first packet of every flow that is
+//! not allowed, is put on the ring buffer as an event, within the per-CPU event rate
+//! limit; and a state the agent should have prevented (no binding) is counted and
+//! logged once per CPU.
 
 use aya_ebpf::{
     EbpfContext,
@@ -11,9 +12,29 @@ use aya_ebpf::{
     },
 };
 use aya_log_ebpf::error;
-use residency_common::{Event, Stat, TOKENS_PER_EVENT, Verdict, counter_index};
+use residency_common::{Event, Stat, TOKENS_PER_EVENT, Verdict, VerdictKey, counter_index};
 
-use crate::maps::{COUNTERS, EVENTS, RATE, SETTINGS, STATS, bump, bump_first};
+use crate::maps::{COUNTERS, EVENTS, RATE, REPORTED, SETTINGS, STATS, bump, bump_first};
+
+/// `BPF_NOEXIST`: the insert fails when the key is there.
+const NOEXIST: u64 = 1;
+
+/// True the first time a flow that is not allowed is reported (and remembers it), false
+/// for its later packets: one connection attempt is one event, however many packets it
+/// sends (SYN retransmissions; every segment of an audited connection). The counters
+/// still count every packet. A full map forgets its least recent flow, which is then
+/// at worst reported again, never silenced for good; a new policy epoch is a new key.
+#[inline(always)]
+pub fn first_report(key: &VerdictKey) -> bool {
+    REPORTED.insert(key, &0, NOEXIST).is_ok()
+}
+
+/// Remembers a flow that a socket call reported, so that its packets are not reported
+/// again.
+#[inline(always)]
+pub fn reported(key: &VerdictKey) {
+    let _ = REPORTED.insert(key, &0, 0);
+}
 
 /// Counts a verdict of `policy` for an address family (4 or 6).
 #[inline(always)]

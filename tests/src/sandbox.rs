@@ -163,6 +163,18 @@ impl Sandbox {
         Ok(path)
     }
 
+    /// How events name `cgroup` (a directory under the cgroup2 mount): its path from
+    /// the hierarchy root, as in `/proc/<pid>/cgroup`.
+    pub fn from_root(&self, cgroup: &Path) -> String {
+        format!(
+            "/{}",
+            cgroup
+                .strip_prefix(&self.mount)
+                .expect("a cgroup under the mount")
+                .display()
+        )
+    }
+
     /// A command run inside the namespace, and inside `cgroup` when given.
     pub fn command(&self, cgroup: Option<&Path>, program: &str, args: &[&str]) -> Command {
         let mut c = self.command_in(&self.netns, cgroup, program);

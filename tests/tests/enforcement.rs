@@ -109,10 +109,11 @@ fn enforces_allowlist_for_tcp_udp_icmp_over_ipv4_and_ipv6() {
     assert!(sb.client(None, "tcp", FORBIDDEN_V4).ok);
     assert!(sb.client(None, "udp", FORBIDDEN_V6).ok);
 
-    // What the operator sees: one line per blocked packet, with everything needed to
+    // What the operator sees: one line per blocked connection attempt, with everything needed to
     // answer "what was blocked and why".
+    let app_path = sb.from_root(&app);
+    let child_path = sb.from_root(&child);
     let agent = sb.agent();
-    let app_path = app.display().to_string();
     let tcp = agent
         .wait_event(&[
             "RESIDENCY_EGRESS_BLOCK",
@@ -156,7 +157,7 @@ fn enforces_allowlist_for_tcp_udp_icmp_over_ipv4_and_ipv6() {
     );
     let child_ev = agent
         .wait_event(&[
-            &format!("cgroup={} ", child.display()),
+            &format!("cgroup={child_path} "),
             &format!("dst={FORBIDDEN_V4} "),
         ])
         .unwrap_or_else(|| panic!("no event names the child cgroup: {:#?}", agent.events()));
@@ -198,6 +199,7 @@ fn audit_mode_passes_and_reports_while_enforce_drops() {
         "enforce policy still drops"
     );
 
+    let audited_path = sb.from_root(&audited);
     let agent = sb.agent();
     let audit = agent
         .wait_event(&[
@@ -208,7 +210,7 @@ fn audit_mode_passes_and_reports_while_enforce_drops() {
         .expect("audit event");
     assert!(audit.contains("mode=audit proto=tcp"), "{audit}");
     assert!(
-        audit.contains(&format!("cgroup={} ", audited.display())),
+        audit.contains(&format!("cgroup={audited_path} ")),
         "{audit}"
     );
     assert!(

@@ -41,7 +41,7 @@ pub(crate) fn event() -> Event {
     }
 }
 
-/// Cgroup 42 is `/sys/fs/cgroup/x`, as in [`event`].
+/// Cgroup 42 is `/sys/fs/cgroup/x`, named `/x` in events, as in [`event`].
 fn paths() -> PathCache {
     PathCache::new(
         Hierarchy {
@@ -63,7 +63,7 @@ fn formats_a_block_line() {
     assert_eq!(
         line,
         "RESIDENCY_EGRESS_BLOCK policy=eu-central mode=enforce proto=tcp dst=203.0.113.9 \
-         dport=443 src=198.51.100.7 sport=40000 cgroup=/sys/fs/cgroup/x cgroup_id=42 uid=1000 \
+         dport=443 src=198.51.100.7 sport=40000 cgroup=/x cgroup_id=42 uid=1000 \
          hook=packet rule=default-deny"
     );
     let mut e = event();
@@ -143,7 +143,7 @@ fn masks_addresses_and_renders_every_format() {
     assert_eq!(json["event"], "RESIDENCY_EGRESS_BLOCK");
     assert_eq!(json["dst"], "2001:db8:1::/48");
     assert_eq!(json["dport"], 443);
-    assert_eq!(json["cgroup"], "/sys/fs/cgroup/x");
+    assert_eq!(json["cgroup"], "/x");
     assert_eq!(json["count"], 1);
     // What a log collector files it under.
     assert_eq!(json["level"], "warning");

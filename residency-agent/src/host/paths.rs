@@ -1,7 +1,15 @@
 //! Cgroup paths for the ids in events: configured cgroups are known up front, others
 //! (children of configured cgroups) are looked up by id and cached.
+//!
+//! Events name a cgroup by its path from the hierarchy root, as `/proc/<pid>/cgroup`
+//! and systemd do (`/system.slice/payments.service`), not by where the agent sees it
+//! mounted: one workload then has one name on unified hosts (`/sys/fs/cgroup`), hybrid
+//! ones (`/sys/fs/cgroup/unified`) and in the agent's container.
 
-use std::{collections::HashMap, path::PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
 use super::cgroup::Hierarchy;
 
@@ -20,7 +28,7 @@ impl PathCache {
     pub fn new(hierarchy: Hierarchy, configured: impl IntoIterator<Item = (u64, PathBuf)>) -> Self {
         let known = configured
             .into_iter()
-            .map(|(id, p)| (id, p.display().to_string()))
+            .map(|(id, p)| (id, from_root(&hierarchy.mount, &p)))
             .collect();
         Self { hierarchy, known }
     }
@@ -31,10 +39,42 @@ impl PathCache {
             return Some(p.clone());
         }
         let p = crate::sys::handle::cgroup_path(&self.hierarchy.mount, id)?;
+        let p = from_root(&self.hierarchy.mount, Path::new(&p));
         if self.known.len() >= PATH_CACHE_MAX {
             self.known.clear();
         }
         self.known.insert(id, p.clone());
         Some(p)
+    }
+}
+
+/// `path` (under `mount`) as a path from the hierarchy root: `/` for the root itself.
+/// A path outside the mount, which a cgroup id never resolves to, is kept as it is.
+fn from_root(mount: &Path, path: &Path) -> String {
+    match path.strip_prefix(mount) {
+        Ok(rel) => format!("/{}", rel.display()),
+        Err(_) => path.display().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::from_root;
+    use std::path::Path;
+
+    #[test]
+    fn paths_are_relative_to_the_hierarchy_root() {
+        let unified = Path::new("/sys/fs/cgroup");
+        let hybrid = Path::new("/sys/fs/cgroup/unified");
+        let svc = "system.slice/payments.service";
+        assert_eq!(
+            from_root(unified, &unified.join(svc)),
+            "/system.slice/payments.service"
+        );
+        assert_eq!(
+            from_root(hybrid, &hybrid.join(svc)),
+            from_root(unified, &unified.join(svc))
+        );
+        assert_eq!(from_root(unified, unified), "/");
     }
 }

@@ -4,8 +4,8 @@
 //! called `connect()` or `sendto()` decided: this program is the backstop. A packet is
 //! read (`packet`), answered from the verdict cache when its flow was judged under the
 //! same epoch (`cache`), else judged from its policy's trie (`binding`, `verdict`) and
-//! the verdict cached; then counted, reported when not allowed (`report`), and dropped
-//! unless its policy audits.
+//! the verdict cached; then counted, reported when not allowed and its flow not yet
+//! reported (`report`), and dropped unless its policy audits.
 
 use aya_ebpf::{
     helpers::generated::bpf_get_socket_cookie, macros::cgroup_skb, programs::SkBuffContext,
@@ -63,7 +63,10 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
     if d.allowed {
         return PASS;
     }
-    report_packet(&ctx, policy, d.rule, audit, &p);
+    // One event per flow: its socket call, or its first packet, reported it.
+    if report::first_report(&key) {
+        report_packet(&ctx, policy, d.rule, audit, &p);
+    }
     if audit { PASS } else { DROP }
 }
 

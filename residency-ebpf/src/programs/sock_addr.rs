@@ -6,15 +6,21 @@
 //! the calling process, which a packet cannot. The packet program still judges every
 //! packet, so a call let through here (audit mode, a caller in an unbound cgroup) is
 //! never a way around the policy.
+//!
+//! In audit mode a call that would be refused passes, and is reported here, with its
+//! process; its packets are counted as audited but not reported again.
 
-use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
+use aya_ebpf::{
+    helpers::generated::bpf_get_socket_cookie, macros::cgroup_sock_addr, programs::SockAddrContext,
+};
 use residency_common::{
-    EVENT_BLOCK, MODE_AUDIT, SOURCE_CONNECT, SOURCE_SENDMSG, Stat, Verdict, slot_of,
+    EVENT_AUDIT, EVENT_BLOCK, Event, MODE_AUDIT, SOURCE_CONNECT, SOURCE_SENDMSG, Stat, Verdict,
+    slot_of,
 };
 
 use super::{ALLOW_CALL, DENY_CALL};
 use crate::{
-    binding,
+    binding, cache,
     maps::{self, STATS, bump},
     packet, report,
     verdict::{self, Target},
@@ -73,7 +79,8 @@ fn socket_call(ctx: &SockAddrContext, v6: bool, source: u8) -> i32 {
     let shown = packet::as_judged(&dst, v4);
     let family = if v4.is_some() { 4 } else { 6 };
     let cgroup_id = binding::current_cgroup();
-    let slot = slot_of(maps::epoch());
+    let epoch = maps::epoch();
+    let slot = slot_of(epoch);
     let Some(b) = binding::of_current_task(cgroup_id, slot) else {
         // The socket belongs to a configured cgroup (these programs run from the
         // socket's cgroup), but the caller has moved to one no policy binds. The call
@@ -87,30 +94,59 @@ fn socket_call(ctx: &SockAddrContext, v6: bool, source: u8) -> i32 {
         port,
         port_known: true,
     };
-    // Audit mode lets the call through silently: its packets will be judged, counted
-    // and reported one by one by the packet program, and reporting the call as well
-    // would count the same traffic twice.
-    if b.mode == MODE_AUDIT {
-        return ALLOW_CALL;
-    }
     let d = verdict::decide(slot, b.policy, &target);
     if d.allowed {
+        return ALLOW_CALL;
+    }
+    if b.mode == MODE_AUDIT {
+        // The call passes and its packets will be counted as audited by the packet
+        // program; only the event is written here, where the process is known, and the
+        // flow is marked reported so that its packets do not report it again.
+        // SAFETY: the context pointer is the bpf_sock_addr the kernel handed us.
+        let socket = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+        let key = cache::flow_key(socket, epoch, protocol, Some(port), v4.is_some(), shown);
+        report::reported(&key);
+        report::emit(|e| {
+            fill(
+                e, cgroup_id, b.policy, d.rule, port, family, protocol, source, &shown,
+            );
+            e.kind = EVENT_AUDIT;
+        });
         return ALLOW_CALL;
     }
     // Refused before any packet exists: counted here, once.
     report::count(b.policy, Verdict::Blocked, family);
     bump(&STATS, Stat::SocketDenials as u32);
     report::emit(|e| {
-        e.cgroup_id = cgroup_id;
-        e.policy = b.policy;
-        e.rule = d.rule;
-        report::caller(e);
-        e.dst_port = port;
+        fill(
+            e, cgroup_id, b.policy, d.rule, port, family, protocol, source, &shown,
+        );
         e.kind = EVENT_BLOCK;
-        e.family = family;
-        e.protocol = protocol;
-        e.source = source;
-        e.dst_addr = shown;
     });
     DENY_CALL
+}
+
+/// The event of a socket call: the destination as judged and the calling process.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fill(
+    e: &mut Event,
+    cgroup_id: u64,
+    policy: u32,
+    rule: u32,
+    port: u16,
+    family: u8,
+    protocol: u8,
+    source: u8,
+    shown: &[u8; 16],
+) {
+    e.cgroup_id = cgroup_id;
+    e.policy = policy;
+    e.rule = rule;
+    report::caller(e);
+    e.dst_port = port;
+    e.family = family;
+    e.protocol = protocol;
+    e.source = source;
+    e.dst_addr = *shown;
 }

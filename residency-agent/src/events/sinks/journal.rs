@@ -38,8 +38,9 @@ impl super::Sink for Journal {
             fields.push((k.journal, v));
         }
         // journald adds the process's own OBJECT_* fields (command line, unit, ...)
-        // when the sender is privileged and the process still runs.
-        if event.pid != 0 {
+        // when the sender is privileged and the process still runs. Not under
+        // `mask_addresses`: a command line often holds the very address masked.
+        if event.pid != 0 && !event.masked {
             fields.push(("OBJECT_PID", event.pid.to_string()));
         }
         journal_send(priority, &event.line(), fields.into_iter()).map_err(std::io::Error::other)
