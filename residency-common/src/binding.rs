@@ -19,6 +19,9 @@ pub const MODE_AUDIT: u8 = 2;
 
 /// [`Binding::flags`]: the policy lets its workloads create packet sockets (AF_PACKET).
 pub const BINDING_ALLOW_PACKET_SOCKETS: u8 = 1;
+/// [`Binding::flags`]: the policy lets its workloads create raw IP sockets (`SOCK_RAW`
+/// in AF_INET/AF_INET6, other than `IPPROTO_RAW`).
+pub const BINDING_ALLOW_RAW_SOCKETS: u8 = 2;
 
 /// A policy's mode, typed: [`Binding::mode`] holds [`Mode::value`].
 #[repr(u8)]
@@ -71,7 +74,7 @@ pub struct Binding {
     pub policy: u32,
     /// [`MODE_ENFORCE`] or [`MODE_AUDIT`].
     pub mode: u8,
-    /// [`BINDING_ALLOW_PACKET_SOCKETS`].
+    /// [`BINDING_ALLOW_PACKET_SOCKETS`], [`BINDING_ALLOW_RAW_SOCKETS`].
     pub flags: u8,
     pub _pad: u16,
 }

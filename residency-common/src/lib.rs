@@ -28,13 +28,14 @@ pub mod programs;
 pub mod protocol;
 pub mod rule;
 pub mod settings;
+pub mod sockopt;
 pub mod source;
 #[cfg(feature = "user")]
 pub mod special;
 
 pub use binding::{
-    BINDING_ALLOW_PACKET_SOCKETS, Binding, BindingKey, MAX_BINDINGS, MAX_CGROUP_DEPTH, MODE_AUDIT,
-    MODE_ENFORCE,
+    BINDING_ALLOW_PACKET_SOCKETS, BINDING_ALLOW_RAW_SOCKETS, Binding, BindingKey, MAX_BINDINGS,
+    MAX_CGROUP_DEPTH, MODE_AUDIT, MODE_ENFORCE,
 };
 pub use cache::{CacheSlot, REPORTED_FLOWS, VERDICT_CACHE_SLOTS, VerdictKey, VerdictValue};
 pub use counters::{
@@ -46,12 +47,13 @@ pub use generation::{GENERATION_SLOTS, slot_of};
 pub use names::UnknownName;
 pub use programs::{
     PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_EGRESS, PROGRAM_SENDMSG4, PROGRAM_SENDMSG6,
-    PROGRAM_SOCKET_CREATE,
+    PROGRAM_SETSOCKOPT, PROGRAM_SOCK_CREATE, PROGRAM_SOCKET_CREATE,
 };
 pub use rule::{
     ACTION_ALLOW, ACTION_DENY, ACTION_NONE, DEFAULT_RULE_CAPACITY, MAX_POLICIES,
-    MAX_PORT_RULES_PER_PREFIX, POLICY_KEY_BITS, PORT_RULE_SLOTS, PortRule, RULE_ERROR, RULE_NONE,
-    RULE_SPECIAL_BASE, RuleKeyV4, RuleKeyV6, RuleValue, scope,
+    MAX_PORT_RULES_PER_PREFIX, POLICY_KEY_BITS, PORT_RULE_SLOTS, PortRule, RULE_DEVICE_BINDING,
+    RULE_ERROR, RULE_NONE, RULE_RAW_SOCKET, RULE_SPECIAL_BASE, RULE_SPOOFED_SOURCE, RuleKeyV4,
+    RuleKeyV6, RuleValue, scope,
 };
 pub use settings::{RateBucket, SETTINGS_NO_VERDICT_CACHE, Settings, TOKENS_PER_EVENT};
-pub use source::{SOURCE_CONNECT, SOURCE_SENDMSG, SOURCE_SKB, SOURCE_SOCKET};
+pub use source::{SOURCE_CONNECT, SOURCE_SENDMSG, SOURCE_SKB, SOURCE_SOCKET, SOURCE_SOCKOPT};

@@ -16,3 +16,10 @@ pub const PROGRAM_SENDMSG6: &str = "residency_sendmsg6";
 /// lsm_cgroup/socket_create: packet sockets (AF_PACKET) skip the IP egress hook, so
 /// enforce policies deny creating them.
 pub const PROGRAM_SOCKET_CREATE: &str = "residency_socket_create";
+/// cgroup/sock_create: raw IP sockets (SOCK_RAW in AF_INET/AF_INET6) write their own
+/// headers or skip the socket calls, so enforce policies refuse creating them unless
+/// they allow it, and always refuse `IPPROTO_RAW`.
+pub const PROGRAM_SOCK_CREATE: &str = "residency_sock_create";
+/// cgroup/setsockopt: socket options that send from a foreign source, through a chosen
+/// interface, or with a hand-written header are refused in enforce policies.
+pub const PROGRAM_SETSOCKOPT: &str = "residency_setsockopt";

@@ -45,6 +45,19 @@ pub const RULE_NONE: u32 = u32::MAX;
 /// [`Event::rule`](crate::Event::rule) when the packet was dropped because the
 /// program could not judge it.
 pub const RULE_ERROR: u32 = u32::MAX - 1;
+/// [`Event::rule`](crate::Event::rule): a raw IP socket, or a header written by the
+/// workload (`IP_HDRINCL`, `IPV6_HDRINCL`, `IPPROTO_RAW`), refused: the kernel routes
+/// such a packet by one address while its header may name another.
+pub const RULE_RAW_SOCKET: u32 = u32::MAX - 2;
+/// [`Event::rule`](crate::Event::rule): a way to send from an address that is not the
+/// host's own (`IP_FREEBIND`, `IPV6_FREEBIND`, `IP_TRANSPARENT`, `IPV6_TRANSPARENT`)
+/// refused: replies and errors to such a source reach whoever owns it.
+pub const RULE_SPOOFED_SOURCE: u32 = u32::MAX - 3;
+/// [`Event::rule`](crate::Event::rule): a choice of outgoing interface
+/// (`SO_BINDTODEVICE`, `SO_BINDTOIFINDEX`, `IP_UNICAST_IF`, `IPV6_UNICAST_IF`, a sticky
+/// `IPV6_PKTINFO` interface) refused: a forced interface sends an allowed address out of
+/// a link that faces another network.
+pub const RULE_DEVICE_BINDING: u32 = u32::MAX - 4;
 /// Rule number of the first special destination: the agent denies each destination of
 /// its table of special destinations in every policy that does not name it, with rule
 /// number `RULE_SPECIAL_BASE + index`. Entry indexes stay below it.
@@ -94,6 +107,12 @@ pub enum Rule {
     DefaultDeny,
     /// The program could not judge the packet ([`RULE_ERROR`]).
     Unparsable,
+    /// A raw IP socket or a hand-written header ([`RULE_RAW_SOCKET`]).
+    RawSocket,
+    /// A non-local source address ([`RULE_SPOOFED_SOURCE`]).
+    SpoofedSource,
+    /// A chosen outgoing interface ([`RULE_DEVICE_BINDING`]).
+    DeviceBinding,
 }
 
 impl Rule {
@@ -103,6 +122,9 @@ impl Rule {
         match raw {
             RULE_NONE => Rule::DefaultDeny,
             RULE_ERROR => Rule::Unparsable,
+            RULE_RAW_SOCKET => Rule::RawSocket,
+            RULE_SPOOFED_SOURCE => Rule::SpoofedSource,
+            RULE_DEVICE_BINDING => Rule::DeviceBinding,
             i if i >= RULE_SPECIAL_BASE => Rule::Special(i - RULE_SPECIAL_BASE),
             i => Rule::Entry(i),
         }
@@ -116,6 +138,9 @@ impl Rule {
             Rule::Special(k) => RULE_SPECIAL_BASE.wrapping_add(k),
             Rule::DefaultDeny => RULE_NONE,
             Rule::Unparsable => RULE_ERROR,
+            Rule::RawSocket => RULE_RAW_SOCKET,
+            Rule::SpoofedSource => RULE_SPOOFED_SOURCE,
+            Rule::DeviceBinding => RULE_DEVICE_BINDING,
         }
     }
 }
@@ -199,6 +224,9 @@ mod tests {
             RULE_SPECIAL_BASE + 8,
             RULE_ERROR,
             RULE_NONE,
+            RULE_RAW_SOCKET,
+            RULE_SPOOFED_SOURCE,
+            RULE_DEVICE_BINDING,
         ] {
             assert_eq!(Rule::from_raw(raw).raw(), raw);
         }

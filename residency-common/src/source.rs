@@ -11,10 +11,15 @@ pub const SOURCE_CONNECT: u8 = 2;
 /// [`Event::source`](crate::Event::source): a `sendto()`/`sendmsg()` (cgroup/sendmsg4
 /// or sendmsg6).
 pub const SOURCE_SENDMSG: u8 = 3;
-/// [`Event::source`](crate::Event::source): creating a packet socket
-/// (lsm_cgroup/socket_create); `protocol` holds the address family ([`AF_PACKET`] or
-/// [`AF_XDP`]).
+/// [`Event::source`](crate::Event::source): creating a socket. A packet socket
+/// (lsm_cgroup/socket_create) has `family` 0 and `protocol` holding its address family
+/// ([`AF_PACKET`] or [`AF_XDP`]); a raw IP socket (cgroup/sock_create) has `family` 4
+/// or 6 and its IP protocol.
 pub const SOURCE_SOCKET: u8 = 4;
+/// [`Event::source`](crate::Event::source): a `setsockopt()` (cgroup/setsockopt);
+/// `family` and `protocol` are the socket's, `icmp_type` holds the option's level and
+/// `icmp_code` its name (every option judged is below 256).
+pub const SOURCE_SOCKOPT: u8 = 5;
 
 /// `AF_PACKET` (include/linux/socket.h): sockets that write below the IP layer.
 pub const AF_PACKET: i32 = 17;
@@ -33,17 +38,20 @@ pub enum Source {
     Connect = SOURCE_CONNECT,
     /// A `sendto()`/`sendmsg()` call.
     Sendmsg = SOURCE_SENDMSG,
-    /// A packet socket creation.
+    /// A packet or raw socket creation.
     Socket = SOURCE_SOCKET,
+    /// A `setsockopt()` call.
+    Sockopt = SOURCE_SOCKOPT,
 }
 
 impl Source {
     /// Every source.
-    pub const ALL: [Source; 4] = [
+    pub const ALL: [Source; 5] = [
         Source::Skb,
         Source::Connect,
         Source::Sendmsg,
         Source::Socket,
+        Source::Sockopt,
     ];
 
     /// The value in [`Event::source`](crate::Event::source).
@@ -60,6 +68,7 @@ impl Source {
             SOURCE_CONNECT => Some(Source::Connect),
             SOURCE_SENDMSG => Some(Source::Sendmsg),
             SOURCE_SOCKET => Some(Source::Socket),
+            SOURCE_SOCKOPT => Some(Source::Sockopt),
             _ => None,
         }
     }

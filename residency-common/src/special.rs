@@ -12,7 +12,7 @@ use core::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use crate::{RULE_ERROR, RULE_SPECIAL_BASE};
+use crate::{RULE_DEVICE_BINDING, RULE_SPECIAL_BASE};
 
 /// One special destination: a prefix and the name events give it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,8 +65,10 @@ pub const SPECIAL_DESTINATIONS: &[SpecialDestination] = &[
     v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8, "multicast"),
 ];
 
-// The rule numbers of the table stay below RULE_ERROR and RULE_NONE.
-const _: () = assert!((SPECIAL_DESTINATIONS.len() as u32) < RULE_ERROR - RULE_SPECIAL_BASE);
+// The rule numbers of the table stay below the named rule numbers (RULE_DEVICE_BINDING
+// is the lowest of them).
+const _: () =
+    assert!((SPECIAL_DESTINATIONS.len() as u32) < RULE_DEVICE_BINDING - RULE_SPECIAL_BASE);
 
 #[cfg(test)]
 mod tests {

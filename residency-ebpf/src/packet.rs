@@ -57,12 +57,15 @@ pub struct Packet {
 }
 
 impl Packet {
-    /// The IPv4 address the destination is judged as: the address itself for IPv4, the
-    /// embedded address for an IPv4-mapped IPv6 destination (`::ffff:a.b.c.d`), else
-    /// `None` (judged as IPv6).
+    /// The IPv4 address the destination is judged as: the address itself for an IPv4
+    /// packet, else `None`. An IPv6 packet is judged as IPv6 whatever its destination
+    /// looks like: the kernel sends to an IPv4-mapped destination (`::ffff:a.b.c.d`) as
+    /// IPv4, so an IPv6 packet to one was written by hand (a raw socket) and goes
+    /// wherever IPv6 routes it, never to the IPv4 host. The mapped form is judged as
+    /// IPv4 only at the socket calls ([`judged_as_v4`]), where it means just that.
     #[inline(always)]
     pub fn dst_v4(&self) -> Option<[u8; 4]> {
-        judged_as_v4(self.family == 4, &self.dst)
+        (self.family == 4).then_some([self.dst[0], self.dst[1], self.dst[2], self.dst[3]])
     }
 }
 

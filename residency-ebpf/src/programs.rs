@@ -3,9 +3,22 @@
 //! (`binding`, `verdict`, `cache`, `report`) in its own order.
 
 pub mod egress;
+pub mod raw_socket;
 pub mod sock_addr;
 pub mod socket_create;
+pub mod sockopt;
 
 /// cgroup sock_addr and lsm_cgroup return values: 0 makes the call fail with EPERM.
 pub const ALLOW_CALL: i32 = 1;
 pub const DENY_CALL: i32 = 0;
+
+/// `AF_INET` and `AF_INET6` (include/linux/socket.h) as an event's family, 4 or 6 (0
+/// for any other family).
+#[inline(always)]
+pub fn family_of(af: u32) -> u8 {
+    match af {
+        2 => 4,
+        10 => 6,
+        _ => 0,
+    }
+}

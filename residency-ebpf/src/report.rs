@@ -26,14 +26,14 @@ const NOEXIST: u64 = 1;
 /// at worst reported again, never silenced for good; a new policy epoch is a new key.
 #[inline(always)]
 pub fn first_report(key: &VerdictKey) -> bool {
-    REPORTED.insert(key, &0, NOEXIST).is_ok()
+    REPORTED.insert(key, 0, NOEXIST).is_ok()
 }
 
 /// Remembers a flow that a socket call reported, so that its packets are not reported
 /// again.
 #[inline(always)]
 pub fn reported(key: &VerdictKey) {
-    let _ = REPORTED.insert(key, &0, 0);
+    let _ = REPORTED.insert(key, 0, 0);
 }
 
 /// Counts a verdict of `policy` for an address family (4 or 6).
@@ -91,7 +91,20 @@ pub fn emit(fill: impl FnOnce(&mut Event)) {
     // The bucket runs on the coarse clock (a few ns, tick resolution): a blocked flood
     // pays for it on every packet, while the precise clock is read per event only.
     // SAFETY: helper without arguments.
-    if !take_token(unsafe { bpf_ktime_get_coarse_ns() }) {
+    emit_at(unsafe { bpf_ktime_get_coarse_ns() }, fill)
+}
+
+/// [`emit`] for programs the kernel does not give the coarse clock (cgroup sockopt):
+/// the bucket runs on the precise one, which a rare socket option can afford.
+#[inline(always)]
+pub fn emit_precise(fill: impl FnOnce(&mut Event)) {
+    emit_at(now(), fill)
+}
+
+/// [`emit`] with the rate limiter's clock read by the caller.
+#[inline(always)]
+fn emit_at(clock: u64, fill: impl FnOnce(&mut Event)) {
+    if !take_token(clock) {
         bump(&STATS, Stat::EventsRateLimited as u32);
         return;
     }

@@ -9,6 +9,8 @@
 //!
 //! - [`host`]: what the host must provide (root, the agent binary, the cgroup mount);
 //! - [`sandbox`]: the cgroups, namespaces and scratch directory;
+//! - [`routed`]: the workload routed to an allowed and a forbidden host, each capturing
+//!   every frame that reaches it, and commands run as nobody;
 //! - [`agent`]: the agent process and the sandbox's agent commands;
 //! - [`clients`]: TCP/UDP/ICMP clients run inside the sandbox, on [`py`]'s programs;
 //! - [`programs`]: what `bpftool` sees attached;
@@ -31,6 +33,7 @@ pub mod kernel;
 pub mod kube_api;
 pub mod programs;
 pub mod py;
+pub mod routed;
 pub mod sandbox;
 
 pub use agent::{Agent, Launch, release_pins};

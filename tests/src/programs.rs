@@ -13,6 +13,8 @@ pub const PROGRAMS: &[&str] = &[
     "residency_egress",
     "residency_sendmsg4",
     "residency_sendmsg6",
+    "residency_setsockopt",
+    "residency_sock_create",
 ];
 
 impl Sandbox {

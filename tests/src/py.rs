@@ -13,3 +13,6 @@ pub const BURST: &str = include_str!("../py/burst.py");
 pub const PROBE: &str = include_str!("../py/probe.py");
 /// One ICMP echo over a raw socket: `ping.py ADDR`.
 pub const PING: &str = include_str!("../py/ping.py");
+/// Every frame arriving on one interface, as hex lines: `capture.py IFNAME OUTFILE`,
+/// prints `ready` once bound.
+pub const CAPTURE: &str = include_str!("../py/capture.py");

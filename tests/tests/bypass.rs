@@ -43,6 +43,7 @@ allow = [
   "198.51.100.7/32 icmp",
 ]
 deny = ["198.51.100.99/32 tcp/8080"]
+allow_raw_sockets = true
 
 [[policy]]
 name = "open"
@@ -82,13 +83,27 @@ print(r, int((time.monotonic() - t) * 1000))
 const RAW: &str = r#"
 import errno, socket, struct, sys
 src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
 payload = b"residency"
 udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
 ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
                  socket.inet_aton(src), socket.inet_aton(dst))
 try:
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     s.sendto(ip + udp, (dst, 0)); print("ok")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)))
+"#;
+
+/// A raw UDP socket: the kernel writes the IP header (to the `sendto()` address), the
+/// program writes the UDP header, with source port 40000.
+const RAW_UDP: &str = r#"
+import errno, socket, struct, sys
+dst, port = sys.argv[1], int(sys.argv[2])
+payload = b"residency"
+udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
+try:
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+    s.sendto(udp, (dst, 0)); print("ok")
 except OSError as e:
     print(errno.errorcode.get(e.errno, str(e.errno)))
 "#;
@@ -269,18 +284,25 @@ fn port_protocol_and_connect_time_matrix() {
         );
     }
 
-    // A raw IP socket writing its own header is judged by the packet program, ports
+    // A raw IP socket (the policy allows them) is judged by the packet program, ports
     // included.
-    assert_eq!(run(&sb, &app, RAW, &[A4, A4, "5353"]), "ok", "raw udp/5353");
+    assert_eq!(run(&sb, &app, RAW_UDP, &[A4, "5353"]), "ok", "raw udp/5353");
     assert_eq!(
-        run(&sb, &app, RAW, &[A4, A4, "9090"]),
+        run(&sb, &app, RAW_UDP, &[A4, "9090"]),
         "EPERM",
         "raw udp/9090"
     );
     assert_eq!(
-        run(&sb, &app, RAW, &[A4, FORBIDDEN_V4, "5353"]),
+        run(&sb, &app, RAW_UDP, &[FORBIDDEN_V4, "5353"]),
         "EPERM",
         "raw udp to a forbidden address"
+    );
+    // One that writes its own IP header is refused even so: the kernel routes it by
+    // the sendto() address, whatever its header says.
+    assert_eq!(
+        run(&sb, &app, RAW, &[A4, A4, "5353"]),
+        "EPERM",
+        "IPPROTO_RAW"
     );
 
     // What the operator sees: the refused call with the process that made it.
@@ -326,6 +348,10 @@ fn port_protocol_and_connect_time_matrix() {
         ])
         .expect("raw packet event");
     assert!(raw.contains("sport=40000"), "{raw}");
+    let hdrincl = agent
+        .wait_event(&["policy=ports", "hook=socket", "rule=raw-socket"])
+        .expect("IPPROTO_RAW socket event");
+    assert!(hdrincl.contains("proto=255 "), "{hdrincl}");
 
     // The same denials, counted.
     let (_, text) = http_get(sb.metrics, "/metrics").unwrap();

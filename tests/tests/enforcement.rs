@@ -32,6 +32,8 @@ mode = "enforce"
 cgroups = ["{cg}/app"]
 allow = ["198.51.100.0/24", "2001:db8:1::/48", "127.0.0.0/8", "::1/128"]
 deny = ["198.51.100.99/32"]
+# The ICMP checks ping over a raw socket, as monitoring agents do.
+allow_raw_sockets = true
 
 [[policy]]
 name = "eu-audit"

@@ -384,11 +384,11 @@ fn a_flow_the_socket_calls_do_not_see_is_one_event_however_many_packets() {
     let app = sb.cgroup("app").unwrap();
     let cfg = sb.write_config(
         "residency.toml",
-        &config(
+        &(config(
             &policy,
             "enforce",
             "sinks = [\"json\"]\naggregate_window_ms = 0",
-        ),
+        ) + "allow_raw_sockets = true\n"),
     );
     sb.start_agent(&bin, &cfg).unwrap();
     // Five echo requests on one raw socket: no socket-call hook runs for raw sockets,

@@ -56,6 +56,9 @@ pub struct PolicyConfig {
     /// Workloads may create packet sockets (AF_PACKET), which no IP egress hook sees.
     /// Off by default; only enforce policies deny them, audit policies report them.
     pub allow_packet_sockets: bool,
+    /// Workloads may create raw IP sockets (`SOCK_RAW` in AF_INET/AF_INET6, never with
+    /// `IPPROTO_RAW`). Off by default; only enforce policies deny them.
+    pub allow_raw_sockets: bool,
     /// What `check` and `run` report about this policy's sources: prefixes that an
     /// allow source and a deny source both list (denied), with file and line.
     pub notes: Vec<String>,
@@ -150,6 +153,7 @@ pub(crate) fn parse_policy(
         entries,
         sources,
         allow_packet_sockets: p.allow_packet_sockets,
+        allow_raw_sockets: p.allow_raw_sockets,
         notes,
     })
 }

@@ -70,4 +70,6 @@ pub(crate) struct RawPolicy {
     pub deny_sources: Vec<Spanned<SourceSpec>>,
     #[serde(default)]
     pub allow_packet_sockets: bool,
+    #[serde(default)]
+    pub allow_raw_sockets: bool,
 }

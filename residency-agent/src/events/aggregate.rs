@@ -15,7 +15,17 @@ use super::model::BlockEvent;
 
 /// Policy, mode, hook, protocol, destination, port and cgroup: repeats of one
 /// workload's attempt, never two workloads' (each keeps its own name in the summary).
-type Key = (String, bool, &'static str, String, Option<IpAddr>, u16, u64);
+/// Policy, audit, hook, protocol, destination, port, cgroup and socket option.
+type Key = (
+    String,
+    bool,
+    &'static str,
+    String,
+    Option<IpAddr>,
+    u16,
+    u64,
+    Option<&'static str>,
+);
 
 struct Pending {
     started: Instant,
@@ -49,6 +59,7 @@ impl Aggregator {
             e.dst,
             e.dst_port,
             e.cgroup_id,
+            e.option,
         )
     }
 

@@ -6,8 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::SystemTime;
 
 use residency_common::{
-    EVENT_AUDIT, Event, SOURCE_SKB, SOURCE_SOCKET,
+    EVENT_AUDIT, Event, SOURCE_SKB, SOURCE_SOCKET, SOURCE_SOCKOPT,
     protocol::{Protocol, ProtocolNumber},
+    sockopt,
     source::{SocketFamily, Source},
 };
 
@@ -42,18 +43,24 @@ impl BlockEvent {
     pub fn decode(e: &Event, version: &Versioned, paths: &mut PathCache) -> BlockEvent {
         let p = version.by_id(e.policy);
         let comm_len = e.comm.iter().position(|b| *b == 0).unwrap_or(e.comm.len());
+        let socket_level = e.source == SOURCE_SOCKET || e.source == SOURCE_SOCKOPT;
         BlockEvent {
             audit: e.kind == EVENT_AUDIT,
             policy: p
                 .map(|p| p.name.clone())
-                .unwrap_or_else(|| format!("policy-{}", e.policy)),
+                // No policy: a socket option refused to a caller outside every
+                // configured cgroup, on a socket from one.
+                .unwrap_or_else(|| match e.policy {
+                    u32::MAX => "none".to_owned(),
+                    id => format!("policy-{id}"),
+                }),
             mode: if e.kind == EVENT_AUDIT {
                 "audit"
             } else {
                 "enforce"
             },
             rule: policy::describe_rule(p, e.rule),
-            protocol: if e.source == SOURCE_SOCKET {
+            protocol: if e.source == SOURCE_SOCKET && e.family == 0 {
                 // A packet socket event's protocol field holds the socket family.
                 match SocketFamily::from_value(e.protocol) {
                     Some(SocketFamily::Xdp) => SocketFamily::Xdp.as_str(),
@@ -63,8 +70,13 @@ impl BlockEvent {
             } else {
                 protocol_name(e.protocol)
             },
-            dst: addr(e.family, &e.dst_addr),
-            dst_port: if is_icmp(e.protocol) || e.source == SOURCE_SOCKET {
+            // Socket creations and options have no destination yet.
+            dst: if socket_level {
+                None
+            } else {
+                addr(e.family, &e.dst_addr)
+            },
+            dst_port: if is_icmp(e.protocol) || socket_level {
                 0
             } else {
                 e.dst_port
@@ -90,6 +102,11 @@ impl BlockEvent {
             workload: Default::default(),
             uid: e.uid,
             hook: Source::from_value(e.source).map_or("unknown", Source::as_str),
+            // A setsockopt event carries the option's level and name where a packet
+            // has its ICMP type and code.
+            option: (e.source == SOURCE_SOCKOPT)
+                .then(|| sockopt::name(i32::from(e.icmp_type), i32::from(e.icmp_code)))
+                .flatten(),
             pid: e.pid,
             comm: String::from_utf8_lossy(&e.comm[..comm_len]).into_owned(),
             count: e.count,

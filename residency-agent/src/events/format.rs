@@ -57,6 +57,9 @@ impl BlockEvent {
         f.extend(self.workload_fields());
         f.push((field("RESIDENCY_UID", "uid"), self.uid.to_string()));
         f.push((field("RESIDENCY_HOOK", "hook"), self.hook.to_owned()));
+        if let Some(o) = self.option {
+            f.push((field("RESIDENCY_OPTION", "option"), o.to_owned()));
+        }
         if self.pid != 0 {
             f.push((field("RESIDENCY_PID", "pid"), self.pid.to_string()));
             f.push((field("RESIDENCY_COMM", "comm"), self.comm.clone()));

@@ -32,9 +32,11 @@ pub struct BlockEvent {
     /// The systemd unit and Kubernetes pod of the cgroup, where known.
     pub workload: super::workload::Workload,
     pub uid: u32,
-    /// Where it was judged: `packet` (cgroup/skb), `connect`, `sendmsg` or `socket`
-    /// (packet socket creation).
+    /// Where it was judged: `packet` (cgroup/skb), `connect`, `sendmsg`, `socket`
+    /// (packet or raw socket creation) or `setsockopt`.
     pub hook: &'static str,
+    /// The socket option a `setsockopt` event is about (`IPV6_FREEBIND`).
+    pub option: Option<&'static str>,
     pub pid: u32,
     pub comm: String,
     pub count: u32,

@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    programs::{CgroupSkb, CgroupSockAddr, LsmCgroup, ProgramError},
+    programs::{CgroupSkb, CgroupSock, CgroupSockAddr, CgroupSockopt, LsmCgroup, ProgramError},
 };
-use residency_common::{PROGRAM_EGRESS, PROGRAM_SOCKET_CREATE, maps};
+use residency_common::{
+    PROGRAM_EGRESS, PROGRAM_SETSOCKOPT, PROGRAM_SOCK_CREATE, PROGRAM_SOCKET_CREATE, maps,
+};
 
 use super::{BpfError, attach::SOCK_ADDR_PROGRAMS};
 
@@ -84,6 +86,16 @@ pub fn load(maps_dir: &Path, capacity: u32) -> Result<Loaded, BpfError> {
     let prog: &mut CgroupSkb = program(&mut ebpf, PROGRAM_EGRESS)?;
     prog.load().map_err(|source| BpfError::Program {
         name: PROGRAM_EGRESS,
+        source,
+    })?;
+    let prog: &mut CgroupSock = program(&mut ebpf, PROGRAM_SOCK_CREATE)?;
+    prog.load().map_err(|source| BpfError::Program {
+        name: PROGRAM_SOCK_CREATE,
+        source,
+    })?;
+    let prog: &mut CgroupSockopt = program(&mut ebpf, PROGRAM_SETSOCKOPT)?;
+    prog.load().map_err(|source| BpfError::Program {
+        name: PROGRAM_SETSOCKOPT,
         source,
     })?;
     for name in SOCK_ADDR_PROGRAMS {

@@ -1,5 +1,6 @@
 //! Waiting until no BPF program still runs on the policy version a reload just retired
-//! ([`RcuBarrier`]), and moving a pinned object to another bpffs ([`repin`]).
+//! ([`RcuBarrier`]), moving a pinned object to another bpffs ([`repin`]), and the cgroup
+//! setsockopt link aya cannot hand over ([`cgroup_link`], [`pin_fd`]).
 //!
 //! A packet's program reads the active generation slot once and then looks up that
 //! slot's entries; deleting the old slot's entries while such a program still runs
@@ -20,6 +21,7 @@ const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
 
@@ -111,6 +113,36 @@ pub fn repin(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let mut attr = Attr::new();
     attr.u64_at(0, to.as_ptr() as u64)
+        .u32_at(8, fd.as_raw_fd() as u32);
+    bpf(BPF_OBJ_PIN, &mut attr).map(|_| ())
+}
+
+/// Attaches program `prog` to the cgroup open as `cgroup` with `attach_type` as a new
+/// BPF link (BPF_LINK_CREATE, multi-attach as links always are), returning the link.
+/// Raw because aya 0.14 cannot turn a cgroup sockopt link into a pinnable `FdLink`
+/// (it has no `impl_try_into_fdlink!` for it), and every link must be pinned.
+pub fn cgroup_link(
+    prog: std::os::fd::BorrowedFd<'_>,
+    cgroup: std::os::fd::BorrowedFd<'_>,
+    attach_type: u32,
+) -> std::io::Result<OwnedFd> {
+    let mut attr = Attr::new();
+    // prog_fd, target_fd, attach_type, flags
+    attr.u32_at(0, prog.as_raw_fd() as u32)
+        .u32_at(4, cgroup.as_raw_fd() as u32)
+        .u32_at(8, attach_type)
+        .u32_at(12, 0);
+    let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
+    // SAFETY: bpf(BPF_LINK_CREATE) returned a new fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Pins the BPF object open as `fd` at `path` (BPF_OBJ_PIN).
+pub fn pin_fd(fd: std::os::fd::BorrowedFd<'_>, path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let mut attr = Attr::new();
+    attr.u64_at(0, c.as_ptr() as u64)
         .u32_at(8, fd.as_raw_fd() as u32);
     bpf(BPF_OBJ_PIN, &mut attr).map(|_| ())
 }

@@ -49,13 +49,17 @@ impl Rule {
 }
 
 /// What decided, for rule numbers that need no config to name: `default-deny`,
-/// `unparsable-packet`, `special-deny:<name>:<prefix>`. An entry (which only its policy
+/// `unparsable-packet`, `raw-socket`, `spoofed-source`, `device-binding`,
+/// `special-deny:<name>:<prefix>`. An entry (which only its policy
 /// can name) and a special number outside the table show as `rule-<number>`.
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self, self.special()) {
             (Rule::DefaultDeny, _) => f.write_str("default-deny"),
             (Rule::Unparsable, _) => f.write_str("unparsable-packet"),
+            (Rule::RawSocket, _) => f.write_str("raw-socket"),
+            (Rule::SpoofedSource, _) => f.write_str("spoofed-source"),
+            (Rule::DeviceBinding, _) => f.write_str("device-binding"),
             (Rule::Special(_), Some(s)) => write!(f, "special-deny:{}:{s}", s.name),
             (Rule::Entry(_) | Rule::Special(_), _) => write!(f, "rule-{}", self.raw()),
         }

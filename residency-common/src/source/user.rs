@@ -7,14 +7,15 @@ use super::{SocketFamily, Source};
 use crate::UnknownName;
 
 impl Source {
-    /// The hook's name in events: `packet` (cgroup/skb), `connect`, `sendmsg` or
-    /// `socket` (packet socket creation).
+    /// The hook's name in events: `packet` (cgroup/skb), `connect`, `sendmsg`,
+    /// `socket` (packet or raw socket creation) or `setsockopt`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Source::Skb => "packet",
             Source::Connect => "connect",
             Source::Sendmsg => "sendmsg",
             Source::Socket => "socket",
+            Source::Sockopt => "setsockopt",
         }
     }
 

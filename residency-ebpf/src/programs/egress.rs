@@ -8,12 +8,15 @@
 //! reported (`report`), and dropped unless its policy audits.
 
 use aya_ebpf::{
-    helpers::generated::bpf_get_socket_cookie, macros::cgroup_skb, programs::SkBuffContext,
+    helpers::generated::{bpf_get_socket_cookie, bpf_sk_fullsock},
+    macros::cgroup_skb,
+    programs::SkBuffContext,
 };
 use aya_log_ebpf::error;
 use residency_common::{
-    Binding, EVENT_AUDIT, EVENT_BLOCK, MODE_AUDIT, RULE_ERROR, SETTINGS_NO_VERDICT_CACHE,
-    SOURCE_SKB, Stat, VerdictKey, VerdictValue, slot_of,
+    Binding, EVENT_AUDIT, EVENT_BLOCK, MODE_AUDIT, RULE_DEVICE_BINDING, RULE_ERROR,
+    RULE_RAW_SOCKET, SETTINGS_NO_VERDICT_CACHE, SOURCE_SKB, Stat, VerdictKey, VerdictValue,
+    slot_of,
 };
 
 use crate::{
@@ -85,6 +88,15 @@ fn judge(
         report::no_binding(ctx, cgroup_id);
         return None;
     };
+    if let Some(rule) = socket_refused(ctx, p) {
+        return Some((
+            b,
+            Decision {
+                allowed: false,
+                rule,
+            },
+        ));
+    }
     let target = Target {
         v4,
         v6: p.dst,
@@ -93,6 +105,41 @@ fn judge(
         port_known: p.ports_known,
     };
     Some((b, verdict::decide(slot, b.policy, &target)))
+}
+
+/// A socket whose packets no destination check can vouch for, whatever the header
+/// says: an `IPPROTO_RAW` socket writes its own header, which the kernel does not
+/// route by, and a socket bound to an interface sends an allowed address out of a link
+/// that may face another network. The socket guards refuse both; this catches sockets
+/// that got there before the guards were attached, or by a way they do not see. An
+/// IPv6 link-local destination needs its interface (the kernel binds the socket to it
+/// on connect), so it is judged by its address alone.
+#[inline(always)]
+fn socket_refused(ctx: &SkBuffContext, p: &Packet) -> Option<u32> {
+    /// `SOCK_RAW` and `IPPROTO_RAW`.
+    const SOCK_RAW: u32 = 3;
+    const IPPROTO_RAW: u32 = 255;
+    // SAFETY: the skb's socket pointer, checked for null, then turned into a full
+    // socket (or null) by the helper, as the verifier requires before these reads.
+    let sk = unsafe {
+        let sk = (*ctx.skb.skb).__bindgen_anon_2.sk;
+        if sk.is_null() {
+            return None;
+        }
+        let full = bpf_sk_fullsock(sk);
+        if full.is_null() {
+            return None;
+        }
+        &*full
+    };
+    if sk.type_ == SOCK_RAW && sk.protocol == IPPROTO_RAW {
+        return Some(RULE_RAW_SOCKET);
+    }
+    let link_local = p.family == 6 && p.dst[0] == 0xfe && p.dst[1] & 0xc0 == 0x80;
+    if sk.bound_dev_if != 0 && !link_local {
+        return Some(RULE_DEVICE_BINDING);
+    }
+    None
 }
 
 /// Caches a verdict for the flow's later packets, unless the agent turned the cache off

@@ -20,7 +20,7 @@
 
 use std::path::{Path, PathBuf};
 
-use aya::programs::links::FdLink;
+use super::attach::AttachedLink;
 
 mod owner;
 
@@ -208,7 +208,7 @@ pub fn new_instance(pin_path: &Path) -> Result<PathBuf, PinError> {
 pub fn pin_cgroup_links(
     dir: &Path,
     cgroup_id: u64,
-    links: Vec<(&'static str, FdLink)>,
+    links: Vec<(&'static str, AttachedLink)>,
 ) -> Result<(), PinError> {
     for (program, link) in links {
         let path = dir.join(format!("link-{cgroup_id}-{program}"));
