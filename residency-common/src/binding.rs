@@ -22,6 +22,9 @@ pub const BINDING_ALLOW_PACKET_SOCKETS: u8 = 1;
 /// [`Binding::flags`]: the policy lets its workloads create raw IP sockets (`SOCK_RAW`
 /// in AF_INET/AF_INET6, other than `IPPROTO_RAW`).
 pub const BINDING_ALLOW_RAW_SOCKETS: u8 = 2;
+/// [`Binding::flags`]: the policy judges inbound connection attempts (TCP SYNs) by
+/// their source address, and refuses those it does not allow.
+pub const BINDING_JUDGE_INBOUND: u8 = 4;
 
 /// A policy's mode, typed: [`Binding::mode`] holds [`Mode::value`].
 #[repr(u8)]
@@ -74,7 +77,8 @@ pub struct Binding {
     pub policy: u32,
     /// [`MODE_ENFORCE`] or [`MODE_AUDIT`].
     pub mode: u8,
-    /// [`BINDING_ALLOW_PACKET_SOCKETS`], [`BINDING_ALLOW_RAW_SOCKETS`].
+    /// [`BINDING_ALLOW_PACKET_SOCKETS`], [`BINDING_ALLOW_RAW_SOCKETS`],
+    /// [`BINDING_JUDGE_INBOUND`].
     pub flags: u8,
     pub _pad: u16,
 }

@@ -23,3 +23,7 @@ pub const PROGRAM_SOCK_CREATE: &str = "residency_sock_create";
 /// cgroup/setsockopt: socket options that send from a foreign source, through a chosen
 /// interface, or with a hand-written header are refused in enforce policies.
 pub const PROGRAM_SETSOCKOPT: &str = "residency_setsockopt";
+/// cgroup/skb ingress: inbound connection attempts (TCP SYNs) from sources a policy with
+/// `judge_inbound` does not allow are dropped before the kernel answers them, SYN
+/// cookies included.
+pub const PROGRAM_INGRESS: &str = "residency_ingress";

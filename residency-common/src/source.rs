@@ -20,6 +20,10 @@ pub const SOURCE_SOCKET: u8 = 4;
 /// `family` and `protocol` are the socket's, `icmp_type` holds the option's level and
 /// `icmp_code` its name (every option judged is below 256).
 pub const SOURCE_SOCKOPT: u8 = 5;
+/// [`Event::source`](crate::Event::source): an inbound connection attempt (a TCP SYN,
+/// cgroup/skb ingress) from a source the policy does not allow; `src_addr` is the
+/// remote peer, the address judged.
+pub const SOURCE_INBOUND: u8 = 6;
 
 /// `AF_PACKET` (include/linux/socket.h): sockets that write below the IP layer.
 pub const AF_PACKET: i32 = 17;
@@ -42,16 +46,19 @@ pub enum Source {
     Socket = SOURCE_SOCKET,
     /// A `setsockopt()` call.
     Sockopt = SOURCE_SOCKOPT,
+    /// An inbound connection attempt.
+    Inbound = SOURCE_INBOUND,
 }
 
 impl Source {
     /// Every source.
-    pub const ALL: [Source; 5] = [
+    pub const ALL: [Source; 6] = [
         Source::Skb,
         Source::Connect,
         Source::Sendmsg,
         Source::Socket,
         Source::Sockopt,
+        Source::Inbound,
     ];
 
     /// The value in [`Event::source`](crate::Event::source).
@@ -69,6 +76,7 @@ impl Source {
             SOURCE_SENDMSG => Some(Source::Sendmsg),
             SOURCE_SOCKET => Some(Source::Socket),
             SOURCE_SOCKOPT => Some(Source::Sockopt),
+            SOURCE_INBOUND => Some(Source::Inbound),
             _ => None,
         }
     }

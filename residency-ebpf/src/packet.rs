@@ -54,6 +54,8 @@ pub struct Packet {
     pub ports_known: bool,
     pub icmp_type: u8,
     pub icmp_code: u8,
+    /// Offset of the transport header from the network header (0 when not reached).
+    pub transport: u16,
 }
 
 impl Packet {
@@ -168,6 +170,7 @@ fn parse_v4(ctx: &SkBuffContext) -> Result<Packet, ParseError> {
         ports_known: false,
         icmp_type: 0,
         icmp_code: 0,
+        transport: 0,
     };
     p.src[..4].copy_from_slice(&ip.saddr);
     p.dst[..4].copy_from_slice(&ip.daddr);
@@ -205,6 +208,7 @@ fn parse_v6(ctx: &SkBuffContext) -> Result<Packet, ParseError> {
         ports_known: false,
         icmp_type: 0,
         icmp_code: 0,
+        transport: 0,
     };
     let mut offset: usize = 40;
     let mut first_fragment = true;
@@ -303,6 +307,7 @@ fn reject_source_route_v4(ctx: &SkBuffContext, ihl: usize) -> Result<(), ParseEr
 /// could not see.
 #[inline(always)]
 fn read_transport(ctx: &SkBuffContext, offset: usize, p: &mut Packet) {
+    p.transport = offset as u16;
     match p.protocol {
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
             if let Ok(ports) = read::<[u16; 2]>(ctx, offset) {

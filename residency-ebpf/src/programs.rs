@@ -3,6 +3,7 @@
 //! (`binding`, `verdict`, `cache`, `report`) in its own order.
 
 pub mod egress;
+pub mod ingress;
 pub mod raw_socket;
 pub mod sock_addr;
 pub mod socket_create;

@@ -11,6 +11,7 @@ pub const PROGRAMS: &[&str] = &[
     "residency_connect4",
     "residency_connect6",
     "residency_egress",
+    "residency_ingress",
     "residency_sendmsg4",
     "residency_sendmsg6",
     "residency_setsockopt",

@@ -38,6 +38,12 @@ name = "eu-raw"
 cgroups = ["{cg}/raw"]
 allow = ["198.51.100.0/24", "2001:db8:1::/48"]
 allow_raw_sockets = true
+
+[[policy]]
+name = "eu-inbound"
+cgroups = ["{cg}/inbound"]
+allow = ["198.51.100.0/24", "2001:db8:1::/48"]
+judge_inbound = true
 "#;
 
 /// Prints "ok", "timeout" or the errno name of what failed, for every script below.
@@ -170,6 +176,7 @@ struct Lab {
     app: std::path::PathBuf,
     raw: std::path::PathBuf,
     free: std::path::PathBuf,
+    inbound: std::path::PathBuf,
 }
 
 impl Lab {
@@ -179,6 +186,7 @@ impl Lab {
         let app = sb.cgroup("app").unwrap();
         let raw = sb.cgroup("raw").unwrap();
         let free = sb.cgroup("free").unwrap();
+        let inbound = sb.cgroup("inbound").unwrap();
         // The forbidden network answers for the allowed host's address too, as a
         // network an attacker controls would: a frame sent to the allowed address
         // through the forbidden link reaches a host that takes it.
@@ -200,6 +208,7 @@ impl Lab {
             app,
             raw,
             free,
+            inbound,
         };
         // Resolve every neighbour first: a kernel-made reply (an ICMP error) to a
         // neighbour not yet resolved can be lost, and a control must not fail by luck.
@@ -499,6 +508,146 @@ fn the_ways_out_already_held_stay_held_by_what_arrives() {
             lab.no_leak(&app, &[], DATAGRAM, &[addr, &port, "{marker}", size]),
             "ok",
             "{addr}, {size} bytes"
+        );
+    }
+}
+
+/// `PORT`: a TCP echo listener (IPv4 and IPv6); prints "ready" once listening.
+const LISTENER: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", int(sys.argv[1]))); s.listen(64); print("ready", flush=True)
+while True:
+    c, _ = s.accept(); c.settimeout(2)
+    try:
+        c.sendall(c.recv(64))
+    except OSError:
+        pass
+    c.close()
+"#;
+
+/// `ADDR PORT MARKER`: one TCP echo, from a peer host.
+const CONNECT: &str = r#"
+addr, port, marker = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+def f():
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(2)
+    s.connect((addr, port)); s.sendall(marker); s.recv(64)
+run(f)
+"#;
+
+/// Whether any frame is a TCP SYN-ACK from `port` (IPv4, or IPv6 without extension
+/// headers).
+fn syn_ack_from(frames: &[Vec<u8>], port: u16) -> bool {
+    frames.iter().any(|f| {
+        let tcp = match (f.get(12..14), f.get(14)) {
+            (Some([0x08, 0x00]), Some(v)) if f.get(23) == Some(&6) => {
+                14 + usize::from(v & 0x0f) * 4
+            }
+            (Some([0x86, 0xdd]), _) if f.get(20) == Some(&6) => 54,
+            _ => return false,
+        };
+        f.len() > tcp + 13
+            && u16::from_be_bytes([f[tcp], f[tcp + 1]]) == port
+            && f[tcp + 13] & 0x12 == 0x12
+    })
+}
+
+impl Lab {
+    /// Starts [`LISTENER`] on `port` as nobody in `cgroup`.
+    fn listen(&mut self, cgroup: &Path, port: u16) {
+        use std::io::BufRead as _;
+        let p = port.to_string();
+        let mut child = self
+            .sb
+            .command_as_nobody(Some(cgroup), &[], "python3", &["-c", LISTENER, &p])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "listener on {port}");
+        self.sb.adopt(child);
+    }
+
+    /// [`CONNECT`] from the peer namespace `ns`, as root.
+    fn connect_from(&self, ns: &str, addr: &str, port: u16, marker: &str) -> String {
+        let source = format!("{PRELUDE}{CONNECT}");
+        let out = output_within(
+            self.sb.command_in(ns, None, "python3").args([
+                "-c",
+                &source,
+                addr,
+                &port.to_string(),
+                marker,
+            ]),
+            20,
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+#[test]
+fn judge_inbound_refuses_forbidden_syns_before_anything_answers_them() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    // SYN cookies for every SYN: the SYN-ACK then leaves without a socket, where no
+    // egress hook sees it. Only refusing the SYN keeps it from the forbidden host.
+    sh(std::process::Command::new("ip").args([
+        "netns",
+        "exec",
+        &lab.sb.netns,
+        "sysctl",
+        "-qw",
+        "net.ipv4.tcp_syncookies=2",
+    ]))
+    .unwrap();
+    let (judged, control) = (9001, 9002);
+    lab.listen(&lab.inbound.clone(), judged);
+    lab.listen(&lab.free.clone(), control);
+    let forbidden = lab.net.forbidden_ns.clone();
+    let allowed = lab.net.allowed_ns.clone();
+    for (workload, from) in [
+        (
+            residency_tests::routed::WORKLOAD_FORBIDDEN_V4,
+            FORBIDDEN_HOST_V4,
+        ),
+        (
+            residency_tests::routed::WORKLOAD_FORBIDDEN_V6,
+            FORBIDDEN_HOST_V6,
+        ),
+    ] {
+        // The control: a listener no policy binds answers the forbidden host.
+        assert_eq!(lab.connect_from(&forbidden, workload, control, "c"), "ok");
+        assert!(syn_ack_from(&lab.net.forbidden_frames(), control));
+        // The judged listener never answers it: no SYN-ACK, cookie or not.
+        assert_eq!(
+            lab.connect_from(&forbidden, workload, judged, "j"),
+            "timeout",
+            "a forbidden peer connected to {workload}"
+        );
+        assert!(
+            !syn_ack_from(&lab.net.forbidden_frames(), judged),
+            "a SYN-ACK reached the forbidden host from {workload}"
+        );
+        let e = lab.event(&["policy=eu-inbound", "hook=inbound", &format!("src={from} ")]);
+        assert!(
+            e.contains("sport=") && e.contains("rule=default-deny"),
+            "{e}"
+        );
+    }
+    // An allowed peer connects as before.
+    for workload in [WORKLOAD_ALLOWED_V4, WORKLOAD_ALLOWED_V6] {
+        assert_eq!(
+            lab.connect_from(&allowed, workload, judged, "a"),
+            "ok",
+            "{workload}"
         );
     }
 }

@@ -59,6 +59,9 @@ pub struct PolicyConfig {
     /// Workloads may create raw IP sockets (`SOCK_RAW` in AF_INET/AF_INET6, never with
     /// `IPPROTO_RAW`). Off by default; only enforce policies deny them.
     pub allow_raw_sockets: bool,
+    /// Inbound connection attempts (TCP SYNs) from sources the policy does not allow
+    /// are dropped before the kernel answers them.
+    pub judge_inbound: bool,
     /// What `check` and `run` report about this policy's sources: prefixes that an
     /// allow source and a deny source both list (denied), with file and line.
     pub notes: Vec<String>,
@@ -154,6 +157,7 @@ pub(crate) fn parse_policy(
         sources,
         allow_packet_sockets: p.allow_packet_sockets,
         allow_raw_sockets: p.allow_raw_sockets,
+        judge_inbound: p.judge_inbound,
         notes,
     })
 }

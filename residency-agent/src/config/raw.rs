@@ -72,4 +72,6 @@ pub(crate) struct RawPolicy {
     pub allow_packet_sockets: bool,
     #[serde(default)]
     pub allow_raw_sockets: bool,
+    #[serde(default)]
+    pub judge_inbound: bool,
 }

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::SystemTime;
 
 use residency_common::{
-    EVENT_AUDIT, Event, SOURCE_SKB, SOURCE_SOCKET, SOURCE_SOCKOPT,
+    EVENT_AUDIT, Event, SOURCE_INBOUND, SOURCE_SKB, SOURCE_SOCKET, SOURCE_SOCKOPT,
     protocol::{Protocol, ProtocolNumber},
     sockopt,
     source::{SocketFamily, Source},
@@ -44,6 +44,8 @@ impl BlockEvent {
         let p = version.by_id(e.policy);
         let comm_len = e.comm.iter().position(|b| *b == 0).unwrap_or(e.comm.len());
         let socket_level = e.source == SOURCE_SOCKET || e.source == SOURCE_SOCKOPT;
+        // Events made from a packet (sent, or an inbound SYN) have its source.
+        let has_packet = e.source == SOURCE_SKB || e.source == SOURCE_INBOUND;
         BlockEvent {
             audit: e.kind == EVENT_AUDIT,
             policy: p
@@ -82,16 +84,12 @@ impl BlockEvent {
                 e.dst_port
             },
             // A refused socket call has no packet, so no source address yet.
-            src: if e.source == SOURCE_SKB {
+            src: if has_packet {
                 addr(e.family, &e.src_addr)
             } else {
                 None
             },
-            src_port: if e.source == SOURCE_SKB {
-                e.src_port
-            } else {
-                0
-            },
+            src_port: if has_packet { e.src_port } else { 0 },
             // Only packets have an ICMP type; a socket call on an ICMP socket has
             // neither type nor port.
             icmp: (is_icmp(e.protocol) && e.source == SOURCE_SKB)

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use aya::maps::MapError;
 use residency_common::{
-    BINDING_ALLOW_PACKET_SOCKETS, BINDING_ALLOW_RAW_SOCKETS, Binding, BindingKey, GENERATION_SLOTS,
-    MAX_BINDINGS, maps, slot_of,
+    BINDING_ALLOW_PACKET_SOCKETS, BINDING_ALLOW_RAW_SOCKETS, BINDING_JUDGE_INBOUND, Binding,
+    BindingKey, GENERATION_SLOTS, MAX_BINDINGS, maps, slot_of,
 };
 
 use super::{Applied, Generations, Written};
@@ -175,6 +175,10 @@ pub fn binding_of(config: &Config, ids: &[u32], index: usize) -> Binding {
             0
         } | if p.allow_raw_sockets {
             BINDING_ALLOW_RAW_SOCKETS
+        } else {
+            0
+        } | if p.judge_inbound {
+            BINDING_JUDGE_INBOUND
         } else {
             0
         },

@@ -16,8 +16,8 @@ use aya::{
     sys::SyscallError,
 };
 use residency_common::{
-    PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_EGRESS, PROGRAM_SENDMSG4, PROGRAM_SENDMSG6,
-    PROGRAM_SETSOCKOPT, PROGRAM_SOCK_CREATE, PROGRAM_SOCKET_CREATE,
+    PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_EGRESS, PROGRAM_INGRESS, PROGRAM_SENDMSG4,
+    PROGRAM_SENDMSG6, PROGRAM_SETSOCKOPT, PROGRAM_SOCK_CREATE, PROGRAM_SOCKET_CREATE,
 };
 
 use super::{BpfError, Loaded};
@@ -146,6 +146,26 @@ impl Loaded {
                 AttachedLink::Aya(FdLink::from(link)),
             ));
         }
+        // Inbound connection attempts before outbound packets: a policy that judges
+        // them never answers a forbidden SYN once its egress is judged.
+        let prog: &mut CgroupSkb = self
+            .ebpf
+            .program_mut(PROGRAM_INGRESS)
+            .expect("loaded above")
+            .try_into()
+            .expect("checked in load");
+        let id = prog
+            .attach(
+                &file,
+                CgroupSkbAttachType::Ingress,
+                CgroupAttachMode::Single,
+            )
+            .map_err(failed(PROGRAM_INGRESS))?;
+        let link = prog.take_link(id).map_err(failed(PROGRAM_INGRESS))?;
+        links.push((
+            short_name(PROGRAM_INGRESS),
+            AttachedLink::Aya(FdLink::try_from(link).map_err(not_fd)?),
+        ));
         let prog: &mut CgroupSkb = self
             .ebpf
             .program_mut(PROGRAM_EGRESS)

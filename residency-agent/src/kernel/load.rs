@@ -9,7 +9,8 @@ use aya::{
     programs::{CgroupSkb, CgroupSock, CgroupSockAddr, CgroupSockopt, LsmCgroup, ProgramError},
 };
 use residency_common::{
-    PROGRAM_EGRESS, PROGRAM_SETSOCKOPT, PROGRAM_SOCK_CREATE, PROGRAM_SOCKET_CREATE, maps,
+    PROGRAM_EGRESS, PROGRAM_INGRESS, PROGRAM_SETSOCKOPT, PROGRAM_SOCK_CREATE,
+    PROGRAM_SOCKET_CREATE, maps,
 };
 
 use super::{BpfError, attach::SOCK_ADDR_PROGRAMS};
@@ -83,11 +84,11 @@ pub fn load(maps_dir: &Path, capacity: u32) -> Result<Loaded, BpfError> {
             .try_into()
             .map_err(|source| BpfError::Program { name, source })
     }
-    let prog: &mut CgroupSkb = program(&mut ebpf, PROGRAM_EGRESS)?;
-    prog.load().map_err(|source| BpfError::Program {
-        name: PROGRAM_EGRESS,
-        source,
-    })?;
+    for name in [PROGRAM_EGRESS, PROGRAM_INGRESS] {
+        let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
+        prog.load()
+            .map_err(|source| BpfError::Program { name, source })?;
+    }
     let prog: &mut CgroupSock = program(&mut ebpf, PROGRAM_SOCK_CREATE)?;
     prog.load().map_err(|source| BpfError::Program {
         name: PROGRAM_SOCK_CREATE,

@@ -8,7 +8,8 @@ use crate::UnknownName;
 
 impl Source {
     /// The hook's name in events: `packet` (cgroup/skb), `connect`, `sendmsg`,
-    /// `socket` (packet or raw socket creation) or `setsockopt`.
+    /// `socket` (packet or raw socket creation), `setsockopt` or `inbound` (a TCP SYN
+    /// received).
     pub const fn as_str(self) -> &'static str {
         match self {
             Source::Skb => "packet",
@@ -16,6 +17,7 @@ impl Source {
             Source::Sendmsg => "sendmsg",
             Source::Socket => "socket",
             Source::Sockopt => "setsockopt",
+            Source::Inbound => "inbound",
         }
     }
 
