@@ -25,6 +25,25 @@ pub const BINDING_ALLOW_RAW_SOCKETS: u8 = 2;
 /// [`Binding::flags`]: the policy judges inbound connection attempts (TCP SYNs) by
 /// their source address, and refuses those it does not allow.
 pub const BINDING_JUDGE_INBOUND: u8 = 4;
+/// [`Binding::flags`]: the policy names the interfaces its workloads may bind sockets
+/// to (`SO_BINDTODEVICE`), in [`maps::INTERFACES`](crate::maps::INTERFACES).
+pub const BINDING_NAMED_INTERFACES: u8 = 8;
+
+/// Interfaces named by every policy together, per generation slot.
+pub const MAX_INTERFACES: u32 = 1024;
+
+/// Key of [`maps::INTERFACES`](crate::maps::INTERFACES): an interface a policy lets its
+/// workloads bind sockets to, by name as `SO_BINDTODEVICE` takes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct InterfaceKey {
+    /// [`scope`](crate::scope) of the policy: generation slot and policy id.
+    pub scope: [u8; 4],
+    /// The name, NUL-padded (`IFNAMSIZ` is 16 with the NUL, so 15 characters at most).
+    pub name: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<InterfaceKey>() == 20);
 
 /// A policy's mode, typed: [`Binding::mode`] holds [`Mode::value`].
 #[repr(u8)]
@@ -78,7 +97,7 @@ pub struct Binding {
     /// [`MODE_ENFORCE`] or [`MODE_AUDIT`].
     pub mode: u8,
     /// [`BINDING_ALLOW_PACKET_SOCKETS`], [`BINDING_ALLOW_RAW_SOCKETS`],
-    /// [`BINDING_JUDGE_INBOUND`].
+    /// [`BINDING_JUDGE_INBOUND`], [`BINDING_NAMED_INTERFACES`].
     pub flags: u8,
     pub _pad: u16,
 }

@@ -36,3 +36,6 @@ pub const VERDICTS: &str = "RES_VERDICTS";
 /// sends (a TCP handshake's retransmissions, an audited connection's every segment).
 /// Not pinned, like the cache: forgetting it only means a flow is reported again.
 pub const REPORTED: &str = "RES_REPORTED";
+/// `HASH`: [`super::InterfaceKey`] -> u8. The interfaces each policy lets its workloads
+/// bind sockets to, per generation slot.
+pub const INTERFACES: &str = "RES_INTERFACES";

@@ -3,14 +3,15 @@
 //! checked against that promise here.
 
 use crate::{
-    Binding, BindingKey, CacheSlot, Event, PortRule, RateBucket, RuleKeyV4, RuleKeyV6, RuleValue,
-    Settings, VerdictKey, VerdictValue,
+    Binding, BindingKey, CacheSlot, Event, InterfaceKey, PortRule, RateBucket, RuleKeyV4,
+    RuleKeyV6, RuleValue, Settings, VerdictKey, VerdictValue,
 };
 
 // SAFETY (each): `#[repr(C)]`, plain integer and byte-array fields, explicit padding
 // (the size assertions next to each type rule out implicit padding).
 unsafe impl aya::Pod for Binding {}
 unsafe impl aya::Pod for BindingKey {}
+unsafe impl aya::Pod for InterfaceKey {}
 unsafe impl aya::Pod for RuleKeyV4 {}
 unsafe impl aya::Pod for RuleKeyV6 {}
 unsafe impl aya::Pod for RuleValue {}

@@ -10,8 +10,9 @@ use aya_ebpf::{
 };
 use residency_common::{
     Binding, BindingKey, COUNTER_SLOTS, CacheSlot, DEFAULT_RULE_CAPACITY, EVENTS_RING_BYTES,
-    GENERATION_SLOTS, MAX_BINDINGS, PORT_RULE_SLOTS, PortRule, REPORTED_FLOWS, RateBucket,
-    RuleKeyV4, RuleKeyV6, RuleValue, STAT_SLOTS, Settings, VERDICT_CACHE_SLOTS, VerdictKey,
+    GENERATION_SLOTS, InterfaceKey, MAX_BINDINGS, MAX_INTERFACES, PORT_RULE_SLOTS, PortRule,
+    REPORTED_FLOWS, RateBucket, RuleKeyV4, RuleKeyV6, RuleValue, STAT_SLOTS, Settings,
+    VERDICT_CACHE_SLOTS, VerdictKey,
 };
 
 /// `{cgroup id, generation slot}` -> policy binding, filled by the agent for every
@@ -19,6 +20,12 @@ use residency_common::{
 #[map(name = "RES_BINDINGS")]
 pub static BINDINGS: HashMap<BindingKey, Binding> =
     HashMap::with_max_entries(MAX_BINDINGS * GENERATION_SLOTS, 0);
+
+/// `{policy scope, interface name}`: the interfaces a policy lets its workloads bind
+/// sockets to (`SO_BINDTODEVICE`), filled by the agent per generation slot.
+#[map(name = "RES_INTERFACES")]
+pub static INTERFACES: HashMap<InterfaceKey, u8> =
+    HashMap::with_max_entries(MAX_INTERFACES * GENERATION_SLOTS, 0);
 
 /// The epoch packets are judged by; its low bit is the generation slot
 /// (`residency_common::slot_of`).

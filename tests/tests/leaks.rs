@@ -44,6 +44,12 @@ name = "eu-inbound"
 cgroups = ["{cg}/inbound"]
 allow = ["198.51.100.0/24", "2001:db8:1::/48"]
 judge_inbound = true
+
+[[policy]]
+name = "eu-named"
+cgroups = ["{cg}/named"]
+allow = ["198.51.100.0/24", "2001:db8:1::/48"]
+interfaces = ["to-allowed"]
 "#;
 
 /// Prints "ok", "timeout" or the errno name of what failed, for every script below.
@@ -177,6 +183,7 @@ struct Lab {
     raw: std::path::PathBuf,
     free: std::path::PathBuf,
     inbound: std::path::PathBuf,
+    named: std::path::PathBuf,
 }
 
 impl Lab {
@@ -187,6 +194,7 @@ impl Lab {
         let raw = sb.cgroup("raw").unwrap();
         let free = sb.cgroup("free").unwrap();
         let inbound = sb.cgroup("inbound").unwrap();
+        let named = sb.cgroup("named").unwrap();
         // The forbidden network answers for the allowed host's address too, as a
         // network an attacker controls would: a frame sent to the allowed address
         // through the forbidden link reaches a host that takes it.
@@ -209,6 +217,7 @@ impl Lab {
             raw,
             free,
             inbound,
+            named,
         };
         // Resolve every neighbour first: a kernel-made reply (an ICMP error) to a
         // neighbour not yet resolved can be lost, and a control must not fail by luck.
@@ -358,6 +367,49 @@ fn a_chosen_interface_cannot_carry_an_allowed_address_to_a_forbidden_network() {
             "{e}"
         );
     }
+    // A policy that names an interface lets its workloads bind to that one, by name.
+    let named = lab.named.clone();
+    let to_allowed = residency_tests::routed::TO_ALLOWED;
+    let r = lab.no_leak(
+        &named,
+        &[],
+        THROUGH_DEVICE,
+        &[
+            to_allowed,
+            ALLOWED_HOST_V4,
+            &port,
+            "{marker}",
+            "SO_BINDTODEVICE",
+        ],
+    );
+    assert_eq!(r, "ok", "SO_BINDTODEVICE to a named interface");
+    lab.leak_closed(
+        &named,
+        &[],
+        THROUGH_DEVICE,
+        &[
+            TO_FORBIDDEN,
+            ALLOWED_HOST_V4,
+            &port,
+            "{marker}",
+            "SO_BINDTODEVICE",
+        ],
+        "EPERM",
+    );
+    // An index names no interface the policy can check: refused even for a named one.
+    let r = lab.no_leak(
+        &named,
+        &[],
+        THROUGH_DEVICE,
+        &[
+            to_allowed,
+            ALLOWED_HOST_V4,
+            &port,
+            "{marker}",
+            "IP_UNICAST_IF",
+        ],
+    );
+    assert_eq!(r, "EPERM", "IP_UNICAST_IF under a policy naming interfaces");
     // The allowed host is still reached the ordinary way.
     let r = lab.no_leak(
         &lab.app.clone(),

@@ -62,6 +62,9 @@ pub struct PolicyConfig {
     /// Inbound connection attempts (TCP SYNs) from sources the policy does not allow
     /// are dropped before the kernel answers them.
     pub judge_inbound: bool,
+    /// Interfaces the policy's workloads may bind sockets to with `SO_BINDTODEVICE`;
+    /// every other choice of interface is refused in enforce mode.
+    pub interfaces: Vec<String>,
     /// What `check` and `run` report about this policy's sources: prefixes that an
     /// allow source and a deny source both list (denied), with file and line.
     pub notes: Vec<String>,
@@ -133,6 +136,7 @@ pub(crate) fn parse_policy(
             ));
         }
     };
+    let interfaces = parse_interfaces(at, &key, p.interfaces)?;
     let mut taken = Taken::new();
     let entries = parse_entries(at, &key, &mut taken, p.allow, p.deny)?;
     let mut notes = Vec::new();
@@ -158,6 +162,7 @@ pub(crate) fn parse_policy(
         allow_packet_sockets: p.allow_packet_sockets,
         allow_raw_sockets: p.allow_raw_sockets,
         judge_inbound: p.judge_inbound,
+        interfaces,
         notes,
     })
 }
@@ -342,6 +347,42 @@ fn add_sources(
         }
     }
     Ok((entries, sources))
+}
+
+/// Interface names as `SO_BINDTODEVICE` takes them: 1 to 15 bytes (`IFNAMSIZ` less
+/// the NUL), no `/`, whitespace or NUL (the kernel's `dev_valid_name`), each once.
+fn parse_interfaces(
+    at: &Locator<'_>,
+    key: &str,
+    list: Vec<Spanned<String>>,
+) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    for n in list {
+        let name = n.get_ref();
+        let bad = name.is_empty()
+            || name.len() > 15
+            || name == "."
+            || name == ".."
+            || name
+                .bytes()
+                .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
+        if bad {
+            return Err(at.error(
+                n.span(),
+                &format!("{key}.interfaces"),
+                &format!("\"{name}\" is not an interface name (1 to 15 characters, no '/', ':' or spaces)"),
+            ));
+        }
+        if out.contains(name) {
+            return Err(at.error(
+                n.span(),
+                &format!("{key}.interfaces"),
+                &format!("\"{name}\" is listed twice"),
+            ));
+        }
+        out.push(name.clone());
+    }
+    Ok(out)
 }
 
 fn validate_name(at: &Locator<'_>, name: &Spanned<String>) -> Result<(), ConfigError> {

@@ -74,4 +74,6 @@ pub(crate) struct RawPolicy {
     pub allow_raw_sockets: bool,
     #[serde(default)]
     pub judge_inbound: bool,
+    #[serde(default)]
+    pub interfaces: Vec<Spanned<String>>,
 }

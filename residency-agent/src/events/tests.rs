@@ -111,13 +111,52 @@ fn socket_call_events_name_the_process_and_no_packet_fields() {
         line.contains(r#"hook=connect pid=4711 comm="ping""#),
         "{line}"
     );
+    // A packet socket: no family (the LSM program sets none), the family number in
+    // `protocol`.
     let mut e = event();
     e.source = SOURCE_SOCKET;
+    e.family = 0;
     e.protocol = 17;
     e.pid = 1;
     let line = BlockEvent::decode(&e, &v, &mut paths).line();
     assert!(line.contains("proto=packet-socket"), "{line}");
     assert!(line.contains("hook=socket"), "{line}");
+    // A raw IP socket: its family and IP protocol, no destination.
+    let mut e = event();
+    e.source = SOURCE_SOCKET;
+    e.family = 4;
+    e.protocol = 255;
+    e.rule = residency_common::RULE_RAW_SOCKET;
+    e.pid = 1;
+    let line = BlockEvent::decode(&e, &v, &mut paths).line();
+    assert!(
+        line.contains("proto=255 dst=unknown dport=0 src=unknown"),
+        "{line}"
+    );
+    assert!(
+        line.contains("hook=socket") && line.contains("rule=raw-socket"),
+        "{line}"
+    );
+    // A socket option: named from the level and name the event carries.
+    let mut e = event();
+    e.source = residency_common::SOURCE_SOCKOPT;
+    e.family = 6;
+    e.protocol = 17;
+    e.icmp_type = 41;
+    e.icmp_code = 78;
+    e.rule = residency_common::RULE_SPOOFED_SOURCE;
+    e.pid = 1;
+    let line = BlockEvent::decode(&e, &v, &mut paths).line();
+    assert!(
+        line.contains("proto=udp dst=unknown dport=0 src=unknown sport=0 cgroup="),
+        "{line}"
+    );
+    assert!(
+        line.contains("hook=setsockopt option=IPV6_FREEBIND pid=1")
+            && line.contains("rule=spoofed-source"),
+        "{line}"
+    );
+    assert!(!line.contains("icmp_type"), "{line}");
 }
 
 #[test]

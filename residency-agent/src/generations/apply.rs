@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use aya::maps::MapError;
 use residency_common::{
-    BINDING_ALLOW_PACKET_SOCKETS, BINDING_ALLOW_RAW_SOCKETS, BINDING_JUDGE_INBOUND, Binding,
-    BindingKey, GENERATION_SLOTS, MAX_BINDINGS, maps, slot_of,
+    BINDING_ALLOW_PACKET_SOCKETS, BINDING_ALLOW_RAW_SOCKETS, BINDING_JUDGE_INBOUND,
+    BINDING_NAMED_INTERFACES, Binding, BindingKey, GENERATION_SLOTS, InterfaceKey, MAX_BINDINGS,
+    maps, slot_of,
 };
 
 use super::{Applied, Generations, Written};
@@ -146,6 +147,18 @@ impl Generations {
             w.v6.push(*k);
             progress(w.v4.len() + w.v6.len());
         }
+        // Interfaces before bindings, like port rules before prefixes: nothing reads
+        // the slot until the flip.
+        for (index, p) in config.policies.iter().enumerate() {
+            for name in &p.interfaces {
+                let key = interface_key(slot, ids[index], name);
+                self.maps
+                    .interfaces
+                    .insert(key, 1, 0)
+                    .map_err(full(maps::INTERFACES, format!("interface {name}")))?;
+                w.interfaces.push(key);
+            }
+        }
         for c in bound {
             let key = BindingKey {
                 cgroup_id: c.id,
@@ -181,7 +194,21 @@ pub fn binding_of(config: &Config, ids: &[u32], index: usize) -> Binding {
             BINDING_JUDGE_INBOUND
         } else {
             0
+        } | if p.interfaces.is_empty() {
+            0
+        } else {
+            BINDING_NAMED_INTERFACES
         },
         _pad: 0,
     }
+}
+
+/// The key of interface `name` of policy `id` in `slot`: the name NUL-padded.
+pub fn interface_key(slot: u32, id: u32, name: &str) -> InterfaceKey {
+    let mut key = InterfaceKey {
+        scope: residency_common::scope(slot, id),
+        name: [0; 16],
+    };
+    key.name[..name.len()].copy_from_slice(name.as_bytes());
+    key
 }

@@ -24,7 +24,7 @@ mod ids;
 
 use std::time::Duration;
 
-use residency_common::{Binding, BindingKey, GENERATION_SLOTS, maps, slot_of};
+use residency_common::{Binding, BindingKey, GENERATION_SLOTS, InterfaceKey, maps, slot_of};
 
 pub use apply::binding_of;
 pub use ids::PolicyIds;
@@ -42,6 +42,7 @@ pub(crate) struct Written {
     v4: Vec<KeyV4>,
     v6: Vec<KeyV6>,
     bindings: Vec<BindingKey>,
+    interfaces: Vec<InterfaceKey>,
 }
 
 /// The policy version in force.
@@ -124,6 +125,15 @@ impl Generations {
                 w.bindings.push(k);
             }
         }
+        for k in self.maps.interfaces.keys() {
+            let k = k.map_err(|source| BpfError::Map {
+                name: maps::INTERFACES,
+                source,
+            })?;
+            if top(k.scope) == slot {
+                w.interfaces.push(k);
+            }
+        }
         Ok(w)
     }
 
@@ -137,6 +147,9 @@ impl Generations {
         }
         for k in &w.bindings {
             let _ = self.maps.bindings.remove(k);
+        }
+        for k in &w.interfaces {
+            let _ = self.maps.interfaces.remove(k);
         }
     }
 

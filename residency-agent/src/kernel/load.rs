@@ -143,4 +143,5 @@ const PINNED_MAPS: &[&str] = &[
     maps::SETTINGS,
     maps::RATE,
     maps::PORTS,
+    maps::INTERFACES,
 ];

@@ -7,8 +7,8 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
 };
 use residency_common::{
-    Binding, BindingKey, PortRule, RuleKeyV4, RuleKeyV6, RuleValue, SETTINGS_NO_VERDICT_CACHE,
-    Settings, maps,
+    Binding, BindingKey, InterfaceKey, PortRule, RuleKeyV4, RuleKeyV6, RuleValue,
+    SETTINGS_NO_VERDICT_CACHE, Settings, maps,
 };
 
 use super::{BpfError, KernelCounters, Loaded};
@@ -21,6 +21,7 @@ pub struct PolicyMaps {
     pub bindings: HashMap<MapData, BindingKey, Binding>,
     pub active: Array<MapData, u32>,
     pub ports: Array<MapData, PortRule>,
+    pub interfaces: HashMap<MapData, InterfaceKey, u8>,
     /// Capacity of each rule trie (entries, both slots together).
     pub capacity: u32,
 }
@@ -41,6 +42,7 @@ impl Loaded {
             bindings: take(&mut self.ebpf, maps::BINDINGS)?,
             active: take(&mut self.ebpf, maps::ACTIVE)?,
             ports: take(&mut self.ebpf, maps::PORTS)?,
+            interfaces: take(&mut self.ebpf, maps::INTERFACES)?,
             capacity: self.capacity,
         })
     }

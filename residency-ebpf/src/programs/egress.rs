@@ -14,9 +14,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::error;
 use residency_common::{
-    Binding, EVENT_AUDIT, EVENT_BLOCK, MODE_AUDIT, RULE_DEVICE_BINDING, RULE_ERROR,
-    RULE_RAW_SOCKET, SETTINGS_NO_VERDICT_CACHE, SOURCE_SKB, Stat, VerdictKey, VerdictValue,
-    slot_of,
+    BINDING_NAMED_INTERFACES, Binding, EVENT_AUDIT, EVENT_BLOCK, MODE_AUDIT, RULE_DEVICE_BINDING,
+    RULE_ERROR, RULE_RAW_SOCKET, SETTINGS_NO_VERDICT_CACHE, SOURCE_SKB, Stat, VerdictKey,
+    VerdictValue, slot_of,
 };
 
 use crate::{
@@ -88,7 +88,7 @@ fn judge(
         report::no_binding(ctx, cgroup_id);
         return None;
     };
-    if let Some(rule) = socket_refused(ctx, p) {
+    if let Some(rule) = socket_refused(ctx, p, b.flags & BINDING_NAMED_INTERFACES != 0) {
         return Some((
             b,
             Decision {
@@ -113,9 +113,11 @@ fn judge(
 /// that may face another network. The socket guards refuse both; this catches sockets
 /// that got there before the guards were attached, or by a way they do not see. An
 /// IPv6 link-local destination needs its interface (the kernel binds the socket to it
-/// on connect), so it is judged by its address alone.
+/// on connect), so it is judged by its address alone. A policy that names interfaces
+/// leaves device binding to the setsockopt guard, which knows names; this program
+/// knows only indexes, which differ between network namespaces.
 #[inline(always)]
-fn socket_refused(ctx: &SkBuffContext, p: &Packet) -> Option<u32> {
+fn socket_refused(ctx: &SkBuffContext, p: &Packet, named_interfaces: bool) -> Option<u32> {
     /// `SOCK_RAW` and `IPPROTO_RAW`.
     const SOCK_RAW: u32 = 3;
     const IPPROTO_RAW: u32 = 255;
@@ -136,7 +138,7 @@ fn socket_refused(ctx: &SkBuffContext, p: &Packet) -> Option<u32> {
         return Some(RULE_RAW_SOCKET);
     }
     let link_local = p.family == 6 && p.dst[0] == 0xfe && p.dst[1] & 0xc0 == 0x80;
-    if sk.bound_dev_if != 0 && !link_local {
+    if sk.bound_dev_if != 0 && !link_local && !named_interfaces {
         return Some(RULE_DEVICE_BINDING);
     }
     None

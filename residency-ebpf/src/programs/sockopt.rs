@@ -14,16 +14,18 @@
 //! (the socket was passed out, or its process moved) is refused too, since the packet
 //! program cannot undo what these options do.
 
+use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 use aya_ebpf::{macros::cgroup_sockopt, programs::SockoptContext};
 use residency_common::{
-    EVENT_AUDIT, EVENT_BLOCK, MODE_AUDIT, SOURCE_SOCKOPT, Stat, slot_of,
+    BINDING_NAMED_INTERFACES, EVENT_AUDIT, EVENT_BLOCK, InterfaceKey, MODE_AUDIT, SOURCE_SOCKOPT,
+    Stat, scope, slot_of,
     sockopt::{self, Value},
 };
 
 use super::{ALLOW_CALL, DENY_CALL, family_of};
 use crate::{
     binding,
-    maps::{self, STATS, bump},
+    maps::{self, INTERFACES, STATS, bump},
     report,
 };
 
@@ -46,14 +48,22 @@ pub fn residency_setsockopt(ctx: SockoptContext) -> i32 {
     if !sets(value, start, end) {
         return ALLOW_CALL;
     }
+    let cgroup_id = binding::current_cgroup();
+    let slot = slot_of(maps::epoch());
+    let binding = binding::of_current_task(cgroup_id, slot);
+    // An interface the policy names may be bound to by name.
+    if value == Value::Name
+        && let Some(b) = binding
+        && b.flags & BINDING_NAMED_INTERFACES != 0
+        && named(slot, b.policy, start, end)
+    {
+        return ALLOW_CALL;
+    }
     // SAFETY: `sk` is always set for setsockopt; the verifier checks the reads.
     let (family, protocol) = unsafe {
         let sk = &*so.__bindgen_anon_1.sk;
         (family_of(sk.family), sk.protocol as u8)
     };
-    let cgroup_id = binding::current_cgroup();
-    let slot = slot_of(maps::epoch());
-    let binding = binding::of_current_task(cgroup_id, slot);
     let audit = binding.is_some_and(|b| b.mode == MODE_AUDIT);
     if !audit {
         bump(&STATS, Stat::SocketDenials as u32);
@@ -105,4 +115,39 @@ fn sets(value: Value, start: usize, end: usize) -> bool {
                 && unsafe { core::ptr::read_unaligned((start + 16) as *const u32) != 0 }
         }
     }
+}
+
+/// Whether the interface name in `start..end` (as `SO_BINDTODEVICE` takes it: up to 15
+/// characters, NUL-terminated or not) is one `policy` names.
+#[inline(always)]
+fn named(slot: u32, policy: u32, start: usize, end: usize) -> bool {
+    let mut key = InterfaceKey {
+        scope: scope(slot, policy),
+        name: [0; 16],
+    };
+    let len = end.saturating_sub(start).min(15) as u32;
+    // SAFETY: at most 15 bytes of the option buffer into the key's name; the helper
+    // checks the read.
+    let read = unsafe {
+        bpf_probe_read_kernel(
+            key.name.as_mut_ptr().cast(),
+            len,
+            start as *const core::ffi::c_void,
+        )
+    };
+    if read != 0 {
+        return false;
+    }
+    // The kernel takes the name up to its first NUL: compare that much.
+    let mut nul = false;
+    for b in key.name.iter_mut() {
+        if *b == 0 {
+            nul = true;
+        }
+        if nul {
+            *b = 0;
+        }
+    }
+    // SAFETY: a lookup in a hash map of plain values.
+    unsafe { INTERFACES.get(key).is_some() }
 }

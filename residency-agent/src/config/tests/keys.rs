@@ -37,3 +37,26 @@ fn duplicate_keys_are_named_in_commented_and_nested_tables() {
     assert!(e("[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\n[[policy]] # second\nname = \"q\"\nname = \"r\"\n").contains(": policy[1].name: duplicate key"));
     assert!(e("[[policy]]\nname = \"p\"\n[policy.pod_selector.match_labels]\napp = \"x\"\napp = \"y\"\n").contains(": policy[0].pod_selector.match_labels.app: duplicate key"));
 }
+
+#[test]
+fn interfaces_are_names_the_kernel_takes() {
+    let parse = |list: &str| {
+        Config::parse(
+            &format!("[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\ninterfaces = {list}\n"),
+            "t.toml",
+        )
+    };
+    let c = parse("[\"wg0\", \"eth1\"]").unwrap();
+    assert_eq!(c.policies[0].interfaces, ["wg0", "eth1"]);
+    for bad in ["\"\"", "\"a-name-of-16-chr\"", "\"eth0/1\"", "\"eth 0\""] {
+        let e = parse(&format!("[{bad}]")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("t.toml:4:")
+                && e.contains("policy \"p\".interfaces: ")
+                && e.contains("is not an interface name"),
+            "{bad}: {e}"
+        );
+    }
+    let e = parse("[\"wg0\", \"wg0\"]").unwrap_err().to_string();
+    assert!(e.contains("\"wg0\" is listed twice"), "{e}");
+}
