@@ -93,6 +93,17 @@ pub enum Command {
         /// protocol/port entries.
         port: Option<String>,
     },
+    /// Compare what the kernel enforces (the pinned maps of the version in force and
+    /// the attached links) with what the config on disk means; print each difference
+    /// and exit non-zero on any. Works with or without a running agent.
+    Verify {
+        /// Config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the running agent's generation, policies, cgroups, counters and last reload.
     Status {
         /// Control socket (default as for `reload`).

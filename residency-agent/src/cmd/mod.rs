@@ -6,6 +6,7 @@ pub mod detach;
 pub mod docs;
 pub mod explain;
 pub mod pinned;
+mod verify;
 
 use crate::{
     cli::{Cli, Command},
@@ -45,6 +46,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             addr,
             port,
         } => explain::explain(config.as_deref(), policy.as_deref(), addr, port.as_deref()),
+        Command::Verify { config, json } => verify::verify(config.as_deref(), json),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man => docs::man(),
     }

@@ -51,7 +51,18 @@ impl Generations {
         }
 
         let mut w = Written::default();
-        let result = self.write(config, bound, &id_list, next, &rules, &mut w);
+        let result = self
+            .write(config, bound, &id_list, next, &rules, &mut w)
+            .and_then(|()| {
+                let names: Vec<&str> = config.policies.iter().map(|p| p.name.as_str()).collect();
+                self.maps
+                    .names
+                    .write(next, &id_list, &names)
+                    .map_err(|source| BpfError::Names {
+                        path: super::super::kernel::names::POLICY_NAMES.into(),
+                        source,
+                    })
+            });
         if let Err(e) = result {
             self.delete(&w);
             return Err(e);

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use residency_common::{Binding, BindingKey, GENERATION_SLOTS, InterfaceKey, maps, slot_of};
 
-pub use apply::binding_of;
+pub use apply::{binding_of, interface_key};
 pub use ids::PolicyIds;
 
 use crate::{

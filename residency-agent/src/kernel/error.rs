@@ -23,6 +23,12 @@ pub enum BpfError {
         #[source]
         source: ProgramError,
     },
+    #[error("the policy names map ({path}): {source}")]
+    Names {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("map {name} is missing from the object")]
     MissingMap { name: &'static str },
     #[error("map {name}: {source}")]

@@ -26,6 +26,8 @@ pub struct Loaded {
     /// Why the packet socket guard (`residency_socket_create`) is not enforcing, when
     /// it is not.
     pub socket_guard_missing: Option<String>,
+    /// Where the maps are pinned (the policy names map joins them there).
+    pub maps_dir: PathBuf,
 }
 
 /// Whether the BPF LSM is active: without it, lsm_cgroup programs load and attach but
@@ -126,6 +128,7 @@ pub fn load(maps_dir: &Path, capacity: u32) -> Result<Loaded, BpfError> {
         ebpf,
         capacity,
         socket_guard_missing,
+        maps_dir: maps_dir.to_owned(),
     })
 }
 

@@ -11,7 +11,7 @@ use residency_common::{
     SETTINGS_NO_VERDICT_CACHE, Settings, maps,
 };
 
-use super::{BpfError, KernelCounters, Loaded};
+use super::{BpfError, KernelCounters, Loaded, names::PolicyNames};
 use crate::config::Config;
 
 /// The maps that hold the policy, taken out of the loaded object.
@@ -22,6 +22,8 @@ pub struct PolicyMaps {
     pub active: Array<MapData, u32>,
     pub ports: Array<MapData, PortRule>,
     pub interfaces: HashMap<MapData, InterfaceKey, u8>,
+    /// The policy names of each slot, for readers without the agent (`verify`).
+    pub names: PolicyNames,
     /// Capacity of each rule trie (entries, both slots together).
     pub capacity: u32,
 }
@@ -43,6 +45,12 @@ impl Loaded {
             active: take(&mut self.ebpf, maps::ACTIVE)?,
             ports: take(&mut self.ebpf, maps::PORTS)?,
             interfaces: take(&mut self.ebpf, maps::INTERFACES)?,
+            names: PolicyNames::open_or_create(&self.maps_dir).map_err(|source| {
+                BpfError::Names {
+                    path: self.maps_dir.join(super::names::POLICY_NAMES),
+                    source,
+                }
+            })?,
             capacity: self.capacity,
         })
     }

@@ -22,6 +22,7 @@ pub mod counters;
 pub mod error;
 pub mod load;
 pub mod maps;
+pub mod names;
 pub mod pins;
 pub mod socket_guard;
 

@@ -22,6 +22,8 @@ const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
 
@@ -61,12 +63,21 @@ fn bpf(cmd: libc::c_long, attr: &mut Attr) -> std::io::Result<libc::c_long> {
 }
 
 fn create_map(map_type: u32, inner_fd: Option<i32>) -> std::io::Result<OwnedFd> {
+    create(map_type, 4, 1, inner_fd)
+}
+
+fn create(
+    map_type: u32,
+    value_size: u32,
+    max_entries: u32,
+    inner_fd: Option<i32>,
+) -> std::io::Result<OwnedFd> {
     let mut attr = Attr::new();
     // map_type, key_size, value_size, max_entries, map_flags, inner_map_fd
     attr.u32_at(0, map_type)
         .u32_at(4, 4)
-        .u32_at(8, 4)
-        .u32_at(12, 1);
+        .u32_at(8, value_size)
+        .u32_at(12, max_entries);
     if let Some(fd) = inner_fd {
         attr.u32_at(20, fd as u32);
     }
@@ -145,4 +156,69 @@ pub fn pin_fd(fd: std::os::fd::BorrowedFd<'_>, path: &std::path::Path) -> std::i
     attr.u64_at(0, c.as_ptr() as u64)
         .u32_at(8, fd.as_raw_fd() as u32);
     bpf(BPF_OBJ_PIN, &mut attr).map(|_| ())
+}
+
+/// A new `ARRAY` map of `max_entries` values of `value_size` bytes, keyed by u32: a
+/// map of the agent's own that no program reads (the policy names).
+pub fn create_array(value_size: u32, max_entries: u32) -> std::io::Result<OwnedFd> {
+    create(BPF_MAP_TYPE_ARRAY, value_size, max_entries, None)
+}
+
+/// The BPF object pinned at `path` (BPF_OBJ_GET).
+pub fn obj_get(path: &std::path::Path) -> std::io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let mut attr = Attr::new();
+    attr.u64_at(0, c.as_ptr() as u64);
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: bpf(BPF_OBJ_GET) returned a new fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Writes `value` at index `key` of the array map `map`.
+pub fn array_set(map: std::os::fd::BorrowedFd<'_>, key: u32, value: &[u8]) -> std::io::Result<()> {
+    let mut attr = Attr::new();
+    attr.u32_at(0, map.as_raw_fd() as u32)
+        .u64_at(8, &key as *const u32 as u64)
+        .u64_at(16, value.as_ptr() as u64)
+        .u64_at(24, 0);
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
+}
+
+/// Reads index `key` of the array map `map` into `value` (its value size).
+pub fn array_get(
+    map: std::os::fd::BorrowedFd<'_>,
+    key: u32,
+    value: &mut [u8],
+) -> std::io::Result<()> {
+    let mut attr = Attr::new();
+    attr.u32_at(0, map.as_raw_fd() as u32)
+        .u64_at(8, &key as *const u32 as u64)
+        .u64_at(16, value.as_mut_ptr() as u64);
+    bpf(BPF_MAP_LOOKUP_ELEM, &mut attr).map(|_| ())
+}
+
+/// What a cgroup link says of itself: its program and the cgroup it is attached to
+/// (0 once detached, by `bpftool link detach` or the cgroup's removal).
+pub struct CgroupLinkInfo {
+    pub prog_id: u32,
+    pub cgroup_id: u64,
+    pub attach_type: u32,
+}
+
+/// `struct bpf_link_info` of the link `fd` (BPF_OBJ_GET_INFO_BY_FD), cgroup fields.
+pub fn cgroup_link_info(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<CgroupLinkInfo> {
+    // type, id, prog_id, then the union at offset 16: cgroup_id (u64), attach_type.
+    let mut info = [0u8; 64];
+    let mut attr = Attr::new();
+    attr.u32_at(0, fd.as_raw_fd() as u32)
+        .u32_at(4, info.len() as u32)
+        .u64_at(8, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    let u32_at = |o: usize| u32::from_ne_bytes(info[o..o + 4].try_into().expect("4 bytes"));
+    Ok(CgroupLinkInfo {
+        prog_id: u32_at(8),
+        cgroup_id: u64::from_ne_bytes(info[16..24].try_into().expect("8 bytes")),
+        attach_type: u32_at(24),
+    })
 }

@@ -1,0 +1,408 @@
+//! `residency-agent verify`: does the kernel hold what the config on disk means?
+//!
+//! Reads the pinned state of the version in force, with or without a running agent,
+//! and compares it exactly with what the config compiles to: every rule trie entry of
+//! every policy (prefix, action, deciding rule, and its protocol/port rules resolved
+//! from the port table), every cgroup binding (policy, mode, flags), every interface
+//! a policy names; then checks that every configured cgroup that exists has each
+//! program attached through a pinned link the kernel still holds. Each difference is
+//! one line a user can act on; any difference makes the exit status non-zero.
+//!
+//! Policies are matched by name through the pinned names map the agent writes with
+//! each version (`kernel::names`): ids are the agent's own.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::AsFd as _,
+    path::Path,
+};
+
+use anyhow::{Context as _, bail};
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData};
+use residency_common::{
+    Binding, BindingKey, InterfaceKey, PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_EGRESS,
+    PROGRAM_INGRESS, PROGRAM_SENDMSG4, PROGRAM_SENDMSG6, PROGRAM_SETSOCKOPT, PROGRAM_SOCK_CREATE,
+    PortRule, RuleKeyV4, RuleKeyV6, RuleValue, maps, slot_of,
+};
+
+use crate::{
+    config::file::{Fallback, load_config_for},
+    daemon::prepare::validate_on_host,
+    generations::{binding_of, interface_key},
+    host::{Hierarchy, attach_points},
+    kernel::{names::PolicyNames, pins, short_name},
+    policy::{self, describe_rule},
+    sys::bpf,
+};
+
+/// The programs every attach point has (the packet socket guard only where the kernel
+/// runs BPF LSM programs, so it is not required).
+const REQUIRED: &[&str] = &[
+    PROGRAM_CONNECT4,
+    PROGRAM_CONNECT6,
+    PROGRAM_SENDMSG4,
+    PROGRAM_SENDMSG6,
+    PROGRAM_SOCK_CREATE,
+    PROGRAM_SETSOCKOPT,
+    PROGRAM_INGRESS,
+    PROGRAM_EGRESS,
+];
+
+/// One rule trie entry, as a user reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    action: u32,
+    rule: u32,
+    ports: Vec<PortRule>,
+}
+
+/// What was compared, and every difference found.
+#[derive(Default, serde::Serialize)]
+struct Report {
+    policies: usize,
+    prefixes: usize,
+    bindings: usize,
+    links: usize,
+    mismatches: Vec<String>,
+}
+
+pub fn verify(config_path: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let config = load_config_for(config_path, Fallback::Refused)?;
+    let hierarchy = Hierarchy::discover()?;
+    let (bound, _missing) = validate_on_host(&config, &hierarchy)?;
+    let pin_path = &config.agent.pin_path;
+    let maps_dir = pins::maps_dir(pin_path);
+    if !maps_dir.exists() {
+        bail!(
+            "nothing is pinned under {}: no policy is in force (start the agent)",
+            pin_path.display()
+        );
+    }
+    let open = |name: &str| -> anyhow::Result<MapData> {
+        let path = maps_dir.join(name);
+        MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))
+    };
+    let active: Array<MapData, u32> = Array::try_from(Map::from_map_data(open(maps::ACTIVE)?)?)?;
+    let epoch = active.get(&0, 0)?;
+    let slot = slot_of(epoch);
+    let names = PolicyNames::open(&maps_dir)
+        .with_context(|| format!("opening the policy names under {}", maps_dir.display()))?
+        .read(slot)?;
+    let mut report = Report::default();
+
+    // Which policy is which id in the version in force.
+    let id_of: BTreeMap<&str, u32> = names.iter().map(|(id, n)| (n.as_str(), *id)).collect();
+    let mut ids = Vec::new();
+    let mut found = config.clone();
+    found.policies.clear();
+    for p in &config.policies {
+        match id_of.get(p.name.as_str()) {
+            Some(id) => {
+                ids.push(*id);
+                found.policies.push(p.clone());
+            }
+            None => report.mismatches.push(format!(
+                "policy \"{}\": in the config, not in the kernel (the config on disk is newer than the version in force: reload)",
+                p.name
+            )),
+        }
+    }
+    for name in names.values() {
+        if !config.policies.iter().any(|p| &p.name == name) {
+            report.mismatches.push(format!(
+                "policy \"{name}\": in force in the kernel, not in the config"
+            ));
+        }
+    }
+    report.policies = found.policies.len();
+    let name_of = |id: u32| {
+        names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("policy-{id}"))
+    };
+
+    // The rule tries and the port table.
+    let rules = policy::compile(&found, &ids, slot)?;
+    let ports: Array<MapData, PortRule> = Array::try_from(Map::from_map_data(open(maps::PORTS)?)?)?;
+    let kernel_ports = |v: &RuleValue| -> Vec<PortRule> {
+        (0..v.ports_len)
+            .map(|i| ports.get(&(v.ports_start + i), 0).unwrap_or_default())
+            .collect()
+    };
+    let expected_ports = |v: &RuleValue| -> Vec<PortRule> {
+        if v.ports_len == 0 {
+            return Vec::new();
+        }
+        let start = (v.ports_start - policy::ports_base(slot)) as usize;
+        rules.ports[start..start + v.ports_len as usize].to_vec()
+    };
+    let entry = |v: &RuleValue, ports: Vec<PortRule>| Entry {
+        action: v.action,
+        rule: v.rule,
+        ports,
+    };
+    let in_slot = |scope: [u8; 4]| u32::from(scope[0]) == slot;
+    let id_in = |scope: [u8; 4]| u32::from_be_bytes([0, scope[1], scope[2], scope[3]]);
+
+    let mut want: BTreeMap<(u32, IpAddr, u8), Entry> = BTreeMap::new();
+    for (k, v) in &rules.v4 {
+        let d = k.data();
+        let net = (
+            IpAddr::V4(Ipv4Addr::from(d.addr)),
+            (k.prefix_len() - 32) as u8,
+        );
+        want.insert((id_in(d.policy), net.0, net.1), entry(v, expected_ports(v)));
+    }
+    for (k, v) in &rules.v6 {
+        let d = k.data();
+        let net = (
+            IpAddr::V6(Ipv6Addr::from(d.addr)),
+            (k.prefix_len() - 32) as u8,
+        );
+        want.insert((id_in(d.policy), net.0, net.1), entry(v, expected_ports(v)));
+    }
+    let mut have: BTreeMap<(u32, IpAddr, u8), Entry> = BTreeMap::new();
+    let v4: LpmTrie<MapData, RuleKeyV4, RuleValue> =
+        LpmTrie::try_from(Map::from_map_data(open(maps::RULES_V4)?)?)?;
+    for item in v4.iter() {
+        let (k, v) = item?;
+        let d = k.data();
+        if in_slot(d.policy) {
+            let addr = IpAddr::V4(Ipv4Addr::from(d.addr));
+            have.insert(
+                (id_in(d.policy), addr, (k.prefix_len() - 32) as u8),
+                entry(&v, kernel_ports(&v)),
+            );
+        }
+    }
+    let v6: LpmTrie<MapData, RuleKeyV6, RuleValue> =
+        LpmTrie::try_from(Map::from_map_data(open(maps::RULES_V6)?)?)?;
+    for item in v6.iter() {
+        let (k, v) = item?;
+        let d = k.data();
+        if in_slot(d.policy) {
+            let addr = IpAddr::V6(Ipv6Addr::from(d.addr));
+            have.insert(
+                (id_in(d.policy), addr, (k.prefix_len() - 32) as u8),
+                entry(&v, kernel_ports(&v)),
+            );
+        }
+    }
+    report.prefixes = want.len();
+    let policy_of = |id: u32| {
+        found
+            .policies
+            .iter()
+            .zip(&ids)
+            .find(|(_, i)| **i == id)
+            .map(|(p, _)| p)
+    };
+    let show = |id: u32, e: &Entry| {
+        let mut s = describe_rule(policy_of(id), e.rule);
+        if !e.ports.is_empty() {
+            let rules: Vec<String> = e
+                .ports
+                .iter()
+                .map(|r| describe_rule(policy_of(id), r.rule))
+                .collect();
+            s.push_str(&format!(", then by port: {}", rules.join(", ")));
+        }
+        s
+    };
+    for (key @ (id, addr, len), w) in &want {
+        let family = if addr.is_ipv4() { "ipv4" } else { "ipv6" };
+        match have.get(key) {
+            None => report.mismatches.push(format!(
+                "policy \"{}\": {family} {addr}/{len}: in the config ({}), missing from the kernel",
+                name_of(*id),
+                show(*id, w)
+            )),
+            Some(h) if h != w => report.mismatches.push(format!(
+                "policy \"{}\": {family} {addr}/{len}: the kernel holds {} (action {}), the config means {} (action {})",
+                name_of(*id),
+                show(*id, h),
+                h.action,
+                show(*id, w),
+                w.action
+            )),
+            Some(_) => {}
+        }
+    }
+    for (key @ (id, addr, len), h) in &have {
+        if !want.contains_key(key) {
+            let family = if addr.is_ipv4() { "ipv4" } else { "ipv6" };
+            report.mismatches.push(format!(
+                "policy \"{}\": {family} {addr}/{len}: in the kernel (action {}, {}), not in the config",
+                name_of(*id),
+                h.action,
+                show(*id, h)
+            ));
+        }
+    }
+
+    // Bindings of the configured cgroups that exist.
+    let bindings: HashMap<MapData, BindingKey, Binding> =
+        HashMap::try_from(Map::from_map_data(open(maps::BINDINGS)?)?)?;
+    let mut bound_ids = BTreeSet::new();
+    for b in &bound {
+        let p = &config.policies[b.policy];
+        let Some(index) = found.policies.iter().position(|f| f.name == p.name) else {
+            continue;
+        };
+        bound_ids.insert(b.id);
+        report.bindings += 1;
+        let key = BindingKey {
+            cgroup_id: b.id,
+            slot,
+            _pad: 0,
+        };
+        let want = binding_of(&found, &ids, index);
+        match bindings.get(&key, 0) {
+            Err(_) => report.mismatches.push(format!(
+                "cgroup {}: bound to policy \"{}\" in the config, bound to nothing in the kernel",
+                b.path.display(),
+                p.name
+            )),
+            Ok(have) if have != want => report.mismatches.push(format!(
+                "cgroup {}: the kernel binds it to policy \"{}\" ({} mode, flags {:#x}), the config to \"{}\" ({} mode, flags {:#x})",
+                b.path.display(),
+                name_of(have.policy),
+                mode_name(have.mode),
+                have.flags,
+                p.name,
+                mode_name(want.mode),
+                want.flags
+            )),
+            Ok(_) => {}
+        }
+    }
+    // Pods are bound by the agent as they come: only a config without Kubernetes
+    // selection says which cgroups may be bound at all.
+    if !config.kubernetes.enabled {
+        for k in bindings.keys() {
+            let k = k?;
+            if k.slot == slot && !bound_ids.contains(&k.cgroup_id) {
+                let have = bindings.get(&k, 0)?;
+                report.mismatches.push(format!(
+                    "cgroup id {}: bound to policy \"{}\" in the kernel, to nothing in the config",
+                    k.cgroup_id,
+                    name_of(have.policy)
+                ));
+            }
+        }
+    }
+
+    // Interfaces the policies name.
+    let interfaces: HashMap<MapData, InterfaceKey, u8> =
+        HashMap::try_from(Map::from_map_data(open(maps::INTERFACES)?)?)?;
+    let mut want_if = BTreeSet::new();
+    for (p, id) in found.policies.iter().zip(&ids) {
+        for n in &p.interfaces {
+            want_if.insert(
+                interface_key(slot, *id, n)
+                    .name
+                    .to_vec()
+                    .into_iter()
+                    .chain(id.to_be_bytes())
+                    .collect::<Vec<u8>>(),
+            );
+            if interfaces.get(&interface_key(slot, *id, n), 0).is_err() {
+                report.mismatches.push(format!(
+                    "policy \"{}\": interface {n}: in the config, missing from the kernel",
+                    p.name
+                ));
+            }
+        }
+    }
+    for k in interfaces.keys() {
+        let k = k?;
+        if in_slot(k.scope) {
+            let id = id_in(k.scope);
+            let tag: Vec<u8> = k.name.iter().copied().chain(id.to_be_bytes()).collect();
+            if !want_if.contains(&tag) {
+                let len = k.name.iter().position(|b| *b == 0).unwrap_or(16);
+                report.mismatches.push(format!(
+                    "policy \"{}\": interface {}: in the kernel, not in the config",
+                    name_of(id),
+                    String::from_utf8_lossy(&k.name[..len])
+                ));
+            }
+        }
+    }
+
+    // Every attach point has every program, through a link the kernel still holds.
+    let instances = pins::instances(pin_path)?;
+    for point in attach_points(&bound) {
+        for program in REQUIRED {
+            let short = short_name(program);
+            let file = format!("link-{}-{short}", point.id);
+            let Some(path) = instances.iter().map(|d| d.join(&file)).find(|p| p.exists()) else {
+                report.mismatches.push(format!(
+                    "cgroup {}: program {short} is not attached (no pinned link)",
+                    point.path.display()
+                ));
+                continue;
+            };
+            report.links += 1;
+            let attached = bpf::obj_get(&path)
+                .and_then(|fd| bpf::cgroup_link_info(fd.as_fd()))
+                .map(|i| i.cgroup_id);
+            match attached {
+                Ok(id) if id == point.id => {}
+                Ok(0) => report.mismatches.push(format!(
+                    "cgroup {}: program {short}: its link {} is detached",
+                    point.path.display(),
+                    path.display()
+                )),
+                Ok(other) => report.mismatches.push(format!(
+                    "cgroup {}: program {short}: its link {} is attached to cgroup id {other}",
+                    point.path.display(),
+                    path.display()
+                )),
+                Err(e) => report.mismatches.push(format!(
+                    "cgroup {}: program {short}: its link {} cannot be read: {e}",
+                    point.path.display(),
+                    path.display()
+                )),
+            }
+        }
+    }
+
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for m in &report.mismatches {
+            println!("mismatch: {m}");
+        }
+        println!(
+            "verified {} policies, {} prefixes, {} cgroup bindings, {} links: {}",
+            report.policies,
+            report.prefixes,
+            report.bindings,
+            report.links,
+            if report.mismatches.is_empty() {
+                "kernel state = config".to_owned()
+            } else {
+                format!("{} mismatches", report.mismatches.len())
+            }
+        );
+    }
+    if !report.mismatches.is_empty() {
+        bail!(
+            "the kernel state differs from {} in {} places",
+            config.source,
+            report.mismatches.len()
+        );
+    }
+    Ok(())
+}
+
+fn mode_name(mode: u8) -> &'static str {
+    match mode {
+        residency_common::MODE_ENFORCE => "enforce",
+        residency_common::MODE_AUDIT => "audit",
+        _ => "unknown",
+    }
+}

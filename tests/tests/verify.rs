@@ -1,0 +1,194 @@
+//! `residency-agent verify`: the pinned state of the version in force against the
+//! config on disk, with and without a running agent, and every kind of tampering a
+//! root user can do by hand (`bpftool map update/delete`, `bpftool link detach`, a
+//! config edited but not reloaded) named precisely, with a non-zero exit.
+
+use std::{path::Path, process::Command, process::Output, time::Duration};
+
+use residency_tests::{Sandbox, agent_binary, output_within, require_root};
+
+const CONFIG: &str = r#"
+[agent]
+pin_path = "{pins}"
+metrics_address = "{metrics}"
+
+[[policy]]
+name = "eu"
+cgroups = ["{cg}/app"]
+allow = ["198.51.100.0/24", "2001:db8:1::/48", "10.20.0.0/16 tcp/5432", "10.30.0.0/24 udp/53"]
+deny = ["198.51.100.99/32"]
+interfaces = ["wg0"]
+
+[[policy]]
+name = "batch"
+mode = "audit"
+cgroups = ["{cg}/batch"]
+allow = ["203.0.113.0/24"]
+"#;
+
+fn verify(config: &Path) -> (bool, String) {
+    let o: Output = output_within(
+        Command::new(agent_binary()).args(["verify", "--config", config.to_str().unwrap()]),
+        60,
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), text)
+}
+
+fn bpftool(args: &[&str]) {
+    let o = Command::new("bpftool").args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// The bytes of a number, as `bpftool` takes them (`hex` pairs).
+fn hex(bytes: &[u8]) -> Vec<String> {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn verify_matches_the_config_and_names_each_tampering() {
+    if !require_root() {
+        return;
+    }
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(&["198.51.100.7"]).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    sb.cgroup("batch").unwrap();
+    let cfg = sb.write_config("residency.toml", CONFIG);
+    sb.start_agent(&bin, &cfg).unwrap();
+
+    let (ok, out) = verify(&cfg);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("verified 2 policies") && out.contains("kernel state = config"),
+        "{out}"
+    );
+
+    let maps = sb.pin_path().join("v3/maps");
+    let trie = maps.join("RES_RULES_V4");
+    let trie = trie.to_str().unwrap();
+    // The version in force is in slot 1 after the agent's first apply (epoch 1), and
+    // its first policy has id 0: key = prefix length (32 + 24), scope, address.
+    let epoch = {
+        let o = Command::new("bpftool")
+            .args(["map", "lookup", "pinned"])
+            .arg(maps.join("RES_ACTIVE"))
+            .args(["key", "0", "0", "0", "0", "-j"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        // Without BTF, bpftool prints bytes: ["0x01", "0x00", ...].
+        let low = v["value"][0].as_str().unwrap_or_else(|| panic!("{v}"));
+        u8::from_str_radix(low.trim_start_matches("0x"), 16).unwrap()
+    };
+    let slot = epoch & 1;
+    let key = |a: [u8; 4], len: u8| {
+        let mut k = hex(&(32u32 + u32::from(len)).to_le_bytes());
+        k.extend(hex(&[slot, 0, 0, 0]));
+        k.extend(hex(&a));
+        k
+    };
+    // RuleValue: action 1 (allow), rule 0, no port rules.
+    let allow: Vec<String> = hex(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+
+    // 1. An entry added by hand.
+    let added = key([192, 0, 2, 0], 24);
+    let mut args = vec!["map", "update", "pinned", trie, "key", "hex"];
+    args.extend(added.iter().map(String::as_str));
+    args.extend(["value", "hex"]);
+    args.extend(allow.iter().map(String::as_str));
+    bpftool(&args);
+    let (ok, out) = verify(&cfg);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("policy \"eu\": ipv4 192.0.2.0/24: in the kernel")
+            && out.contains("not in the config"),
+        "{out}"
+    );
+    let mut args = vec!["map", "delete", "pinned", trie, "key", "hex"];
+    args.extend(added.iter().map(String::as_str));
+    bpftool(&args);
+    assert!(verify(&cfg).0, "back as it was");
+
+    // 2. An entry of the config deleted by hand: the deny carve-out.
+    let carve = key([198, 51, 100, 99], 32);
+    let mut args = vec!["map", "delete", "pinned", trie, "key", "hex"];
+    args.extend(carve.iter().map(String::as_str));
+    bpftool(&args);
+    let (ok, out) = verify(&cfg);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("policy \"eu\": ipv4 198.51.100.99/32: in the config (deny:198.51.100.99/32), missing from the kernel"),
+        "{out}"
+    );
+
+    // 3. An entry changed by hand: the carve-out turned into an allow.
+    let mut args = vec!["map", "update", "pinned", trie, "key", "hex"];
+    args.extend(carve.iter().map(String::as_str));
+    args.extend(["value", "hex"]);
+    args.extend(allow.iter().map(String::as_str));
+    bpftool(&args);
+    let (ok, out) = verify(&cfg);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("policy \"eu\": ipv4 198.51.100.99/32: the kernel holds")
+            && out.contains("(action 1), the config means deny:198.51.100.99/32 (action 2)"),
+        "{out}"
+    );
+
+    // 4. The config edited on disk but not reloaded.
+    let edited = std::fs::read_to_string(&cfg).unwrap().replace(
+        "\"203.0.113.0/24\"",
+        "\"203.0.113.0/24\", \"2001:db8:2::/48\"",
+    );
+    std::fs::write(&cfg, edited).unwrap();
+    let (ok, out) = verify(&cfg);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("policy \"batch\": ipv6 2001:db8:2::/48: in the config (allow:2001:db8:2::/48), missing from the kernel"),
+        "{out}"
+    );
+    // A reload makes the kernel match the file again (the tampered entry is replaced
+    // with the rest of the version).
+    let o = output_within(
+        Command::new(agent_binary()).args(["reload", "--config", cfg.to_str().unwrap()]),
+        30,
+    );
+    assert!(o.status.success(), "{o:?}");
+    let (ok, out) = verify(&cfg);
+    assert!(ok, "after a reload: {out}");
+
+    // 5. A link detached by hand, with no agent running: verify reads the pins alone.
+    sb.agent().terminate(Duration::from_secs(10)).unwrap();
+    let (ok, out) = verify(&cfg);
+    assert!(ok, "without an agent: {out}");
+    let instance = std::fs::read_dir(sb.pin_path().join("v3/links"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let app_id = {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(&app).unwrap().ino()
+    };
+    let link = instance.join(format!("link-{app_id}-egress"));
+    bpftool(&["link", "detach", "pinned", link.to_str().unwrap()]);
+    let (ok, out) = verify(&cfg);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "cgroup {}: program egress: its link",
+            app.display()
+        )) && out.contains("is detached"),
+        "{out}"
+    );
+}
