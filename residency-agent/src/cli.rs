@@ -103,6 +103,9 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Probe every prefix (default: at most 10,000 per policy, evenly spread).
+        #[arg(long)]
+        exhaustive: bool,
     },
     /// Show the running agent's generation, policies, cgroups, counters and last reload.
     Status {

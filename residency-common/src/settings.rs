@@ -33,3 +33,8 @@ pub const TOKENS_PER_EVENT: u64 = 1_000_000_000;
 
 const _: () = assert!(core::mem::size_of::<Settings>() == 16);
 const _: () = assert!(core::mem::size_of::<RateBucket>() == 16);
+
+/// `skb->mark` of the packets `verify` drives the live egress program with (through
+/// `BPF_PROG_TEST_RUN`, whose own socket has type 0): the program returns its bare
+/// decision for them, whatever the mode, and counts, caches and reports nothing.
+pub const PROBE_MARK: u32 = 0x7265_7376;

@@ -5,7 +5,7 @@
 
 use std::{path::Path, process::Command, process::Output, time::Duration};
 
-use residency_tests::{Sandbox, agent_binary, output_within, require_root};
+use residency_tests::{Sandbox, agent_binary, http_get, output_within, require_root, sample};
 
 const CONFIG: &str = r#"
 [agent]
@@ -70,6 +70,38 @@ fn verify_matches_the_config_and_names_each_tampering() {
     assert!(
         out.contains("verified 2 policies") && out.contains("kernel state = config"),
         "{out}"
+    );
+    // The live program was driven, policy by policy...
+    let probes: usize = out
+        .split(" probes: ")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(probes > 100, "{out}");
+    assert!(!out.contains("not probed"), "{out}");
+    // ...and its probes were neither counted nor reported.
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, body) = http_get(sb.metrics, "/metrics").unwrap();
+    for verdict in ["blocked", "audited", "allowed"] {
+        for (policy, family) in [("eu", "ipv4"), ("eu", "ipv6"), ("batch", "ipv4")] {
+            let s = sample(
+                &body,
+                &format!(
+                    "residency_packets_total{{policy=\"{policy}\",verdict=\"{verdict}\",family=\"{family}\"}}"
+                ),
+            );
+            assert_eq!(
+                s,
+                Some(0.0),
+                "{policy} {verdict} {family}: probes were counted"
+            );
+        }
+    }
+    assert!(
+        sb.agent().events().is_empty(),
+        "probes were reported: {:?}",
+        sb.agent().events()
     );
 
     let maps = sb.pin_path().join("v3/maps");
@@ -141,6 +173,13 @@ fn verify_matches_the_config_and_names_each_tampering() {
     assert!(
         out.contains("policy \"eu\": ipv4 198.51.100.99/32: the kernel holds")
             && out.contains("(action 1), the config means deny:198.51.100.99/32 (action 2)"),
+        "{out}"
+    );
+    // The probes see it too: the live program now allows what the config refuses.
+    assert!(
+        out.contains(
+            "policy \"eu\": udp 198.51.100.99 port 53: the kernel allows, the config refuses"
+        ),
         "{out}"
     );
 

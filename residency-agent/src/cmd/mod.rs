@@ -46,7 +46,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             addr,
             port,
         } => explain::explain(config.as_deref(), policy.as_deref(), addr, port.as_deref()),
-        Command::Verify { config, json } => verify::verify(config.as_deref(), json),
+        Command::Verify {
+            config,
+            json,
+            exhaustive,
+        } => verify::verify(config.as_deref(), json, exhaustive),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man => docs::man(),
     }

@@ -13,7 +13,7 @@ use residency_common::{
     PROGRAM_SOCKET_CREATE, maps,
 };
 
-use super::{BpfError, attach::SOCK_ADDR_PROGRAMS};
+use super::{BpfError, attach::SOCK_ADDR_PROGRAMS, names::PolicyNames};
 
 /// The kernel program, built from `residency-ebpf` by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/residency"));
@@ -26,8 +26,8 @@ pub struct Loaded {
     /// Why the packet socket guard (`residency_socket_create`) is not enforcing, when
     /// it is not.
     pub socket_guard_missing: Option<String>,
-    /// Where the maps are pinned (the policy names map joins them there).
-    pub maps_dir: PathBuf,
+    /// The policy names map, pinned beside the maps (taken with the policy maps).
+    pub names: Option<PolicyNames>,
 }
 
 /// Whether the BPF LSM is active: without it, lsm_cgroup programs load and attach but
@@ -59,6 +59,10 @@ pub fn load(maps_dir: &Path, capacity: u32) -> Result<Loaded, BpfError> {
         loader.map_pin_path(name, path.as_path());
     }
     let mut ebpf = loader.load(OBJECT).map_err(BpfError::Load)?;
+    let names = PolicyNames::open_or_create(maps_dir).map_err(|source| BpfError::Names {
+        path: maps_dir.join(super::names::POLICY_NAMES),
+        source,
+    })?;
     let capacity = match ebpf.map(maps::RULES_V4) {
         Some(aya::maps::Map::LpmTrie(m)) => {
             m.info()
@@ -128,7 +132,7 @@ pub fn load(maps_dir: &Path, capacity: u32) -> Result<Loaded, BpfError> {
         ebpf,
         capacity,
         socket_guard_missing,
-        maps_dir: maps_dir.to_owned(),
+        names: Some(names),
     })
 }
 

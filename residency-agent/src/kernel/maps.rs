@@ -45,11 +45,8 @@ impl Loaded {
             active: take(&mut self.ebpf, maps::ACTIVE)?,
             ports: take(&mut self.ebpf, maps::PORTS)?,
             interfaces: take(&mut self.ebpf, maps::INTERFACES)?,
-            names: PolicyNames::open_or_create(&self.maps_dir).map_err(|source| {
-                BpfError::Names {
-                    path: self.maps_dir.join(super::names::POLICY_NAMES),
-                    source,
-                }
+            names: self.names.take().ok_or(BpfError::MissingMap {
+                name: super::names::POLICY_NAMES,
             })?,
             capacity: self.capacity,
         })

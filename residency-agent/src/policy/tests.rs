@@ -218,3 +218,54 @@ fn summary_counts_per_family() {
     );
     assert!(s.contains("mode=audit"), "{s}");
 }
+
+#[test]
+fn the_index_decides_as_the_walk_over_every_entry() {
+    let c = Config::parse(
+        "[[policy]]\nname = \"a\"\ncgroups = [\"x\"]\nallow = [\"10.0.0.0/8\", \"10.1.0.0/16 tcp/443\", \"10.1.2.0/24 udp/53\", \"2001:db8::/32\", \"2001:db8:1::/48 tcp/22\"]\ndeny = [\"10.1.2.3\", \"10.1.0.0/16 tcp/8080\"]\n\
+         [[policy]]\nname = \"b\"\ncgroups = [\"y\"]\nallow = [\"0.0.0.0/0\"]\n",
+        "t.toml",
+    )
+    .unwrap();
+    let rules = compile(&c, &[3, 5], 1).unwrap();
+    let index = decide::Index::new(&rules, 1);
+    let addrs = [
+        "10.0.0.0",
+        "10.1.0.0",
+        "10.1.2.3",
+        "10.1.2.4",
+        "10.255.255.255",
+        "11.0.0.0",
+        "224.0.0.1",
+        "255.255.255.255",
+        "2001:db8::1",
+        "2001:db8:1::5",
+        "2001:db9::",
+        "::ffff:10.1.2.3",
+        "2002::1",
+        "ff02::1",
+    ];
+    for id in [3, 5, 9] {
+        for a in addrs {
+            for (protocol, port) in [
+                (Some(6), Some(443)),
+                (Some(6), Some(8080)),
+                (Some(6), Some(22)),
+                (Some(17), Some(53)),
+                (Some(1), None),
+                (Some(6), None),
+            ] {
+                let t = Target {
+                    addr: a.parse().unwrap(),
+                    protocol,
+                    port,
+                };
+                assert_eq!(
+                    index.decide(id, &t),
+                    decide(&rules, 1, id, &t),
+                    "policy {id}, {a} {protocol:?}/{port:?}"
+                );
+            }
+        }
+    }
+}

@@ -222,3 +222,41 @@ pub fn cgroup_link_info(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Cgro
         attach_type: u32_at(24),
     })
 }
+
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+
+/// The program with id `id` (BPF_PROG_GET_FD_BY_ID), e.g. the one a link runs.
+pub fn prog_by_id(id: u32) -> std::io::Result<OwnedFd> {
+    let mut attr = Attr::new();
+    attr.u32_at(0, id);
+    let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)?;
+    // SAFETY: bpf(BPF_PROG_GET_FD_BY_ID) returned a new fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Runs the cgroup/skb program `prog` once on `frame` (from the Ethernet header on)
+/// with `skb->mark = mark` (BPF_PROG_TEST_RUN); its return value. The kernel gives the
+/// run a socket of its own, in the calling process's cgroup.
+pub fn test_run_skb(
+    prog: std::os::fd::BorrowedFd<'_>,
+    frame: &[u8],
+    mark: u32,
+) -> std::io::Result<u32> {
+    // `struct __sk_buff` up to `mark`: len and pkt_type must be 0, mark is settable.
+    let mut ctx = [0u8; 12];
+    ctx[8..12].copy_from_slice(&mark.to_ne_bytes());
+    let mut attr = Attr::new();
+    // prog_fd, retval (out), data_size_in, data_size_out, data_in, data_out, repeat,
+    // duration (out), ctx_size_in, ctx_size_out, ctx_in
+    attr.u32_at(0, prog.as_raw_fd() as u32)
+        .u32_at(8, frame.len() as u32)
+        .u64_at(16, frame.as_ptr() as u64)
+        .u32_at(32, 1)
+        .u32_at(40, ctx.len() as u32)
+        .u64_at(48, ctx.as_ptr() as u64);
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    Ok(u32::from_ne_bytes(
+        attr.0[4..8].try_into().expect("4 bytes"),
+    ))
+}

@@ -8,15 +8,16 @@
 //! reported (`report`), and dropped unless its policy audits.
 
 use aya_ebpf::{
+    bindings::bpf_sock,
     helpers::generated::{bpf_get_socket_cookie, bpf_sk_fullsock},
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
 use aya_log_ebpf::error;
 use residency_common::{
-    BINDING_NAMED_INTERFACES, Binding, EVENT_AUDIT, EVENT_BLOCK, MODE_AUDIT, RULE_DEVICE_BINDING,
-    RULE_ERROR, RULE_RAW_SOCKET, SETTINGS_NO_VERDICT_CACHE, SOURCE_SKB, Stat, VerdictKey,
-    VerdictValue, slot_of,
+    BINDING_NAMED_INTERFACES, Binding, EVENT_AUDIT, EVENT_BLOCK, MODE_AUDIT, PROBE_MARK,
+    RULE_DEVICE_BINDING, RULE_ERROR, RULE_RAW_SOCKET, SETTINGS_NO_VERDICT_CACHE, SOURCE_SKB, Stat,
+    VerdictKey, VerdictValue, slot_of,
 };
 
 use crate::{
@@ -54,9 +55,14 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
             },
         ),
         None => {
-            let Some((b, d)) = judge(&ctx, slot, &p, v4) else {
+            let Some((b, d, probe)) = judge(&ctx, slot, &p, v4) else {
                 return DROP;
             };
+            if probe {
+                // `verify` driving this program: the decision itself, whatever the
+                // mode, and nothing counted, cached or reported.
+                return if d.allowed { PASS } else { DROP };
+            }
             remember(&key, &b, d);
             (b.policy, b.mode, d)
         }
@@ -73,28 +79,38 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
     if audit { PASS } else { DROP }
 }
 
-/// A cache miss: the packet judged from its policy's trie. `None` when no policy binds
-/// the socket's cgroup (reported; the caller fails closed).
+/// A cache miss: the packet judged from its policy's trie, and whether it is a probe
+/// of `verify` (below). `None` when no policy binds the socket's cgroup (reported; the
+/// caller fails closed).
 #[inline(always)]
 fn judge(
     ctx: &SkBuffContext,
     slot: u32,
     p: &Packet,
     v4: Option<[u8; 4]>,
-) -> Option<(Binding, Decision)> {
+) -> Option<(Binding, Decision, bool)> {
     bump(&STATS, Stat::TrieLookups as u32);
     let cgroup_id = binding::skb_cgroup(ctx);
     let Some(b) = binding::of_skb(ctx.skb.skb, cgroup_id, slot) else {
         report::no_binding(ctx, cgroup_id);
         return None;
     };
-    if let Some(rule) = socket_refused(ctx, p, b.flags & BINDING_NAMED_INTERFACES != 0) {
+    let sk = full_socket(ctx);
+    // `verify` drives the live program through BPF_PROG_TEST_RUN, which gives it a
+    // socket of its own making, of type 0 (no socket a process can create has it), and
+    // marks its packets; both must hold, so other test runs judge as packets do.
+    // SAFETY: a read of the context's mark.
+    let probe = sk.is_some_and(|sk| sk.type_ == 0) && unsafe { (*ctx.skb.skb).mark } == PROBE_MARK;
+    if let Some(rule) =
+        sk.and_then(|sk| socket_refused(sk, p, b.flags & BINDING_NAMED_INTERFACES != 0))
+    {
         return Some((
             b,
             Decision {
                 allowed: false,
                 rule,
             },
+            probe,
         ));
     }
     let target = Target {
@@ -104,7 +120,22 @@ fn judge(
         port: p.dst_port,
         port_known: p.ports_known,
     };
-    Some((b, verdict::decide(slot, b.policy, &target)))
+    Some((b, verdict::decide(slot, b.policy, &target), probe))
+}
+
+/// The full socket that sent the packet, if the helper finds one.
+#[inline(always)]
+fn full_socket(ctx: &SkBuffContext) -> Option<&bpf_sock> {
+    // SAFETY: the skb's socket pointer, checked for null, then turned into a full
+    // socket (or null) by the helper, as the verifier requires before reading it.
+    unsafe {
+        let sk = (*ctx.skb.skb).__bindgen_anon_2.sk;
+        if sk.is_null() {
+            return None;
+        }
+        let full = bpf_sk_fullsock(sk);
+        if full.is_null() { None } else { Some(&*full) }
+    }
 }
 
 /// A socket whose packets no destination check can vouch for, whatever the header
@@ -117,23 +148,10 @@ fn judge(
 /// leaves device binding to the setsockopt guard, which knows names; this program
 /// knows only indexes, which differ between network namespaces.
 #[inline(always)]
-fn socket_refused(ctx: &SkBuffContext, p: &Packet, named_interfaces: bool) -> Option<u32> {
+fn socket_refused(sk: &bpf_sock, p: &Packet, named_interfaces: bool) -> Option<u32> {
     /// `SOCK_RAW` and `IPPROTO_RAW`.
     const SOCK_RAW: u32 = 3;
     const IPPROTO_RAW: u32 = 255;
-    // SAFETY: the skb's socket pointer, checked for null, then turned into a full
-    // socket (or null) by the helper, as the verifier requires before these reads.
-    let sk = unsafe {
-        let sk = (*ctx.skb.skb).__bindgen_anon_2.sk;
-        if sk.is_null() {
-            return None;
-        }
-        let full = bpf_sk_fullsock(sk);
-        if full.is_null() {
-            return None;
-        }
-        &*full
-    };
     if sk.type_ == SOCK_RAW && sk.protocol == IPPROTO_RAW {
         return Some(RULE_RAW_SOCKET);
     }

@@ -9,7 +9,11 @@
 //! one line a user can act on; any difference makes the exit status non-zero.
 //!
 //! Policies are matched by name through the pinned names map the agent writes with
-//! each version (`kernel::names`): ids are the agent's own.
+//! each version (`kernel::names`): ids are the agent's own. Then the live egress
+//! program itself is driven with packets made from each policy (`probe`), and every
+//! verdict compared with the offline one.
+
+mod probe;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -64,10 +68,13 @@ struct Report {
     prefixes: usize,
     bindings: usize,
     links: usize,
+    probes: usize,
+    /// Policies whose verdicts could not be probed, and why.
+    unprobed: Vec<String>,
     mismatches: Vec<String>,
 }
 
-pub fn verify(config_path: Option<&Path>, json: bool) -> anyhow::Result<()> {
+pub fn verify(config_path: Option<&Path>, json: bool, exhaustive: bool) -> anyhow::Result<()> {
     let config = load_config_for(config_path, Fallback::Refused)?;
     let hierarchy = Hierarchy::discover()?;
     let (bound, _missing) = validate_on_host(&config, &hierarchy)?;
@@ -370,18 +377,66 @@ pub fn verify(config_path: Option<&Path>, json: bool) -> anyhow::Result<()> {
         }
     }
 
+    // The live program's verdicts, policy by policy, from a cgroup bound to each.
+    let egress = attach_points(&bound).into_iter().find_map(|point| {
+        let file = format!("link-{}-{}", point.id, short_name(PROGRAM_EGRESS));
+        let path = instances
+            .iter()
+            .map(|d| d.join(&file))
+            .find(|p| p.exists())?;
+        let info = bpf::obj_get(&path)
+            .and_then(|fd| bpf::cgroup_link_info(fd.as_fd()))
+            .ok()?;
+        bpf::prog_by_id(info.prog_id).ok()
+    });
+    let index = policy::decide::Index::new(&rules, slot);
+    for (p, id) in found.policies.iter().zip(&ids) {
+        let Some(prog) = egress.as_ref() else {
+            report.unprobed.push(format!(
+                "policy \"{}\": no egress program is attached",
+                p.name
+            ));
+            continue;
+        };
+        let Some(cgroup) = bound
+            .iter()
+            .find(|b| config.policies[b.policy].name == p.name)
+        else {
+            report.unprobed.push(format!(
+                "policy \"{}\": none of its cgroups exists on this host",
+                p.name
+            ));
+            continue;
+        };
+        let prefixes: Vec<(IpAddr, u8, Vec<PortRule>)> = want
+            .iter()
+            .filter(|((pid, _, _), _)| pid == id)
+            .map(|((_, addr, len), e)| (*addr, *len, e.ports.clone()))
+            .collect();
+        let joined = probe::Joined::join(&hierarchy.mount, &cgroup.path)?;
+        let probed = probe::probe(prog.as_fd(), &index, *id, &p.name, &prefixes, exhaustive);
+        drop(joined);
+        let probed = probed?;
+        report.probes += probed.probes;
+        report.mismatches.extend(probed.mismatches);
+    }
+
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for m in &report.mismatches {
             println!("mismatch: {m}");
         }
+        for u in &report.unprobed {
+            println!("not probed: {u}");
+        }
         println!(
-            "verified {} policies, {} prefixes, {} cgroup bindings, {} links: {}",
+            "verified {} policies, {} prefixes, {} cgroup bindings, {} links, {} probes: {}",
             report.policies,
             report.prefixes,
             report.bindings,
             report.links,
+            report.probes,
             if report.mismatches.is_empty() {
                 "kernel state = config".to_owned()
             } else {
