@@ -104,8 +104,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// Probe every prefix (default: at most 10,000 per policy, evenly spread).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "sample")]
         exhaustive: bool,
+        /// Probe at most this many prefixes per policy, evenly spread.
+        #[arg(long, default_value_t = 10_000)]
+        sample: usize,
     },
     /// Show the running agent's generation, policies, cgroups, counters and last reload.
     Status {

@@ -5,7 +5,9 @@
 
 use std::{path::Path, process::Command, process::Output, time::Duration};
 
-use residency_tests::{Sandbox, agent_binary, http_get, output_within, require_root, sample};
+use residency_tests::{
+    Sandbox, agent_binary, http_get, journal_entries, output_within, require_root, sample,
+};
 
 const CONFIG: &str = r#"
 [agent]
@@ -230,4 +232,84 @@ fn verify_matches_the_config_and_names_each_tampering() {
         )) && out.contains("is detached"),
         "{out}"
     );
+}
+
+/// Waits until `f` holds, up to 30 s.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_agent_verifies_each_change_itself_and_reports_a_difference() {
+    if !require_root() {
+        return;
+    }
+    residency_tests::ensure_journald().unwrap();
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(&["198.51.100.7"]).unwrap();
+    sb.cgroup("app").unwrap();
+    // `late` does not exist yet: binding it when it appears is a change to verify.
+    let cfg = sb.write_config(
+        "residency.toml",
+        &CONFIG.replace(
+            "cgroups = [\"{cg}/app\"]",
+            "cgroups = [\"{cg}/app\", \"{cg}/late\"]",
+        ),
+    );
+    sb.cgroup("batch").unwrap();
+    sb.start_agent(&bin, &cfg).unwrap();
+    let metric = |sb: &Sandbox, name: &str| {
+        let (_, body) = http_get(sb.metrics, "/metrics").unwrap();
+        sample(&body, name).unwrap_or(-1.0)
+    };
+    eventually("the first self-verification", || {
+        metric(&sb, "residency_verifications_total") >= 1.0
+            && metric(&sb, "residency_last_verification_timestamp_seconds") > 0.0
+    });
+    assert_eq!(metric(&sb, "residency_verification_failures_total"), 0.0);
+    assert_eq!(metric(&sb, "residency_last_verification_mismatches"), 0.0);
+
+    // Tamper with the version in force, then make a change the agent verifies.
+    let maps = sb.pin_path().join("v3/maps");
+    let o = Command::new("bpftool")
+        .args(["map", "lookup", "pinned"])
+        .arg(maps.join("RES_ACTIVE"))
+        .args(["key", "0", "0", "0", "0", "-j"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let epoch =
+        u8::from_str_radix(v["value"][0].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    let mut args: Vec<String> = ["map", "update", "pinned"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(maps.join("RES_RULES_V4").display().to_string());
+    args.extend(["key".into(), "hex".into()]);
+    args.extend(hex(&56u32.to_le_bytes()));
+    args.extend(hex(&[epoch & 1, 0, 0, 0, 192, 0, 2, 0]));
+    args.extend(["value".into(), "hex".into()]);
+    args.extend(hex(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
+    bpftool(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    sb.cgroup("late").unwrap();
+    eventually("a failed self-verification", || {
+        metric(&sb, "residency_verification_failures_total") >= 1.0
+    });
+    assert!(metric(&sb, "residency_last_verification_mismatches") >= 1.0);
+    eventually("its journal entry", || {
+        journal_entries("MESSAGE_ID", "3b8e1f6a9c2d4e7f8a1b5c9d2e6f0a43")
+            .iter()
+            .any(|e| {
+                e["MESSAGE"].as_str().is_some_and(|m| {
+                    m.contains(&cfg.display().to_string()) && m.contains("192.0.2.0/24")
+                })
+            })
+    });
 }

@@ -50,7 +50,16 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             config,
             json,
             exhaustive,
-        } => verify::verify(config.as_deref(), json, exhaustive),
+            sample,
+        } => verify::verify(
+            config.as_deref(),
+            json,
+            if exhaustive {
+                usize::MAX
+            } else {
+                sample.max(1)
+            },
+        ),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man => docs::man(),
     }

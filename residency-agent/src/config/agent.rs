@@ -35,6 +35,10 @@ pub struct AgentConfig {
     /// agent mounted would live in the pod's mount namespace and its pins — the
     /// enforcement — would vanish with the pod. Off, a missing bpffs refuses start.
     pub mount_bpffs: bool,
+    /// After every change of what the kernel enforces (start, reload, a cgroup bound),
+    /// run `verify` on a sample in the background and report the result (metrics,
+    /// journal). On by default.
+    pub self_verify: bool,
 }
 
 impl Default for AgentConfig {
@@ -49,6 +53,7 @@ impl Default for AgentConfig {
             require_packet_socket_guard: false,
             verdict_cache: true,
             mount_bpffs: true,
+            self_verify: true,
         }
     }
 }
@@ -78,6 +83,9 @@ pub(crate) fn parse_agent(at: &Locator<'_>, raw: RawAgent) -> Result<AgentConfig
     }
     if let Some(w) = raw.watch_config {
         agent.watch_config = w;
+    }
+    if let Some(v) = raw.self_verify {
+        agent.self_verify = v;
     }
     if let Some(g) = raw.control_group {
         let ok = !g.get_ref().is_empty()

@@ -44,6 +44,7 @@ pub(crate) struct RawAgent {
     pub require_packet_socket_guard: Option<bool>,
     pub verdict_cache: Option<bool>,
     pub mount_bpffs: Option<bool>,
+    pub self_verify: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

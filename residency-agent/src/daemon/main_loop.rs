@@ -97,6 +97,13 @@ fn spawn(daemon: &Daemon, inputs: Inputs<'_>) -> anyhow::Result<Tasks> {
             None => events::Namer::default(),
         },
     ));
+    if config.agent.self_verify
+        && let Some(path) = daemon.config_file()
+    {
+        tokio::spawn(super::self_verify::run(path, daemon.telemetry.clone()));
+        // The version the agent started with.
+        daemon.telemetry.verify_request.notify_one();
+    }
     let listener = tokio::net::TcpListener::from_std(inputs.metrics_listener)?;
     let server = tokio::spawn(metrics::serve(listener, daemon.metrics.clone()));
     let logger = inputs.logger;

@@ -14,6 +14,7 @@ mod pin_mount;
 pub mod prepare;
 pub mod reload;
 pub mod rescan;
+pub mod self_verify;
 mod shutdown;
 pub mod startup;
 pub mod status;

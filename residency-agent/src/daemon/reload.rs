@@ -109,6 +109,7 @@ impl Daemon {
                 self.telemetry
                     .last_reload_success
                     .store(super::unix_now(), Ordering::Relaxed);
+                self.telemetry.verify_request.notify_one();
             }
             self.last_reload = result.text.lines().next().unwrap_or_default().to_owned();
             if result.ok {

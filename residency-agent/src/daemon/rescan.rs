@@ -100,18 +100,21 @@ impl Daemon {
             let policy = &config.policies[b.policy].name;
             let was = before.get(&b.id);
             match self.generations.bind(b.id, binding) {
-                Ok(()) => match was {
-                    // A pod relabelled (or its namespace): one map update moved it.
-                    Some(o) => info!(
-                        cgroup = %b.path.display(),
-                        policy = %policy,
-                        was = %config.policies.get(o.policy).map_or("?", |p| p.name.as_str()),
-                        "cgroup moved to another policy"
-                    ),
-                    None => {
-                        info!(cgroup = %b.path.display(), policy = %policy, "cgroup appeared: its policy applies")
+                Ok(()) => {
+                    match was {
+                        // A pod relabelled (or its namespace): one map update moved it.
+                        Some(o) => info!(
+                            cgroup = %b.path.display(),
+                            policy = %policy,
+                            was = %config.policies.get(o.policy).map_or("?", |p| p.name.as_str()),
+                            "cgroup moved to another policy"
+                        ),
+                        None => {
+                            info!(cgroup = %b.path.display(), policy = %policy, "cgroup appeared: its policy applies")
+                        }
                     }
-                },
+                    self.telemetry.verify_request.notify_one();
+                }
                 Err(e) => {
                     // Left out of `bound`, so the next rescan tries again.
                     warn!(cgroup = %b.path.display(), "binding a new cgroup failed: {e}");

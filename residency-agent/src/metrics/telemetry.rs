@@ -43,6 +43,15 @@ pub struct Telemetry {
     /// Set while the pin path's bpffs is gone and the pins live on only through the
     /// agent's hold on the lost mount.
     pub pin_mount_lost: AtomicBool,
+    /// Woken after every change of what the kernel enforces: the self-verification
+    /// runs once things settle.
+    pub verify_request: tokio::sync::Notify,
+    /// Self-verifications run, and those that found a difference or could not run.
+    pub verifications: AtomicU64,
+    pub verification_failures: AtomicU64,
+    /// Unix time of the last self-verification that completed, and its mismatches.
+    pub last_verification: AtomicU64,
+    pub last_verification_mismatches: AtomicU64,
 }
 
 impl Telemetry {

@@ -74,7 +74,7 @@ struct Report {
     mismatches: Vec<String>,
 }
 
-pub fn verify(config_path: Option<&Path>, json: bool, exhaustive: bool) -> anyhow::Result<()> {
+pub fn verify(config_path: Option<&Path>, json: bool, sample: usize) -> anyhow::Result<()> {
     let config = load_config_for(config_path, Fallback::Refused)?;
     let hierarchy = Hierarchy::discover()?;
     let (bound, _missing) = validate_on_host(&config, &hierarchy)?;
@@ -250,7 +250,7 @@ pub fn verify(config_path: Option<&Path>, json: bool, exhaustive: bool) -> anyho
     }
 
     // Bindings of the configured cgroups that exist.
-    let bindings: HashMap<MapData, BindingKey, Binding> =
+    let mut bindings: HashMap<MapData, BindingKey, Binding> =
         HashMap::try_from(Map::from_map_data(open(maps::BINDINGS)?)?)?;
     let mut bound_ids = BTreeSet::new();
     for b in &bound {
@@ -290,7 +290,12 @@ pub fn verify(config_path: Option<&Path>, json: bool, exhaustive: bool) -> anyho
     if !config.kubernetes.enabled {
         for k in bindings.keys() {
             let k = k?;
-            if k.slot == slot && !bound_ids.contains(&k.cgroup_id) {
+            // Another `verify`'s own cgroup, bound for its probes, is not the config's.
+            let probing = || {
+                crate::sys::handle::cgroup_path(&hierarchy.mount, k.cgroup_id)
+                    .is_some_and(|p| p.contains("/residency-verify-"))
+            };
+            if k.slot == slot && !bound_ids.contains(&k.cgroup_id) && !probing() {
                 let have = bindings.get(&k, 0)?;
                 report.mismatches.push(format!(
                     "cgroup id {}: bound to policy \"{}\" in the kernel, to nothing in the config",
@@ -390,6 +395,16 @@ pub fn verify(config_path: Option<&Path>, json: bool, exhaustive: bool) -> anyho
         bpf::prog_by_id(info.prog_id).ok()
     });
     let index = policy::decide::Index::new(&rules, slot);
+    let joined = match probe::Joined::private(&hierarchy.mount) {
+        Ok(j) => Some(j),
+        Err(e) => {
+            // A read-only cgroupfs (a container's), for one.
+            report.unprobed.push(format!(
+                "every policy: cannot run from a cgroup of its own: {e:#}"
+            ));
+            None
+        }
+    };
     for (p, id) in found.policies.iter().zip(&ids) {
         let Some(prog) = egress.as_ref() else {
             report.unprobed.push(format!(
@@ -398,14 +413,7 @@ pub fn verify(config_path: Option<&Path>, json: bool, exhaustive: bool) -> anyho
             ));
             continue;
         };
-        let Some(cgroup) = bound
-            .iter()
-            .find(|b| config.policies[b.policy].name == p.name)
-        else {
-            report.unprobed.push(format!(
-                "policy \"{}\": none of its cgroups exists on this host",
-                p.name
-            ));
+        let Some(joined) = joined.as_ref() else {
             continue;
         };
         let prefixes: Vec<(IpAddr, u8, Vec<PortRule>)> = want
@@ -413,9 +421,22 @@ pub fn verify(config_path: Option<&Path>, json: bool, exhaustive: bool) -> anyho
             .filter(|((pid, _, _), _)| pid == id)
             .map(|((_, addr, len), e)| (*addr, *len, e.ports.clone()))
             .collect();
-        let joined = probe::Joined::join(&hierarchy.mount, &cgroup.path)?;
-        let probed = probe::probe(prog.as_fd(), &index, *id, &p.name, &prefixes, exhaustive);
-        drop(joined);
+        // This process's cgroup bound to the policy for the time of its probes.
+        let key = BindingKey {
+            cgroup_id: joined.id,
+            slot,
+            _pad: 0,
+        };
+        let index_of = found
+            .policies
+            .iter()
+            .position(|f| f.name == p.name)
+            .expect("found");
+        bindings
+            .insert(key, binding_of(&found, &ids, index_of), 0)
+            .context("binding verify's own cgroup for its probes")?;
+        let probed = probe::probe(prog.as_fd(), &index, *id, &p.name, &prefixes, sample);
+        let _ = bindings.remove(&key);
         let probed = probed?;
         report.probes += probed.probes;
         report.mismatches.extend(probed.mismatches);

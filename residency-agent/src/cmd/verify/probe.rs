@@ -6,8 +6,8 @@
 //! outside it, each with UDP/53, TCP/443 and ICMP, and with both sides of every edge of
 //! every protocol/port rule. The packets carry `PROBE_MARK`, so the program returns its
 //! bare decision (whatever the mode) and counts, caches and reports nothing. The run
-//! judges by the calling process's cgroup, so the probes of a policy run from inside a
-//! cgroup bound to it ([`Joined`]).
+//! judges by the calling process's cgroup, so the probes of a policy run from a cgroup
+//! of `verify`'s own, bound to the policy for the time of its probes ([`Joined`]).
 
 use std::{
     collections::BTreeSet,
@@ -28,9 +28,6 @@ use crate::{
     sys::bpf,
 };
 
-/// Prefixes probed per policy unless `--exhaustive`: evenly spread over the policy.
-pub const SAMPLE: usize = 10_000;
-
 /// What the probes of one policy found.
 #[derive(Default)]
 pub struct Probed {
@@ -38,16 +35,21 @@ pub struct Probed {
     pub mismatches: Vec<String>,
 }
 
-/// This process, moved into a cgroup for as long as it lives, then back.
+/// This process in a cgroup of its own for as long as it lives, then back where it
+/// was. The probes of a policy run with that cgroup bound to the policy for a moment
+/// (`verify` writes and removes the binding), so no workload's cgroup is touched.
 pub struct Joined {
     home: PathBuf,
-    made: Option<PathBuf>,
+    dir: PathBuf,
+    /// The cgroup's id, as the program's binding lookup sees it.
+    pub id: u64,
 }
 
 impl Joined {
-    /// Moves this process into `cgroup`; into a new child of it when the kernel
-    /// refuses processes there (a cgroup whose controllers are delegated to children).
-    pub fn join(mount: &Path, cgroup: &Path) -> anyhow::Result<Joined> {
+    /// Creates `residency-verify-<pid>` at the top of the hierarchy and moves this
+    /// process into it.
+    pub fn private(mount: &Path) -> anyhow::Result<Joined> {
+        use std::os::unix::fs::MetadataExt as _;
         let own = std::fs::read_to_string("/proc/self/cgroup")?;
         let rel = own
             .lines()
@@ -55,24 +57,17 @@ impl Joined {
             .context("this process has no cgroup v2 path")?;
         let home = mount.join(rel.trim_start_matches('/'));
         let pid = std::process::id().to_string();
-        match std::fs::write(cgroup.join("cgroup.procs"), &pid) {
-            Ok(()) => Ok(Joined { home, made: None }),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                let child = cgroup.join(format!("residency-verify-{pid}"));
-                match std::fs::create_dir(&child) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(e).context(format!("creating {}", child.display())),
-                }
-                std::fs::write(child.join("cgroup.procs"), &pid)
-                    .with_context(|| format!("joining {}", child.display()))?;
-                Ok(Joined {
-                    home,
-                    made: Some(child),
-                })
-            }
-            Err(e) => Err(e).context(format!("joining {}", cgroup.display())),
+        let dir = mount.join(format!("residency-verify-{pid}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).context(format!("creating {}", dir.display())),
         }
+        let id = std::fs::metadata(&dir)?.ino();
+        let joined = Joined { home, dir, id };
+        std::fs::write(joined.dir.join("cgroup.procs"), &pid)
+            .with_context(|| format!("joining {}", joined.dir.display()))?;
+        Ok(joined)
     }
 }
 
@@ -82,9 +77,7 @@ impl Drop for Joined {
             self.home.join("cgroup.procs"),
             std::process::id().to_string(),
         );
-        if let Some(child) = &self.made {
-            let _ = std::fs::remove_dir(child);
-        }
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
@@ -96,13 +89,10 @@ pub fn probe(
     id: u32,
     name: &str,
     prefixes: &[(IpAddr, u8, Vec<PortRule>)],
-    exhaustive: bool,
+    sample: usize,
 ) -> anyhow::Result<Probed> {
-    let step = if exhaustive || prefixes.len() <= SAMPLE {
-        1
-    } else {
-        prefixes.len().div_ceil(SAMPLE)
-    };
+    // At most `sample` prefixes, evenly spread over the policy.
+    let step = prefixes.len().div_ceil(sample).max(1);
     let mut out = Probed::default();
     let mut seen = BTreeSet::new();
     for (addr, len, ports) in prefixes.iter().step_by(step) {
