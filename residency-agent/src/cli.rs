@@ -110,6 +110,22 @@ pub enum Command {
         #[arg(long, default_value_t = 10_000)]
         sample: usize,
     },
+    /// Write evidence an auditor can file: host, kernel, agent version and time; the
+    /// config's SHA-256 and each source file's; per policy its mode, cgroups, prefix
+    /// counts, packets since the agent started and most blocked destinations; the
+    /// result of `verify`; the reload history. Exits non-zero when verification
+    /// found a difference.
+    Report {
+        /// Config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print JSON (sorted keys, for diffing and archiving).
+        #[arg(long)]
+        json: bool,
+        /// Probe at most this many prefixes per policy, evenly spread.
+        #[arg(long, default_value_t = 10_000)]
+        sample: usize,
+    },
     /// Show the running agent's generation, policies, cgroups, counters and last reload.
     Status {
         /// Control socket (default as for `reload`).

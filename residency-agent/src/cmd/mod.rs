@@ -6,6 +6,7 @@ pub mod detach;
 pub mod docs;
 pub mod explain;
 pub mod pinned;
+mod report;
 mod verify;
 
 use crate::{
@@ -60,6 +61,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 sample.max(1)
             },
         ),
+        Command::Report {
+            config,
+            json,
+            sample,
+        } => report::report(config.as_deref(), json, sample.max(1)),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man => docs::man(),
     }

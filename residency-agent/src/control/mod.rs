@@ -54,4 +54,5 @@ impl Response {
 }
 
 /// A request waiting for the daemon's main loop, with where to send the answer.
-pub type Pending = (Request, oneshot::Sender<Response>);
+/// A request, the uid of the client that sent it, and where its answer goes.
+pub type Pending = (Request, u32, oneshot::Sender<Response>);

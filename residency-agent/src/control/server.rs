@@ -136,7 +136,10 @@ async fn handle(
             Err(e) => Response::error(format!("bad request: {e}")),
             Ok(req) => {
                 let (tx, rx) = oneshot::channel();
-                to_daemon.send((req, tx)).await.context("daemon gone")?;
+                to_daemon
+                    .send((req, cred.uid(), tx))
+                    .await
+                    .context("daemon gone")?;
                 rx.await
                     .unwrap_or_else(|_| Response::error("the daemon dropped the request"))
             }

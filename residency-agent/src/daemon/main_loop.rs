@@ -184,11 +184,13 @@ async fn run_loop(
             }
             _ = hup.recv() => {
                 info!("SIGHUP: reloading {}", daemon.versioned.read().expect("lock").config.source);
-                daemon.reload(false);
+                daemon.reload(false, "SIGHUP".to_owned());
             }
-            Some((request, answer)) = tasks.requests.recv() => {
+            Some((request, uid, answer)) = tasks.requests.recv() => {
                 let response = match request {
-                    Request::Reload { dry_run } => daemon.reload(dry_run),
+                    Request::Reload { dry_run } => {
+                        daemon.reload(dry_run, format!("uid {uid} (control socket)"))
+                    }
                     Request::Status => daemon.status(),
                 };
                 let _ = answer.send(response);

@@ -58,6 +58,8 @@ pub(crate) struct Daemon {
     metrics: Arc<Metrics>,
     started: Instant,
     last_reload: String,
+    /// The last reloads, oldest first.
+    reload_history: Vec<reload::ReloadRecord>,
     /// With `[kubernetes]` enabled: this node's pods, kept by the API watch.
     node: Option<Arc<Node>>,
     /// The lock that makes this agent the owner of the pinned state, and its hold on
@@ -153,6 +155,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         started: Instant::now(),
         last_reload: String::new(),
+        reload_history: Vec::new(),
         node: node.clone(),
         owner,
         pin_path: pin_path.clone(),

@@ -71,19 +71,19 @@ impl Daemon {
             OnContent::Record => self.config_seen = Some(now),
             OnContent::Reload => {
                 info!(config = %path.display(), "config file changed: reloading");
-                self.reload_from(false, Some(now));
+                self.reload_from(false, Some(now), "config watch".to_owned());
             }
         }
     }
 
     /// Re-reads the config file and applies it, or only reports the change.
-    pub(super) fn reload(&mut self, dry_run: bool) -> Response {
-        self.reload_from(dry_run, None)
+    pub(super) fn reload(&mut self, dry_run: bool, by: String) -> Response {
+        self.reload_from(dry_run, None, by)
     }
 
     /// [`Daemon::reload`] of `text` when given (the content the file watch read
     /// whole), else of the file as it is now.
-    fn reload_from(&mut self, dry_run: bool, text: Option<Vec<u8>>) -> Response {
+    fn reload_from(&mut self, dry_run: bool, text: Option<Vec<u8>>, by: String) -> Response {
         let result = self.try_reload(dry_run, text.as_deref());
         if !dry_run {
             // What this reload read counts as seen: the file watch must not apply (or
@@ -112,6 +112,16 @@ impl Daemon {
                 self.telemetry.verify_request.notify_one();
             }
             self.last_reload = result.text.lines().next().unwrap_or_default().to_owned();
+            self.reload_history.push(ReloadRecord {
+                time: super::unix_now(),
+                generation: self.generations.generation,
+                applied: in_force,
+                summary: self.last_reload.clone(),
+                by,
+            });
+            if self.reload_history.len() > RELOAD_HISTORY {
+                self.reload_history.remove(0);
+            }
             if result.ok {
                 info!("{}", result.text.trim_end());
             } else {
@@ -237,4 +247,22 @@ mod tests {
             "an emptied file is new content: the reload rejects it, loudly"
         );
     }
+}
+
+/// Reloads kept in the history `status` and `report` show.
+const RELOAD_HISTORY: usize = 100;
+
+/// One reload, as `status` and `report` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadRecord {
+    /// Unix time.
+    pub time: u64,
+    /// The generation in force after it.
+    pub generation: u64,
+    /// Whether the policy it read is in force.
+    pub applied: bool,
+    /// Its result, as the reload printed it first.
+    pub summary: String,
+    /// Who asked: `uid N (control socket)`, `SIGHUP`, `config watch`.
+    pub by: String,
 }

@@ -13,6 +13,9 @@ use crate::{
     policy::{self, Versioned},
 };
 
+/// Destinations shown per policy in `top_blocked`.
+const TOP_BLOCKED: usize = 10;
+
 /// Everything `status` shows, read from the daemon at one moment.
 pub struct View<'a> {
     pub versioned: &'a Versioned,
@@ -25,6 +28,9 @@ pub struct View<'a> {
     pub reloads_ok: u64,
     pub reloads_failed: u64,
     pub last_reload: &'a str,
+    pub reload_history: &'a [super::reload::ReloadRecord],
+    /// The most blocked destinations per policy, as events show them.
+    pub top_blocked: BTreeMap<String, Vec<(String, u64)>>,
 }
 
 /// The `status` answer: a line per policy (and its cgroups) and the same as JSON.
@@ -95,6 +101,10 @@ pub fn render(s: &View<'_>) -> Response {
             "policies": policies,
             "reloads": {"success": s.reloads_ok, "failure": s.reloads_failed},
             "last_reload": s.last_reload,
+            "reload_history": s.reload_history,
+            "top_blocked": s.top_blocked.iter().map(|(p, list)| {
+                (p.clone(), list.iter().map(|(d, n)| serde_json::json!({"destination": d, "count": n})).collect::<Vec<_>>())
+            }).collect::<BTreeMap<_, _>>(),
         }),
     }
 }
@@ -113,6 +123,8 @@ impl Daemon {
             reloads_ok: self.telemetry.reloads_ok.load(Ordering::Relaxed),
             reloads_failed: self.telemetry.reloads_failed.load(Ordering::Relaxed),
             last_reload: &self.last_reload,
+            reload_history: &self.reload_history,
+            top_blocked: self.telemetry.top_blocked(TOP_BLOCKED),
         })
     }
 }
@@ -154,6 +166,8 @@ mod tests {
             reloads_ok: 1,
             reloads_failed: 0,
             last_reload: "",
+            reload_history: &[],
+            top_blocked: BTreeMap::new(),
         });
         assert!(r.ok);
         assert!(

@@ -9,6 +9,26 @@ use super::model::{BlockEvent, Field, field};
 impl BlockEvent {
     /// An address as sinks show it: exact, or its /24 (IPv4) or /48 (IPv6) when
     /// `mask_addresses` is set. Verdicts and metrics never see the mask.
+    /// What was refused, for the tally of most blocked destinations: the address as
+    /// events show it (masked or not) with protocol and port, the peer of an inbound
+    /// attempt, or the socket or option refused.
+    pub fn destination(&self) -> String {
+        match self.hook {
+            "inbound" => format!("{} {} inbound", self.show(self.src), self.protocol),
+            "socket" => format!("{} socket", self.protocol),
+            "setsockopt" => format!("{} option", self.option.unwrap_or("unknown")),
+            _ if self.dst_port != 0 => {
+                format!(
+                    "{} {}/{}",
+                    self.show(self.dst),
+                    self.protocol,
+                    self.dst_port
+                )
+            }
+            _ => format!("{} {}", self.show(self.dst), self.protocol),
+        }
+    }
+
     pub fn show(&self, addr: Option<IpAddr>) -> String {
         match (addr, self.masked) {
             (None, _) => "unknown".into(),

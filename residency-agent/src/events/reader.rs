@@ -69,6 +69,9 @@ pub async fn run(
                     // its policy.
                     let mut event = BlockEvent::decode(&raw, &version.read().expect("policy lock"), &mut paths);
                     event.workload = namer.name(event.cgroup.as_deref());
+                    if !event.audit {
+                        telemetry.tally_blocked(&event.policy, event.destination(), u64::from(event.count));
+                    }
                     namer.count(&event);
                     for e in aggregator.offer(event, now) {
                         telemetry.aggregated.fetch_add(u64::from(e.count.saturating_sub(1)), Ordering::Relaxed);

@@ -52,7 +52,16 @@ pub struct Telemetry {
     /// Unix time of the last self-verification that completed, and its mismatches.
     pub last_verification: AtomicU64,
     pub last_verification_mismatches: AtomicU64,
+    /// Blocked destinations per policy (as events show them, masked or not), with the
+    /// packets or calls refused; bounded per policy.
+    pub blocked: std::sync::Mutex<
+        std::collections::BTreeMap<String, std::collections::HashMap<String, u64>>,
+    >,
 }
+
+/// Destinations tallied per policy; past it, a new destination replaces the least
+/// blocked one, so a storm of distinct addresses cannot grow the agent.
+const BLOCKED_TALLY: usize = 1024;
 
 impl Telemetry {
     /// The sinks that are stalled (events waiting, no write finished for a while),
@@ -63,6 +72,36 @@ impl Telemetry {
             .into_iter()
             .flatten()
             .filter_map(|p| p.stalled_for().map(|d| (p.kind, d)))
+            .collect()
+    }
+
+    /// Counts `count` refusals of `policy` to `destination`.
+    pub fn tally_blocked(&self, policy: &str, destination: String, count: u64) {
+        let mut all = self.blocked.lock().expect("lock");
+        let tally = all.entry(policy.to_owned()).or_default();
+        if !tally.contains_key(&destination)
+            && tally.len() >= BLOCKED_TALLY
+            && let Some(least) = tally
+                .iter()
+                .min_by_key(|(_, n)| **n)
+                .map(|(d, _)| d.clone())
+        {
+            tally.remove(&least);
+        }
+        *tally.entry(destination).or_default() += count;
+    }
+
+    /// The `n` most blocked destinations of each policy, most first (ties by name).
+    pub fn top_blocked(&self, n: usize) -> std::collections::BTreeMap<String, Vec<(String, u64)>> {
+        let all = self.blocked.lock().expect("lock");
+        all.iter()
+            .map(|(p, tally)| {
+                let mut list: Vec<(String, u64)> =
+                    tally.iter().map(|(d, c)| (d.clone(), *c)).collect();
+                list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                list.truncate(n);
+                (p.clone(), list)
+            })
             .collect()
     }
 

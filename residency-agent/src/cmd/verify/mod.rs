@@ -63,18 +63,65 @@ struct Entry {
 
 /// What was compared, and every difference found.
 #[derive(Default, serde::Serialize)]
-struct Report {
-    policies: usize,
-    prefixes: usize,
-    bindings: usize,
-    links: usize,
-    probes: usize,
+pub struct Report {
+    pub policies: usize,
+    pub prefixes: usize,
+    pub bindings: usize,
+    pub links: usize,
+    pub probes: usize,
     /// Policies whose verdicts could not be probed, and why.
-    unprobed: Vec<String>,
-    mismatches: Vec<String>,
+    pub unprobed: Vec<String>,
+    pub mismatches: Vec<String>,
 }
 
 pub fn verify(config_path: Option<&Path>, json: bool, sample: usize) -> anyhow::Result<()> {
+    let (config, report) = check(config_path, sample)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for m in &report.mismatches {
+            println!("mismatch: {m}");
+        }
+        for u in &report.unprobed {
+            println!("not probed: {u}");
+        }
+        println!("{}", report.summary());
+    }
+    if !report.mismatches.is_empty() {
+        bail!(
+            "the kernel state differs from {} in {} places",
+            config.source,
+            report.mismatches.len()
+        );
+    }
+    Ok(())
+}
+
+impl Report {
+    /// The one line that sums the verification up.
+    pub fn summary(&self) -> String {
+        format!(
+            "verified {} policies, {} prefixes, {} cgroup bindings, {} links, {} probes: {}",
+            self.policies,
+            self.prefixes,
+            self.bindings,
+            self.links,
+            self.probes,
+            if self.mismatches.is_empty() {
+                "kernel state = config".to_owned()
+            } else {
+                format!("{} mismatches", self.mismatches.len())
+            }
+        )
+    }
+}
+
+/// Verifies the kernel state against the config at `config_path`, probing at most
+/// `sample` prefixes per policy; the config read and what was found.
+pub fn check(
+    config_path: Option<&Path>,
+    sample: usize,
+) -> anyhow::Result<(crate::config::Config, Report)> {
     let config = load_config_for(config_path, Fallback::Refused)?;
     let hierarchy = Hierarchy::discover()?;
     let (bound, _missing) = validate_on_host(&config, &hierarchy)?;
@@ -442,37 +489,7 @@ pub fn verify(config_path: Option<&Path>, json: bool, sample: usize) -> anyhow::
         report.mismatches.extend(probed.mismatches);
     }
 
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        for m in &report.mismatches {
-            println!("mismatch: {m}");
-        }
-        for u in &report.unprobed {
-            println!("not probed: {u}");
-        }
-        println!(
-            "verified {} policies, {} prefixes, {} cgroup bindings, {} links, {} probes: {}",
-            report.policies,
-            report.prefixes,
-            report.bindings,
-            report.links,
-            report.probes,
-            if report.mismatches.is_empty() {
-                "kernel state = config".to_owned()
-            } else {
-                format!("{} mismatches", report.mismatches.len())
-            }
-        );
-    }
-    if !report.mismatches.is_empty() {
-        bail!(
-            "the kernel state differs from {} in {} places",
-            config.source,
-            report.mismatches.len()
-        );
-    }
-    Ok(())
+    Ok((config, report))
 }
 
 fn mode_name(mode: u8) -> &'static str {
