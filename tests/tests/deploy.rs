@@ -37,7 +37,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
     let dir = deploy().join("prometheus");
     assert!(
         promtool(&["check", "rules", "residency-alerts.yml"], &dir)
-            .contains("SUCCESS: 9 rules found")
+            .contains("SUCCESS: 10 rules found")
     );
     assert!(promtool(&["test", "rules", "residency-alerts.test.yml"], &dir).contains("SUCCESS"));
 }

@@ -7,7 +7,7 @@ pub mod docs;
 pub mod explain;
 pub mod pinned;
 mod report;
-mod verify;
+pub mod verify;
 
 use crate::{
     cli::{Cli, Command},

@@ -102,7 +102,7 @@ fn spawn(daemon: &Daemon, inputs: Inputs<'_>) -> anyhow::Result<Tasks> {
     {
         tokio::spawn(super::self_verify::run(path, daemon.telemetry.clone()));
         // The version the agent started with.
-        daemon.telemetry.verify_request.notify_one();
+        daemon.telemetry.request_verification();
     }
     let listener = tokio::net::TcpListener::from_std(inputs.metrics_listener)?;
     let server = tokio::spawn(metrics::serve(listener, daemon.metrics.clone()));

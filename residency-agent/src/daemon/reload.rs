@@ -109,7 +109,7 @@ impl Daemon {
                 self.telemetry
                     .last_reload_success
                     .store(super::unix_now(), Ordering::Relaxed);
-                self.telemetry.verify_request.notify_one();
+                self.telemetry.request_verification();
             }
             self.last_reload = result.text.lines().next().unwrap_or_default().to_owned();
             self.reload_history.push(ReloadRecord {

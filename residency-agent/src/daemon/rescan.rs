@@ -113,7 +113,7 @@ impl Daemon {
                             info!(cgroup = %b.path.display(), policy = %policy, "cgroup appeared: its policy applies")
                         }
                     }
-                    self.telemetry.verify_request.notify_one();
+                    self.telemetry.request_verification();
                 }
                 Err(e) => {
                     // Left out of `bound`, so the next rescan tries again.

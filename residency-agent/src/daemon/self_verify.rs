@@ -13,7 +13,7 @@ use std::{path::PathBuf, sync::Arc, sync::atomic::Ordering, time::Duration};
 
 use tracing::{error, info};
 
-use crate::metrics::Telemetry;
+use crate::{cmd::verify::CHANGED, metrics::Telemetry};
 
 /// MESSAGE_ID of the journal entry of a failed self-verification.
 pub const MESSAGE_ID_VERIFY_FAILED: &str = "3b8e1f6a9c2d4e7f8a1b5c9d2e6f0a43";
@@ -33,7 +33,15 @@ pub async fn run(config: PathBuf, telemetry: Arc<Telemetry>) {
     };
     loop {
         telemetry.verify_request.notified().await;
-        tokio::time::sleep(SETTLE).await;
+        // Wait for a quiet moment: a burst of changes (pods starting, reloads in a
+        // row) is verified once, after its last change.
+        loop {
+            let seen = telemetry.verify_requests.load(Ordering::Relaxed);
+            tokio::time::sleep(SETTLE).await;
+            if telemetry.verify_requests.load(Ordering::Relaxed) == seen {
+                break;
+            }
+        }
         let mut cmd = tokio::process::Command::new(&exe);
         cmd.args(["verify", "--json", "--sample", SAMPLE, "--config"])
             .arg(&config)
@@ -65,6 +73,11 @@ pub async fn run(config: PathBuf, telemetry: Arc<Telemetry>) {
                         );
                     }
                     list
+                }
+                Err(_) if String::from_utf8_lossy(&out.stderr).contains(CHANGED) => {
+                    // Overtaken by a change, which asks for its own verification.
+                    telemetry.request_verification();
+                    continue;
                 }
                 Err(_) => vec![format!(
                     "failed: {}",

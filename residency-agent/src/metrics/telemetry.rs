@@ -46,6 +46,8 @@ pub struct Telemetry {
     /// Woken after every change of what the kernel enforces: the self-verification
     /// runs once things settle.
     pub verify_request: tokio::sync::Notify,
+    /// Changes asked to be verified so far ([`Telemetry::request_verification`]).
+    pub verify_requests: AtomicU64,
     /// Self-verifications run, and those that found a difference or could not run.
     pub verifications: AtomicU64,
     pub verification_failures: AtomicU64,
@@ -73,6 +75,13 @@ impl Telemetry {
             .flatten()
             .filter_map(|p| p.stalled_for().map(|d| (p.kind, d)))
             .collect()
+    }
+
+    /// Asks for a verification of what the kernel enforces now.
+    pub fn request_verification(&self) {
+        self.verify_requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.verify_request.notify_one();
     }
 
     /// Counts `count` refusals of `policy` to `destination`.

@@ -89,18 +89,24 @@ fn judge(
     p: &Packet,
     v4: Option<[u8; 4]>,
 ) -> Option<(Binding, Decision, bool)> {
-    bump(&STATS, Stat::TrieLookups as u32);
     let cgroup_id = binding::skb_cgroup(ctx);
-    let Some(b) = binding::of_skb(ctx.skb.skb, cgroup_id, slot) else {
-        report::no_binding(ctx, cgroup_id);
-        return None;
-    };
     let sk = full_socket(ctx);
     // `verify` drives the live program through BPF_PROG_TEST_RUN, which gives it a
     // socket of its own making, of type 0 (no socket a process can create has it), and
     // marks its packets; both must hold, so other test runs judge as packets do.
     // SAFETY: a read of the context's mark.
     let probe = sk.is_some_and(|sk| sk.type_ == 0) && unsafe { (*ctx.skb.skb).mark } == PROBE_MARK;
+    if !probe {
+        bump(&STATS, Stat::TrieLookups as u32);
+    }
+    let Some(b) = binding::of_skb(ctx.skb.skb, cgroup_id, slot) else {
+        // A probe that raced a reload (its binding in the retired slot) says nothing
+        // about the agent's maps.
+        if !probe {
+            report::no_binding(ctx, cgroup_id);
+        }
+        return None;
+    };
     if let Some(rule) =
         sk.and_then(|sk| socket_refused(sk, p, b.flags & BINDING_NAMED_INTERFACES != 0))
     {

@@ -489,8 +489,15 @@ pub fn check(
         report.mismatches.extend(probed.mismatches);
     }
 
+    // A version swapped in meanwhile makes the comparison meaningless, not wrong.
+    if active.get(&0, 0)? != epoch {
+        bail!("{CHANGED}; run verify again");
+    }
     Ok((config, report))
 }
+
+/// The error of a verification that a policy change overtook.
+pub const CHANGED: &str = "the version in force changed during verification";
 
 fn mode_name(mode: u8) -> &'static str {
     match mode {
