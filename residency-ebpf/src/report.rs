@@ -24,8 +24,15 @@ const NOEXIST: u64 = 1;
 /// sends (SYN retransmissions; every segment of an audited connection). The counters
 /// still count every packet. A full map forgets its least recent flow, which is then
 /// at worst reported again, never silenced for good; a new policy epoch is a new key.
+///
+/// Looked up first: an LRU insert takes a node off the free list before it checks for
+/// the key, which would cost a refused flood's every packet far more than a lookup.
 #[inline(always)]
 pub fn first_report(key: &VerdictKey) -> bool {
+    // SAFETY: a lookup in a hash map of plain values; only its presence is used.
+    if unsafe { REPORTED.get(key) }.is_some() {
+        return false;
+    }
     REPORTED.insert(key, 0, NOEXIST).is_ok()
 }
 

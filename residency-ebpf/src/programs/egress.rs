@@ -17,7 +17,7 @@ use aya_log_ebpf::error;
 use residency_common::{
     BINDING_NAMED_INTERFACES, Binding, EVENT_AUDIT, EVENT_BLOCK, MODE_AUDIT, PROBE_MARK,
     RULE_DEVICE_BINDING, RULE_ERROR, RULE_RAW_SOCKET, SETTINGS_NO_VERDICT_CACHE, SOURCE_SKB, Stat,
-    VerdictKey, VerdictValue, slot_of,
+    Verdict, VerdictKey, VerdictValue, slot_of,
 };
 
 use crate::{
@@ -46,11 +46,17 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
     // The hot path reads as little as it can: with the cache off nothing is ever put,
     // so the lookup simply misses, and the setting is read on the slow path only.
     let (policy, mode, d) = match cache::get(&key) {
+        // The steady state of an allowed flow, returned at once: nothing else stays
+        // live on this path, so the slow path's size costs it nothing.
+        Some(v) if v.allowed != 0 => {
+            report::count(v.policy, Verdict::Allowed, p.family);
+            return PASS;
+        }
         Some(v) => (
             v.policy,
             v.mode,
             Decision {
-                allowed: v.allowed != 0,
+                allowed: false,
                 rule: v.rule,
             },
         ),
