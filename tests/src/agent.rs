@@ -343,6 +343,23 @@ impl Sandbox {
     }
 
     /// Runs `residency-agent <args> --socket <sandbox socket>` (reload, status).
+    /// `residency-agent verify --config config`: whether the kernel state is the
+    /// config's, and what it printed.
+    pub fn verify(&self, bin: &Path, config: &Path) -> (bool, String) {
+        let o = output_within(
+            Command::new(bin).arg("verify").arg("--config").arg(config),
+            120,
+        );
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    }
+
     pub fn ctl(&self, bin: &Path, args: &[&str]) -> std::process::Output {
         output_within(
             Command::new(bin)

@@ -173,6 +173,9 @@ fn enforces_allowlist_for_tcp_udp_icmp_over_ipv4_and_ipv6() {
                 && !l.contains(&format!("dst={ALLOWED_V6} "))),
         "allowed traffic reported: {events:#?}"
     );
+    // And the kernel holds exactly what the config means, its verdicts included.
+    let (ok, out) = sb.verify(&bin, &config);
+    assert!(ok && out.contains("kernel state = config"), "{out}");
 }
 
 #[test]

@@ -305,6 +305,9 @@ fn a_thousand_reloads_under_traffic_never_mix_versions() {
         sample(&body, "residency_program_errors_total{kind=\"no_binding\"}"),
         Some(0.0)
     );
+    // After a thousand swaps the kernel holds exactly the last version.
+    let (ok, out) = sb.verify(&bin, &cfg);
+    assert!(ok && out.contains("kernel state = config"), "{out}");
 }
 
 #[test]
