@@ -11,6 +11,7 @@ mod agent;
 mod entry;
 mod events;
 pub mod file;
+mod interfaces;
 pub mod kubernetes;
 mod locate;
 mod policy;

@@ -136,7 +136,7 @@ pub(crate) fn parse_policy(
             ));
         }
     };
-    let interfaces = parse_interfaces(at, &key, p.interfaces)?;
+    let interfaces = super::interfaces::parse(at, &key, p.interfaces)?;
     let mut taken = Taken::new();
     let entries = parse_entries(at, &key, &mut taken, p.allow, p.deny)?;
     let mut notes = Vec::new();
@@ -347,42 +347,6 @@ fn add_sources(
         }
     }
     Ok((entries, sources))
-}
-
-/// Interface names as `SO_BINDTODEVICE` takes them: 1 to 15 bytes (`IFNAMSIZ` less
-/// the NUL), no `/`, whitespace or NUL (the kernel's `dev_valid_name`), each once.
-fn parse_interfaces(
-    at: &Locator<'_>,
-    key: &str,
-    list: Vec<Spanned<String>>,
-) -> Result<Vec<String>, ConfigError> {
-    let mut out: Vec<String> = Vec::new();
-    for n in list {
-        let name = n.get_ref();
-        let bad = name.is_empty()
-            || name.len() > 15
-            || name == "."
-            || name == ".."
-            || name
-                .bytes()
-                .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
-        if bad {
-            return Err(at.error(
-                n.span(),
-                &format!("{key}.interfaces"),
-                &format!("\"{name}\" is not an interface name (1 to 15 characters, no '/', ':' or spaces)"),
-            ));
-        }
-        if out.contains(name) {
-            return Err(at.error(
-                n.span(),
-                &format!("{key}.interfaces"),
-                &format!("\"{name}\" is listed twice"),
-            ));
-        }
-        out.push(name.clone());
-    }
-    Ok(out)
 }
 
 fn validate_name(at: &Locator<'_>, name: &Spanned<String>) -> Result<(), ConfigError> {

@@ -320,33 +320,7 @@ impl Metrics {
             "Unix time of the last successful reload (or of the start).",
             &[(vec![], t.last_reload_success.load(Ordering::Relaxed) as i64)],
         )?;
-        counter(
-            enc,
-            "residency_verifications",
-            "Self-verifications run after a change of what the kernel enforces ([agent] self_verify): `verify` on a sample, in the background.",
-            &[(vec![], t.verifications.load(Ordering::Relaxed))],
-        )?;
-        counter(
-            enc,
-            "residency_verification_failures",
-            "Self-verifications that found the kernel state different from the config, or could not run; each is logged with MESSAGE_ID 3b8e1f6a9c2d4e7f8a1b5c9d2e6f0a43.",
-            &[(vec![], t.verification_failures.load(Ordering::Relaxed))],
-        )?;
-        gauge(
-            enc,
-            "residency_last_verification_timestamp_seconds",
-            "Unix time of the last self-verification that completed (0: none yet).",
-            &[(vec![], t.last_verification.load(Ordering::Relaxed) as i64)],
-        )?;
-        gauge(
-            enc,
-            "residency_last_verification_mismatches",
-            "Differences the last self-verification found between the kernel and the config.",
-            &[(
-                vec![],
-                t.last_verification_mismatches.load(Ordering::Relaxed) as i64,
-            )],
-        )?;
+        super::verification::encode(enc, t)?;
         super::process::Process::read().encode(enc)?;
         let mut rows = Vec::new();
         for p in &v.config.policies {

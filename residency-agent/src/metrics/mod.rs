@@ -10,6 +10,7 @@ pub mod http;
 mod kubernetes;
 pub mod process;
 pub mod telemetry;
+mod verification;
 
 pub use collector::Metrics;
 pub use http::serve;

@@ -13,10 +13,13 @@
 //! program itself is driven with packets made from each policy (`probe`), and every
 //! verdict compared with the offline one.
 
+mod bindings;
+mod interfaces;
+mod links;
 mod probe;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::AsFd as _,
     path::Path,
@@ -25,33 +28,19 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData};
 use residency_common::{
-    Binding, BindingKey, InterfaceKey, PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_EGRESS,
-    PROGRAM_INGRESS, PROGRAM_SENDMSG4, PROGRAM_SENDMSG6, PROGRAM_SETSOCKOPT, PROGRAM_SOCK_CREATE,
-    PortRule, RuleKeyV4, RuleKeyV6, RuleValue, maps, slot_of,
+    Binding, BindingKey, InterfaceKey, PROGRAM_EGRESS, PortRule, RuleKeyV4, RuleKeyV6, RuleValue,
+    maps, slot_of,
 };
 
 use crate::{
     config::file::{Fallback, load_config_for},
     daemon::prepare::validate_on_host,
-    generations::{binding_of, interface_key},
+    generations::binding_of,
     host::{Hierarchy, attach_points},
     kernel::{names::PolicyNames, pins, short_name},
     policy::{self, describe_rule},
     sys::bpf,
 };
-
-/// The programs every attach point has (the packet socket guard only where the kernel
-/// runs BPF LSM programs, so it is not required).
-const REQUIRED: &[&str] = &[
-    PROGRAM_CONNECT4,
-    PROGRAM_CONNECT6,
-    PROGRAM_SENDMSG4,
-    PROGRAM_SENDMSG6,
-    PROGRAM_SOCK_CREATE,
-    PROGRAM_SETSOCKOPT,
-    PROGRAM_INGRESS,
-    PROGRAM_EGRESS,
-];
 
 /// One rule trie entry, as a user reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,135 +288,31 @@ pub fn check(
     // Bindings of the configured cgroups that exist.
     let mut bindings: HashMap<MapData, BindingKey, Binding> =
         HashMap::try_from(Map::from_map_data(open(maps::BINDINGS)?)?)?;
-    let mut bound_ids = BTreeSet::new();
-    for b in &bound {
-        let p = &config.policies[b.policy];
-        let Some(index) = found.policies.iter().position(|f| f.name == p.name) else {
-            continue;
-        };
-        bound_ids.insert(b.id);
-        report.bindings += 1;
-        let key = BindingKey {
-            cgroup_id: b.id,
-            slot,
-            _pad: 0,
-        };
-        let want = binding_of(&found, &ids, index);
-        match bindings.get(&key, 0) {
-            Err(_) => report.mismatches.push(format!(
-                "cgroup {}: bound to policy \"{}\" in the config, bound to nothing in the kernel",
-                b.path.display(),
-                p.name
-            )),
-            Ok(have) if have != want => report.mismatches.push(format!(
-                "cgroup {}: the kernel binds it to policy \"{}\" ({} mode, flags {:#x}), the config to \"{}\" ({} mode, flags {:#x})",
-                b.path.display(),
-                name_of(have.policy),
-                mode_name(have.mode),
-                have.flags,
-                p.name,
-                mode_name(want.mode),
-                want.flags
-            )),
-            Ok(_) => {}
-        }
-    }
-    // Pods are bound by the agent as they come: only a config without Kubernetes
-    // selection says which cgroups may be bound at all.
-    if !config.kubernetes.enabled {
-        for k in bindings.keys() {
-            let k = k?;
-            // Another `verify`'s own cgroup, bound for its probes, is not the config's.
-            let probing = || {
-                crate::sys::handle::cgroup_path(&hierarchy.mount, k.cgroup_id)
-                    .is_some_and(|p| p.contains("/residency-verify-"))
-            };
-            if k.slot == slot && !bound_ids.contains(&k.cgroup_id) && !probing() {
-                let have = bindings.get(&k, 0)?;
-                report.mismatches.push(format!(
-                    "cgroup id {}: bound to policy \"{}\" in the kernel, to nothing in the config",
-                    k.cgroup_id,
-                    name_of(have.policy)
-                ));
-            }
-        }
-    }
+    bindings::compare(
+        &bindings,
+        &bound,
+        &config,
+        (&found, &ids),
+        slot,
+        &hierarchy.mount,
+        &name_of,
+        &mut report,
+    )?;
 
     // Interfaces the policies name.
     let interfaces: HashMap<MapData, InterfaceKey, u8> =
         HashMap::try_from(Map::from_map_data(open(maps::INTERFACES)?)?)?;
-    let mut want_if = BTreeSet::new();
-    for (p, id) in found.policies.iter().zip(&ids) {
-        for n in &p.interfaces {
-            want_if.insert(
-                interface_key(slot, *id, n)
-                    .name
-                    .to_vec()
-                    .into_iter()
-                    .chain(id.to_be_bytes())
-                    .collect::<Vec<u8>>(),
-            );
-            if interfaces.get(&interface_key(slot, *id, n), 0).is_err() {
-                report.mismatches.push(format!(
-                    "policy \"{}\": interface {n}: in the config, missing from the kernel",
-                    p.name
-                ));
-            }
-        }
-    }
-    for k in interfaces.keys() {
-        let k = k?;
-        if in_slot(k.scope) {
-            let id = id_in(k.scope);
-            let tag: Vec<u8> = k.name.iter().copied().chain(id.to_be_bytes()).collect();
-            if !want_if.contains(&tag) {
-                let len = k.name.iter().position(|b| *b == 0).unwrap_or(16);
-                report.mismatches.push(format!(
-                    "policy \"{}\": interface {}: in the kernel, not in the config",
-                    name_of(id),
-                    String::from_utf8_lossy(&k.name[..len])
-                ));
-            }
-        }
-    }
+    let named: Vec<(u32, &[String])> = found
+        .policies
+        .iter()
+        .zip(&ids)
+        .map(|(p, id)| (*id, p.interfaces.as_slice()))
+        .collect();
+    interfaces::compare(&interfaces, &named, slot, &name_of, &mut report)?;
 
     // Every attach point has every program, through a link the kernel still holds.
     let instances = pins::instances(pin_path)?;
-    for point in attach_points(&bound) {
-        for program in REQUIRED {
-            let short = short_name(program);
-            let file = format!("link-{}-{short}", point.id);
-            let Some(path) = instances.iter().map(|d| d.join(&file)).find(|p| p.exists()) else {
-                report.mismatches.push(format!(
-                    "cgroup {}: program {short} is not attached (no pinned link)",
-                    point.path.display()
-                ));
-                continue;
-            };
-            report.links += 1;
-            let attached = bpf::obj_get(&path)
-                .and_then(|fd| bpf::cgroup_link_info(fd.as_fd()))
-                .map(|i| i.cgroup_id);
-            match attached {
-                Ok(id) if id == point.id => {}
-                Ok(0) => report.mismatches.push(format!(
-                    "cgroup {}: program {short}: its link {} is detached",
-                    point.path.display(),
-                    path.display()
-                )),
-                Ok(other) => report.mismatches.push(format!(
-                    "cgroup {}: program {short}: its link {} is attached to cgroup id {other}",
-                    point.path.display(),
-                    path.display()
-                )),
-                Err(e) => report.mismatches.push(format!(
-                    "cgroup {}: program {short}: its link {} cannot be read: {e}",
-                    point.path.display(),
-                    path.display()
-                )),
-            }
-        }
-    }
+    links::check(&attach_points(&bound), &instances, &mut report);
 
     // The live program's verdicts, policy by policy, from a cgroup bound to each.
     let egress = attach_points(&bound).into_iter().find_map(|point| {
@@ -498,11 +383,3 @@ pub fn check(
 
 /// The error of a verification that a policy change overtook.
 pub const CHANGED: &str = "the version in force changed during verification";
-
-fn mode_name(mode: u8) -> &'static str {
-    match mode {
-        residency_common::MODE_ENFORCE => "enforce",
-        residency_common::MODE_AUDIT => "audit",
-        _ => "unknown",
-    }
-}

@@ -1,0 +1,59 @@
+//! Every attach point has every program, through a pinned link the kernel still holds
+//! attached to that cgroup (a link detached by hand reports cgroup id 0).
+
+use std::{os::fd::AsFd as _, path::PathBuf};
+
+use residency_common::{
+    PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_EGRESS, PROGRAM_INGRESS, PROGRAM_SENDMSG4,
+    PROGRAM_SENDMSG6, PROGRAM_SETSOCKOPT, PROGRAM_SOCK_CREATE,
+};
+
+use super::Report;
+use crate::{host::BoundCgroup, kernel::short_name, sys::bpf};
+
+/// The programs every attach point has (the packet socket guard only where the kernel
+/// runs BPF LSM programs, so it is not required).
+const REQUIRED: &[&str] = &[
+    PROGRAM_CONNECT4,
+    PROGRAM_CONNECT6,
+    PROGRAM_SENDMSG4,
+    PROGRAM_SENDMSG6,
+    PROGRAM_SOCK_CREATE,
+    PROGRAM_SETSOCKOPT,
+    PROGRAM_INGRESS,
+    PROGRAM_EGRESS,
+];
+
+/// Checks the links of `points` among the pinned `instances`.
+pub fn check(points: &[&BoundCgroup], instances: &[PathBuf], report: &mut Report) {
+    for point in points {
+        for program in REQUIRED {
+            let short = short_name(program);
+            let file = format!("link-{}-{short}", point.id);
+            let at = point.path.display();
+            let Some(path) = instances.iter().map(|d| d.join(&file)).find(|p| p.exists()) else {
+                report.mismatches.push(format!(
+                    "cgroup {at}: program {short} is not attached (no pinned link)"
+                ));
+                continue;
+            };
+            report.links += 1;
+            let attached = bpf::obj_get(&path)
+                .and_then(|fd| bpf::cgroup_link_info(fd.as_fd()))
+                .map(|i| i.cgroup_id);
+            let link = path.display();
+            match attached {
+                Ok(id) if id == point.id => {}
+                Ok(0) => report.mismatches.push(format!(
+                    "cgroup {at}: program {short}: its link {link} is detached"
+                )),
+                Ok(other) => report.mismatches.push(format!(
+                    "cgroup {at}: program {short}: its link {link} is attached to cgroup id {other}"
+                )),
+                Err(e) => report.mismatches.push(format!(
+                    "cgroup {at}: program {short}: its link {link} cannot be read: {e}"
+                )),
+            }
+        }
+    }
+}
