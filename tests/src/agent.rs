@@ -342,7 +342,6 @@ impl Sandbox {
         self.agents.last_mut().expect("an agent was started")
     }
 
-    /// Runs `residency-agent <args> --socket <sandbox socket>` (reload, status).
     /// `residency-agent verify --config config`: whether the kernel state is the
     /// config's, and what it printed.
     pub fn verify(&self, bin: &Path, config: &Path) -> (bool, String) {
@@ -360,6 +359,7 @@ impl Sandbox {
         )
     }
 
+    /// Runs `residency-agent <args> --socket <sandbox socket>` (reload, status).
     pub fn ctl(&self, bin: &Path, args: &[&str]) -> std::process::Output {
         output_within(
             Command::new(bin)

@@ -166,6 +166,8 @@ fn setup(ports: &[u16]) -> Setup {
 fn started(ports: &[u16]) -> Setup {
     let mut s = setup(ports);
     s.sb.start_agent(&agent_binary(), &s.config).unwrap();
+    let (ok, out) = s.sb.verify(&agent_binary(), &s.config);
+    assert!(ok && out.contains("kernel state = config"), "{out}");
     s
 }
 

@@ -358,6 +358,77 @@ fn pods_are_held_to_the_policy_their_labels_select_systemd_driver() {
         ),
         Some(1.0)
     );
+
+    // verify checks the pods' bindings as the agent placed them, report names them.
+    let (ok, out) = sb.verify(&bin, &cfg);
+    assert!(ok && out.contains("kernel state = config"), "{out}");
+    let o = residency_tests::output_within(
+        std::process::Command::new(&bin).args([
+            "report",
+            "--json",
+            "--config",
+            cfg.to_str().unwrap(),
+        ]),
+        120,
+    );
+    assert!(o.status.success(), "{o:?}");
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let policy = |name: &str| {
+        report["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{report}"))
+    };
+    assert_eq!(
+        policy("payments-eu")["pods"],
+        serde_json::json!(["payments/web-0"]),
+        "{report}"
+    );
+    assert!(
+        report["verification"]["pods"].as_u64() >= Some(1),
+        "{report}"
+    );
+    // A pod's binding deleted by hand is named by its cgroup.
+    let epoch = {
+        let o = std::process::Command::new("bpftool")
+            .args(["map", "lookup", "pinned"])
+            .arg(sb.pin_path().join("v3/maps/RES_ACTIVE"))
+            .args(["key", "0", "0", "0", "0", "-j"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        u8::from_str_radix(v["value"][0].as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+    };
+    let pod_id = {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(b.parent().unwrap()).unwrap().ino()
+    };
+    let mut key: Vec<String> = pod_id.to_le_bytes().iter().map(|b| b.to_string()).collect();
+    key.extend(
+        [epoch & 1, 0, 0, 0, 0, 0, 0, 0]
+            .iter()
+            .map(|b| b.to_string()),
+    );
+    let o = std::process::Command::new("bpftool")
+        .args(["map", "delete", "pinned"])
+        .arg(sb.pin_path().join("v3/maps/RES_BINDINGS"))
+        .arg("key")
+        .args(&key)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let (ok, out) = sb.verify(&bin, &cfg);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "cgroup {}: bound to policy \"payments-eu\" in the config, bound to nothing in the kernel",
+            b.parent().unwrap().display()
+        )),
+        "{out}"
+    );
 }
 
 #[test]

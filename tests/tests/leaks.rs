@@ -210,6 +210,9 @@ impl Lab {
         let bin = agent_binary();
         let cfg = sb.write_config("residency.toml", CONFIG);
         sb.start_agent(&bin, &cfg).unwrap();
+        // The kernel holds what the config means, guards and interfaces included.
+        let (ok, out) = sb.verify(&bin, &cfg);
+        assert!(ok && out.contains("kernel state = config"), "{out}");
         let lab = Lab {
             sb,
             net,

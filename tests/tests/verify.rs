@@ -185,7 +185,23 @@ fn verify_matches_the_config_and_names_each_tampering() {
         "{out}"
     );
 
-    // 4. The config edited on disk but not reloaded.
+    // 4. The event rate limit lowered by hand: blocks would go on unreported.
+    let settings = maps.join("RES_SETTINGS");
+    let mut args = vec!["map", "update", "pinned", settings.to_str().unwrap()];
+    args.extend(["key", "0", "0", "0", "0", "value", "1", "0", "0", "0", "1"]);
+    args.extend(["0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0"]);
+    bpftool(&args);
+    let (ok, out) = verify(&cfg);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(
+            "settings: [events] rate_limit_per_cpu is 1 in the kernel, 1000 in the config"
+        ) && out
+            .contains("settings: [events] rate_limit_burst is 1 in the kernel, 200 in the config"),
+        "{out}"
+    );
+
+    // 5. The config edited on disk but not reloaded.
     let edited = std::fs::read_to_string(&cfg).unwrap().replace(
         "\"203.0.113.0/24\"",
         "\"203.0.113.0/24\", \"2001:db8:2::/48\"",
@@ -198,7 +214,7 @@ fn verify_matches_the_config_and_names_each_tampering() {
         "{out}"
     );
     // A reload makes the kernel match the file again (the tampered entry is replaced
-    // with the rest of the version).
+    // with the rest of the version, the settings written again).
     let o = output_within(
         Command::new(agent_binary()).args(["reload", "--config", cfg.to_str().unwrap()]),
         30,
@@ -207,7 +223,7 @@ fn verify_matches_the_config_and_names_each_tampering() {
     let (ok, out) = verify(&cfg);
     assert!(ok, "after a reload: {out}");
 
-    // 5. A link detached by hand, with no agent running: verify reads the pins alone.
+    // 6. A link detached by hand, with no agent running: verify reads the pins alone.
     sb.agent().terminate(Duration::from_secs(10)).unwrap();
     let (ok, out) = verify(&cfg);
     assert!(ok, "without an agent: {out}");

@@ -1,7 +1,8 @@
 //! `residency-agent report`: evidence an auditor can file. One self-contained JSON
 //! object (or its readable text form) saying what this host enforces and that the
 //! kernel enforces exactly that: host, kernel, agent version and time; the config's
-//! SHA-256 and each source file's; per policy its mode, cgroups, prefix counts,
+//! SHA-256 and each source file's; per policy its mode, cgroups (and, with
+//! `[kubernetes]` and an agent running, the pods it selected), prefix counts,
 //! packets counted since the agent started and, while an agent runs, its most blocked
 //! destinations (masked as its events are); the result of `verify`; and the reload
 //! history with who asked for each reload.
@@ -51,6 +52,17 @@ pub fn report(config_path: Option<&Path>, json: bool, sample: usize) -> anyhow::
         let mut cgroups: Vec<String> = p.cgroups.iter().map(|c| c.path.clone()).collect();
         cgroups.sort();
         let counted = packets.get(&p.name).copied().unwrap_or_default();
+        // Pods selected for it, as the running agent placed them (with `[kubernetes]`).
+        let mut pods: Vec<String> = agent
+            .as_ref()
+            .and_then(|a| a["policies"].as_array().cloned())
+            .into_iter()
+            .flatten()
+            .filter(|q| q["name"] == p.name.as_str())
+            .flat_map(|q| q["pods"].as_array().cloned().unwrap_or_default())
+            .filter_map(|pod| pod.as_str().map(str::to_owned))
+            .collect();
+        pods.sort();
         let top = agent
             .as_ref()
             .and_then(|a| a["top_blocked"].get(&p.name).cloned())
@@ -59,6 +71,7 @@ pub fn report(config_path: Option<&Path>, json: bool, sample: usize) -> anyhow::
             "name": p.name,
             "mode": p.mode.as_str(),
             "cgroups": cgroups,
+            "pods": pods,
             "prefixes": {"ipv4": c.allow_v4 + c.deny_v4, "ipv6": c.allow_v6 + c.deny_v6},
             "packets_since_start": {"allowed": counted[0], "blocked": counted[1], "audited": counted[2]},
             "top_blocked": top,
@@ -94,6 +107,8 @@ pub fn report(config_path: Option<&Path>, json: bool, sample: usize) -> anyhow::
             "prefixes": verified.prefixes,
             "bindings": verified.bindings,
             "links": verified.links,
+            "pods": verified.pods,
+            "unchecked": verified.unchecked,
             "probes": verified.probes,
             "mismatches": verified.mismatches,
             "unprobed": verified.unprobed,
@@ -167,6 +182,9 @@ fn text(r: &Value) -> String {
         ));
         for c in p["cgroups"].as_array().into_iter().flatten() {
             out.push_str(&format!("  cgroup {}\n", s(c)));
+        }
+        for pod in p["pods"].as_array().into_iter().flatten() {
+            out.push_str(&format!("  pod {}\n", s(pod)));
         }
         for t in p["top_blocked"].as_array().into_iter().flatten() {
             out.push_str(&format!(

@@ -192,6 +192,11 @@ impl Daemon {
             Ok(a) => a,
             Err(e) => return Response::error(format!("rejected: {e}")),
         };
+        // The event rate limit and the verdict cache switch are read per packet, not
+        // per version: written once the new version is in force.
+        if let Err(e) = self.loaded.configure(&prepared.config) {
+            warn!("writing the program settings (event rate limit, verdict cache) failed: {e}");
+        }
         self.bound = prepared.bound;
         self.missing = prepared.missing;
         self.watch_cgroups();

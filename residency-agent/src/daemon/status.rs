@@ -10,6 +10,7 @@ use crate::{
     control::Response,
     host::BoundCgroup,
     kernel::PacketCounts,
+    kubernetes::{self, Layout, PlacedPod},
     policy::{self, Versioned},
 };
 
@@ -31,6 +32,8 @@ pub struct View<'a> {
     pub reload_history: &'a [super::reload::ReloadRecord],
     /// The most blocked destinations per policy, as events show them.
     pub top_blocked: BTreeMap<String, Vec<(String, u64)>>,
+    /// With `[kubernetes]`: the selected pods and their policies' cgroups.
+    pub pods: &'a [PlacedPod],
 }
 
 /// The `status` answer: a line per policy (and its cgroups) and the same as JSON.
@@ -72,10 +75,20 @@ pub fn render(s: &View<'_>) -> Response {
         for cg in &cgroups {
             text.push_str(&format!("    cgroup {cg}\n"));
         }
+        let pods: Vec<String> = s
+            .pods
+            .iter()
+            .filter(|pod| v.config.policies[pod.policy].name == p.name)
+            .map(|pod| format!("{}/{}", pod.namespace, pod.name))
+            .collect();
+        for pod in &pods {
+            text.push_str(&format!("    pod {pod}\n"));
+        }
         policies.push(serde_json::json!({
             "name": p.name, "mode": p.mode.as_str(), "id": id,
             "prefixes": {"ipv4": c.allow_v4 + c.deny_v4, "ipv6": c.allow_v6 + c.deny_v6},
             "cgroups": cgroups,
+            "pods": pods,
             "packets": {"allowed": count(Verdict::Allowed), "blocked": count(Verdict::Blocked), "audited": count(Verdict::Audited)},
         }));
     }
@@ -102,6 +115,10 @@ pub fn render(s: &View<'_>) -> Response {
             "reloads": {"success": s.reloads_ok, "failure": s.reloads_failed},
             "last_reload": s.last_reload,
             "reload_history": s.reload_history,
+            "pods": s.pods.iter().map(|pod| serde_json::json!({
+                "namespace": pod.namespace, "name": pod.name, "uid": pod.uid,
+                "policy": v.config.policies[pod.policy].name, "cgroup": pod.cgroup,
+            })).collect::<Vec<_>>(),
             "top_blocked": s.top_blocked.iter().map(|(p, list)| {
                 (p.clone(), list.iter().map(|(d, n)| serde_json::json!({"destination": d, "count": n})).collect::<Vec<_>>())
             }).collect::<BTreeMap<_, _>>(),
@@ -113,6 +130,12 @@ impl Daemon {
     pub(super) fn status(&self) -> Response {
         let v = self.versioned.read().expect("lock");
         let packets = self.metrics.kernel.lock().expect("lock").packets(&v.ids);
+        let pods = if v.config.kubernetes.enabled {
+            let layout = Layout::detect(&v.config.kubernetes, &self.hierarchy.mount);
+            kubernetes::placed(&v.config, &layout, &self.cluster_state())
+        } else {
+            Vec::new()
+        };
         render(&View {
             versioned: &v,
             packets,
@@ -125,6 +148,7 @@ impl Daemon {
             last_reload: &self.last_reload,
             reload_history: &self.reload_history,
             top_blocked: self.telemetry.top_blocked(TOP_BLOCKED),
+            pods: &pods,
         })
     }
 }
@@ -168,6 +192,13 @@ mod tests {
             last_reload: "",
             reload_history: &[],
             top_blocked: BTreeMap::new(),
+            pods: &[PlacedPod {
+                namespace: "shop".into(),
+                name: "api-0".into(),
+                uid: "u1".into(),
+                policy: 0,
+                cgroup: "kubepods/podu1".into(),
+            }],
         });
         assert!(r.ok);
         assert!(
@@ -177,7 +208,7 @@ mod tests {
             r.text
         );
         assert!(
-            r.text.contains("  policy eu mode=enforce ipv4=1 ipv6=1 allowed=5 blocked=2 audited=0\n    cgroup /c/x\n"),
+            r.text.contains("  policy eu mode=enforce ipv4=1 ipv6=1 allowed=5 blocked=2 audited=0\n    cgroup /c/x\n    pod shop/api-0\n"),
             "{}",
             r.text
         );
@@ -200,5 +231,8 @@ mod tests {
             0
         );
         assert_eq!(r.data["reloads"]["success"], 1);
+        assert_eq!(r.data["policies"][0]["pods"][0], "shop/api-0");
+        assert_eq!(r.data["pods"][0]["policy"], "eu");
+        assert_eq!(r.data["pods"][0]["cgroup"], "kubepods/podu1");
     }
 }

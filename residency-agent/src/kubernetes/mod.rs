@@ -102,12 +102,41 @@ pub fn place(
     {
         add(i, layout.root.clone());
     }
-    for a in cluster.assign(config) {
-        let pod = &cluster.pods[&a.uid];
-        // Before the API server sets the QoS class the cgroup's place is unknown; the
-        // pod keeps the default until then.
-        if let Some(qos) = pod.qos {
-            add(a.policy, layout.pod_cgroup(qos, &pod.uid));
-        }
+    for pod in placed(config, &layout, cluster) {
+        add(pod.policy, pod.cgroup);
     }
+}
+
+/// A selected pod and where its policy is bound.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlacedPod {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// Index of its policy in the config.
+    #[serde(skip)]
+    pub policy: usize,
+    /// Its cgroup, relative to the cgroup mount.
+    pub cgroup: String,
+}
+
+/// Every pod some policy selects whose cgroup's place is known, in uid order.
+pub fn placed(config: &Config, layout: &Layout, cluster: &ClusterState) -> Vec<PlacedPod> {
+    cluster
+        .assign(config)
+        .into_iter()
+        .filter_map(|a| {
+            let pod = &cluster.pods[&a.uid];
+            // Before the API server sets the QoS class the cgroup's place is unknown;
+            // the pod keeps the default until then.
+            let qos = pod.qos?;
+            Some(PlacedPod {
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                uid: pod.uid.clone(),
+                policy: a.policy,
+                cgroup: layout.pod_cgroup(qos, &pod.uid),
+            })
+        })
+        .collect()
 }

@@ -223,6 +223,30 @@ pub fn cgroup_link_info(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Cgro
     })
 }
 
+/// What a program says of itself: its name (as the kernel keeps it, at most 15
+/// bytes) and tag (a hash of its instructions, map references left out).
+pub struct ProgInfo {
+    pub name: String,
+    pub tag: [u8; 8],
+}
+
+/// `struct bpf_prog_info` of the program `fd` (BPF_OBJ_GET_INFO_BY_FD), name and tag.
+pub fn prog_info(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<ProgInfo> {
+    // type, id, tag[8] at 8, ..., name[16] at 64.
+    let mut info = [0u8; 96];
+    let mut attr = Attr::new();
+    attr.u32_at(0, fd.as_raw_fd() as u32)
+        .u32_at(4, info.len() as u32)
+        .u64_at(8, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    let name = &info[64..80];
+    let len = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+    Ok(ProgInfo {
+        name: String::from_utf8_lossy(&name[..len]).into_owned(),
+        tag: info[8..16].try_into().expect("8 bytes"),
+    })
+}
+
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 

@@ -1,13 +1,13 @@
 //! Bindings: every configured cgroup that exists is bound, in the slot in force, to
-//! its policy with the mode and flags the config gives; and, without Kubernetes
-//! selection (which binds pods as they come), nothing else is bound.
+//! its policy with the mode and flags the config gives (pods as the agent placed
+//! them, see [`super::pods`]); and nothing else is bound.
 
 use std::{collections::BTreeSet, path::Path};
 
 use aya::maps::{HashMap, MapData};
 use residency_common::{Binding, BindingKey, MODE_AUDIT, MODE_ENFORCE};
 
-use super::Report;
+use super::{Report, pods::Scope};
 use crate::{config::Config, generations::binding_of, host::BoundCgroup};
 
 /// Compares the bindings map with `bound` (the config's cgroups on this host);
@@ -21,6 +21,7 @@ pub fn compare(
     slot: u32,
     mount: &Path,
     name_of: &dyn Fn(u32) -> String,
+    scope: &Scope,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let mut bound_ids = BTreeSet::new();
@@ -56,25 +57,44 @@ pub fn compare(
             Ok(_) => {}
         }
     }
-    // Pods are bound by the agent as they come: only a config without Kubernetes
-    // selection says which cgroups may be bound at all.
-    if !config.kubernetes.enabled {
-        for k in bindings.keys() {
-            let k = k?;
-            // Another `verify`'s own cgroup, bound for its probes, is not the config's.
-            let probing = || {
-                crate::sys::handle::cgroup_path(mount, k.cgroup_id)
-                    .is_some_and(|p| p.contains("/residency-verify-"))
-            };
-            if k.slot == slot && !bound_ids.contains(&k.cgroup_id) && !probing() {
-                let have = bindings.get(&k, 0)?;
-                report.mismatches.push(format!(
-                    "cgroup id {}: bound to policy \"{}\" in the kernel, to nothing in the config",
-                    k.cgroup_id,
-                    name_of(have.policy)
-                ));
-            }
+    let mut unchecked = 0;
+    for k in bindings.keys() {
+        let k = k?;
+        if k.slot != slot || bound_ids.contains(&k.cgroup_id) {
+            continue;
         }
+        let path = crate::sys::handle::cgroup_path(mount, k.cgroup_id);
+        let path = path.as_deref().unwrap_or_default();
+        // Another `verify`'s own cgroup, bound for its probes, is not the config's.
+        if path.contains("/residency-verify-") {
+            continue;
+        }
+        if let Scope::BelowPodRoot(root) = scope
+            && Path::new(path).starts_with(root)
+        {
+            unchecked += 1;
+            continue;
+        }
+        let have = bindings.get(&k, 0)?;
+        let at = if path.is_empty() {
+            format!("cgroup id {}", k.cgroup_id)
+        } else {
+            format!("cgroup {path}")
+        };
+        report.mismatches.push(format!(
+            "{at}: bound to policy \"{}\" in the kernel, to nothing in the config{}",
+            name_of(have.policy),
+            if config.kubernetes.enabled {
+                " or the agent's pods"
+            } else {
+                ""
+            }
+        ));
+    }
+    if unchecked > 0 {
+        report.unchecked.push(format!(
+            "{unchecked} bindings below the pod root: no agent answered to say which pods it selected"
+        ));
     }
     Ok(())
 }

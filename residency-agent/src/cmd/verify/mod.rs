@@ -16,7 +16,9 @@
 mod bindings;
 mod interfaces;
 mod links;
+mod pods;
 mod probe;
+mod settings;
 
 use std::{
     collections::BTreeMap,
@@ -57,9 +59,13 @@ pub struct Report {
     pub prefixes: usize,
     pub bindings: usize,
     pub links: usize,
+    /// Pods whose bindings were checked (with `[kubernetes]` and an agent answering).
+    pub pods: usize,
     pub probes: usize,
     /// Policies whose verdicts could not be probed, and why.
     pub unprobed: Vec<String>,
+    /// Kernel state that could not be checked, and why.
+    pub unchecked: Vec<String>,
     pub mismatches: Vec<String>,
 }
 
@@ -73,6 +79,9 @@ pub fn verify(config_path: Option<&Path>, json: bool, sample: usize) -> anyhow::
         }
         for u in &report.unprobed {
             println!("not probed: {u}");
+        }
+        for u in &report.unchecked {
+            println!("not checked: {u}");
         }
         println!("{}", report.summary());
     }
@@ -113,7 +122,7 @@ pub fn check(
 ) -> anyhow::Result<(crate::config::Config, Report)> {
     let config = load_config_for(config_path, Fallback::Refused)?;
     let hierarchy = Hierarchy::discover()?;
-    let (bound, _missing) = validate_on_host(&config, &hierarchy)?;
+    let (mut bound, _missing) = validate_on_host(&config, &hierarchy)?;
     let pin_path = &config.agent.pin_path;
     let maps_dir = pins::maps_dir(pin_path);
     if !maps_dir.exists() {
@@ -133,6 +142,7 @@ pub fn check(
         .with_context(|| format!("opening the policy names under {}", maps_dir.display()))?
         .read(slot)?;
     let mut report = Report::default();
+    let scope = pods::place(&config, &hierarchy, &mut bound, &mut report);
 
     // Which policy is which id in the version in force.
     let id_of: BTreeMap<&str, u32> = names.iter().map(|(id, n)| (n.as_str(), *id)).collect();
@@ -296,6 +306,7 @@ pub fn check(
         slot,
         &hierarchy.mount,
         &name_of,
+        &scope,
         &mut report,
     )?;
 
@@ -309,6 +320,10 @@ pub fn check(
         .map(|(p, id)| (*id, p.interfaces.as_slice()))
         .collect();
     interfaces::compare(&interfaces, &named, slot, &name_of, &mut report)?;
+
+    // The settings the programs read.
+    let kernel_settings = Array::try_from(Map::from_map_data(open(maps::SETTINGS)?)?)?;
+    settings::compare(&kernel_settings, &config, &mut report);
 
     // Every attach point has every program, through a link the kernel still holds.
     let instances = pins::instances(pin_path)?;
