@@ -47,6 +47,9 @@ pub enum Command {
         /// Treat warnings (lock-out risks, overlaps, Service ranges) as errors.
         #[arg(long)]
         strict: bool,
+        /// Also list each country database source's prefixes per country.
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// Remove everything the agent attached or pinned (the pin path of the config).
     /// When that ends enforcement for cgroups with processes in them, asks first (or,

@@ -23,6 +23,7 @@
 pub mod agent;
 pub mod clients;
 pub mod commands;
+pub mod geoip;
 pub mod helm;
 pub mod host;
 pub mod http;

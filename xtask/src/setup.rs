@@ -37,6 +37,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nftables", "/usr/sbin/nft"),
     ("iptables", "/usr/sbin/iptables-restore"),
     ("gnuplot-nox", "/usr/bin/gnuplot-nox"),
+    // The country table's test checks every ISO 3166-1 code against Debian's list.
+    ("iso-codes", "/usr/share/iso-codes/json/iso_3166-1.json"),
 ];
 
 pub fn setup() -> anyhow::Result<()> {
@@ -45,6 +47,7 @@ pub fn setup() -> anyhow::Result<()> {
     install_bpf_linker()?;
     install_kubernetes_validate()?;
     install_helm()?;
+    install_geoip()?;
     println!("setup: toolchain ready (rustup toolchain `{BPF_TOOLCHAIN}`, bpf-linker)");
     Ok(())
 }
@@ -175,6 +178,37 @@ fn install_helm() -> anyhow::Result<()> {
     result?;
     if !helm_answers() {
         bail!("{HELM} was installed but does not answer `helm version`");
+    }
+    Ok(())
+}
+
+/// The real country databases the tests read (`residency_tests::geoip`), from the
+/// npm registry, pinned; each unpacked under its package's short name.
+fn install_geoip() -> anyhow::Result<()> {
+    use residency_tests::geoip::{DIR, PACKAGES};
+    for (package, file) in PACKAGES {
+        if Path::new(DIR).join(file).exists() {
+            continue;
+        }
+        println!("setup: installing the country database {package}");
+        let short = file.split('/').next().expect("a directory");
+        let target = Path::new(DIR).join(short);
+        let tmp = std::env::temp_dir().join(format!("residency-geoip-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp)?;
+        let result = (|| {
+            run(Command::new("npm")
+                .args(["pack", "--silent", package])
+                .current_dir(&tmp))?;
+            run(Command::new("sh")
+                .args(["-c", "tar xzf ./*.tgz"])
+                .current_dir(&tmp))?;
+            let _ = std::fs::remove_dir_all(&target);
+            std::fs::create_dir_all(DIR)?;
+            std::fs::rename(tmp.join("package"), &target)
+                .with_context(|| format!("moving {package} to {}", target.display()))
+        })();
+        let _ = std::fs::remove_dir_all(&tmp);
+        result?;
     }
     Ok(())
 }

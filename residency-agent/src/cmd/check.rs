@@ -18,6 +18,7 @@ pub fn check(
     default: bool,
     format: CheckFormat,
     strict: bool,
+    verbose: bool,
 ) -> anyhow::Result<()> {
     let outcome = validate(path, default);
     let failed = match (&outcome, strict) {
@@ -39,7 +40,7 @@ pub fn check(
                             "cgroups": p.cgroups.iter().map(|c| &c.path).collect::<Vec<_>>(),
                             "ipv4": {"allow": c.allow_v4, "deny": c.deny_v4},
                             "ipv6": {"allow": c.allow_v6, "deny": c.deny_v6},
-                            "sources": p.sources.iter().map(|(s, read, kept)| serde_json::json!({"source": s, "read": read, "after_aggregation": kept})).collect::<Vec<_>>(),
+                            "sources": p.sources.iter().map(|s| serde_json::json!({"source": s.description, "read": s.read, "after_aggregation": s.kept, "countries": s.countries.iter().map(|(c, (r, k))| (c.clone(), serde_json::json!({"read": r, "after_aggregation": k}))).collect::<std::collections::BTreeMap<_, _>>()})).collect::<Vec<_>>(),
                         })
                     }).collect::<Vec<_>>(),
                     "notes": r.notes,
@@ -54,7 +55,7 @@ pub fn check(
         }
         CheckFormat::Text => {
             if let Ok(r) = &outcome {
-                print!("{}", policy::summary(&r.config));
+                print!("{}", policy::summary(&r.config, verbose));
                 for n in &r.notes {
                     println!("note: {n} (its policy applies as soon as it appears)");
                 }

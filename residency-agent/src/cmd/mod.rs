@@ -24,7 +24,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             default,
             format,
             strict,
-        } => check::check(config.as_deref(), default, format, strict),
+            verbose,
+        } => check::check(config.as_deref(), default, format, strict, verbose),
         Command::Detach { config, yes } => detach::detach(config.as_deref(), yes),
         Command::Reload {
             socket,

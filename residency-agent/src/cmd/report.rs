@@ -39,10 +39,6 @@ pub fn report(config_path: Option<&Path>, json: bool, sample: usize) -> anyhow::
         .filter(|r| r.ok)
         .map(|r| r.data);
     let packets = pinned_packets(&config).unwrap_or_default();
-    let base = Path::new(&config.source)
-        .parent()
-        .map(Path::to_owned)
-        .unwrap_or_default();
     let mut policies = Vec::new();
     let mut sources = Vec::new();
     let mut names: Vec<&crate::config::PolicyConfig> = config.policies.iter().collect();
@@ -76,15 +72,11 @@ pub fn report(config_path: Option<&Path>, json: bool, sample: usize) -> anyhow::
             "packets_since_start": {"allowed": counted[0], "blocked": counted[1], "audited": counted[2]},
             "top_blocked": top,
         }));
-        for (description, _, _) in &p.sources {
-            let path = description
-                .split_once(' ')
-                .map_or(description.as_str(), |(_, p)| p);
-            let full = base.join(path);
+        for src in &p.sources {
             sources.push(json!({
                 "policy": p.name,
-                "source": description,
-                "sha256": sha256_of(&full).unwrap_or_else(|e| format!("unreadable: {e}")),
+                "source": src.description,
+                "sha256": sha256_of(&src.path).unwrap_or_else(|e| format!("unreadable: {e}")),
             }));
         }
     }

@@ -38,6 +38,20 @@ impl Mode {
     }
 }
 
+/// What one IP-range source contributed to a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSummary {
+    /// Its format and path as written (`mmdb GeoLite2-Country.mmdb`).
+    pub description: String,
+    /// Its file, resolved against the config's directory.
+    pub path: std::path::PathBuf,
+    /// Prefixes read (selected) and after aggregation.
+    pub read: usize,
+    pub kept: usize,
+    /// Country databases: per country, prefixes read and after aggregation.
+    pub countries: std::collections::BTreeMap<String, (usize, usize)>,
+}
+
 /// One `[[policy]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyConfig {
@@ -51,8 +65,8 @@ pub struct PolicyConfig {
     /// Allow entries first, then deny entries, each in file order, then the entries of
     /// the IP-range sources.
     pub entries: Vec<Entry>,
-    /// What each source contributed: `(description, prefixes read, after aggregation)`.
-    pub sources: Vec<(String, usize, usize)>,
+    /// What each IP-range source contributed.
+    pub sources: Vec<SourceSummary>,
     /// Workloads may create packet sockets (AF_PACKET), which no IP egress hook sees.
     /// Off by default; only enforce policies deny them, audit policies report them.
     pub allow_packet_sockets: bool,
@@ -274,10 +288,6 @@ fn parse_entries(
 /// IP-range sources: aggregated, and never overriding an entry written by hand (nor
 /// an earlier source) for the same prefix. Returns the entries with the sources'
 /// appended, and what each source contributed.
-#[expect(
-    clippy::type_complexity,
-    reason = "a list of sources, each (description, read, kept)"
-)]
 fn add_sources(
     at: &Locator<'_>,
     key: &str,
@@ -286,7 +296,7 @@ fn add_sources(
     lists: [(Action, Vec<Spanned<super::sources::SourceSpec>>); 2],
     file: &str,
     notes: &mut Vec<String>,
-) -> Result<(Vec<Entry>, Vec<(String, usize, usize)>), ConfigError> {
+) -> Result<(Vec<Entry>, Vec<SourceSummary>), ConfigError> {
     let mut sources = Vec::new();
     let base = Path::new(file)
         .parent()
@@ -303,7 +313,23 @@ fn add_sources(
                 .map_err(|reason| at.error(item.span(), &entry_key, &reason))?;
             let line = at.line(item.span().start);
             let origin = spec.describe();
-            sources.push((origin.clone(), loaded.read, loaded.prefixes.len()));
+            sources.push(SourceSummary {
+                description: origin.clone(),
+                path: base.join(&spec.path),
+                read: loaded.read,
+                kept: loaded.prefixes.len(),
+                countries: loaded
+                    .countries
+                    .iter()
+                    .map(|(c, n)| ((*c).to_owned(), *n))
+                    .collect(),
+            });
+            // A country database's entries cite their country too.
+            let labelled: HashMap<&str, String> = loaded
+                .countries
+                .keys()
+                .map(|c| (*c, format!("{origin}: {c}")))
+                .collect();
             if action == Action::Deny {
                 // Between sources a deny wins (fail closed), judged on the prefixes
                 // the deny source lists, and reported. An entry written by hand wins
@@ -328,10 +354,14 @@ fn add_sources(
                     }
                 }
             }
-            for network in loaded.prefixes {
+            for (i, network) in loaded.prefixes.into_iter().enumerate() {
                 if seen.contains_key(&(network, None)) {
                     continue;
                 }
+                let cited = loaded
+                    .labels
+                    .get(i)
+                    .map_or_else(|| origin.clone(), |c| labelled[c].clone());
                 seen.insert((network, None), (action, line));
                 if action == Action::Allow {
                     from_allow_source.insert(network, entries.len());
@@ -341,7 +371,7 @@ fn add_sources(
                     network,
                     ports: None,
                     line,
-                    origin: Some(origin.clone()),
+                    origin: Some(cited),
                 });
             }
         }

@@ -24,8 +24,9 @@ pub fn counts(policy: &PolicyConfig) -> Counts {
     c
 }
 
-/// A human summary of a config, printed by `check`.
-pub fn summary(config: &Config) -> String {
+/// A human summary of a config, printed by `check`; `verbose` adds each country
+/// database source's counts per country.
+pub fn summary(config: &Config, verbose: bool) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let _ = writeln!(
@@ -50,11 +51,20 @@ pub fn summary(config: &Config) -> String {
         for cg in &p.cgroups {
             let _ = writeln!(s, "    cgroup {}", cg.path);
         }
-        for (origin, read, kept) in &p.sources {
+        for src in &p.sources {
             let _ = writeln!(
                 s,
-                "    source {origin}: {read} prefixes, {kept} after aggregation"
+                "    source {}: {} prefixes, {} after aggregation",
+                src.description, src.read, src.kept
             );
+            if verbose {
+                for (country, (read, kept)) in &src.countries {
+                    let _ = writeln!(
+                        s,
+                        "      {country}: {read} prefixes, {kept} after aggregation"
+                    );
+                }
+            }
         }
     }
     s

@@ -210,7 +210,7 @@ fn diff_names_what_changes() {
 
 #[test]
 fn summary_counts_per_family() {
-    let s = summary(&config());
+    let s = summary(&config(), false);
     assert!(s.contains("2 policies"), "{s}");
     assert!(
         s.contains("ipv4: allow=1 deny=1  ipv6: allow=1 deny=0"),

@@ -1,15 +1,21 @@
 //! Published IP-range files as policy entries: AWS `ip-ranges.json` (by region and
 //! optionally service), Google Cloud `cloud.json` (by scope), Azure Service Tags JSON
-//! (by region, optionally system service), and plain lists (one prefix per line, `#`
-//! comments).
+//! (by region, optionally system service), plain lists (one prefix per line, `#`
+//! comments), and country databases ([`geo`]: MaxMind DB files and start,end,country
+//! CSV ranges, by country, continent or group).
 //!
 //! Prefixes from a source are aggregated before they reach the maps
 //! ([`aggregate::aggregate`]), so a region's thousands of prefixes cost fewer trie
-//! entries.
+//! entries; a country database's per country, so that each prefix keeps the country
+//! that put it there.
 
 mod aggregate;
+pub mod countries;
+pub mod geo;
+#[cfg(test)]
+mod tests;
 
-use std::path::Path;
+use std::{collections::BTreeMap, path::Path};
 
 use ipnetwork::IpNetwork;
 
@@ -18,12 +24,14 @@ use serde::Deserialize;
 
 /// The format of a source file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Format {
     Aws,
     Gcp,
     Azure,
     Plain,
+    Mmdb,
+    CsvRanges,
 }
 
 impl Format {
@@ -34,7 +42,14 @@ impl Format {
             Format::Gcp => "gcp",
             Format::Azure => "azure",
             Format::Plain => "plain",
+            Format::Mmdb => "mmdb",
+            Format::CsvRanges => "csv-ranges",
         }
+    }
+
+    /// A country database, selected by country rather than region.
+    pub fn is_geo(self) -> bool {
+        matches!(self, Format::Mmdb | Format::CsvRanges)
     }
 }
 
@@ -60,6 +75,18 @@ pub struct SourceSpec {
     /// Google Cloud: scopes (e.g. "europe-west3"; required for it).
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Country databases: ISO 3166-1 alpha-2 codes ("DE").
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// Country databases: continent codes ("EU" is Europe).
+    #[serde(default)]
+    pub continents: Vec<String>,
+    /// Country databases: named groups ("EU" is the European Union, "EEA", "EFTA").
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// MaxMind DB files of the GeoIP2 schema: which country decides.
+    #[serde(default)]
+    pub country_field: Option<geo::CountryField>,
 }
 
 /// Prefixes read from one source, before and after aggregation.
@@ -70,6 +97,11 @@ pub struct Loaded {
     /// own prefixes decide its conflicts, whatever aggregation made of them.
     pub listed: Vec<IpNetwork>,
     pub prefixes: Vec<IpNetwork>,
+    /// Country databases: the country of each of `prefixes` (same order); empty for
+    /// other sources.
+    pub labels: Vec<&'static str>,
+    /// Country databases: prefixes per country, read and after aggregation.
+    pub countries: BTreeMap<&'static str, (usize, usize)>,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +157,25 @@ struct AzureProperties {
 /// prefixes aggregated. Errors are plain reasons; the caller adds file and line.
 pub fn load(spec: &SourceSpec, base: &Path) -> Result<Loaded, String> {
     let path = base.join(&spec.path);
+    let geo_keys = !spec.countries.is_empty()
+        || !spec.continents.is_empty()
+        || !spec.groups.is_empty()
+        || spec.country_field.is_some();
+    if spec.format.is_geo() {
+        if !spec.regions.is_empty() || !spec.services.is_empty() || !spec.scopes.is_empty() {
+            return Err(format!(
+                "`regions`, `services` and `scopes` do not apply to format \"{}\" (select by `countries`, `continents` or `groups`)",
+                spec.format.as_str()
+            ));
+        }
+        return load_geo(spec, &path);
+    }
+    if geo_keys {
+        return Err(format!(
+            "`countries`, `continents`, `groups` and `country_field` apply to formats \"mmdb\" and \"csv-ranges\", not \"{}\"",
+            spec.format.as_str()
+        ));
+    }
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let json =
@@ -179,6 +230,7 @@ pub fn load(spec: &SourceSpec, base: &Path) -> Result<Loaded, String> {
             .map(|l| l.split('#').next().unwrap_or("").trim().to_owned())
             .filter(|l| !l.is_empty())
             .collect(),
+        Format::Mmdb | Format::CsvRanges => unreachable!("read by load_geo"),
     };
     // Where an entry is in the file, for errors: its line (plain lists: the line it is
     // on; JSON: the first line holding it as a string).
@@ -217,7 +269,54 @@ pub fn load(spec: &SourceSpec, base: &Path) -> Result<Loaded, String> {
         read,
         listed: prefixes.clone(),
         prefixes: aggregate(prefixes),
+        labels: Vec::new(),
+        countries: BTreeMap::new(),
     })
+}
+
+/// [`load`] of a country database: the selected countries' prefixes, aggregated
+/// country by country.
+fn load_geo(spec: &SourceSpec, path: &Path) -> Result<Loaded, String> {
+    let selected = geo::selection(spec)?;
+    let unreadable = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let found = match spec.format {
+        Format::Mmdb => geo::read_mmdb(
+            std::fs::read(path).map_err(unreadable)?,
+            path,
+            spec.country_field.unwrap_or_default(),
+            &selected,
+        )?,
+        _ => geo::read_csv_ranges(
+            &std::fs::read_to_string(path).map_err(unreadable)?,
+            path,
+            &selected,
+        )?,
+    };
+    if found.is_empty() {
+        return Err(format!(
+            "{} has no prefix for the selected countries",
+            path.display()
+        ));
+    }
+    let mut by_country: BTreeMap<&'static str, Vec<IpNetwork>> = BTreeMap::new();
+    for (n, code) in &found {
+        by_country.entry(code).or_default().push(unmapped(*n));
+    }
+    let mut loaded = Loaded {
+        read: found.len(),
+        listed: found.iter().map(|(n, _)| unmapped(*n)).collect(),
+        prefixes: Vec::new(),
+        labels: Vec::new(),
+        countries: BTreeMap::new(),
+    };
+    for (code, list) in by_country {
+        let read = list.len();
+        let kept = aggregate(list);
+        loaded.countries.insert(code, (read, kept.len()));
+        loaded.labels.extend(std::iter::repeat_n(code, kept.len()));
+        loaded.prefixes.extend(kept);
+    }
+    Ok(loaded)
 }
 
 /// An IPv4-mapped IPv6 prefix (`::ffff:a.b.c.d/n`, n >= 96) as the IPv4 prefix it
@@ -230,159 +329,5 @@ fn unmapped(n: IpNetwork) -> IpNetwork {
             None => n,
         },
         _ => n,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn strs(list: Vec<IpNetwork>) -> Vec<String> {
-        list.into_iter().map(|n| n.to_string()).collect()
-    }
-
-    fn fixture(name: &str, text: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("residency-sources-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(name), text).unwrap();
-        dir
-    }
-
-    fn spec(
-        format: Format,
-        path: &str,
-        regions: &[&str],
-        services: &[&str],
-        scopes: &[&str],
-    ) -> SourceSpec {
-        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
-        SourceSpec {
-            format,
-            path: path.into(),
-            regions: v(regions),
-            services: v(services),
-            scopes: v(scopes),
-        }
-    }
-
-    #[test]
-    fn reads_the_published_formats() {
-        let dir = fixture(
-            "ip-ranges.json",
-            r#"{"syncToken":"1","createDate":"2026-11-01-00-00-00","prefixes":[
-              {"ip_prefix":"3.5.136.0/22","region":"eu-central-1","service":"AMAZON","network_border_group":"eu-central-1"},
-              {"ip_prefix":"3.5.140.0/22","region":"ap-northeast-2","service":"AMAZON","network_border_group":"ap-northeast-2"},
-              {"ip_prefix":"3.5.136.0/22","region":"eu-central-1","service":"S3","network_border_group":"eu-central-1"}],
-              "ipv6_prefixes":[{"ipv6_prefix":"2a05:d050:8000::/40","region":"eu-central-1","service":"AMAZON","network_border_group":"eu-central-1"}]}"#,
-        );
-        let l = load(
-            &spec(Format::Aws, "ip-ranges.json", &["eu-central-1"], &[], &[]),
-            &dir,
-        )
-        .unwrap();
-        assert_eq!(l.read, 3);
-        assert_eq!(
-            strs(l.prefixes),
-            vec!["3.5.136.0/22", "2a05:d050:8000::/40"]
-        );
-        let l = load(
-            &spec(
-                Format::Aws,
-                "ip-ranges.json",
-                &["eu-central-1"],
-                &["S3"],
-                &[],
-            ),
-            &dir,
-        )
-        .unwrap();
-        assert_eq!(strs(l.prefixes), vec!["3.5.136.0/22"]);
-        assert!(
-            load(
-                &spec(Format::Aws, "ip-ranges.json", &["mars-1"], &[], &[]),
-                &dir
-            )
-            .unwrap_err()
-            .contains("no prefix")
-        );
-        assert!(
-            load(&spec(Format::Aws, "ip-ranges.json", &[], &[], &[]), &dir)
-                .unwrap_err()
-                .contains("needs `regions`")
-        );
-
-        let dir = fixture(
-            "cloud.json",
-            r#"{"syncToken":"1","creationTime":"2026-11-01T00:00:00","prefixes":[
-              {"ipv4Prefix":"34.1.208.0/20","service":"Google Cloud","scope":"europe-west3"},
-              {"ipv6Prefix":"2600:1900:4030::/44","service":"Google Cloud","scope":"europe-west3"},
-              {"ipv4Prefix":"34.0.0.0/20","service":"Google Cloud","scope":"us-east1"}]}"#,
-        );
-        let l = load(
-            &spec(Format::Gcp, "cloud.json", &[], &[], &["europe-west3"]),
-            &dir,
-        )
-        .unwrap();
-        assert_eq!(
-            strs(l.prefixes),
-            vec!["34.1.208.0/20", "2600:1900:4030::/44"]
-        );
-
-        let dir = fixture(
-            "ServiceTags_Public.json",
-            r#"{"changeNumber":1,"cloud":"Public","values":[
-              {"name":"AzureCloud.germanywestcentral","id":"AzureCloud.germanywestcentral","properties":{"changeNumber":1,"region":"germanywestcentral","regionId":1,"platform":"Azure","systemService":"","addressPrefixes":["20.52.0.0/18","20.52.64.0/18","2603:1020:c00::/47"]}},
-              {"name":"AzureCloud.eastus","id":"AzureCloud.eastus","properties":{"region":"eastus","systemService":"","addressPrefixes":["20.42.0.0/17"]}}]}"#,
-        );
-        let l = load(
-            &spec(
-                Format::Azure,
-                "ServiceTags_Public.json",
-                &["germanywestcentral"],
-                &[],
-                &[],
-            ),
-            &dir,
-        )
-        .unwrap();
-        assert_eq!(l.read, 3);
-        assert_eq!(
-            strs(l.prefixes),
-            vec!["20.52.0.0/17", "2603:1020:c00::/47"],
-            "two /18 halves merged"
-        );
-
-        let dir = fixture(
-            "eu.txt",
-            "# EU ranges\n198.51.100.0/25\n198.51.100.128/25  # second half\n\n2001:db8::/32\n",
-        );
-        let l = load(&spec(Format::Plain, "eu.txt", &[], &[], &[]), &dir).unwrap();
-        assert_eq!(
-            (l.read, strs(l.prefixes)),
-            (
-                3,
-                vec!["198.51.100.0/24".to_string(), "2001:db8::/32".to_string()]
-            )
-        );
-        // Errors name the file's line, not the entry's position.
-        let dir = fixture("bad.txt", "# ranges\n\n198.51.100.0/24\n198.51.100.0/33\n");
-        let e = load(&spec(Format::Plain, "bad.txt", &[], &[], &[]), &dir).unwrap_err();
-        assert!(e.contains("bad.txt:4: \"198.51.100.0/33\""), "{e}");
-        let dir = fixture(
-            "bad.json",
-            "{\"prefixes\":[\n {\"ipv4Prefix\":\"8.8.8.0/24\",\"scope\":\"x\"},\n {\"ipv4Prefix\":\"8.8.9.0/99\",\"scope\":\"x\"}]}",
-        );
-        let e = load(&spec(Format::Gcp, "bad.json", &[], &[], &["x"]), &dir).unwrap_err();
-        assert!(e.contains("bad.json:3: \"8.8.9.0/99\""), "{e}");
-    }
-
-    #[test]
-    fn mapped_prefixes_in_a_source_mean_their_ipv4_range() {
-        let dir = fixture("mapped.txt", "::ffff:198.51.100.0/120\n2001:db8::/32\n");
-        let l = load(&spec(Format::Plain, "mapped.txt", &[], &[], &[]), &dir).unwrap();
-        assert_eq!(
-            strs(l.prefixes),
-            vec!["198.51.100.0/24".to_string(), "2001:db8::/32".to_string()]
-        );
     }
 }

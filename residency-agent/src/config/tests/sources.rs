@@ -34,7 +34,7 @@ fn between_sources_a_deny_wins_and_is_reported_and_names_stay_as_written() {
         "{}",
         w[0]
     );
-    assert_eq!(p.sources[0].0, "plain EU-Partners.txt");
+    assert_eq!(p.sources[0].description, "plain EU-Partners.txt");
 }
 
 #[test]
