@@ -37,7 +37,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
     let dir = deploy().join("prometheus");
     assert!(
         promtool(&["check", "rules", "residency-alerts.yml"], &dir)
-            .contains("SUCCESS: 10 rules found")
+            .contains("SUCCESS: 11 rules found")
     );
     assert!(promtool(&["test", "rules", "residency-alerts.test.yml"], &dir).contains("SUCCESS"));
 }
@@ -85,7 +85,14 @@ fn dashboard_and_exposition_agree_with_the_agent() {
     let bin = agent_binary();
     let mut sb = Sandbox::new(&["203.0.113.9"]).unwrap();
     let app = sb.cgroup("app").unwrap();
-    let cfg = sb.write_config("residency.toml", CONFIG);
+    // A source with a max_age, for the source metrics ResidencySourceStale reads.
+    std::fs::write(sb.dir.join("partners.txt"), "192.0.2.0/24\n").unwrap();
+    let cfg = sb.write_config(
+        "residency.toml",
+        &format!(
+            "{CONFIG}allow_sources = [{{ format = \"plain\", path = \"partners.txt\", max_age = \"8d\" }}]\n"
+        ),
+    );
     sb.start_agent(&bin, &cfg).unwrap();
     assert!(!sb.client(Some(&app), "udp", "203.0.113.9").ok);
     let (status, body) = http_get(sb.metrics, "/metrics").unwrap();

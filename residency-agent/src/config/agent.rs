@@ -22,6 +22,10 @@ pub struct AgentConfig {
     /// Reload by itself when the config file changes (an edit saved, a Kubernetes
     /// ConfigMap update). Off by default: on a host, `reload` is the explicit step.
     pub watch_config: bool,
+    /// Re-read a policy's IP-range source files when they change (a GeoIP database
+    /// updated by a timer, a volume refreshed) and apply them like a reload, with the
+    /// config text in force. On by default.
+    pub watch_sources: bool,
     /// Refuse to start (or reload) when an enforce policy denies packet sockets and
     /// the kernel cannot enforce that (no usable BPF LSM). Off by default: the agent
     /// then enforces everything else and reports the gap loudly.
@@ -50,6 +54,7 @@ impl Default for AgentConfig {
             control_group: None,
             rule_capacity: residency_common::DEFAULT_RULE_CAPACITY,
             watch_config: false,
+            watch_sources: true,
             require_packet_socket_guard: false,
             verdict_cache: true,
             mount_bpffs: true,
@@ -80,6 +85,9 @@ pub(crate) fn parse_agent(at: &Locator<'_>, raw: RawAgent) -> Result<AgentConfig
     }
     if let Some(r) = raw.require_packet_socket_guard {
         agent.require_packet_socket_guard = r;
+    }
+    if let Some(w) = raw.watch_sources {
+        agent.watch_sources = w;
     }
     if let Some(w) = raw.watch_config {
         agent.watch_config = w;

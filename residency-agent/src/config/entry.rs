@@ -6,7 +6,7 @@ use ipnetwork::IpNetwork;
 use residency_common::protocol::Protocol;
 
 /// Whether an entry allows or denies its prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     Allow,
     Deny,

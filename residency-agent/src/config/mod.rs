@@ -48,6 +48,9 @@ pub const EMBEDDED_NAME: &str = "<embedded default config>";
 pub struct Config {
     /// Path of the file, or [`EMBEDDED_NAME`].
     pub source: String,
+    /// The text it was read from: a source file's live refresh reads the same text
+    /// again (with the new source), whatever has become of the file since.
+    pub text: String,
     pub agent: AgentConfig,
     pub events: EventsConfig,
     pub kubernetes: KubernetesConfig,
@@ -113,6 +116,7 @@ impl Config {
         check_binding_count(file, &policies)?;
         Ok(Config {
             source: file.to_owned(),
+            text: text.to_owned(),
             agent,
             events,
             kubernetes,

@@ -50,6 +50,10 @@ pub struct SourceSummary {
     pub kept: usize,
     /// Country databases: per country, prefixes read and after aggregation.
     pub countries: std::collections::BTreeMap<String, (usize, usize)>,
+    /// `max_age`: the age past which the file is stale.
+    pub max_age: Option<std::time::Duration>,
+    /// The entry as written, to read the source again (`explain`).
+    pub spec: super::sources::SourceSpec,
 }
 
 /// One `[[policy]]`.
@@ -323,13 +327,10 @@ fn add_sources(
                     .iter()
                     .map(|(c, n)| ((*c).to_owned(), *n))
                     .collect(),
+                max_age: spec.max_age,
+                spec: spec.clone(),
             });
-            // A country database's entries cite their country too.
-            let labelled: HashMap<&str, String> = loaded
-                .countries
-                .keys()
-                .map(|c| (*c, format!("{origin}: {c}")))
-                .collect();
+
             if action == Action::Deny {
                 // Between sources a deny wins (fail closed), judged on the prefixes
                 // the deny source lists, and reported. An entry written by hand wins
@@ -358,10 +359,11 @@ fn add_sources(
                 if seen.contains_key(&(network, None)) {
                     continue;
                 }
-                let cited = loaded
-                    .labels
-                    .get(i)
-                    .map_or_else(|| origin.clone(), |c| labelled[c].clone());
+                // A country database's entries cite their countries too.
+                let cited = match loaded.labels.get(i) {
+                    Some(countries) => format!("{origin}: {countries}"),
+                    None => origin.clone(),
+                };
                 seen.insert((network, None), (action, line));
                 if action == Action::Allow {
                     from_allow_source.insert(network, entries.len());

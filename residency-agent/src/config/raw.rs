@@ -41,6 +41,7 @@ pub(crate) struct RawAgent {
     pub control_group: Option<Spanned<String>>,
     pub rule_capacity: Option<Spanned<u64>>,
     pub watch_config: Option<bool>,
+    pub watch_sources: Option<bool>,
     pub require_packet_socket_guard: Option<bool>,
     pub verdict_cache: Option<bool>,
     pub mount_bpffs: Option<bool>,

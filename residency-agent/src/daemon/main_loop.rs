@@ -153,6 +153,20 @@ async fn run_loop(
         }
         daemon.check_config_changed();
     }
+    let watch_sources = daemon
+        .versioned
+        .read()
+        .expect("lock")
+        .config
+        .agent
+        .watch_sources;
+    {
+        let config = daemon.versioned.read().expect("lock").config.clone();
+        *daemon.telemetry.sources.lock().expect("lock") = super::sources::publish(&config, &[]);
+        if watch_sources {
+            daemon.source_files.follow(&config, &daemon.config_watch);
+        }
+    }
     // inotify drives rescans; the tick backs it up: every second it looks only at what
     // is awaited (missing cgroups, a failed attach), every tenth second it re-resolves
     // everything, so idle cost does not grow with thousands of bound cgroups.
@@ -163,10 +177,15 @@ async fn run_loop(
         tokio::select! {
             _ = daemon.watch.changed() => daemon.rescan(),
             () = pods_changed(node.as_deref()) => daemon.rescan(),
-            _ = daemon.config_watch.changed(), if watch_config => {
+            _ = daemon.config_watch.changed(), if watch_config || watch_sources => {
                 // A ConfigMap swap is several renames: let it settle.
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                daemon.check_config_changed();
+                if watch_config {
+                    daemon.check_config_changed();
+                }
+                if watch_sources {
+                    daemon.check_sources_changed();
+                }
             }
             _ = rescan.tick() => {
                 ticks += 1;
@@ -175,6 +194,9 @@ async fn run_loop(
                 }
                 if watch_config {
                     daemon.check_config_changed();
+                }
+                if watch_sources {
+                    daemon.check_sources_changed();
                 }
             }
             _ = watchdog.tick(), if watchdog_every.is_some() => {

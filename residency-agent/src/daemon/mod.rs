@@ -16,6 +16,7 @@ pub mod reload;
 pub mod rescan;
 pub mod self_verify;
 mod shutdown;
+mod sources;
 pub mod startup;
 pub mod status;
 
@@ -53,6 +54,8 @@ pub(crate) struct Daemon {
     /// Watches the config file's directory; the file's content when last applied.
     config_watch: DirWatch,
     config_seen: Option<Vec<u8>>,
+    /// The source files of the version in force, watched through `config_watch`.
+    source_files: sources::SourceFiles,
     versioned: Arc<RwLock<Versioned>>,
     telemetry: Arc<Telemetry>,
     metrics: Arc<Metrics>,
@@ -150,6 +153,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         watch: DirWatch::new().context("refusing to start: inotify")?,
         config_watch: DirWatch::new().context("refusing to start: inotify")?,
         config_seen: None,
+        source_files: sources::SourceFiles::default(),
         versioned: versioned.clone(),
         telemetry: telemetry.clone(),
         metrics: metrics.clone(),

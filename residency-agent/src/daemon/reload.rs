@@ -83,7 +83,12 @@ impl Daemon {
 
     /// [`Daemon::reload`] of `text` when given (the content the file watch read
     /// whole), else of the file as it is now.
-    fn reload_from(&mut self, dry_run: bool, text: Option<Vec<u8>>, by: String) -> Response {
+    pub(super) fn reload_from(
+        &mut self,
+        dry_run: bool,
+        text: Option<Vec<u8>>,
+        by: String,
+    ) -> Response {
         let result = self.try_reload(dry_run, text.as_deref());
         if !dry_run {
             // What this reload read counts as seen: the file watch must not apply (or
@@ -110,6 +115,14 @@ impl Daemon {
                     .last_reload_success
                     .store(super::unix_now(), Ordering::Relaxed);
                 self.telemetry.request_verification();
+                // The sources of the new version: reported, and watched.
+                let config = self.versioned.read().expect("lock").config.clone();
+                let mut states = self.telemetry.sources.lock().expect("lock");
+                *states = super::sources::publish(&config, &states);
+                drop(states);
+                if config.agent.watch_sources {
+                    self.source_files.follow(&config, &self.config_watch);
+                }
             }
             self.last_reload = result.text.lines().next().unwrap_or_default().to_owned();
             self.reload_history.push(ReloadRecord {

@@ -11,6 +11,7 @@ use crate::{
     host::BoundCgroup,
     kernel::PacketCounts,
     kubernetes::{self, Layout, PlacedPod},
+    metrics::sources::SourceState,
     policy::{self, Versioned},
 };
 
@@ -34,6 +35,8 @@ pub struct View<'a> {
     pub top_blocked: BTreeMap<String, Vec<(String, u64)>>,
     /// With `[kubernetes]`: the selected pods and their policies' cgroups.
     pub pods: &'a [PlacedPod],
+    /// Every policy's IP-range sources, their age and last refresh.
+    pub sources: &'a [SourceState],
 }
 
 /// The `status` answer: a line per policy (and its cgroups) and the same as JSON.
@@ -84,11 +87,24 @@ pub fn render(s: &View<'_>) -> Response {
         for pod in &pods {
             text.push_str(&format!("    pod {pod}\n"));
         }
+        let sources: Vec<&SourceState> = s
+            .sources
+            .iter()
+            .filter(|src| src.policy == p.name)
+            .collect();
+        for src in &sources {
+            text.push_str(&format!("    source {}\n", describe_source(src)));
+        }
         policies.push(serde_json::json!({
             "name": p.name, "mode": p.mode.as_str(), "id": id,
             "prefixes": {"ipv4": c.allow_v4 + c.deny_v4, "ipv6": c.allow_v6 + c.deny_v6},
             "cgroups": cgroups,
             "pods": pods,
+            "sources": sources.iter().map(|src| {
+                let mut v = serde_json::to_value(src).unwrap_or_default();
+                v["age_seconds"] = serde_json::json!(src.age_seconds());
+                v
+            }).collect::<Vec<_>>(),
             "packets": {"allowed": count(Verdict::Allowed), "blocked": count(Verdict::Blocked), "audited": count(Verdict::Audited)},
         }));
     }
@@ -149,8 +165,36 @@ impl Daemon {
             reload_history: &self.reload_history,
             top_blocked: self.telemetry.top_blocked(TOP_BLOCKED),
             pods: &pods,
+            sources: &self.telemetry.sources.lock().expect("lock"),
         })
     }
+}
+
+/// A source as `status` shows it: prefixes, age, and the last refresh.
+fn describe_source(src: &SourceState) -> String {
+    let age = |secs: u64| humantime::format_duration(std::time::Duration::from_secs(secs));
+    let mut out = format!("{}: {} prefixes", src.source, src.prefixes);
+    match src.age_seconds() {
+        Some(a) => out.push_str(&format!(", age {}", age(a))),
+        None => out.push_str(", file unreadable"),
+    }
+    if let Some(max) = src.max_age_seconds {
+        out.push_str(&format!(" (max {})", age(max)));
+        if src.age_seconds().is_some_and(|a| a > max) {
+            out.push_str(" STALE");
+        }
+    }
+    if let Some(r) = &src.last_refresh {
+        if r.applied {
+            out.push_str(&format!(
+                "; last refresh +{} -{} prefixes",
+                r.added, r.removed
+            ));
+        } else {
+            out.push_str("; last refresh REJECTED (the previous version stays)");
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -199,6 +243,7 @@ mod tests {
                 policy: 0,
                 cgroup: "kubepods/podu1".into(),
             }],
+            sources: &[],
         });
         assert!(r.ok);
         assert!(

@@ -321,6 +321,7 @@ impl Metrics {
             &[(vec![], t.last_reload_success.load(Ordering::Relaxed) as i64)],
         )?;
         super::verification::encode(enc, t)?;
+        super::sources::encode(enc, t)?;
         super::process::Process::read().encode(enc)?;
         let mut rows = Vec::new();
         for p in &v.config.policies {

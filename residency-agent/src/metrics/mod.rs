@@ -9,6 +9,7 @@ pub mod collector;
 pub mod http;
 mod kubernetes;
 pub mod process;
+pub mod sources;
 pub mod telemetry;
 mod verification;
 

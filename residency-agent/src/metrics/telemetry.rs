@@ -54,6 +54,8 @@ pub struct Telemetry {
     /// Unix time of the last self-verification that completed, and its mismatches.
     pub last_verification: AtomicU64,
     pub last_verification_mismatches: AtomicU64,
+    /// Every policy's IP-range sources and their live refreshes.
+    pub sources: std::sync::Mutex<Vec<super::sources::SourceState>>,
     /// Blocked destinations per policy (as events show them, masked or not), with the
     /// packets or calls refused; bounded per policy.
     pub blocked: std::sync::Mutex<

@@ -71,6 +71,28 @@ fn cite(config: &Config, p: &PolicyConfig, rule: u32) -> String {
     }
 }
 
+/// For an entry that aggregation merged from several countries' networks, the
+/// country of `addr` itself, read again from the source (a second or so for a
+/// whole country database: only `explain` pays it).
+fn country_of(p: &PolicyConfig, rule: u32, addr: IpAddr) -> Option<String> {
+    if rule == RULE_NONE || matches!(Rule::from_raw(rule), Rule::Special(_)) {
+        return None;
+    }
+    let origin = p.entries.get(rule as usize)?.origin.as_deref()?;
+    let (source, countries) = origin.rsplit_once(": ")?;
+    if !countries.contains('+') {
+        return None;
+    }
+    let summary = p.sources.iter().find(|s| s.description == source)?;
+    let loaded = crate::config::sources::load(&summary.spec, summary.path.parent()?).ok()?;
+    let i = loaded.listed.iter().position(|n| n.contains(addr))?;
+    Some(format!(
+        "  {addr} is in {} of {source}: {}\n",
+        loaded.listed[i],
+        loaded.listed_labels.get(i)?
+    ))
+}
+
 /// The verdict text for `addr` (and, if given, a protocol and port such as `tcp/443`)
 /// under every selected policy.
 pub fn explain(
@@ -137,6 +159,9 @@ pub fn explain(
             p.mode.as_str(),
             cite(config, p, rule)
         ));
+        if let Some(line) = country_of(p, rule, judged) {
+            out.push_str(&line);
+        }
     }
     if port_rules_seen {
         out.push_str("note: the policy has protocol/port entries; add a protocol and port (e.g. tcp/443) to see their verdict\n");

@@ -95,6 +95,22 @@ pub fn read_when_complete(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
     Ok(Some(text))
 }
 
+/// Whether `path` is complete: no process has it open for writing (the read lease of
+/// [`read_when_complete`], taken and given back at once). Where leases are
+/// unavailable the file counts as complete.
+pub fn read_when_complete_probe(path: &Path) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd as _;
+    let file = std::fs::File::open(path)?;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl(2) on a descriptor we own, with integer arguments.
+    if unsafe { nix::libc::fcntl(fd, nix::libc::F_SETLEASE, nix::libc::F_RDLCK) } == 0 {
+        // SAFETY: as above.
+        unsafe { nix::libc::fcntl(fd, nix::libc::F_SETLEASE, nix::libc::F_UNLCK) };
+        return Ok(true);
+    }
+    Ok(std::io::Error::last_os_error().raw_os_error() != Some(nix::libc::EAGAIN))
+}
+
 /// Ignores SIGIO, which the kernel sends to the holder of a file lease when another
 /// process opens the file for writing ([`read_when_complete`]); its default action
 /// would end the agent.

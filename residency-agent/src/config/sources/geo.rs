@@ -9,7 +9,7 @@
 //! there, so that `explain` and `check --verbose` can say so.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
     path::Path,
 };
@@ -233,4 +233,47 @@ pub fn range_prefixes(start: IpAddr, end: IpAddr) -> Option<Vec<IpNetwork>> {
         }
         at = last + 1;
     }
+}
+
+/// The countries inside each of `aggregated` (disjoint prefixes that cover every one
+/// of `listed`), joined with `+`; and per country, its listed prefixes and the
+/// aggregated prefixes holding them.
+pub fn label(
+    aggregated: &[IpNetwork],
+    listed: &[(IpNetwork, &'static str)],
+) -> (Vec<String>, BTreeMap<&'static str, (usize, usize)>) {
+    let key = |n: &IpNetwork| -> u128 {
+        match n {
+            IpNetwork::V4(v) => u128::from(v.network().to_ipv6_mapped()),
+            IpNetwork::V6(v) => u128::from(v.network()),
+        }
+    };
+    let mut order: Vec<usize> = (0..aggregated.len()).collect();
+    order.sort_by_key(|i| key(&aggregated[*i]));
+    let starts: Vec<u128> = order.iter().map(|i| key(&aggregated[*i])).collect();
+    let mut inside: Vec<BTreeSet<&'static str>> = vec![BTreeSet::new(); aggregated.len()];
+    let mut read: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for (n, code) in listed {
+        *read.entry(code).or_default() += 1;
+        // The aggregated prefix starting at or before it is the one holding it.
+        let at = starts.partition_point(|s| *s <= key(n));
+        if let Some(i) = at.checked_sub(1) {
+            inside[order[i]].insert(code);
+        }
+    }
+    let mut holding: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let labels = inside
+        .iter()
+        .map(|set| {
+            for c in set {
+                *holding.entry(c).or_default() += 1;
+            }
+            set.iter().copied().collect::<Vec<_>>().join("+")
+        })
+        .collect();
+    let counts = read
+        .into_iter()
+        .map(|(c, r)| (c, (r, holding.get(c).copied().unwrap_or(0))))
+        .collect();
+    (labels, counts)
 }

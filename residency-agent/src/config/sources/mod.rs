@@ -6,8 +6,7 @@
 //!
 //! Prefixes from a source are aggregated before they reach the maps
 //! ([`aggregate::aggregate`]), so a region's thousands of prefixes cost fewer trie
-//! entries; a country database's per country, so that each prefix keeps the country
-//! that put it there.
+//! entries; a country database's prefixes keep the countries that put them there.
 
 mod aggregate;
 pub mod countries;
@@ -61,7 +60,7 @@ impl SourceSpec {
 }
 
 /// One `allow_sources` / `deny_sources` entry, as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
     pub format: Format,
@@ -87,6 +86,24 @@ pub struct SourceSpec {
     /// MaxMind DB files of the GeoIP2 schema: which country decides.
     #[serde(default)]
     pub country_field: Option<geo::CountryField>,
+    /// How old (by modification time) the file may grow before the
+    /// `ResidencySourceStale` alert fires ("8d", "36h"); no limit when absent.
+    #[serde(default, with = "humantime_serde_opt")]
+    pub max_age: Option<std::time::Duration>,
+}
+
+/// `max_age` as humantime writes durations ("8d"), without another crate.
+mod humantime_serde_opt {
+    use serde::{Deserialize as _, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<std::time::Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("max_age \"{text}\": {e}")))
+    }
 }
 
 /// Prefixes read from one source, before and after aggregation.
@@ -97,10 +114,13 @@ pub struct Loaded {
     /// own prefixes decide its conflicts, whatever aggregation made of them.
     pub listed: Vec<IpNetwork>,
     pub prefixes: Vec<IpNetwork>,
-    /// Country databases: the country of each of `prefixes` (same order); empty for
-    /// other sources.
-    pub labels: Vec<&'static str>,
-    /// Country databases: prefixes per country, read and after aggregation.
+    /// Country databases: the country of each of `listed` (same order).
+    pub listed_labels: Vec<&'static str>,
+    /// Country databases: the countries of each of `prefixes` (same order: `DE`,
+    /// or `AT+DE` for a prefix that aggregation merged); empty for other sources.
+    pub labels: Vec<String>,
+    /// Country databases: per country, prefixes read and the aggregated prefixes
+    /// holding them.
     pub countries: BTreeMap<&'static str, (usize, usize)>,
 }
 
@@ -270,12 +290,12 @@ pub fn load(spec: &SourceSpec, base: &Path) -> Result<Loaded, String> {
         listed: prefixes.clone(),
         prefixes: aggregate(prefixes),
         labels: Vec::new(),
+        listed_labels: Vec::new(),
         countries: BTreeMap::new(),
     })
 }
 
-/// [`load`] of a country database: the selected countries' prefixes, aggregated
-/// country by country.
+/// [`load`] of a country database: the selected countries' prefixes, aggregated.
 fn load_geo(spec: &SourceSpec, path: &Path) -> Result<Loaded, String> {
     let selected = geo::selection(spec)?;
     let unreadable = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
@@ -298,24 +318,20 @@ fn load_geo(spec: &SourceSpec, path: &Path) -> Result<Loaded, String> {
             path.display()
         ));
     }
-    let mut by_country: BTreeMap<&'static str, Vec<IpNetwork>> = BTreeMap::new();
-    for (n, code) in &found {
-        by_country.entry(code).or_default().push(unmapped(*n));
-    }
-    let mut loaded = Loaded {
+    let listed: Vec<(IpNetwork, &'static str)> =
+        found.iter().map(|(n, c)| (unmapped(*n), *c)).collect();
+    let prefixes = aggregate(listed.iter().map(|(n, _)| *n).collect());
+    // Neighbouring countries' networks merge (a third fewer entries for the EU); each
+    // merged prefix names every country inside it.
+    let (labels, countries) = geo::label(&prefixes, &listed);
+    let loaded = Loaded {
         read: found.len(),
-        listed: found.iter().map(|(n, _)| unmapped(*n)).collect(),
-        prefixes: Vec::new(),
-        labels: Vec::new(),
-        countries: BTreeMap::new(),
+        listed_labels: listed.iter().map(|(_, c)| *c).collect(),
+        listed: listed.into_iter().map(|(n, _)| n).collect(),
+        prefixes,
+        labels,
+        countries,
     };
-    for (code, list) in by_country {
-        let read = list.len();
-        let kept = aggregate(list);
-        loaded.countries.insert(code, (read, kept.len()));
-        loaded.labels.extend(std::iter::repeat_n(code, kept.len()));
-        loaded.prefixes.extend(kept);
-    }
     Ok(loaded)
 }
 

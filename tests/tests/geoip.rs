@@ -1,0 +1,188 @@
+//! Country databases as allowlists, end to end, on the real GeoLite2 data `cargo
+//! xtask setup` installs (`residency_tests::geoip`): an EU-27 policy read from the
+//! MMDB file enforces by where addresses are (a German address reachable, a US one
+//! not), `explain` and `check --verbose` name the country, and a source file that
+//! changes is applied live — no reload asked — while a bad one is rejected with the
+//! policy in force kept, as status, metrics and the log say.
+//!
+//! The addresses are real ones (German and US networks as the pinned database places
+//! them), put on the loopback of a namespace the test makes: nothing leaves the host.
+
+use std::{process::Command, time::Duration};
+
+use residency_tests::{
+    Sandbox, agent_binary, geoip, http_get, output_within, require_root, sample,
+};
+
+/// In Germany (v4 and v6) and in the United States, per the pinned database.
+const DE_V4: &str = "85.214.0.1";
+const DE_V6: &str = "2a01:4f8::1";
+const US_V4: &str = "23.0.0.1";
+const US_V6: &str = "2600::1";
+/// A documentation range the refresh test adds to the CSV as German.
+const LATER: &str = "203.0.113.9";
+
+fn run(args: &[&str]) -> (bool, String) {
+    let o = output_within(Command::new(agent_binary()).args(args), 60);
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn an_eu_allowlist_from_a_country_database_enforces_by_country() {
+    if !require_root() {
+        return;
+    }
+    let mut sb = Sandbox::new(&[DE_V4, DE_V6, US_V4, US_V6]).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    let cfg = sb.write_config(
+        "residency.toml",
+        &format!(
+            "[agent]\npin_path = \"{{pins}}\"\nmetrics_address = \"{{metrics}}\"\n\
+             [[policy]]\nname = \"eu-only\"\ncgroups = [\"{{cg}}/app\"]\n\
+             allow_sources = [{{ format = \"mmdb\", path = \"{}\", groups = [\"EU\"] }}]\n",
+            geoip::mmdb().display()
+        ),
+    );
+    let (ok, out) = run(&["check", "--verbose", "--config", cfg.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("prefixes, 200") && out.contains("after aggregation"),
+        "{out}"
+    );
+    assert!(
+        out.contains("      DE: ") && out.contains("      AT: "),
+        "{out}"
+    );
+    let (_, out) = run(&["explain", "--config", cfg.to_str().unwrap(), DE_V6]);
+    // Aggregation merged German and Finnish networks into the deciding entry; the
+    // address's own country is named.
+    assert!(out.contains("ALLOWED") && out.contains(": DE"), "{out}");
+    assert!(
+        out.contains(&format!("{DE_V6} is in ")) && out.trim_end().ends_with(": DE"),
+        "{out}"
+    );
+
+    sb.start_agent(&agent_binary(), &cfg).unwrap();
+    for de in [DE_V4, DE_V6] {
+        assert!(sb.client(Some(&app), "tcp", de).ok, "{de} is in Germany");
+    }
+    for us in [US_V4, US_V6] {
+        assert!(!sb.client(Some(&app), "tcp", us).ok, "{us} is in the US");
+    }
+    // The kernel holds exactly the 200,000-prefix allowlist the database means.
+    let (ok, out) = sb.verify(&agent_binary(), &cfg);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn a_changed_source_file_is_applied_live_and_a_bad_one_is_rejected() {
+    if !require_root() {
+        return;
+    }
+    let mut sb = Sandbox::new(&[DE_V4, US_V4, LATER]).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    let (v4, _) = geoip::csv();
+    let csv = sb.dir.join("country-ipv4.csv");
+    let original = std::fs::read_to_string(&v4).unwrap();
+    std::fs::write(&csv, &original).unwrap();
+    let cfg = sb.write_config(
+        "residency.toml",
+        "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\n\
+         [[policy]]\nname = \"de-only\"\ncgroups = [\"{cg}/app\"]\n\
+         allow_sources = [{ format = \"csv-ranges\", path = \"country-ipv4.csv\", countries = [\"DE\"], max_age = \"30d\" }]\n",
+    );
+    sb.start_agent(&agent_binary(), &cfg).unwrap();
+    assert!(sb.client(Some(&app), "tcp", DE_V4).ok);
+    assert!(!sb.client(Some(&app), "tcp", LATER).ok);
+    let metric = |sb: &Sandbox, series: &str| {
+        let (_, body) = http_get(sb.metrics, "/metrics").unwrap();
+        sample(&body, series)
+    };
+    let labels = "policy=\"de-only\",source=\"csv-ranges country-ipv4.csv\"";
+    assert_eq!(
+        metric(
+            &sb,
+            &format!("residency_source_max_age_seconds{{{labels}}}")
+        ),
+        Some(2_592_000.0)
+    );
+    assert!(metric(&sb, &format!("residency_source_age_seconds{{{labels}}}")).is_some());
+
+    // The database is updated (written beside and renamed over, as a downloader
+    // does): one more German range. No reload is asked for.
+    let tmp = sb.dir.join("country-ipv4.csv.new");
+    std::fs::write(&tmp, format!("{original}203.0.113.0,203.0.113.255,DE\n")).unwrap();
+    std::fs::rename(&tmp, &csv).unwrap();
+    eventually("the refreshed source in force", || {
+        sb.client(Some(&app), "tcp", LATER).ok
+    });
+    assert!(sb.client(Some(&app), "tcp", DE_V4).ok);
+    assert!(!sb.client(Some(&app), "tcp", US_V4).ok);
+    assert_eq!(
+        metric(
+            &sb,
+            &format!("residency_source_refreshes_total{{{labels},result=\"applied\"}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &sb,
+            &format!("residency_source_last_refresh_prefixes{{{labels},change=\"added\"}}")
+        ),
+        Some(1.0)
+    );
+    let status = sb.ctl(&agent_binary(), &["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("source csv-ranges country-ipv4.csv: ")
+            && text.contains("(max 30days)")
+            && text.contains("last refresh +1 -0 prefixes"),
+        "{text}"
+    );
+    let history = sb.ctl(&agent_binary(), &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    let by = v["reload_history"].as_array().unwrap().last().unwrap()["by"].clone();
+    assert!(by.as_str().unwrap().starts_with("source watch: "), "{v}");
+
+    // A broken file (a download cut short) is rejected; the version in force stays.
+    std::fs::write(&tmp, "1.0.1.0,1.0.3.255,DE\n1.0.4.0,garbage\n").unwrap();
+    std::fs::rename(&tmp, &csv).unwrap();
+    eventually("the rejection counted", || {
+        metric(
+            &sb,
+            &format!("residency_source_refreshes_total{{{labels},result=\"rejected\"}}"),
+        ) == Some(1.0)
+    });
+    assert!(
+        sb.client(Some(&app), "tcp", LATER).ok,
+        "the policy in force was kept"
+    );
+    assert!(sb.client(Some(&app), "tcp", DE_V4).ok);
+    let status = sb.ctl(&agent_binary(), &["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("last refresh REJECTED"), "{text}");
+    let log = sb.agent().stderr().join("\n");
+    assert!(
+        log.contains("source change rejected") && log.contains("country-ipv4.csv:2"),
+        "{log}"
+    );
+}
