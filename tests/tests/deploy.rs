@@ -245,6 +245,60 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
 }
 
 #[test]
+fn the_geoip_update_timer_replaces_the_database_whole_or_not_at_all() {
+    let dir = deploy().join("systemd");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.join("residency-geoip-update.service"))
+        .arg(dir.join("residency-geoip-update.timer"))
+        .output()
+        .expect("systemd-analyze");
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
+    let timer = std::fs::read_to_string(dir.join("residency-geoip-update.timer")).unwrap();
+    assert!(timer.contains("OnCalendar=weekly") && timer.contains("Persistent=true"));
+
+    // The service's script, as systemd hands it to the shell ($$ is a literal $),
+    // run with a download that works, then one that fails and one that is empty.
+    let unit = std::fs::read_to_string(dir.join("residency-geoip-update.service")).unwrap();
+    let script = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart=/bin/sh -ec '"))
+        .and_then(|l| l.strip_suffix('\''))
+        .expect("ExecStart=/bin/sh -ec '...'")
+        .replace("$$", "$");
+    let work = std::env::temp_dir().join(format!("residency-geoip-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    let file = work.join("GeoLite2-Country.mmdb");
+    std::fs::write(&file, "the database in force").unwrap();
+    let run = |download: &str| {
+        Command::new("sh")
+            .args(["-ec", &script])
+            .env("GEOIP_FILE", &file)
+            .env("GEOIP_DOWNLOAD", download)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(!run("false"));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "the database in force"
+    );
+    assert!(!run("true"), "an empty download is refused");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "the database in force"
+    );
+    let new = work.join("new.mmdb");
+    std::fs::write(&new, "the next database").unwrap();
+    assert!(run(&format!("cat {}", new.display())));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "the next database");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+#[test]
 fn sd_notify_ready_only_after_attach_then_watchdog_and_stopping() {
     if !require_root() {
         return;
