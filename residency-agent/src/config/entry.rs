@@ -63,7 +63,8 @@ pub struct Entry {
     pub line: usize,
     /// The IP-range file it came from (`aws ip-ranges.json`), for entries of
     /// `allow_sources` / `deny_sources`.
-    pub origin: Option<String>,
+    /// Shared: a country database's 100,000s of entries cite a few dozen origins.
+    pub origin: Option<std::sync::Arc<str>>,
 }
 
 /// An entry as written back: `10.0.0.0/16` or `10.0.0.0/16 tcp/5432`.

@@ -117,7 +117,8 @@ impl Seen {
 
 /// Entries already taken in one policy, by prefix and ports: a duplicate or an
 /// allow/deny conflict is an error, and a source never overrides a written entry.
-type Taken = HashMap<(IpNetwork, Option<PortSpec>), (Action, usize)>;
+/// Prefixes taken so far (hashed with foldhash: a country database adds 100,000s).
+type Taken = foldhash::HashMap<(IpNetwork, Option<PortSpec>), (Action, usize)>;
 
 /// Validates one `[[policy]]`; `file` names the config (sources are relative to it).
 pub(crate) fn parse_policy(
@@ -155,7 +156,7 @@ pub(crate) fn parse_policy(
         }
     };
     let interfaces = super::interfaces::parse(at, &key, p.interfaces)?;
-    let mut taken = Taken::new();
+    let mut taken = Taken::default();
     let entries = parse_entries(at, &key, &mut taken, p.allow, p.deny)?;
     let mut notes = Vec::new();
     let (entries, sources) = add_sources(
@@ -308,7 +309,7 @@ fn add_sources(
         .unwrap_or(Path::new("."));
     // Entries from allow sources, by prefix: a deny source's own prefix that equals
     // one of them wins over it (looked up, not searched: sources run to 100,000s).
-    let mut from_allow_source: HashMap<IpNetwork, usize> = HashMap::new();
+    let mut from_allow_source: foldhash::HashMap<IpNetwork, usize> = foldhash::HashMap::default();
     for (action, list) in lists {
         let entry_key = format!("{key}.{}_sources", action.as_str());
         for item in list {
@@ -346,7 +347,7 @@ fn add_sources(
                             ));
                             e.action = Action::Deny;
                             e.line = line;
-                            e.origin = Some(origin.clone());
+                            e.origin = Some(origin.as_str().into());
                         }
                     } else if let Some((Action::Allow, hand_line)) = seen.get(&(*network, None)) {
                         notes.push(format!(
@@ -355,14 +356,21 @@ fn add_sources(
                     }
                 }
             }
-            for (i, network) in loaded.prefixes.into_iter().enumerate() {
+            // A country database's entries cite their countries too; each distinct
+            // citation is made once and shared.
+            let plain: std::sync::Arc<str> = origin.as_str().into();
+            let mut citations: foldhash::HashMap<&str, std::sync::Arc<str>> =
+                foldhash::HashMap::default();
+            for (i, network) in loaded.prefixes.iter().copied().enumerate() {
                 if seen.contains_key(&(network, None)) {
                     continue;
                 }
-                // A country database's entries cite their countries too.
                 let cited = match loaded.labels.get(i) {
-                    Some(countries) => format!("{origin}: {countries}"),
-                    None => origin.clone(),
+                    Some(countries) => citations
+                        .entry(countries.as_str())
+                        .or_insert_with(|| format!("{origin}: {countries}").into())
+                        .clone(),
+                    None => plain.clone(),
                 };
                 seen.insert((network, None), (action, line));
                 if action == Action::Allow {

@@ -148,6 +148,7 @@ impl Daemon {
     }
 
     fn try_reload(&mut self, dry_run: bool, text: Option<&[u8]>) -> Response {
+        let started = std::time::Instant::now();
         let loaded = match (text, self.config_file()) {
             (Some(t), Some(path)) => match std::str::from_utf8(t) {
                 Ok(text) => {
@@ -205,6 +206,8 @@ impl Daemon {
             Ok(a) => a,
             Err(e) => return Response::error(format!("rejected: {e}")),
         };
+        // From the first read to the flip (the old version's retirement after it).
+        let in_force = started.elapsed() - applied.retired;
         // The event rate limit and the verdict cache switch are read per packet, not
         // per version: written once the new version is in force.
         if let Err(e) = self.loaded.configure(&prepared.config) {
@@ -235,15 +238,18 @@ impl Daemon {
         Response {
             ok: true,
             text: format!(
-                "reloaded: generation {} in force ({} prefixes applied in {:.1} ms)\n{diff}",
+                "reloaded: generation {} in force ({} prefixes applied in {:.1} ms; {:.1} ms from reading the config and its sources to the swap)\n{diff}",
                 applied.generation,
                 applied.entries,
-                applied.duration.as_secs_f64() * 1000.0
+                applied.duration.as_secs_f64() * 1000.0,
+                in_force.as_secs_f64() * 1000.0
             ),
             data: serde_json::json!({
                 "generation": applied.generation,
                 "prefixes": applied.entries,
                 "duration_ms": applied.duration.as_secs_f64() * 1000.0,
+                "in_force_ms": in_force.as_secs_f64() * 1000.0,
+                "retired_ms": applied.retired.as_secs_f64() * 1000.0,
                 "changes": diff_json,
             }),
         }

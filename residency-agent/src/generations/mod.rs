@@ -63,7 +63,10 @@ pub struct Generations {
 pub struct Applied {
     pub generation: u64,
     pub ids: Vec<u32>,
+    /// From the start of the apply to the flip: when the new version was in force.
     pub duration: Duration,
+    /// Retiring the old version after the flip (waiting out its readers, deleting it).
+    pub retired: Duration,
     pub entries: usize,
 }
 
@@ -138,13 +141,12 @@ impl Generations {
     }
 
     fn delete(&mut self, w: &Written) {
-        // A key that is already gone is fine: deletion is idempotent here.
-        for k in &w.v4 {
-            let _ = self.maps.rules_v4.remove(k);
-        }
-        for k in &w.v6 {
-            let _ = self.maps.rules_v6.remove(k);
-        }
+        // Side by side, like the writes (apply.rs).
+        let (v4, v6) = (&mut self.maps.rules_v4, &mut self.maps.rules_v6);
+        std::thread::scope(|s| {
+            s.spawn(|| apply::delete_trie(v6, &w.v6));
+            apply::delete_trie(v4, &w.v4);
+        });
         for k in &w.bindings {
             let _ = self.maps.bindings.remove(k);
         }

@@ -2,20 +2,34 @@
 
 use std::{collections::BTreeSet, fmt::Write as _};
 
-use crate::config::{Config, PolicyConfig, display_entry};
+use foldhash::HashSet;
 
-/// Entries as `action:entry`, for set differences.
-fn entries(p: &PolicyConfig) -> BTreeSet<String> {
+use ipnetwork::IpNetwork;
+
+use crate::config::{Action, Config, PolicyConfig, PortSpec, display_entry};
+
+/// An entry as a reload compares it.
+type Compared = (Action, IpNetwork, Option<PortSpec>);
+
+/// Entries for set differences (hashed, not formatted: a country database's policy
+/// has 100,000s, and a refresh changes a few).
+fn entries(p: &PolicyConfig) -> HashSet<Compared> {
     p.entries
         .iter()
-        .map(|e| {
-            format!(
-                "{}:{}",
-                e.action.as_str(),
-                display_entry(e.network, e.ports)
-            )
-        })
+        .map(|e| (e.action, e.network, e.ports))
         .collect()
+}
+
+/// `action:entry`, sorted, of the entries in `a` but not `b`.
+fn shown(a: &HashSet<Compared>, b: &HashSet<Compared>) -> Vec<String> {
+    let mut out: Vec<String> = a
+        .difference(b)
+        .map(|(action, network, ports)| {
+            format!("{}:{}", action.as_str(), display_entry(*network, *ports))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 fn cgroups(p: &PolicyConfig) -> BTreeSet<String> {
@@ -57,7 +71,7 @@ pub fn diff(old: &Config, new: &Config) -> (String, serde_json::Value) {
     if old.agent != new.agent || old.events != new.events {
         text.push_str(
             "  note: [agent] and [events] changes take effect when the agent restarts \
-             (mask_addresses applies at once)\n",
+             (mask_addresses, rate_limit_per_cpu, rate_limit_burst and verdict_cache apply at once)\n",
         );
     }
     (text, serde_json::Value::Array(json))
@@ -67,8 +81,8 @@ pub fn diff(old: &Config, new: &Config) -> (String, serde_json::Value) {
 /// entries of each direction listed).
 fn changed(o: &PolicyConfig, p: &PolicyConfig, text: &mut String) -> serde_json::Value {
     let (eo, en) = (entries(o), entries(p));
-    let added: Vec<&String> = en.difference(&eo).collect();
-    let removed: Vec<&String> = eo.difference(&en).collect();
+    let added = shown(&en, &eo);
+    let removed = shown(&eo, &en);
     let (co, cn) = (cgroups(o), cgroups(p));
     let cg_added: Vec<&String> = cn.difference(&co).collect();
     let cg_removed: Vec<&String> = co.difference(&cn).collect();

@@ -36,23 +36,26 @@ pub struct RcuBarrier {
 /// `union bpf_attr`, large enough for the commands used here and zero-filled, as
 /// the kernel requires of unused trailing bytes.
 #[repr(C, align(8))]
-struct Attr([u8; 128]);
+pub(super) struct Attr([u8; 128]);
 
 impl Attr {
-    fn new() -> Attr {
+    pub(super) fn new() -> Attr {
         Attr([0; 128])
     }
-    fn u32_at(&mut self, off: usize, v: u32) -> &mut Self {
+    pub(super) fn u32_at(&mut self, off: usize, v: u32) -> &mut Self {
         self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
         self
     }
-    fn u64_at(&mut self, off: usize, v: u64) -> &mut Self {
+    pub(super) fn u64_at(&mut self, off: usize, v: u64) -> &mut Self {
         self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
         self
     }
+    pub(super) fn u32(&self, off: usize) -> u32 {
+        u32::from_ne_bytes(self.0[off..off + 4].try_into().expect("4 bytes"))
+    }
 }
 
-fn bpf(cmd: libc::c_long, attr: &mut Attr) -> std::io::Result<libc::c_long> {
+pub(super) fn bpf(cmd: libc::c_long, attr: &mut Attr) -> std::io::Result<libc::c_long> {
     // SAFETY: bpf(2) with a zero-initialised attribute buffer of the size we pass.
     let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.0.as_mut_ptr(), attr.0.len()) };
     if r < 0 {

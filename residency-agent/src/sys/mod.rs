@@ -1,8 +1,9 @@
 //! The system calls the agent makes itself, each behind a function that records what
 //! failed. Kept crates (`nix`, `inotify`, aya) cover most; the raw calls left are the
-//! ones no crate wraps: a map-of-maps update as an RCU barrier ([`bpf`]) and
-//! `open_by_handle_at` ([`handle`]).
+//! ones no crate wraps: a map-of-maps update as an RCU barrier ([`bpf`]), batched map
+//! updates and deletes ([`batch`]) and `open_by_handle_at` ([`handle`]).
 
+pub mod batch;
 pub mod bpf;
 pub mod fs;
 pub mod handle;
