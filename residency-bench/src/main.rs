@@ -2,7 +2,7 @@
 //! the agent): how residency compares with the no-filter limit and with nftables and
 //! iptables lockdowns, as allowlists grow to real-world sizes.
 //!
-//! Four sections, all in one run on one machine, reported as ratios within the run:
+//! Six sections, all in one run on one machine, reported as ratios within the run:
 //!
 //! 1. [`program`]: per-packet cost of the kernel program (BPF_PROG_TEST_RUN, measured
 //!    by [`testrun`]) for 10 to 1M prefixes, IPv4 and IPv6, hit and miss, next to the
@@ -14,7 +14,9 @@
 //! 4. [`events`]: events delivered from a flood of blocked packets, events lost, and
 //!    the agent's CPU;
 //! 5. [`pods`]: on a Kubernetes node (an API stand-in, kubelet-style cgroups), the
-//!    time from a pod cgroup's creation to its own policy being bound.
+//!    time from a pod cgroup's creation to its own policy being bound;
+//! 6. [`geoip`]: a real allowlist (the EU-27 of a GeoLite2 Country release, IPv4 and
+//!    IPv6) applied, refreshed live with 1% changed, and loaded by nftables.
 //!
 //! Markdown tables go to stdout and `target/bench/results.md`, raw numbers to
 //! `target/bench/results.json`, and a plot of packet rate against prefix count to
@@ -30,6 +32,7 @@ mod agent;
 mod datapath;
 mod empty;
 mod events;
+mod geoip;
 mod helpers;
 mod machine;
 mod options;
@@ -91,6 +94,7 @@ pub struct Results {
     pub reload: Option<reload::Result>,
     pub events: Vec<events::Result>,
     pub pods: Option<pods::Result>,
+    pub geoip: Option<geoip::Result>,
     pub machine: Machine,
 }
 
@@ -166,6 +170,9 @@ fn run_sections(
     }
     if opts.wanted(Section::Reload) {
         results.reload = Some(reload::run(&sb, bin)?);
+    }
+    if opts.wanted(Section::Geoip) {
+        results.geoip = Some(geoip::run(&sb, bin)?);
     }
     Ok(())
 }

@@ -34,6 +34,7 @@ pub enum Section {
     Reload,
     Events,
     Pods,
+    Geoip,
 }
 
 impl Options {

@@ -178,13 +178,15 @@ async fn run_loop(
             _ = daemon.watch.changed() => daemon.rescan(),
             () = pods_changed(node.as_deref()) => daemon.rescan(),
             _ = daemon.config_watch.changed(), if watch_config || watch_sources => {
-                // A ConfigMap swap is several renames: let it settle.
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                if watch_config {
-                    daemon.check_config_changed();
-                }
+                // A source file is replaced by one rename (or waits for its writer's
+                // close): applied at once. A ConfigMap swap is several renames: let
+                // it settle.
                 if watch_sources {
                     daemon.check_sources_changed();
+                }
+                if watch_config {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    daemon.check_config_changed();
                 }
             }
             _ = rescan.tick() => {

@@ -218,7 +218,7 @@ fn shared_state(
         .packet_socket_guard
         .store(loaded.socket_guard_missing.is_none(), Ordering::Relaxed);
     let versioned = Arc::new(RwLock::new(Versioned {
-        config: config.clone(),
+        config: Arc::new(config.clone()),
         ids: applied.ids.clone(),
         generation: applied.generation,
     }));

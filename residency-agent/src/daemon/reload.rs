@@ -175,9 +175,11 @@ impl Daemon {
         if let Err(e) = self.loaded.check_socket_guard(&prepared.config) {
             return Response::error(format!("rejected: {e}"));
         }
-        let old = self.versioned.read().expect("lock").config.clone();
-        let (diff, diff_json) = policy::diff(&old, &prepared.config);
         if dry_run {
+            let (diff, diff_json) = policy::diff(
+                &self.versioned.read().expect("lock").config,
+                &prepared.config,
+            );
             if let Err(e) = validate_compiled(&prepared.config) {
                 return Response::error(format!("rejected: {e:#}"));
             }
@@ -216,11 +218,18 @@ impl Daemon {
         self.bound = prepared.bound;
         self.missing = prepared.missing;
         self.watch_cgroups();
-        *self.versioned.write().expect("lock") = Versioned {
-            config: prepared.config,
-            ids: applied.ids.clone(),
-            generation: applied.generation,
-        };
+        let old = std::mem::replace(
+            &mut *self.versioned.write().expect("lock"),
+            Versioned {
+                config: prepared.config.into(),
+                ids: applied.ids.clone(),
+                generation: applied.generation,
+            },
+        );
+        // What changed, for the answer: worked out once the new version is in force.
+        let (diff, diff_json) =
+            policy::diff(&old.config, &self.versioned.read().expect("lock").config);
+        drop(old);
         self.retry_pending = false;
         if let Err(e) = self.reconcile_links() {
             // The new policy is in force for every cgroup that was attached before;

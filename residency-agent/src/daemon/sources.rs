@@ -6,9 +6,9 @@
 //! config file edited but not reloaded is not applied on the way.
 //!
 //! A file is known by its size, modification time and inode (following symlinks, so
-//! a volume's `..data` swap counts), looked at when its directory reports a change
-//! and every second. A file some process still has open for writing waits for it to
-//! be closed. Each refresh is logged and counted per source, with the prefixes it
+//! a volume's `..data` swap counts), looked at as soon as its directory reports a
+//! change, and every second. A file some process still has open for writing waits
+//! for it to be closed; one missing for a moment waits until it is back. Each refresh is logged and counted per source, with the prefixes it
 //! added and removed ([`crate::metrics::sources`]).
 
 use std::{
@@ -71,7 +71,10 @@ impl SourceFiles {
         let mut changed = Vec::new();
         for (path, seen) in &mut self.seen {
             let now = fingerprint(path);
-            if now != *seen && !being_written(path) {
+            // A file missing for a moment (a volume's symlink swap in progress) is
+            // looked at again when it is back; one gone for good fails the next
+            // reload that reads it.
+            if now.is_some() && now != *seen && !being_written(path) {
                 *seen = now;
                 changed.push(path.clone());
             }

@@ -6,7 +6,9 @@ use crate::config::{Config, PolicyConfig};
 /// A config together with the policy ids its version carries in the kernel.
 #[derive(Debug, Clone)]
 pub struct Versioned {
-    pub config: Config,
+    /// Shared: readers (metrics, status, rescans, the source watch) take a reference,
+    /// not a copy of 100,000s of entries.
+    pub config: std::sync::Arc<Config>,
     /// `ids[i]` is the id of `config.policies[i]`.
     pub ids: Vec<u32>,
     /// Versions applied by this agent.
@@ -19,7 +21,7 @@ impl Versioned {
     pub fn initial(config: Config) -> Versioned {
         let ids = (0..config.policies.len() as u32).collect();
         Versioned {
-            config,
+            config: config.into(),
             ids,
             generation: 1,
         }

@@ -111,6 +111,9 @@ fn markdown(r: &Results) -> String {
     if let Some(p) = &r.pods {
         tables::pods_table(p, &mut s);
     }
+    if let Some(g) = &r.geoip {
+        tables::geoip_table(g, &mut s);
+    }
     s
 }
 

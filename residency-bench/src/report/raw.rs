@@ -47,6 +47,21 @@ pub fn raw(r: &Results) -> serde_json::Value {
             "tcp_rr_per_s": c.rr,
             "setup_s": c.setup_s,
         })).collect::<Vec<_>>(),
+        "geoip": r.geoip.as_ref().map(|g| json!({
+            "ranges_ipv4": g.ranges.0,
+            "ranges_ipv6": g.ranges.1,
+            "ranges_changed": g.ranges_changed,
+            "prefixes": g.prefixes,
+            "apply_wall_ms": g.apply_wall_ms,
+            "apply_in_force_ms": g.apply_in_force_ms,
+            "apply_hwm_kib": g.apply_hwm_kib,
+            "refresh_ms": g.refresh_ms,
+            "refresh_in_force_ms": g.refresh_in_force_ms,
+            "refresh_in_force_total_ms": g.refresh_in_force_total_ms,
+            "refresh_hwm_kib": g.refresh_hwm_kib,
+            "nft_load_ms": g.nft_load_ms,
+            "nft_reload_ms": g.nft_reload_ms,
+        })),
         "reload": r.reload.as_ref().map(|rl| json!({
             "base_rss_kib": rl.base_rss_kib,
             "steps": rl.rows.iter().map(|row| json!({
