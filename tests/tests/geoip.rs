@@ -186,3 +186,88 @@ fn a_changed_source_file_is_applied_live_and_a_bad_one_is_rejected() {
         "{log}"
     );
 }
+
+/// Sends a datagram to each of two addresses in turn, unconnected, for a while;
+/// prints `x1`/`x0`, `y1`/`y0` per send (sent, refused).
+const ALTERNATE: &str = r#"
+import socket, sys, time
+x, y, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+out, end = [], time.time() + secs
+while time.time() < end:
+    for tag, addr in (("x", x), ("y", y)):
+        try:
+            s.sendto(b"p", (addr, 9))
+            out.append(tag + "1")
+        except PermissionError:
+            out.append(tag + "0")
+print(" ".join(out))
+"#;
+
+#[test]
+fn a_live_refresh_under_traffic_never_mixes_versions() {
+    if !require_root() {
+        return;
+    }
+    // Version A allows X and not Y; version B the other way round. A mix of the two
+    // (X already gone, Y not yet there, or both) would show as a send judged by B
+    // followed by one judged by A.
+    const X: &str = "203.0.113.9";
+    const Y: &str = "198.51.100.7";
+    let mut sb = Sandbox::new(&[X, Y]).unwrap();
+    let app = sb.cgroup("app").unwrap();
+    let (v4, _) = geoip::csv();
+    let german = std::fs::read_to_string(&v4).unwrap();
+    let a = format!("{german}203.0.113.0,203.0.113.255,DE\n");
+    let b = format!("{german}198.51.100.0,198.51.100.255,DE\n");
+    let csv = sb.dir.join("ranges.csv");
+    std::fs::write(&csv, &a).unwrap();
+    let cfg = sb.write_config(
+        "residency.toml",
+        "[agent]\npin_path = \"{pins}\"\nmetrics_address = \"{metrics}\"\n\
+         [[policy]]\nname = \"de-only\"\ncgroups = [\"{cg}/app\"]\n\
+         allow_sources = [{ format = \"csv-ranges\", path = \"ranges.csv\", countries = [\"DE\"] }]\n",
+    );
+    sb.start_agent(&agent_binary(), &cfg).unwrap();
+    let sender = sb
+        .command(Some(&app), "python3", &["-c", ALTERNATE, X, Y, "4"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let tmp = sb.dir.join("ranges.csv.new");
+    std::fs::write(&tmp, &b).unwrap();
+    std::fs::rename(&tmp, &csv).unwrap();
+    let out = sender.wait_with_output().unwrap();
+    let sends: Vec<&str> = std::str::from_utf8(&out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // Each send says which version judged it: A (x1, y0) or B (x0, y1).
+    let b_from = sends
+        .iter()
+        .position(|s| matches!(*s, "x0" | "y1"))
+        .unwrap_or_else(|| panic!("the refresh never took effect: {} sends", sends.len()));
+    assert!(b_from > 100, "too few sends before the refresh: {b_from}");
+    assert!(
+        sends.len() - b_from > 100,
+        "too few sends after the refresh: {}",
+        sends.len() - b_from
+    );
+    if let Some(i) = sends[b_from..]
+        .iter()
+        .position(|s| matches!(*s, "x1" | "y0"))
+    {
+        panic!(
+            "send {} was judged by the old version after send {b_from} was judged by the new: {:?}",
+            b_from + i,
+            &sends[b_from.saturating_sub(4)..(b_from + i + 4).min(sends.len())]
+        );
+    }
+    eprintln!(
+        "{} sends, {} under the old version, {} under the new",
+        sends.len(),
+        b_from,
+        sends.len() - b_from
+    );
+}
