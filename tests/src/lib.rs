@@ -32,6 +32,7 @@ pub mod journal;
 pub mod kernel;
 #[cfg(feature = "kubernetes")]
 pub mod kube_api;
+pub mod mmdb;
 pub mod programs;
 pub mod py;
 pub mod routed;

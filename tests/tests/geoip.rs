@@ -3,7 +3,9 @@
 //! MMDB file enforces by where addresses are (a German address reachable, a US one
 //! not), `explain` and `check --verbose` name the country, and a source file that
 //! changes is applied live — no reload asked — while a bad one is rejected with the
-//! policy in force kept, as status, metrics and the log say.
+//! policy in force kept, as status, metrics and the log say; a refresh under traffic
+//! never mixes versions; and MaxMind's own GeoIP2 schema (a database written by
+//! `residency_tests::mmdb`) is read by located or registered country.
 //!
 //! The addresses are real ones (German and US networks as the pinned database places
 //! them), put on the loopback of a namespace the test makes: nothing leaves the host.
@@ -270,4 +272,59 @@ fn a_live_refresh_under_traffic_never_mixes_versions() {
         b_from,
         sends.len() - b_from
     );
+}
+
+#[test]
+fn maxminds_own_schema_is_read_by_located_or_registered_country() {
+    use residency_tests::mmdb::{Network, write};
+    let dir = std::env::temp_dir().join(format!("residency-geoip2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let net = |n: &str, prefix, country, registered| Network {
+        network: n.parse().unwrap(),
+        prefix,
+        country,
+        registered,
+    };
+    std::fs::write(
+        dir.join("GeoLite2-Country.mmdb"),
+        write(&[
+            net("198.51.100.0", 24, "DE", "US"),
+            net("203.0.113.0", 24, "US", "DE"),
+            net("2001:db8:1::", 48, "FR", "FR"),
+        ]),
+    )
+    .unwrap();
+    let config = |field: &str| {
+        let path = dir.join(format!("{field}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[[policy]]\nname = \"eu\"\ncgroups = [\"residency-geoip2-test\"]\n\
+                 allow_sources = [{{ format = \"mmdb\", path = \"GeoLite2-Country.mmdb\", countries = [\"DE\", \"FR\"], country_field = \"{field}\" }}]\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let explain = |cfg: &std::path::Path, addr: &str| {
+        run(&["explain", "--config", cfg.to_str().unwrap(), addr]).1
+    };
+    let located = config("located");
+    let out = explain(&located, "198.51.100.7");
+    assert!(out.contains("ALLOWED") && out.contains(": DE,"), "{out}");
+    assert!(explain(&located, "203.0.113.9").contains("BLOCKED"));
+    assert!(explain(&located, "2001:db8:1::5").contains(": FR,"));
+    let (ok, out) = run(&["check", "--verbose", "--config", located.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("GeoLite2-Country.mmdb: 2 prefixes, 2 after aggregation")
+            && out.contains("      DE: 1 prefixes")
+            && out.contains("      FR: 1 prefixes"),
+        "{out}"
+    );
+    let registered = config("registered");
+    assert!(explain(&registered, "198.51.100.7").contains("BLOCKED"));
+    let out = explain(&registered, "203.0.113.9");
+    assert!(out.contains("ALLOWED") && out.contains(": DE,"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
