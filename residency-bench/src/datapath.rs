@@ -7,7 +7,11 @@
 //! - small UDP: `iperf3 -u -b 0 -l 64` for `secs`, packets per second delivered to the
 //!   receiver (sent and delivered both kept in the JSON);
 //! - TCP request/response: transactions per second, one byte each way
-//!   ([`crate::helpers`]).
+//!   ([`crate::helpers`]);
+//! - unconnected UDP `sendto()`: 64-byte datagrams to one destination, calls the
+//!   kernel accepted per second (DNS clients, statsd, QUIC servers: every call is
+//!   judged by the sendmsg hook, then its packet by the egress hook);
+//! - TCP connection churn: connect, one byte each way, close; connections per second.
 //!
 //! All cases run once per round, and the rounds repeat the whole list, so that slow
 //! drift of the machine's load touches every case alike; the tables report the median
@@ -88,6 +92,10 @@ pub struct Case {
     pub udp_sent: Vec<f64>,
     /// TCP transactions per second, per round.
     pub rr: Vec<f64>,
+    /// Unconnected `sendto()` calls accepted per second, per round.
+    pub sendto: Vec<f64>,
+    /// TCP connections (connect, one byte each way, close) per second, per round.
+    pub churn: Vec<f64>,
     /// Seconds to put the filter in place (agent start to ready, `nft -f`,
     /// `iptables-restore`), per round.
     pub setup_s: Vec<f64>,
@@ -107,6 +115,8 @@ pub fn run(sb: &Bench, bin: &Path, helper: &Path, opts: &Options) -> anyhow::Res
             udp: Vec::new(),
             udp_sent: Vec::new(),
             rr: Vec::new(),
+            sendto: Vec::new(),
+            churn: Vec::new(),
             setup_s: Vec::new(),
         })
         .collect();
@@ -160,11 +170,13 @@ pub fn run(sb: &Bench, bin: &Path, helper: &Path, opts: &Options) -> anyhow::Res
             )
             .and_then(|()| measure(sb, helper, opts.secs));
             let cleared = guard.clear(sb);
-            let (delivered, sent, rr) = measured?;
+            let m = measured?;
             cleared?;
-            case.udp.push(delivered);
-            case.udp_sent.push(sent);
-            case.rr.push(rr);
+            case.udp.push(m.delivered);
+            case.udp_sent.push(m.sent);
+            case.rr.push(m.rr);
+            case.sendto.push(m.sendto);
+            case.churn.push(m.churn);
         }
     }
     Ok(cases)
@@ -262,8 +274,38 @@ fn check(sb: &Bench, helper: &Path, filtered: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// (delivered pps, sent pps, TCP transactions per second).
-fn measure(sb: &Bench, helper: &Path, secs: u32) -> anyhow::Result<(f64, f64, f64)> {
+/// One round's rates of one case.
+struct Measured {
+    delivered: f64,
+    sent: f64,
+    rr: f64,
+    sendto: f64,
+    churn: f64,
+}
+
+/// Runs a helper in the sender namespace (pinned to the sender CPU) that prints
+/// `<count> <seconds>` or `<accepted> <refused>` for `secs`; count per second.
+fn rate(sb: &Bench, helper: &Path, args: &[&str], secs: u32, timed: bool) -> anyhow::Result<f64> {
+    let mut cmd = sb.sender_cmd(helper);
+    cmd.arg("helper").args(args);
+    if let Some((tx, _)) = sb.cpus {
+        cmd.args(["--cpu", &tx.to_string()]);
+    }
+    let out = stdout_of(&mut cmd)?;
+    let (a, b) = out.trim().split_once(' ').context("helper output")?;
+    let count = a.parse::<f64>()?;
+    if timed {
+        Ok(count / b.parse::<f64>()?)
+    } else {
+        ensure!(
+            b == "0",
+            "{args:?}: {b} sends refused to an allowed address"
+        );
+        Ok(count / f64::from(secs))
+    }
+}
+
+fn measure(sb: &Bench, helper: &Path, secs: u32) -> anyhow::Result<Measured> {
     std::thread::sleep(Duration::from_millis(300));
     let sender_cpu = sb.cpus.map(|(tx, _)| tx.to_string());
     let mut iperf = sb.sender_cmd("iperf3");
@@ -311,5 +353,38 @@ fn measure(sb: &Bench, helper: &Path, secs: u32) -> anyhow::Result<(f64, f64, f6
     let out = stdout_of(&mut rr)?;
     let (count, elapsed) = out.trim().split_once(' ').context("rr-client output")?;
     let rr = count.parse::<f64>()? / elapsed.parse::<f64>()?;
-    Ok((delivered, sent, rr))
+    let secs_text = secs.to_string();
+    let sendto = rate(
+        sb,
+        helper,
+        &[
+            "udp-flood",
+            "--addr",
+            &format!("{ALLOWED}:{DISCARD_PORT}"),
+            "--secs",
+            &secs_text,
+        ],
+        secs,
+        false,
+    )?;
+    let churn = rate(
+        sb,
+        helper,
+        &[
+            "churn-client",
+            "--addr",
+            &format!("{ALLOWED}:{RR_PORT}"),
+            "--secs",
+            &secs_text,
+        ],
+        secs,
+        true,
+    )?;
+    Ok(Measured {
+        delivered,
+        sent,
+        rr,
+        sendto,
+        churn,
+    })
 }

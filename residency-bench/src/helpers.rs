@@ -6,7 +6,11 @@
 //!   transaction in flight (netperf's TCP_RR shape; iperf3 has no such mode).
 //! - `udp-send`: a few datagrams, reporting how many the kernel accepted (a packet a
 //!   filter drops on egress fails `sendto` with EPERM): checks that a filter is in force.
-//! - `udp-flood`: 64-byte datagrams as fast as one thread can, for the event storm.
+//! - `udp-flood`: 64-byte datagrams as fast as one thread can, for the event storm,
+//!   and (pinned, to an allowed address) the unconnected-`sendto()` workload: each
+//!   call is judged by the sendmsg hook before its packet reaches the egress hook.
+//! - `churn-client`: TCP connection churn against `rr-server`: connect, one byte each
+//!   way, close, for `secs`.
 
 use std::{
     io::{Read as _, Write as _},
@@ -52,6 +56,20 @@ pub enum Helper {
         secs: f64,
         #[arg(long, default_value_t = 64)]
         payload: usize,
+        /// Pin to this CPU.
+        #[arg(long)]
+        cpu: Option<usize>,
+    },
+    /// Connections for `secs`, each one byte each way then closed; prints `<count>
+    /// <seconds>`.
+    ChurnClient {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        secs: f64,
+        /// Pin to this CPU.
+        #[arg(long)]
+        cpu: Option<usize>,
     },
 }
 
@@ -65,6 +83,10 @@ pub fn run(helper: Helper) -> anyhow::Result<()> {
             pin(cpu)?;
             rr_client(addr, secs)
         }
+        Helper::ChurnClient { addr, secs, cpu } => {
+            pin(cpu)?;
+            churn_client(addr, secs)
+        }
         Helper::UdpSend { addr, count } => {
             let (ok, refused) = udp(addr, 16, |sent| sent < count)?;
             println!("{ok} {refused}");
@@ -74,7 +96,9 @@ pub fn run(helper: Helper) -> anyhow::Result<()> {
             addr,
             secs,
             payload,
+            cpu,
         } => {
+            pin(cpu)?;
             let deadline = Instant::now() + Duration::from_secs_f64(secs);
             let (ok, refused) = udp(addr, payload, |sent| {
                 !sent.is_multiple_of(256) || Instant::now() < deadline
@@ -83,6 +107,42 @@ pub fn run(helper: Helper) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// TCP connection churn: connect, one byte each way, close, until `secs` have
+/// passed; prints the connections and the seconds.
+fn churn_client(addr: SocketAddr, secs: f64) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(secs);
+    let mut count = 0u64;
+    let mut b = [0u8; 1];
+    while Instant::now() < deadline {
+        let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+            .with_context(|| format!("connecting to {addr}"))?;
+        conn.set_nodelay(true)?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        // Closed with a reset (SO_LINGER 0): no TIME_WAIT, so the ephemeral ports
+        // last however many connections a run makes.
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on the stream's own descriptor with a valid linger struct.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&conn),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        conn.write_all(&b)?;
+        conn.read_exact(&mut b)?;
+        count += 1;
+    }
+    println!("{count} {}", started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// Pins this process (and the threads it starts) to one CPU.

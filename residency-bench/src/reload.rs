@@ -37,6 +37,10 @@ pub struct Result {
     /// RSS after start with the 10-prefix policy.
     pub base_rss_kib: u64,
     pub rows: Vec<Row>,
+    /// An agent started with 1M prefixes: start to ready (/healthz answering, the
+    /// program attached), and its RSS and peak RSS then.
+    pub start_1m_s: f64,
+    pub start_1m_rss_kib: (u64, u64),
 }
 
 pub fn run(sb: &Bench, bin: &Path) -> anyhow::Result<Result> {
@@ -104,5 +108,27 @@ pub fn run(sb: &Bench, bin: &Path) -> anyhow::Result<Result> {
         reload(&base, n, "remove")?;
     }
     agent.stop()?;
-    Ok(Result { base_rss_kib, rows })
+
+    eprintln!("bench: reload, an agent started with 1M prefixes");
+    let million = prefixes::ipv4(1_000_000).cidrs;
+    let started = Instant::now();
+    let big = Agent::start(
+        bin,
+        &sb.dir,
+        &AgentSetup {
+            name: "start-1m",
+            cgroup_rel: &sb.sender_rel,
+            allow: &million,
+            events: "",
+        },
+    )?;
+    let start_1m_s = started.elapsed().as_secs_f64();
+    let start_1m_rss_kib = rss_kib(big.pid())?;
+    big.stop()?;
+    Ok(Result {
+        base_rss_kib,
+        rows,
+        start_1m_s,
+        start_1m_rss_kib,
+    })
 }

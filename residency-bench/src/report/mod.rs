@@ -101,6 +101,7 @@ fn markdown(r: &Results) -> String {
     }
     if !r.datapath.is_empty() {
         tables::datapath_table(&r.datapath, m.secs, &mut s);
+        tables::paths_table(&r.datapath, m.secs, &mut s);
     }
     if let Some(rl) = &r.reload {
         tables::reload_table(rl, &mut s);

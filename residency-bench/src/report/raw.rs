@@ -45,6 +45,8 @@ pub fn raw(r: &Results) -> serde_json::Value {
             "udp_delivered_pps": c.udp,
             "udp_sent_pps": c.udp_sent,
             "tcp_rr_per_s": c.rr,
+            "sendto_calls_per_s": c.sendto,
+            "tcp_churn_per_s": c.churn,
             "setup_s": c.setup_s,
         })).collect::<Vec<_>>(),
         "geoip": r.geoip.as_ref().map(|g| json!({
@@ -64,6 +66,9 @@ pub fn raw(r: &Results) -> serde_json::Value {
         })),
         "reload": r.reload.as_ref().map(|rl| json!({
             "base_rss_kib": rl.base_rss_kib,
+            "start_1m_s": rl.start_1m_s,
+            "start_1m_rss_kib": rl.start_1m_rss_kib.0,
+            "start_1m_hwm_kib": rl.start_1m_rss_kib.1,
             "steps": rl.rows.iter().map(|row| json!({
                 "prefixes": row.prefixes,
                 "action": row.action,

@@ -110,6 +110,54 @@ pub fn datapath_table(cases: &[Case], secs: u32, s: &mut String) {
     s.push('\n');
 }
 
+/// Unconnected `sendto()` and TCP connection churn, per case, against no filter and
+/// (for residency) nftables, paired within rounds.
+pub fn paths_table(cases: &[Case], secs: u32, s: &mut String) {
+    let base = find(cases, Filter::None, 0).expect("baseline measured");
+    let _ = writeln!(
+        s,
+        "### 2b. Unconnected `sendto()` and TCP connection churn\n\n\
+         The same rounds and cases as above. `sendto()`: one unconnected UDP socket sending \
+         64-byte datagrams to the receiver as fast as one thread can for {secs} s, calls \
+         the kernel accepted per second (each call is judged by residency's sendmsg hook, \
+         then its packet by the egress hook). Churn: connect, one byte each way, close \
+         (with a reset, so no TIME_WAIT), connections per second. Ratios paired within \
+         rounds. Targets (issue 18): residency's `sendto()` ≥ 95% of no filter.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| filter | prefixes | `sendto()` calls/s | × no filter | × nftables | TCP churn conn/s | × no filter | × nftables |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for (f, n) in crate::datapath::CASES {
+        let Some(c) = find(cases, f, n) else { continue };
+        if c.sendto.is_empty() {
+            continue;
+        }
+        let vs_nft =
+            |mine: &[f64], pick: fn(&Case) -> &[f64]| match (f, find(cases, Filter::Nftables, n)) {
+                (Filter::Residency, Some(nft)) => format!("{:.2}×", paired(mine, pick(nft))),
+                _ => String::new(),
+            };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.0}% | {} | {} | {:.0}% | {} |",
+            f.name(),
+            if matches!(f, Filter::None | Filter::EmptyProgram) {
+                "—".to_owned()
+            } else {
+                int(n as f64)
+            },
+            int(median(&c.sendto)),
+            100.0 * paired(&c.sendto, &base.sendto),
+            vs_nft(&c.sendto, |c| &c.sendto),
+            int(median(&c.churn)),
+            100.0 * paired(&c.churn, &base.churn),
+            vs_nft(&c.churn, |c| &c.churn),
+        );
+    }
+    s.push('\n');
+}
+
 pub fn reload_table(rl: &crate::reload::Result, s: &mut String) {
     let _ = writeln!(
         s,
@@ -149,7 +197,14 @@ pub fn reload_table(rl: &crate::reload::Result, s: &mut String) {
             mib(row.hwm_kib)
         );
     }
-    s.push('\n');
+    let _ = writeln!(
+        s,
+        "\nAn agent started with 1M prefixes (config read, program loaded, version written, \
+         attached, `/healthz` answering): {:.2} s; RSS then {} (peak {}).\n",
+        rl.start_1m_s,
+        mib(rl.start_1m_rss_kib.0),
+        mib(rl.start_1m_rss_kib.1)
+    );
 }
 
 pub fn events_table(storms: &[crate::events::Result], s: &mut String) {
