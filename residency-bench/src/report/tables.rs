@@ -167,7 +167,8 @@ pub fn reload_table(rl: &crate::reload::Result, s: &mut String) {
          size with one prefix changed: the whole version is written into the idle slot, \
          the active slot flips, the old one is deleted), remove (back to 10). Wall time is \
          the CLI's, from start to the agent's answer (read, validate, diff, write, flip, \
-         grace period, delete); the agent's own time covers write to delete. RSS is the \
+         grace period, delete); the agent's own time covers compile and write up to the flip \
+         (the old version's deletion follows it). RSS is the \
          agent's VmRSS after the step (peak: VmHWM so far). Targets: 100k prefixes applied \
          in < 1 s, 1M in < 10 s (wall).\n",
         mib(rl.base_rss_kib)
