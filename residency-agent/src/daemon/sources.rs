@@ -8,8 +8,9 @@
 //! A file is known by its size, modification time and inode (following symlinks, so
 //! a volume's `..data` swap counts), looked at as soon as its directory reports a
 //! change, and every second. A file some process still has open for writing waits
-//! for it to be closed; one missing for a moment waits until it is back. Each refresh is logged and counted per source, with the prefixes it
-//! added and removed ([`crate::metrics::sources`]).
+//! for it to be closed; one missing for a moment waits until it is back. Each
+//! refresh is logged and counted per source, with the prefixes it added and removed
+//! ([`crate::metrics::sources`]).
 
 use std::{
     collections::{BTreeMap, HashSet},
