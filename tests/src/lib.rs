@@ -37,6 +37,7 @@ pub mod programs;
 pub mod py;
 pub mod routed;
 pub mod sandbox;
+pub mod wait;
 
 pub use agent::{Agent, Launch, release_pins};
 pub use clients::{Outcome, Probe, ProbeResult};
@@ -46,3 +47,4 @@ pub use http::{assert_promtool_accepts, free_port, http_get, sample};
 pub use journal::{ensure_journald, journal_entries};
 pub use programs::PROGRAMS;
 pub use sandbox::{PORT, Sandbox};
+pub use wait::eventually;

@@ -13,7 +13,7 @@
 use std::{process::Command, time::Duration};
 
 use residency_tests::{
-    Sandbox, agent_binary, geoip, http_get, output_within, require_root, sample,
+    Sandbox, agent_binary, eventually, geoip, http_get, output_within, require_root, sample,
 };
 
 /// In Germany (v4 and v6) and in the United States, per the pinned database.
@@ -34,17 +34,6 @@ fn run(args: &[&str]) -> (bool, String) {
             String::from_utf8_lossy(&o.stderr)
         ),
     )
-}
-
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]
@@ -133,9 +122,11 @@ fn a_changed_source_file_is_applied_live_and_a_bad_one_is_rejected() {
     let tmp = sb.dir.join("country-ipv4.csv.new");
     std::fs::write(&tmp, format!("{original}203.0.113.0,203.0.113.255,DE\n")).unwrap();
     std::fs::rename(&tmp, &csv).unwrap();
-    eventually("the refreshed source in force", || {
-        sb.client(Some(&app), "tcp", LATER).ok
-    });
+    eventually(
+        "the refreshed source in force",
+        Duration::from_secs(30),
+        || sb.client(Some(&app), "tcp", LATER).ok,
+    );
     assert!(sb.client(Some(&app), "tcp", DE_V4).ok);
     assert!(!sb.client(Some(&app), "tcp", US_V4).ok);
     assert_eq!(
@@ -168,7 +159,7 @@ fn a_changed_source_file_is_applied_live_and_a_bad_one_is_rejected() {
     // A broken file (a download cut short) is rejected; the version in force stays.
     std::fs::write(&tmp, "1.0.1.0,1.0.3.255,DE\n1.0.4.0,garbage\n").unwrap();
     std::fs::rename(&tmp, &csv).unwrap();
-    eventually("the rejection counted", || {
+    eventually("the rejection counted", Duration::from_secs(30), || {
         metric(
             &sb,
             &format!("residency_source_refreshes_total{{{labels},result=\"rejected\"}}"),

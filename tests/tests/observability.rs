@@ -6,7 +6,8 @@
 use std::{net::UdpSocket, time::Duration};
 
 use residency_tests::{
-    PORT, Sandbox, agent_binary, ensure_journald, http_get, journal_entries, require_root, sample,
+    PORT, Sandbox, agent_binary, ensure_journald, eventually, http_get, journal_entries,
+    require_root, sample,
 };
 
 const ALLOWED_V4: &str = "198.51.100.7";
@@ -56,18 +57,6 @@ fn scrape(sb: &Sandbox) -> String {
 fn packets(body: &str, policy: &str, verdict: &str, family: &str) -> f64 {
     sample(body, &format!("residency_packets_total{{policy=\"{policy}\",verdict=\"{verdict}\",family=\"{family}\"}}"))
         .unwrap_or_else(|| panic!("no residency_packets_total for {policy}/{verdict}/{family} in:\n{body}"))
-}
-
-/// Waits until `f` holds, up to 10 s.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -133,19 +122,23 @@ aggregate_window_ms = 500"#,
 
     // The journal: one entry per (destination, port) at once, then one carrying the
     // count of the repeats; counts add up to the packets blocked.
-    eventually("journal entries with every blocked packet", || {
-        let total: u64 = journal_entries("RESIDENCY_POLICY", &policy)
-            .iter()
-            .map(|e| {
-                e["RESIDENCY_COUNT"]
-                    .as_str()
-                    .unwrap()
-                    .parse::<u64>()
-                    .unwrap()
-            })
-            .sum();
-        total == 7
-    });
+    eventually(
+        "journal entries with every blocked packet",
+        Duration::from_secs(10),
+        || {
+            let total: u64 = journal_entries("RESIDENCY_POLICY", &policy)
+                .iter()
+                .map(|e| {
+                    e["RESIDENCY_COUNT"]
+                        .as_str()
+                        .unwrap()
+                        .parse::<u64>()
+                        .unwrap()
+                })
+                .sum();
+            total == 7
+        },
+    );
     let entries = journal_entries("RESIDENCY_POLICY", &policy);
     let v4: Vec<_> = entries
         .iter()
@@ -256,7 +249,7 @@ fn audit_events_are_notices_and_addresses_can_be_masked() {
         "audit passes"
     );
     assert_eq!(sb.udp_burst(Some(&app), FORBIDDEN_V6, 1), (1, 0));
-    eventually("audit entries", || {
+    eventually("audit entries", Duration::from_secs(10), || {
         journal_entries("RESIDENCY_POLICY", &policy).len() == 4
     });
     let entries = journal_entries("RESIDENCY_POLICY", &policy);
@@ -330,7 +323,7 @@ fn one_connection_attempt_is_one_event_with_its_process() {
     );
     let audited = packets(&scrape(&sb), &policy, "audited", "ipv4");
     assert!(audited >= 4.0, "every packet counted: {audited}");
-    eventually("the connection's event", || {
+    eventually("the connection's event", Duration::from_secs(10), || {
         !json_events(&mut sb, &policy, FORBIDDEN_V4).is_empty()
     });
     // Give any per-packet duplicate time to arrive before asserting there is none.
@@ -358,7 +351,7 @@ fn one_connection_attempt_is_one_event_with_its_process() {
     // An audited sendto() is reported by its call, with its process, and its datagram
     // is not reported again.
     assert_eq!(sb.udp_burst(Some(&app), FORBIDDEN_V6, 2), (2, 0));
-    eventually("the datagrams' events", || {
+    eventually("the datagrams' events", Duration::from_secs(10), || {
         json_events(&mut sb, &policy, FORBIDDEN_V6).len() >= 2
     });
     std::thread::sleep(Duration::from_millis(500));
@@ -409,7 +402,7 @@ for i in range(5):
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(packets(&scrape(&sb), &policy, "blocked", "ipv4"), 5.0);
-    eventually("the flow's event", || {
+    eventually("the flow's event", Duration::from_secs(10), || {
         !json_events(&mut sb, &policy, FORBIDDEN_V4).is_empty()
     });
     std::thread::sleep(Duration::from_millis(500));
@@ -423,7 +416,7 @@ for i in range(5):
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    eventually("the second socket's event", || {
+    eventually("the second socket's event", Duration::from_secs(10), || {
         json_events(&mut sb, &policy, FORBIDDEN_V4).len() == 2
     });
     assert_eq!(packets(&scrape(&sb), &policy, "blocked", "ipv4"), 10.0);
@@ -535,7 +528,7 @@ fn kmsg_sink_writes_the_iptables_style_prefix() {
     );
     sb.start_agent(&bin, &cfg).unwrap();
     assert_eq!(sb.udp_burst(Some(&app), FORBIDDEN_V4, 1), (0, 1));
-    eventually("the kernel log line", || {
+    eventually("the kernel log line", Duration::from_secs(10), || {
         let out = std::process::Command::new("dmesg").output().unwrap();
         String::from_utf8_lossy(&out.stdout).lines().any(|l| {
             l.contains(&format!(
@@ -558,14 +551,18 @@ fn kmsg_sink_writes_the_iptables_style_prefix() {
     assert!(deep.display().to_string().len() > 900);
     assert_eq!(sb.udp_burst(Some(&deep), FORBIDDEN_V4, 1), (0, 1));
     let tail = format!("{policy}-deepest").repeat(4);
-    eventually("the kernel log line of the deep cgroup", || {
-        let out = std::process::Command::new("dmesg").output().unwrap();
-        String::from_utf8_lossy(&out.stdout).lines().any(|l| {
-            l.contains(&format!("RESIDENCY_EGRESS_BLOCK: policy={policy} "))
-                && l.contains(&format!("/{tail} cgroup_id="))
-                && l.contains(" cgroup=…")
-        })
-    });
+    eventually(
+        "the kernel log line of the deep cgroup",
+        Duration::from_secs(10),
+        || {
+            let out = std::process::Command::new("dmesg").output().unwrap();
+            String::from_utf8_lossy(&out.stdout).lines().any(|l| {
+                l.contains(&format!("RESIDENCY_EGRESS_BLOCK: policy={policy} "))
+                    && l.contains(&format!("/{tail} cgroup_id="))
+                    && l.contains(" cgroup=…")
+            })
+        },
+    );
 }
 
 #[test]
@@ -594,17 +591,21 @@ fn a_block_storm_is_bounded_and_every_packet_counted() {
     assert_eq!(packets(&body, &policy, "blocked", "ipv4"), f64::from(STORM));
     // The agent may still be draining the ring: wait until every event the kernel
     // emitted is accounted for.
-    eventually("every event received or counted lost", || {
-        body = scrape(&sb);
-        let r = sample(&body, "residency_events_received_total").unwrap();
-        let l = sample(
-            &body,
-            "residency_events_lost_total{reason=\"rate_limited\"}",
-        )
-        .unwrap();
-        let f = sample(&body, "residency_events_lost_total{reason=\"ring_full\"}").unwrap();
-        r + l + f == f64::from(STORM)
-    });
+    eventually(
+        "every event received or counted lost",
+        Duration::from_secs(10),
+        || {
+            body = scrape(&sb);
+            let r = sample(&body, "residency_events_received_total").unwrap();
+            let l = sample(
+                &body,
+                "residency_events_lost_total{reason=\"rate_limited\"}",
+            )
+            .unwrap();
+            let f = sample(&body, "residency_events_lost_total{reason=\"ring_full\"}").unwrap();
+            r + l + f == f64::from(STORM)
+        },
+    );
     let received = sample(&body, "residency_events_received_total").unwrap();
     let limited = sample(
         &body,
@@ -615,7 +616,7 @@ fn a_block_storm_is_bounded_and_every_packet_counted() {
     assert_eq!(received + limited + ring, f64::from(STORM), "{body}");
     assert!(limited > 0.0, "the kernel rate limit engaged");
     // Aggregation: one destination and port, so a handful of lines carry the counts.
-    eventually("the aggregated counts", || {
+    eventually("the aggregated counts", Duration::from_secs(10), || {
         let counted: u64 = sb
             .agent()
             .events()

@@ -6,7 +6,8 @@
 use std::{path::Path, process::Command, process::Output, time::Duration};
 
 use residency_tests::{
-    Sandbox, agent_binary, http_get, journal_entries, output_within, require_root, sample,
+    Sandbox, agent_binary, eventually, http_get, journal_entries, output_within, require_root,
+    sample,
 };
 
 const CONFIG: &str = r#"
@@ -250,18 +251,6 @@ fn verify_matches_the_config_and_names_each_tampering() {
     );
 }
 
-/// Waits until `f` holds, up to 30 s.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn the_agent_verifies_each_change_itself_and_reports_a_difference() {
     if !require_root() {
@@ -285,10 +274,14 @@ fn the_agent_verifies_each_change_itself_and_reports_a_difference() {
         let (_, body) = http_get(sb.metrics, "/metrics").unwrap();
         sample(&body, name).unwrap_or(-1.0)
     };
-    eventually("the first self-verification", || {
-        metric(&sb, "residency_verifications_total") >= 1.0
-            && metric(&sb, "residency_last_verification_timestamp_seconds") > 0.0
-    });
+    eventually(
+        "the first self-verification",
+        Duration::from_secs(30),
+        || {
+            metric(&sb, "residency_verifications_total") >= 1.0
+                && metric(&sb, "residency_last_verification_timestamp_seconds") > 0.0
+        },
+    );
     assert_eq!(metric(&sb, "residency_verification_failures_total"), 0.0);
     assert_eq!(metric(&sb, "residency_last_verification_mismatches"), 0.0);
 
@@ -315,11 +308,13 @@ fn the_agent_verifies_each_change_itself_and_reports_a_difference() {
     args.extend(hex(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
     bpftool(&args.iter().map(String::as_str).collect::<Vec<_>>());
     sb.cgroup("late").unwrap();
-    eventually("a failed self-verification", || {
-        metric(&sb, "residency_verification_failures_total") >= 1.0
-    });
+    eventually(
+        "a failed self-verification",
+        Duration::from_secs(30),
+        || metric(&sb, "residency_verification_failures_total") >= 1.0,
+    );
     assert!(metric(&sb, "residency_last_verification_mismatches") >= 1.0);
-    eventually("its journal entry", || {
+    eventually("its journal entry", Duration::from_secs(30), || {
         journal_entries("MESSAGE_ID", "3b8e1f6a9c2d4e7f8a1b5c9d2e6f0a43")
             .iter()
             .any(|e| {
