@@ -11,7 +11,8 @@ use std::net::IpAddr;
 pub struct Network {
     pub network: IpAddr,
     pub prefix: u8,
-    /// `country.iso_code` (where it is) and `registered_country.iso_code`.
+    /// `country.iso_code` (where it is) and `registered_country.iso_code`; `""`
+    /// leaves the field out (a network MaxMind places by its continent alone).
     pub country: &'static str,
     pub registered: &'static str,
 }
@@ -93,17 +94,17 @@ pub fn write(networks: &[Network]) -> Vec<u8> {
     let mut nodes: Vec<[Child; 2]> = vec![[Child::Empty; 2]];
     for n in networks {
         let offset = data.len();
-        encode(
-            &Value::Map(vec![
-                (
-                    "continent",
-                    Value::Map(vec![("code", Value::Str("EU".into()))]),
-                ),
-                ("country", place(n.country)),
-                ("registered_country", place(n.registered)),
-            ]),
-            &mut data,
-        );
+        let mut record = vec![(
+            "continent",
+            Value::Map(vec![("code", Value::Str("EU".into()))]),
+        )];
+        if !n.country.is_empty() {
+            record.push(("country", place(n.country)));
+        }
+        if !n.registered.is_empty() {
+            record.push(("registered_country", place(n.registered)));
+        }
+        encode(&Value::Map(record), &mut data);
         let (bits, len) = match n.network {
             IpAddr::V4(v4) => (u128::from(u32::from(v4)), 96 + u32::from(n.prefix)),
             IpAddr::V6(v6) => (u128::from(v6), u32::from(n.prefix)),

@@ -282,6 +282,8 @@ fn maxminds_own_schema_is_read_by_located_or_registered_country() {
             net("198.51.100.0", 24, "DE", "US"),
             net("203.0.113.0", 24, "US", "DE"),
             net("2001:db8:1::", 48, "FR", "FR"),
+            // Placed in Europe, no country: a continent selects it, countries do not.
+            net("192.0.2.0", 24, "", ""),
         ]),
     )
     .unwrap();
@@ -313,6 +315,21 @@ fn maxminds_own_schema_is_read_by_located_or_registered_country() {
             && out.contains("      FR: 1 prefixes"),
         "{out}"
     );
+    assert!(explain(&located, "192.0.2.1").contains("BLOCKED"));
+    let europe = dir.join("europe.toml");
+    std::fs::write(
+        &europe,
+        "[[policy]]\nname = \"eu\"\ncgroups = [\"residency-geoip2-test\"]\n\
+         allow_sources = [{ format = \"mmdb\", path = \"GeoLite2-Country.mmdb\", continents = [\"EU\"] }]\n",
+    )
+    .unwrap();
+    let out = explain(&europe, "192.0.2.1");
+    assert!(
+        out.contains("ALLOWED") && out.contains(": continent EU,"),
+        "{out}"
+    );
+    assert!(explain(&europe, "198.51.100.7").contains(": DE,"));
+    assert!(explain(&europe, "203.0.113.9").contains("BLOCKED"));
     let registered = config("registered");
     assert!(explain(&registered, "198.51.100.7").contains("BLOCKED"));
     let out = explain(&registered, "203.0.113.9");

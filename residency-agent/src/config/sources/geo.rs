@@ -79,6 +79,8 @@ fn country(code: &str) -> Option<&'static str> {
 #[derive(Deserialize)]
 struct Record<'a> {
     #[serde(borrow, default)]
+    continent: Option<Continent<'a>>,
+    #[serde(borrow, default)]
     country: Option<Named<'a>>,
     #[serde(borrow, default)]
     registered_country: Option<Named<'a>>,
@@ -92,13 +94,34 @@ struct Named<'a> {
     iso_code: Option<&'a str>,
 }
 
+#[derive(Deserialize)]
+struct Continent<'a> {
+    #[serde(borrow, default)]
+    code: Option<&'a str>,
+}
+
+/// How a network placed by its continent alone is labelled (MaxMind's databases
+/// have such networks: a record with `continent` and no `country`, for a block
+/// registered to a whole region).
+const CONTINENT_ONLY: &[(&str, &str)] = &[
+    ("AF", "continent AF"),
+    ("AN", "continent AN"),
+    ("AS", "continent AS"),
+    ("EU", "continent EU"),
+    ("NA", "continent NA"),
+    ("OC", "continent OC"),
+    ("SA", "continent SA"),
+];
+
 /// The networks of `bytes` (an MMDB file) whose deciding country is selected, each
-/// with that country.
+/// with that country; and, with `continents` selected, the networks of the GeoIP2
+/// schema that have a continent and no located country, labelled by the continent.
 pub fn read_mmdb(
     bytes: Vec<u8>,
     path: &Path,
     field: CountryField,
     selected: &BTreeSet<&'static str>,
+    continents: &[String],
 ) -> Result<Vec<(IpNetwork, &'static str)>, String> {
     let bad = |e: maxminddb::MaxMindDbError| format!("{}: not a MaxMind DB: {e}", path.display());
     let reader = Reader::from_source(bytes).map_err(bad)?;
@@ -114,13 +137,26 @@ pub fn read_mmdb(
             Some(c) => *c,
             None => {
                 let record: Option<Record<'_>> = item.decode().map_err(bad)?;
-                let code = match record {
+                let code = match &record {
                     None => None,
-                    Some(r) => decide(&r, field).map_err(|e| format!("{}: {e}", path.display()))?,
+                    Some(r) => decide(r, field).map_err(|e| format!("{}: {e}", path.display()))?,
                 };
-                let code = code
-                    .map(str::to_ascii_uppercase)
-                    .and_then(|c| selected.get(c.as_str()).copied());
+                let code = match code {
+                    Some(c) => selected.get(c.to_ascii_uppercase().as_str()).copied(),
+                    // No located country: its continent decides, if one is selected.
+                    None if field == CountryField::Located => record
+                        .as_ref()
+                        .and_then(|r| r.continent.as_ref()?.code)
+                        .map(str::to_ascii_uppercase)
+                        .filter(|c| continents.iter().any(|w| w.eq_ignore_ascii_case(c)))
+                        .and_then(|c| {
+                            CONTINENT_ONLY
+                                .iter()
+                                .find(|(k, _)| *k == c)
+                                .map(|(_, l)| *l)
+                        }),
+                    None => None,
+                };
                 decided.insert(offset, code);
                 code
             }

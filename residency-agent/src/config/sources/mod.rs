@@ -305,6 +305,7 @@ fn load_geo(spec: &SourceSpec, path: &Path) -> Result<Loaded, String> {
             path,
             spec.country_field.unwrap_or_default(),
             &selected,
+            &spec.continents,
         )?,
         _ => geo::read_csv_ranges(
             &std::fs::read_to_string(path).map_err(unreadable)?,
