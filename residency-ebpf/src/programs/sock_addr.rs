@@ -23,7 +23,7 @@ use crate::{
     binding, cache,
     maps::{self, STATS, bump},
     packet, report,
-    verdict::{self, Target},
+    verdict::{self, Decision, Target},
 };
 
 #[cgroup_sock_addr(connect4)]
@@ -94,7 +94,23 @@ fn socket_call(ctx: &SockAddrContext, v6: bool, source: u8) -> i32 {
         port,
         port_known: true,
     };
-    let d = verdict::decide(slot, b.policy, &target);
+    // SAFETY: the context pointer is the bpf_sock_addr the kernel handed us.
+    let socket = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    let key = cache::flow_key(socket, epoch, protocol, Some(port), v4.is_some(), shown);
+    // An unconnected socket sending to one destination again and again (a DNS client,
+    // statsd, a QUIC server): its earlier packets were judged by the packet program,
+    // which remembered the verdict under this very key (same socket, version,
+    // destination as judged, protocol and port). A verdict is a function of the policy
+    // and those, so it is this call's too when the policy is the caller's. Read only:
+    // the packet program judges by the socket's cgroup, a call by the caller's, so a
+    // call never writes a verdict the packets would take.
+    let d = match cache::get(&key) {
+        Some(v) if v.policy == b.policy => Decision {
+            allowed: v.allowed != 0,
+            rule: v.rule,
+        },
+        _ => verdict::decide(slot, b.policy, &target),
+    };
     if d.allowed {
         return ALLOW_CALL;
     }
@@ -102,9 +118,6 @@ fn socket_call(ctx: &SockAddrContext, v6: bool, source: u8) -> i32 {
         // The call passes and its packets will be counted as audited by the packet
         // program; only the event is written here, where the process is known, and the
         // flow is marked reported so that its packets do not report it again.
-        // SAFETY: the context pointer is the bpf_sock_addr the kernel handed us.
-        let socket = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
-        let key = cache::flow_key(socket, epoch, protocol, Some(port), v4.is_some(), shown);
         report::reported(&key);
         report::emit(|e| {
             fill(
