@@ -1,13 +1,14 @@
 //! One `[[policy]]`: its name, mode, cgroups and entries, validated in named steps
-//! (name, cgroups, hand-written entries, IP-range sources). Every error points at the
-//! key that caused it.
+//! (name, cgroups, hand-written entries, IP-range sources: [`super::sources::merge`]).
+//! Every error points at the key that caused it.
 
-use std::{collections::HashMap, path::Path};
+use std::collections::HashMap;
 
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::sources::merge::SourceSummary;
 use super::{
     ConfigError,
     entry::{Action, Entry, PortSpec, display_entry, parse_entry},
@@ -36,24 +37,6 @@ impl Mode {
             Mode::Audit => "audit",
         }
     }
-}
-
-/// What one IP-range source contributed to a policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceSummary {
-    /// Its format and path as written (`mmdb GeoLite2-Country.mmdb`).
-    pub description: String,
-    /// Its file, resolved against the config's directory.
-    pub path: std::path::PathBuf,
-    /// Prefixes read (selected) and after aggregation.
-    pub read: usize,
-    pub kept: usize,
-    /// Country databases: per country, prefixes read and after aggregation.
-    pub countries: std::collections::BTreeMap<String, (usize, usize)>,
-    /// `max_age`: the age past which the file is stale.
-    pub max_age: Option<std::time::Duration>,
-    /// The entry as written, to read the source again (`explain`).
-    pub spec: super::sources::SourceSpec,
 }
 
 /// One `[[policy]]`.
@@ -116,9 +99,10 @@ impl Seen {
 }
 
 /// Entries already taken in one policy, by prefix and ports: a duplicate or an
-/// allow/deny conflict is an error, and a source never overrides a written entry.
-/// Prefixes taken so far (hashed with foldhash: a country database adds 100,000s).
-type Taken = foldhash::HashMap<(IpNetwork, Option<PortSpec>), (Action, usize)>;
+/// allow/deny conflict is an error, and a source never overrides a written entry
+/// (hashed with foldhash: a country database adds 100,000s).
+pub(in crate::config) type Taken =
+    foldhash::HashMap<(IpNetwork, Option<PortSpec>), (Action, usize)>;
 
 /// Validates one `[[policy]]`; `file` names the config (sources are relative to it).
 pub(crate) fn parse_policy(
@@ -159,7 +143,7 @@ pub(crate) fn parse_policy(
     let mut taken = Taken::default();
     let entries = parse_entries(at, &key, &mut taken, p.allow, p.deny)?;
     let mut notes = Vec::new();
-    let (entries, sources) = add_sources(
+    let (entries, sources) = super::sources::merge::add_sources(
         at,
         &key,
         &mut taken,
@@ -288,105 +272,6 @@ fn parse_entries(
         }
     }
     Ok(entries)
-}
-
-/// IP-range sources: aggregated, and never overriding an entry written by hand (nor
-/// an earlier source) for the same prefix. Returns the entries with the sources'
-/// appended, and what each source contributed.
-fn add_sources(
-    at: &Locator<'_>,
-    key: &str,
-    seen: &mut Taken,
-    mut entries: Vec<Entry>,
-    lists: [(Action, Vec<Spanned<super::sources::SourceSpec>>); 2],
-    file: &str,
-    notes: &mut Vec<String>,
-) -> Result<(Vec<Entry>, Vec<SourceSummary>), ConfigError> {
-    let mut sources = Vec::new();
-    let base = Path::new(file)
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    // Entries from allow sources, by prefix: a deny source's own prefix that equals
-    // one of them wins over it (looked up, not searched: sources run to 100,000s).
-    let mut from_allow_source: foldhash::HashMap<IpNetwork, usize> = foldhash::HashMap::default();
-    for (action, list) in lists {
-        let entry_key = format!("{key}.{}_sources", action.as_str());
-        for item in list {
-            let spec = item.get_ref();
-            let loaded = super::sources::load(spec, base)
-                .map_err(|reason| at.error(item.span(), &entry_key, &reason))?;
-            let line = at.line(item.span().start);
-            let origin = spec.describe();
-            sources.push(SourceSummary {
-                description: origin.clone(),
-                path: base.join(&spec.path),
-                read: loaded.read,
-                kept: loaded.prefixes.len(),
-                countries: loaded
-                    .countries
-                    .iter()
-                    .map(|(c, n)| ((*c).to_owned(), *n))
-                    .collect(),
-                max_age: spec.max_age,
-                spec: spec.clone(),
-            });
-
-            if action == Action::Deny {
-                // Between sources a deny wins (fail closed), judged on the prefixes
-                // the deny source lists, and reported. An entry written by hand wins
-                // over both, reported too.
-                for network in &loaded.listed {
-                    if let Some(&i) = from_allow_source.get(network) {
-                        let e = &mut entries[i];
-                        if e.action == Action::Allow {
-                            notes.push(format!(
-                                "{file}:{line}: {key}: {network} is in allow source \"{}\" (line {}) and in deny source \"{origin}\": denied (between sources a deny wins)",
-                                e.origin.as_deref().unwrap_or_default(),
-                                e.line
-                            ));
-                            e.action = Action::Deny;
-                            e.line = line;
-                            e.origin = Some(origin.as_str().into());
-                        }
-                    } else if let Some((Action::Allow, hand_line)) = seen.get(&(*network, None)) {
-                        notes.push(format!(
-                            "{file}:{line}: {key}: {network} is in deny source \"{origin}\" but allowed by hand on line {hand_line}: allowed (an entry written by hand wins)"
-                        ));
-                    }
-                }
-            }
-            // A country database's entries cite their countries too; each distinct
-            // citation is made once and shared.
-            let plain: std::sync::Arc<str> = origin.as_str().into();
-            let mut citations: foldhash::HashMap<&str, std::sync::Arc<str>> =
-                foldhash::HashMap::default();
-            for (i, network) in loaded.prefixes.iter().copied().enumerate() {
-                if seen.contains_key(&(network, None)) {
-                    continue;
-                }
-                let cited = match loaded.labels.get(i) {
-                    Some(countries) => citations
-                        .entry(countries.as_str())
-                        .or_insert_with(|| format!("{origin}: {countries}").into())
-                        .clone(),
-                    None => plain.clone(),
-                };
-                seen.insert((network, None), (action, line));
-                if action == Action::Allow {
-                    from_allow_source.insert(network, entries.len());
-                }
-                entries.push(Entry {
-                    action,
-                    network,
-                    ports: None,
-                    line,
-                    origin: Some(cited),
-                });
-            }
-        }
-    }
-    Ok((entries, sources))
 }
 
 fn validate_name(at: &Locator<'_>, name: &Spanned<String>) -> Result<(), ConfigError> {

@@ -7,14 +7,13 @@ use std::{
     sync::{Arc, Mutex, RwLock, atomic::Ordering},
 };
 
-use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric as _},
-    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
-};
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 use residency_common::Stat;
 
-use super::Telemetry;
+use super::{
+    Telemetry,
+    family::{counter, gauge},
+};
 use crate::{
     config::SinkKind,
     kernel::{KernelCounters, PacketCounts},
@@ -73,32 +72,6 @@ impl Metrics {
         );
         why.join(", ")
     }
-}
-
-pub(super) fn counter(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    rows: &[(Vec<(&'static str, String)>, u64)],
-) -> std::fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, v) in rows {
-        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
-    }
-    Ok(())
-}
-
-pub(super) fn gauge(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    rows: &[(Vec<(&'static str, String)>, i64)],
-) -> std::fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, v) in rows {
-        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
-    }
-    Ok(())
 }
 
 /// The kernel's health counters, read once per scrape.

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::atomic::Ordering};
 
 use prometheus_client::encoding::DescriptorEncoder;
 
-use super::collector::{counter, gauge};
+use super::family::{counter, gauge};
 use crate::{kubernetes::Node, policy::Versioned};
 
 /// The API watch's health and how many of this node's pods each policy holds.

@@ -6,6 +6,7 @@
 //! metric families, [`http`] serves them.
 
 pub mod collector;
+mod family;
 pub mod http;
 mod kubernetes;
 pub mod process;

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{
     Telemetry,
-    collector::{counter, gauge},
+    family::{counter, gauge},
 };
 
 /// One source of one policy, as the daemon last applied or refused it.

@@ -7,7 +7,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 
 use super::{
     Telemetry,
-    collector::{counter, gauge},
+    family::{counter, gauge},
 };
 
 pub fn encode(enc: &mut DescriptorEncoder, t: &Telemetry) -> std::fmt::Result {

@@ -11,6 +11,7 @@
 mod aggregate;
 pub mod countries;
 pub mod geo;
+pub mod merge;
 #[cfg(test)]
 mod tests;
 
