@@ -33,6 +33,7 @@ pub mod kernel;
 #[cfg(feature = "kubernetes")]
 pub mod kube_api;
 pub mod mmdb;
+pub mod pinned;
 pub mod programs;
 pub mod py;
 pub mod routed;

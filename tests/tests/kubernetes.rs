@@ -392,34 +392,26 @@ fn pods_are_held_to_the_policy_their_labels_select_systemd_driver() {
         "{report}"
     );
     // A pod's binding deleted by hand is named by its cgroup.
-    let epoch = {
-        let o = std::process::Command::new("bpftool")
-            .args(["map", "lookup", "pinned"])
-            .arg(sb.pin_path().join("v3/maps/RES_ACTIVE"))
-            .args(["key", "0", "0", "0", "0", "-j"])
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        u8::from_str_radix(v["value"][0].as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
-    };
     let pod_id = {
         use std::os::unix::fs::MetadataExt as _;
         std::fs::metadata(b.parent().unwrap()).unwrap().ino()
     };
-    let mut key: Vec<String> = pod_id.to_le_bytes().iter().map(|b| b.to_string()).collect();
-    key.extend(
-        [epoch & 1, 0, 0, 0, 0, 0, 0, 0]
-            .iter()
-            .map(|b| b.to_string()),
+    // BindingKey: cgroup id, slot, padding.
+    let mut key = pod_id.to_le_bytes().to_vec();
+    key.extend([
+        residency_tests::pinned::active_slot(&sb.pin_path()),
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ]);
+    residency_tests::pinned::delete(
+        &residency_tests::pinned::map(&sb.pin_path(), "RES_BINDINGS"),
+        &key,
     );
-    let o = std::process::Command::new("bpftool")
-        .args(["map", "delete", "pinned"])
-        .arg(sb.pin_path().join("v3/maps/RES_BINDINGS"))
-        .arg("key")
-        .args(&key)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{o:?}");
     let (ok, out) = sb.verify(&bin, &cfg);
     assert!(!ok, "{out}");
     assert!(

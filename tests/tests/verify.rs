@@ -6,8 +6,8 @@
 use std::{path::Path, process::Command, process::Output, time::Duration};
 
 use residency_tests::{
-    Sandbox, agent_binary, eventually, http_get, journal_entries, output_within, require_root,
-    sample,
+    Sandbox, agent_binary, eventually, http_get, journal_entries, output_within, pinned,
+    require_root, sample,
 };
 
 const CONFIG: &str = r#"
@@ -42,18 +42,16 @@ fn verify(config: &Path) -> (bool, String) {
     (o.status.success(), text)
 }
 
-fn bpftool(args: &[&str]) {
-    let o = Command::new("bpftool").args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "bpftool {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
+/// RuleValue: action 1 (allow), rule 0, no port rules.
+const ALLOW: [u8; 16] = [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
-/// The bytes of a number, as `bpftool` takes them (`hex` pairs).
-fn hex(bytes: &[u8]) -> Vec<String> {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A rule trie key of the first policy (id 0) in `slot`: prefix length (32 + `len`),
+/// scope, address.
+fn rule_key(slot: u8, a: [u8; 4], len: u8) -> Vec<u8> {
+    let mut k = (32u32 + u32::from(len)).to_le_bytes().to_vec();
+    k.extend([slot, 0, 0, 0]);
+    k.extend(a);
+    k
 }
 
 #[test]
@@ -107,40 +105,13 @@ fn verify_matches_the_config_and_names_each_tampering() {
         sb.agent().events()
     );
 
-    let maps = sb.pin_path().join("v3/maps");
-    let trie = maps.join("RES_RULES_V4");
-    let trie = trie.to_str().unwrap();
-    // The version in force is in slot 1 after the agent's first apply (epoch 1), and
-    // its first policy has id 0: key = prefix length (32 + 24), scope, address.
-    let epoch = {
-        let o = Command::new("bpftool")
-            .args(["map", "lookup", "pinned"])
-            .arg(maps.join("RES_ACTIVE"))
-            .args(["key", "0", "0", "0", "0", "-j"])
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        // Without BTF, bpftool prints bytes: ["0x01", "0x00", ...].
-        let low = v["value"][0].as_str().unwrap_or_else(|| panic!("{v}"));
-        u8::from_str_radix(low.trim_start_matches("0x"), 16).unwrap()
-    };
-    let slot = epoch & 1;
-    let key = |a: [u8; 4], len: u8| {
-        let mut k = hex(&(32u32 + u32::from(len)).to_le_bytes());
-        k.extend(hex(&[slot, 0, 0, 0]));
-        k.extend(hex(&a));
-        k
-    };
-    // RuleValue: action 1 (allow), rule 0, no port rules.
-    let allow: Vec<String> = hex(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let trie = pinned::map(&sb.pin_path(), "RES_RULES_V4");
+    // The version in force is in slot 1 after the agent's first apply (epoch 1).
+    let slot = pinned::active_slot(&sb.pin_path());
 
     // 1. An entry added by hand.
-    let added = key([192, 0, 2, 0], 24);
-    let mut args = vec!["map", "update", "pinned", trie, "key", "hex"];
-    args.extend(added.iter().map(String::as_str));
-    args.extend(["value", "hex"]);
-    args.extend(allow.iter().map(String::as_str));
-    bpftool(&args);
+    let added = rule_key(slot, [192, 0, 2, 0], 24);
+    pinned::update(&trie, &added, &ALLOW);
     let (ok, out) = verify(&cfg);
     assert!(!ok, "{out}");
     assert!(
@@ -148,16 +119,12 @@ fn verify_matches_the_config_and_names_each_tampering() {
             && out.contains("not in the config"),
         "{out}"
     );
-    let mut args = vec!["map", "delete", "pinned", trie, "key", "hex"];
-    args.extend(added.iter().map(String::as_str));
-    bpftool(&args);
+    pinned::delete(&trie, &added);
     assert!(verify(&cfg).0, "back as it was");
 
     // 2. An entry of the config deleted by hand: the deny carve-out.
-    let carve = key([198, 51, 100, 99], 32);
-    let mut args = vec!["map", "delete", "pinned", trie, "key", "hex"];
-    args.extend(carve.iter().map(String::as_str));
-    bpftool(&args);
+    let carve = rule_key(slot, [198, 51, 100, 99], 32);
+    pinned::delete(&trie, &carve);
     let (ok, out) = verify(&cfg);
     assert!(!ok, "{out}");
     assert!(
@@ -166,11 +133,7 @@ fn verify_matches_the_config_and_names_each_tampering() {
     );
 
     // 3. An entry changed by hand: the carve-out turned into an allow.
-    let mut args = vec!["map", "update", "pinned", trie, "key", "hex"];
-    args.extend(carve.iter().map(String::as_str));
-    args.extend(["value", "hex"]);
-    args.extend(allow.iter().map(String::as_str));
-    bpftool(&args);
+    pinned::update(&trie, &carve, &ALLOW);
     let (ok, out) = verify(&cfg);
     assert!(!ok, "{out}");
     assert!(
@@ -187,11 +150,15 @@ fn verify_matches_the_config_and_names_each_tampering() {
     );
 
     // 4. The event rate limit lowered by hand: blocks would go on unreported.
-    let settings = maps.join("RES_SETTINGS");
-    let mut args = vec!["map", "update", "pinned", settings.to_str().unwrap()];
-    args.extend(["key", "0", "0", "0", "0", "value", "1", "0", "0", "0", "1"]);
-    args.extend(["0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0"]);
-    bpftool(&args);
+    // Settings: events per second 1, burst 1, flags 0.
+    let mut one_per_second = [0u8; 16];
+    one_per_second[0] = 1;
+    one_per_second[4] = 1;
+    pinned::update(
+        &pinned::map(&sb.pin_path(), "RES_SETTINGS"),
+        &[0; 4],
+        &one_per_second,
+    );
     let (ok, out) = verify(&cfg);
     assert!(!ok, "{out}");
     assert!(
@@ -239,7 +206,7 @@ fn verify_matches_the_config_and_names_each_tampering() {
         std::fs::metadata(&app).unwrap().ino()
     };
     let link = instance.join(format!("link-{app_id}-egress"));
-    bpftool(&["link", "detach", "pinned", link.to_str().unwrap()]);
+    pinned::bpftool(&["link", "detach", "pinned", link.to_str().unwrap()]);
     let (ok, out) = verify(&cfg);
     assert!(!ok, "{out}");
     assert!(
@@ -286,27 +253,12 @@ fn the_agent_verifies_each_change_itself_and_reports_a_difference() {
     assert_eq!(metric(&sb, "residency_last_verification_mismatches"), 0.0);
 
     // Tamper with the version in force, then make a change the agent verifies.
-    let maps = sb.pin_path().join("v3/maps");
-    let o = Command::new("bpftool")
-        .args(["map", "lookup", "pinned"])
-        .arg(maps.join("RES_ACTIVE"))
-        .args(["key", "0", "0", "0", "0", "-j"])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let epoch =
-        u8::from_str_radix(v["value"][0].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
-    let mut args: Vec<String> = ["map", "update", "pinned"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.push(maps.join("RES_RULES_V4").display().to_string());
-    args.extend(["key".into(), "hex".into()]);
-    args.extend(hex(&56u32.to_le_bytes()));
-    args.extend(hex(&[epoch & 1, 0, 0, 0, 192, 0, 2, 0]));
-    args.extend(["value".into(), "hex".into()]);
-    args.extend(hex(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
-    bpftool(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let slot = pinned::active_slot(&sb.pin_path());
+    pinned::update(
+        &pinned::map(&sb.pin_path(), "RES_RULES_V4"),
+        &rule_key(slot, [192, 0, 2, 0], 24),
+        &ALLOW,
+    );
     sb.cgroup("late").unwrap();
     eventually(
         "a failed self-verification",
