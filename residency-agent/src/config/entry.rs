@@ -59,8 +59,9 @@ pub struct Entry {
     pub network: IpNetwork,
     /// `None`: every protocol and port.
     pub ports: Option<PortSpec>,
-    /// Line of the entry in its file, so that verdicts can cite it.
-    pub line: usize,
+    /// Line of the entry in its file, so that verdicts can cite it. (32 bits: a
+    /// policy holds up to millions of entries, 8 bytes each matter.)
+    pub line: u32,
     /// The IP-range file it came from (`aws ip-ranges.json`), for entries of
     /// `allow_sources` / `deny_sources`.
     /// Shared: a country database's 100,000s of entries cite a few dozen origins.

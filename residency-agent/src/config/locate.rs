@@ -49,10 +49,21 @@ impl<'a> Locator<'a> {
         }
     }
 
+    /// The text located in.
+    pub(crate) fn text(&self) -> &'a str {
+        self.text
+    }
+
     pub(crate) fn line(&self, offset: usize) -> usize {
         self.line_starts
             .partition_point(|start| *start <= offset)
             .max(1)
+    }
+
+    /// [`Locator::line`] as entries keep it (a file of 4 billion lines reads as
+    /// ending there).
+    pub(crate) fn line32(&self, offset: usize) -> u32 {
+        u32::try_from(self.line(offset)).unwrap_or(u32::MAX)
     }
 
     pub(crate) fn column(&self, offset: usize) -> usize {

@@ -13,11 +13,13 @@ mod events;
 pub mod file;
 mod interfaces;
 pub mod kubernetes;
+mod lift;
 mod locate;
 mod policy;
 mod raw;
 pub mod selector;
 pub mod sources;
+mod taken;
 #[cfg(test)]
 mod tests;
 
@@ -65,7 +67,7 @@ impl Config {
             file: file.clone(),
             source,
         })?;
-        Config::parse(&text, &file)
+        Config::parse_owned(text, &file)
     }
 
     /// The embedded default config.
@@ -87,8 +89,16 @@ impl Config {
 
     /// Parses and validates config text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let at = Locator::new(text, file);
-        let raw = deserialize(&at, text)?;
+        Config::parse_owned(text.to_owned(), file)
+    }
+
+    /// [`Config::parse`] of text the config keeps ([`Config::text`]) without a copy:
+    /// a million-prefix file is 20 MB.
+    pub fn parse_owned(text: String, file: &str) -> Result<Config, ConfigError> {
+        let at = Locator::new(&text, file);
+        // The long lists are read where they are; toml reads the rest (`lift`).
+        let mut lifted = lift::lift(&text);
+        let raw = deserialize(&at, &lifted.take_text())?;
 
         let agent = agent::parse_agent(&at, raw.agent)?;
         let events = events::parse_events(&at, raw.events)?;
@@ -110,13 +120,15 @@ impl Config {
         let policies = raw
             .policy
             .into_iter()
-            .map(|p| policy::parse_policy(&at, &mut seen, p, file))
+            .map(|p| policy::parse_policy(&at, &lifted, &mut seen, p, file))
             .collect::<Result<Vec<_>, _>>()?;
         check_default_policy(&at, &kubernetes, default_span, &policies)?;
         check_binding_count(file, &policies)?;
+        drop(lifted);
+        drop(at);
         Ok(Config {
             source: file.to_owned(),
-            text: text.to_owned(),
+            text,
             agent,
             events,
             kubernetes,

@@ -11,10 +11,12 @@ use toml::Spanned;
 use super::sources::merge::SourceSummary;
 use super::{
     ConfigError,
-    entry::{Action, Entry, PortSpec, display_entry, parse_entry},
+    entry::{Action, Entry, display_entry, parse_entry},
     kubernetes::{PodSelection, parse_pod_selection},
+    lift::Lifted,
     locate::Locator,
     raw::RawPolicy,
+    taken::Taken,
 };
 
 /// Longest policy name; names appear in logs, journal fields and metric labels.
@@ -98,15 +100,10 @@ impl Seen {
     }
 }
 
-/// Entries already taken in one policy, by prefix and ports: a duplicate or an
-/// allow/deny conflict is an error, and a source never overrides a written entry
-/// (hashed with foldhash: a country database adds 100,000s).
-pub(in crate::config) type Taken =
-    foldhash::HashMap<(IpNetwork, Option<PortSpec>), (Action, usize)>;
-
 /// Validates one `[[policy]]`; `file` names the config (sources are relative to it).
 pub(crate) fn parse_policy(
     at: &Locator<'_>,
+    lifted: &Lifted,
     seen: &mut Seen,
     p: RawPolicy,
     file: &str,
@@ -140,8 +137,25 @@ pub(crate) fn parse_policy(
         }
     };
     let interfaces = super::interfaces::parse(at, &key, p.interfaces)?;
-    let mut taken = Taken::default();
-    let entries = parse_entries(at, &key, &mut taken, p.allow, p.deny)?;
+    let listed = [&p.allow, &p.deny]
+        .iter()
+        .filter_map(|l| l.as_ref())
+        .map(|l| {
+            lifted
+                .list(l.span().start)
+                .map_or(l.get_ref().len(), <[_]>::len)
+        })
+        .sum();
+    let mut taken = Taken::with_capacity(listed);
+    let entries = parse_entries(
+        at,
+        &key,
+        &mut taken,
+        [
+            (Action::Allow, items(at, lifted, p.allow)),
+            (Action::Deny, items(at, lifted, p.deny)),
+        ],
+    )?;
     let mut notes = Vec::new();
     let (entries, sources) = super::sources::merge::add_sources(
         at,
@@ -214,26 +228,84 @@ fn parse_cgroups(
     Ok(cgroups)
 }
 
+/// The items of an `allow` or `deny` list: where each is, and its text.
+enum Items<'t> {
+    /// Read where they are (`super::lift`): spans of `text`, quotes included.
+    Lifted(&'t str, &'t [std::ops::Range<u32>]),
+    /// Read by toml.
+    Read(Vec<Spanned<String>>),
+}
+
+impl Items<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Items::Lifted(_, spans) => spans.len(),
+            Items::Read(list) => list.len(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (std::ops::Range<usize>, &str)> {
+        let (lifted, read) = match self {
+            Items::Lifted(text, spans) => (Some((*text, *spans)), None),
+            Items::Read(list) => (None, Some(list)),
+        };
+        let lifted = lifted.into_iter().flat_map(|(text, spans)| {
+            spans.iter().map(move |s| {
+                let (start, end) = (s.start as usize, s.end as usize);
+                (start..end, &text[start + 1..end - 1])
+            })
+        });
+        let read = read
+            .into_iter()
+            .flatten()
+            .map(|item| (item.span(), item.get_ref().as_str()));
+        lifted.chain(read)
+    }
+}
+
+/// The items of a list as toml gave it: lifted ones by its span.
+fn items<'t>(
+    at: &Locator<'t>,
+    lifted: &'t Lifted,
+    list: Option<Spanned<Vec<Spanned<String>>>>,
+) -> Items<'t> {
+    match list {
+        None => Items::Read(Vec::new()),
+        Some(list) => match lifted.list(list.span().start) {
+            Some(spans) => Items::Lifted(at.text(), spans),
+            None => Items::Read(list.into_inner()),
+        },
+    }
+}
+
 /// `allow` then `deny`, in file order: no entry twice, none both allowed and denied,
 /// at most as many protocol/port entries per prefix as the kernel walks.
-fn parse_entries(
+fn parse_entries<'t>(
     at: &Locator<'_>,
     key: &str,
     seen: &mut Taken,
-    allow: Vec<Spanned<String>>,
-    deny: Vec<Spanned<String>>,
+    lists: [(Action, Items<'t>); 2],
 ) -> Result<Vec<Entry>, ConfigError> {
-    let mut entries = Vec::new();
+    let mut entries = Vec::with_capacity(lists.iter().map(|(_, l)| l.len()).sum());
     // Protocol/port entries per prefix, bounded by what the kernel walks.
     let mut port_entries: HashMap<IpNetwork, usize> = HashMap::new();
-    for (action, list) in [(Action::Allow, allow), (Action::Deny, deny)] {
+    for (action, list) in lists {
         let entry_key = format!("{key}.{}", action.as_str());
-        for item in list {
-            let (network, ports) = parse_entry(item.get_ref())
-                .map_err(|reason| at.error(item.span(), &entry_key, &reason))?;
-            let line = at.line(item.span().start);
-            let shown = display_entry(network, ports);
-            if let Some((prev, prev_line)) = seen.insert((network, ports), (action, line)) {
+        for (span, text) in list.iter() {
+            let (network, ports) =
+                parse_entry(text).map_err(|reason| at.error(span.clone(), &entry_key, &reason))?;
+            let item_span = span;
+            let line = at.line32(item_span.start);
+            entries.push(Entry {
+                action,
+                network,
+                ports,
+                line,
+                origin: None,
+            });
+            if let Some(prev) = seen.take(&entries, entries.len() - 1) {
+                let (prev, prev_line) = (entries[prev].action, entries[prev].line);
+                let shown = display_entry(network, ports);
                 let reason = if prev == action {
                     format!("{shown} is listed twice (also on line {prev_line})")
                 } else {
@@ -242,7 +314,7 @@ fn parse_entries(
                         prev.as_str()
                     )
                 };
-                return Err(at.error(item.span(), &entry_key, &reason));
+                return Err(at.error(item_span, &entry_key, &reason));
             }
             let same_prefix = match ports {
                 Some(_) => {
@@ -254,7 +326,7 @@ fn parse_entries(
             };
             if same_prefix > residency_common::MAX_PORT_RULES_PER_PREFIX as usize {
                 return Err(at.error(
-                    item.span(),
+                    item_span,
                     &entry_key,
                     &format!(
                         "{network} has more than {} protocol/port entries; merge ranges",
@@ -262,13 +334,6 @@ fn parse_entries(
                     ),
                 ));
             }
-            entries.push(Entry {
-                action,
-                network,
-                ports,
-                line,
-                origin: None,
-            });
         }
     }
     Ok(entries)

@@ -62,10 +62,12 @@ pub(crate) struct RawPolicy {
     pub namespace_selector: Option<Spanned<RawSelector>>,
     #[serde(default, alias = "podSelector")]
     pub pod_selector: Option<Spanned<RawSelector>>,
+    /// Usually lifted out before toml reads the file (`super::lift`): toml then sees
+    /// an empty list, whose span finds the lifted items.
     #[serde(default)]
-    pub allow: Vec<Spanned<String>>,
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
-    pub deny: Vec<Spanned<String>>,
+    pub deny: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub allow_sources: Vec<Spanned<SourceSpec>>,
     #[serde(default)]

@@ -100,13 +100,16 @@ pub fn compile(config: &Config, ids: &[u32], slot: u32) -> Result<RuleSet, Compi
     let mut lists: HashMap<Vec<PortRule>, u32> = HashMap::new();
     for (policy, id) in config.policies.iter().zip(ids) {
         let scope = residency_common::scope(slot, *id);
-        let (order, groups) = group_by_prefix(policy, &mut set.implicit);
-        for net in &order {
-            let (rules, default) = port_rules(&groups, net);
+        let prefixes = Prefixes::of(policy, &mut set.implicit);
+        set.v4.reserve(prefixes.count_v4());
+        set.v6.reserve(prefixes.count() - prefixes.count_v4());
+        for run in prefixes.runs() {
+            let net = prefixes.network(run[0]);
+            let (rules, default) = port_rules(&prefixes, run);
             if rules.len() > MAX_PORT_RULES_PER_PREFIX as usize {
                 return Err(CompileError::TooManyPortRules {
                     policy: policy.name.clone(),
-                    prefix: *net,
+                    prefix: net,
                     count: rules.len(),
                     max: MAX_PORT_RULES_PER_PREFIX,
                 });
@@ -129,7 +132,7 @@ pub fn compile(config: &Config, ids: &[u32], slot: u32) -> Result<RuleSet, Compi
                 ports_start,
                 ports_len,
             };
-            set.push(scope, net, value);
+            set.push(scope, &net, value);
         }
     }
     if set.ports.len() > (PORT_RULE_SLOTS / 2) as usize {
@@ -169,49 +172,106 @@ impl RuleSet {
     }
 }
 
-/// One policy's entries grouped by prefix (in first-seen order), with the special
-/// destinations it does not name itself added as denies; counts those in `implicit`.
-fn group_by_prefix(
-    policy: &PolicyConfig,
-    implicit: &mut usize,
-) -> (Vec<IpNetwork>, HashMap<IpNetwork, Group>) {
-    let mut order: Vec<IpNetwork> = Vec::new();
-    let mut groups: HashMap<IpNetwork, Group> = HashMap::with_capacity(policy.entries.len());
-    for (rule, entry) in policy.entries.iter().enumerate() {
-        let g = groups.entry(entry.network).or_insert_with(|| {
-            order.push(entry.network);
-            Group::default()
-        });
-        let action = action_value(entry.action);
-        match entry.ports {
-            None => g.bare = Some((action, rule as u32)),
-            Some(spec) => g.ports.push((spec, action, rule as u32)),
+/// One policy's entries and the special destinations it does not name itself, sorted
+/// by prefix: a run of equal prefixes is one trie entry. Sorted positions (4 bytes
+/// each) rather than a map of groups, since a policy can hold a million entries and
+/// this lives beside them while a version is written.
+struct Prefixes<'p> {
+    entries: &'p [crate::config::Entry],
+    /// Positions: below `entries.len()` an entry, above it a special destination
+    /// (`SPECIAL_DESTINATIONS[i - entries.len()]`).
+    order: Vec<u32>,
+    specials: Vec<IpNetwork>,
+}
+
+impl<'p> Prefixes<'p> {
+    /// Sorts `policy`'s entries by prefix, with a deny of each special destination
+    /// whose exact prefix the policy does not name (counted in `implicit`).
+    fn of(policy: &'p PolicyConfig, implicit: &mut usize) -> Prefixes<'p> {
+        let entries = policy.entries.as_slice();
+        let specials: Vec<IpNetwork> = SPECIAL_DESTINATIONS
+            .iter()
+            .map(|s| IpNetwork::new(s.addr, s.prefix_len).expect("valid special prefix"))
+            .collect();
+        let n = entries.len() as u32;
+        let mut order: Vec<u32> = (0..n + specials.len() as u32).collect();
+        let network = |i: u32| match entries.get(i as usize) {
+            Some(e) => e.network,
+            None => specials[(i - n) as usize],
+        };
+        order.sort_unstable_by_key(|i| (network(*i), *i));
+        let p = Prefixes {
+            entries,
+            order,
+            specials,
+        };
+        *implicit += p.runs().filter(|r| r[0] >= n).count();
+        p
+    }
+
+    fn network(&self, i: u32) -> IpNetwork {
+        match self.entries.get(i as usize) {
+            Some(e) => e.network,
+            None => self.specials[i as usize - self.entries.len()],
         }
     }
-    for (k, special) in SPECIAL_DESTINATIONS.iter().enumerate() {
-        let net = IpNetwork::new(special.addr, special.prefix_len).expect("valid special prefix");
-        let g = groups.entry(net).or_insert_with(|| {
-            *implicit += 1;
-            order.push(net);
-            Group::default()
-        });
-        g.bare
-            .get_or_insert((ACTION_DENY, RULE_SPECIAL_BASE + k as u32));
+
+    /// Prefixes, each once.
+    fn count(&self) -> usize {
+        self.runs().count()
     }
-    for g in groups.values_mut() {
+
+    fn count_v4(&self) -> usize {
+        self.runs().filter(|r| self.network(r[0]).is_ipv4()).count()
+    }
+
+    /// The positions of each prefix, prefix by prefix; entries before the special
+    /// destination of the same prefix.
+    fn runs(&self) -> impl Iterator<Item = &[u32]> {
+        self.order
+            .chunk_by(|a, b| self.network(*a) == self.network(*b))
+    }
+
+    /// The positions of `net`, if the policy has any.
+    fn run_of(&self, net: &IpNetwork) -> Option<&[u32]> {
+        let start = self.order.partition_point(|i| self.network(*i) < *net);
+        let len = self.order[start..]
+            .iter()
+            .take_while(|i| self.network(**i) == *net)
+            .count();
+        (len > 0).then(|| &self.order[start..start + len])
+    }
+
+    /// The rules of one prefix's positions: its bare `(action, rule)`, then its port
+    /// entries, most specific range first, deny before allow.
+    fn group(&self, run: &[u32]) -> Group {
+        let mut g = Group::default();
+        for &i in run {
+            match self.entries.get(i as usize) {
+                Some(e) => {
+                    let action = action_value(e.action);
+                    match e.ports {
+                        None => g.bare = Some((action, i)),
+                        Some(spec) => g.ports.push((spec, action, i)),
+                    }
+                }
+                None => {
+                    let k = i - self.entries.len() as u32;
+                    g.bare.get_or_insert((ACTION_DENY, RULE_SPECIAL_BASE + k));
+                }
+            }
+        }
         g.ports.sort_by_key(|(spec, action, rule)| {
             (u32::from(spec.hi - spec.lo), *action != ACTION_DENY, *rule)
         });
+        g
     }
-    (order, groups)
 }
 
-/// The port rules the kernel walks for `net` — its own, then those inherited from the
-/// wider prefixes up to the first with a bare entry — and its default `(action, rule)`.
-fn port_rules(
-    groups: &HashMap<IpNetwork, Group>,
-    net: &IpNetwork,
-) -> (Vec<PortRule>, Option<(u32, u32)>) {
+/// The port rules the kernel walks for a prefix (its positions `run`) — its own, then
+/// those inherited from the wider prefixes up to the first with a bare entry — and its
+/// default `(action, rule)`.
+fn port_rules(prefixes: &Prefixes<'_>, run: &[u32]) -> (Vec<PortRule>, Option<(u32, u32)>) {
     let push = |rules: &mut Vec<PortRule>, g: &Group| {
         for (spec, action, rule) in &g.ports {
             rules.push(PortRule {
@@ -224,14 +284,16 @@ fn port_rules(
             });
         }
     };
-    let g = &groups[net];
+    let g = prefixes.group(run);
     let mut rules = Vec::new();
-    push(&mut rules, g);
+    push(&mut rules, &g);
     let mut default = g.bare;
     if default.is_none() {
+        let net = prefixes.network(run[0]);
         for bits in (0..net.prefix()).rev() {
-            if let Some(up) = groups.get(&widen(*net, bits)) {
-                push(&mut rules, up);
+            if let Some(up) = prefixes.run_of(&widen(net, bits)) {
+                let up = prefixes.group(up);
+                push(&mut rules, &up);
                 if up.bare.is_some() {
                     default = up.bare;
                     break;

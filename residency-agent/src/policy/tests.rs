@@ -24,7 +24,14 @@ fn keys_carry_policy_id_and_prefix() {
     let specials_v6 = SPECIAL_DESTINATIONS.len() - specials_v4;
     assert_eq!(set.v4.len(), 3 + 2 * specials_v4);
     assert_eq!(set.v6.len(), 1 + 2 * specials_v6);
-    let (k, v) = &set.v4[0];
+    // Written in prefix order, the specials among the policy's own.
+    let own = |len: u32| {
+        set.v4
+            .iter()
+            .find(|(k, _)| k.data().policy == [1, 0, 0, 0] && k.prefix_len() == len)
+            .unwrap()
+    };
+    let (k, v) = own(32 + 16);
     let (prefix_len, data) = (k.prefix_len(), k.data());
     assert_eq!(prefix_len, 32 + 16);
     assert_eq!(
@@ -42,7 +49,7 @@ fn keys_carry_policy_id_and_prefix() {
             ports_len: 0,
         }
     );
-    let (k, v) = &set.v4[1];
+    let (k, v) = own(32 + 24);
     assert_eq!(k.prefix_len(), 32 + 24);
     assert_eq!(v.action, ACTION_DENY);
     assert_eq!(v.rule, 2);
@@ -51,12 +58,16 @@ fn keys_carry_policy_id_and_prefix() {
             .iter()
             .any(|(k, _)| k.data().policy == [1, 0, 0, 7] && k.prefix_len() == 64)
     );
-    let (k, _) = set
+    let (_, v) = set
         .v6
         .iter()
-        .find(|(k, _)| k.data().policy == [1, 0, 0, 0] && k.prefix_len() == 64)
+        .find(|(k, _)| {
+            k.data().policy == [1, 0, 0, 0]
+                && k.prefix_len() == 64
+                && k.data().addr[..4] == [0x20, 0x01, 0x0d, 0xb8]
+        })
         .unwrap();
-    assert_eq!(&k.data().addr[..4], &[0x20, 0x01, 0x0d, 0xb8]);
+    assert_eq!((v.action, v.rule), (ACTION_ALLOW, 1));
 }
 
 fn target(addr: &str, proto: Option<u8>, port: Option<u16>) -> Target {

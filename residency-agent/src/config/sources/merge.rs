@@ -5,14 +5,13 @@
 
 use std::path::Path;
 
-use ipnetwork::IpNetwork;
 use toml::Spanned;
 
 use crate::config::{
     ConfigError,
     entry::{Action, Entry},
     locate::Locator,
-    policy::Taken,
+    taken::Taken,
 };
 
 /// What one IP-range source contributed to a policy.
@@ -50,16 +49,13 @@ pub(in crate::config) fn add_sources(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    // Entries from allow sources, by prefix: a deny source's own prefix that equals
-    // one of them wins over it (looked up, not searched: sources run to 100,000s).
-    let mut from_allow_source: foldhash::HashMap<IpNetwork, usize> = foldhash::HashMap::default();
     for (action, list) in lists {
         let entry_key = format!("{key}.{}_sources", action.as_str());
         for item in list {
             let spec = item.get_ref();
             let loaded = super::load(spec, base)
                 .map_err(|reason| at.error(item.span(), &entry_key, &reason))?;
-            let line = at.line(item.span().start);
+            let line = at.line32(item.span().start);
             let origin = spec.describe();
             sources.push(SourceSummary {
                 description: origin.clone(),
@@ -79,8 +75,13 @@ pub(in crate::config) fn add_sources(
                 // Between sources a deny wins (fail closed), judged on the prefixes
                 // the deny source lists, and reported. An entry written by hand wins
                 // over both, reported too.
+                // An entry with an origin came from a source; an allow one from an
+                // allow source (a deny source's own prefix that equals it wins).
                 for network in &loaded.listed {
-                    if let Some(&i) = from_allow_source.get(network) {
+                    let Some(i) = seen.get(&entries, *network, None) else {
+                        continue;
+                    };
+                    if entries[i].origin.is_some() {
                         let e = &mut entries[i];
                         if e.action == Action::Allow {
                             notes.push(format!(
@@ -92,7 +93,8 @@ pub(in crate::config) fn add_sources(
                             e.line = line;
                             e.origin = Some(origin.as_str().into());
                         }
-                    } else if let Some((Action::Allow, hand_line)) = seen.get(&(*network, None)) {
+                    } else if entries[i].action == Action::Allow {
+                        let hand_line = entries[i].line;
                         notes.push(format!(
                             "{file}:{line}: {key}: {network} is in deny source \"{origin}\" but allowed by hand on line {hand_line}: allowed (an entry written by hand wins)"
                         ));
@@ -104,8 +106,10 @@ pub(in crate::config) fn add_sources(
             let plain: std::sync::Arc<str> = origin.as_str().into();
             let mut citations: foldhash::HashMap<&str, std::sync::Arc<str>> =
                 foldhash::HashMap::default();
+            seen.reserve(loaded.prefixes.len(), &entries);
+            entries.reserve(loaded.prefixes.len());
             for (i, network) in loaded.prefixes.iter().copied().enumerate() {
-                if seen.contains_key(&(network, None)) {
+                if seen.get(&entries, network, None).is_some() {
                     continue;
                 }
                 let cited = match loaded.labels.get(i) {
@@ -115,10 +119,6 @@ pub(in crate::config) fn add_sources(
                         .clone(),
                     None => plain.clone(),
                 };
-                seen.insert((network, None), (action, line));
-                if action == Action::Allow {
-                    from_allow_source.insert(network, entries.len());
-                }
                 entries.push(Entry {
                     action,
                     network,
@@ -126,6 +126,7 @@ pub(in crate::config) fn add_sources(
                     line,
                     origin: Some(cited),
                 });
+                seen.take(&entries, entries.len() - 1);
             }
         }
     }

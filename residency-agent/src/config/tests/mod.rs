@@ -4,6 +4,7 @@
 use super::*;
 
 mod keys;
+mod lift;
 mod sources;
 
 const GOOD: &str = r#"
