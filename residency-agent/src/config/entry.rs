@@ -52,6 +52,11 @@ impl std::fmt::Display for PortSpec {
     }
 }
 
+/// Where an entry from an IP-range source came from (`mmdb GeoLite2.mmdb: DE+FI`),
+/// shared by the entries that cite it. A thin pointer (an `Arc<str>` is two words):
+/// a policy can hold millions of entries.
+pub type Origin = std::sync::Arc<String>;
+
 /// One `allow` or `deny` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -65,8 +70,11 @@ pub struct Entry {
     /// The IP-range file it came from (`aws ip-ranges.json`), for entries of
     /// `allow_sources` / `deny_sources`.
     /// Shared: a country database's 100,000s of entries cite a few dozen origins.
-    pub origin: Option<std::sync::Arc<str>>,
+    pub origin: Option<Origin>,
 }
+
+// A policy holds up to millions of entries: every byte of one is megabytes.
+const _: () = assert!(std::mem::size_of::<Entry>() <= 40);
 
 /// An entry as written back: `10.0.0.0/16` or `10.0.0.0/16 tcp/5432`.
 pub fn display_entry(network: IpNetwork, ports: Option<PortSpec>) -> String {

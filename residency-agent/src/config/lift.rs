@@ -21,9 +21,9 @@ use std::{collections::HashMap, ops::Range};
 pub(crate) struct Lifted {
     /// The original text with each lifted list's contents blanked.
     pub text: String,
-    /// By the byte offset of a lifted list's `[`: its strings' spans in the text
-    /// (quotes included, as toml spans a string).
-    lists: HashMap<usize, Vec<Range<u32>>>,
+    /// By the byte offset of a lifted list's `[`: where its strings start in the
+    /// text (their opening quotes; each ends at the next quote of its kind).
+    lists: HashMap<usize, Vec<u32>>,
 }
 
 impl Lifted {
@@ -32,8 +32,9 @@ impl Lifted {
         std::mem::take(&mut self.text)
     }
 
-    /// The spans of the list whose `[` is at byte `start`, if it was lifted.
-    pub(crate) fn list(&self, start: usize) -> Option<&[Range<u32>]> {
+    /// Where the strings of the list whose `[` is at byte `start` start, if it was
+    /// lifted ([`item`]).
+    pub(crate) fn list(&self, start: usize) -> Option<&[u32]> {
         self.lists.get(&start).map(Vec::as_slice)
     }
 
@@ -130,6 +131,18 @@ pub(crate) fn lift(text: &str) -> Lifted {
     Lifted { text, lists }
 }
 
+/// The lifted string starting at byte `start` of `text`: its span, quotes included
+/// (as toml spans a string), and its contents.
+pub(crate) fn item(text: &str, start: u32) -> (Range<usize>, &str) {
+    let start = start as usize;
+    let quote = text.as_bytes()[start];
+    let len = text.as_bytes()[start + 1..]
+        .iter()
+        .position(|c| *c == quote)
+        .expect("a lifted string is closed");
+    (start..start + len + 2, &text[start + 1..start + 1 + len])
+}
+
 /// The offset of the newline ending the line at `i` (or the end of the text).
 fn end_of_line(b: &[u8], i: usize) -> usize {
     b[i..]
@@ -199,8 +212,8 @@ fn list_after_key(b: &[u8], mut i: usize) -> Option<usize> {
 
 /// Reads the list whose `[` is at `open` if it is nothing but plain strings, commas,
 /// whitespace and comments, in TOML's order (a comma between items, one optional
-/// trailing comma): its `]`'s offset and the strings' spans.
-fn read_list(b: &[u8], open: usize) -> Option<(usize, Vec<Range<u32>>)> {
+/// trailing comma): its `]`'s offset and where the strings start.
+fn read_list(b: &[u8], open: usize) -> Option<(usize, Vec<u32>)> {
     let mut items = Vec::new();
     let mut i = open + 1;
     // Whether an item was read since the last comma (or the `[`).
@@ -243,7 +256,7 @@ fn read_list(b: &[u8], open: usize) -> Option<(usize, Vec<Range<u32>>)> {
                     return None;
                 }
                 let end = i + len + 2;
-                items.push(i as u32..end as u32);
+                items.push(i as u32);
                 item = true;
                 after_comma = false;
                 i = end;

@@ -28,20 +28,24 @@ pub(crate) struct Locator<'a> {
     text: &'a str,
     file: &'a str,
     /// Byte offset where each line starts: every entry's line is looked up, and a
-    /// 100,000-prefix policy must not cost a scan of the text per entry.
-    line_starts: Vec<usize>,
+    /// 100,000-prefix policy must not cost a scan of the text per entry. 32 bits: a
+    /// million-line file's index is 4 MB (a config never nears 4 GiB; offsets past it
+    /// count as the last line).
+    line_starts: Vec<u32>,
 }
 
 impl<'a> Locator<'a> {
     pub(crate) fn new(text: &'a str, file: &'a str) -> Locator<'a> {
-        let line_starts = std::iter::once(0)
-            .chain(
+        let lines = text.bytes().filter(|b| *b == b'\n').count() + 1;
+        let mut line_starts = Vec::with_capacity(lines);
+        line_starts.extend(
+            std::iter::once(0).chain(
                 text.bytes()
                     .enumerate()
                     .filter(|(_, b)| *b == b'\n')
-                    .map(|(i, _)| i + 1),
-            )
-            .collect();
+                    .map_while(|(i, _)| u32::try_from(i + 1).ok()),
+            ),
+        );
         Locator {
             text,
             file,
@@ -56,7 +60,7 @@ impl<'a> Locator<'a> {
 
     pub(crate) fn line(&self, offset: usize) -> usize {
         self.line_starts
-            .partition_point(|start| *start <= offset)
+            .partition_point(|start| *start as usize <= offset)
             .max(1)
     }
 
@@ -68,7 +72,7 @@ impl<'a> Locator<'a> {
 
     pub(crate) fn column(&self, offset: usize) -> usize {
         let offset = offset.min(self.text.len());
-        let start = self.line_starts[self.line(offset) - 1].min(offset);
+        let start = (self.line_starts[self.line(offset) - 1] as usize).min(offset);
         self.text[start..offset].chars().count() + 1
     }
 

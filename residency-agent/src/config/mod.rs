@@ -27,7 +27,8 @@ use std::path::Path;
 
 pub use agent::AgentConfig;
 pub use entry::{
-    Action, Entry, PortSpec, ProtoPorts, display_entry, parse_entry, parse_prefix, parse_proto_port,
+    Action, Entry, Origin, PortSpec, ProtoPorts, display_entry, parse_entry, parse_prefix,
+    parse_proto_port,
 };
 pub use events::{EventsConfig, SinkKind, SyslogTarget};
 pub use kubernetes::{CgroupDriver, KubernetesConfig, PodSelection};
@@ -50,9 +51,11 @@ pub const EMBEDDED_NAME: &str = "<embedded default config>";
 pub struct Config {
     /// Path of the file, or [`EMBEDDED_NAME`].
     pub source: String,
-    /// The text it was read from: a source file's live refresh reads the same text
-    /// again (with the new source), whatever has become of the file since.
-    pub text: String,
+    /// The text it was read from, kept when a policy reads IP-range sources: a
+    /// source file's live refresh reads the same text again (with the new source),
+    /// whatever has become of the file since. Without sources nothing reads it again,
+    /// and a million written prefixes are 20 MB.
+    pub text: Option<String>,
     pub agent: AgentConfig,
     pub events: EventsConfig,
     pub kubernetes: KubernetesConfig,
@@ -92,8 +95,8 @@ impl Config {
         Config::parse_owned(text.to_owned(), file)
     }
 
-    /// [`Config::parse`] of text the config keeps ([`Config::text`]) without a copy:
-    /// a million-prefix file is 20 MB.
+    /// [`Config::parse`] of owned text, which the config keeps ([`Config::text`])
+    /// without a copy when it has sources.
     pub fn parse_owned(text: String, file: &str) -> Result<Config, ConfigError> {
         let at = Locator::new(&text, file);
         // The long lists are read where they are; toml reads the rest (`lift`).
@@ -126,6 +129,10 @@ impl Config {
         check_binding_count(file, &policies)?;
         drop(lifted);
         drop(at);
+        let text = policies
+            .iter()
+            .any(|p| !p.sources.is_empty())
+            .then_some(text);
         Ok(Config {
             source: file.to_owned(),
             text,

@@ -230,8 +230,8 @@ fn parse_cgroups(
 
 /// The items of an `allow` or `deny` list: where each is, and its text.
 enum Items<'t> {
-    /// Read where they are (`super::lift`): spans of `text`, quotes included.
-    Lifted(&'t str, &'t [std::ops::Range<u32>]),
+    /// Read where they are (`super::lift`): where each starts in `text`.
+    Lifted(&'t str, &'t [u32]),
     /// Read by toml.
     Read(Vec<Spanned<String>>),
 }
@@ -249,12 +249,9 @@ impl Items<'_> {
             Items::Lifted(text, spans) => (Some((*text, *spans)), None),
             Items::Read(list) => (None, Some(list)),
         };
-        let lifted = lifted.into_iter().flat_map(|(text, spans)| {
-            spans.iter().map(move |s| {
-                let (start, end) = (s.start as usize, s.end as usize);
-                (start..end, &text[start + 1..end - 1])
-            })
-        });
+        let lifted = lifted
+            .into_iter()
+            .flat_map(|(text, starts)| starts.iter().map(move |s| super::lift::item(text, *s)));
         let read = read
             .into_iter()
             .flatten()

@@ -103,6 +103,8 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
         missing,
     } = prepare::prepare(config, &hierarchy, &ClusterState::default())
         .context("refusing to start")?;
+    // Shared from here on, never copied: a million-prefix config is 70 MB.
+    let config = Arc::new(config);
     let node = node_name.as_ref().map(|_| Node::new());
     let pin_path = config.agent.pin_path.clone();
     // Held until the process exits: one agent owns the pinned state at a time.
@@ -119,7 +121,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
 
     let ring = loaded.take_events()?;
     let (telemetry, versioned, metrics) = shared_state(
-        &config,
+        config.clone(),
         &applied,
         counters,
         &loaded,
@@ -201,7 +203,7 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 fn shared_state(
-    config: &crate::config::Config,
+    config: Arc<crate::config::Config>,
     applied: &crate::generations::Applied,
     counters: crate::kernel::KernelCounters,
     loaded: &Loaded,
@@ -218,7 +220,7 @@ fn shared_state(
         .packet_socket_guard
         .store(loaded.socket_guard_missing.is_none(), Ordering::Relaxed);
     let versioned = Arc::new(RwLock::new(Versioned {
-        config: Arc::new(config.clone()),
+        config,
         ids: applied.ids.clone(),
         generation: applied.generation,
     }));

@@ -136,11 +136,15 @@ impl Daemon {
             return;
         }
         let old = self.versioned.read().expect("lock").config.clone();
+        // Kept by every config that has sources, the only ones watched.
+        let Some(text) = old.text.clone() else {
+            return;
+        };
         let names: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
         info!(sources = %names.join(", "), "source file changed: re-reading and applying");
         let result = self.reload_from(
             false,
-            Some(old.text.clone().into_bytes()),
+            Some(text.into_bytes()),
             format!("source watch: {}", names.join(", ")),
         );
         let new = self.versioned.read().expect("lock").config.clone();

@@ -1,35 +1,94 @@
 //! What a reload changes, per policy: the text `reload` prints and its JSON form.
 
-use std::{collections::BTreeSet, fmt::Write as _};
-
-use foldhash::HashSet;
+use std::{cmp::Ordering, collections::BTreeSet, fmt::Write as _};
 
 use ipnetwork::IpNetwork;
 
-use crate::config::{Action, Config, PolicyConfig, PortSpec, display_entry};
+use crate::config::{Action, Config, Entry, PolicyConfig, display_entry};
 
-/// An entry as a reload compares it.
-type Compared = (Action, IpNetwork, Option<PortSpec>);
+/// Entries listed per direction in the text.
+const SHOWN: usize = 20;
 
-/// Entries for set differences (hashed, not formatted: a country database's policy
-/// has 100,000s, and a refresh changes a few).
-fn entries(p: &PolicyConfig) -> HashSet<Compared> {
-    p.entries
-        .iter()
-        .map(|e| (e.action, e.network, e.ports))
-        .collect()
+/// An entry as a reload compares it, ordered: allow before deny, then by prefix and
+/// protocol/ports.
+type Compared = (u8, IpNetwork, Option<(u8, u16, u16)>);
+
+fn compared(e: &Entry) -> Compared {
+    let action = match e.action {
+        Action::Allow => 0,
+        Action::Deny => 1,
+    };
+    (action, e.network, e.ports.map(|p| (p.protocol, p.lo, p.hi)))
 }
 
-/// `action:entry`, sorted, of the entries in `a` but not `b`.
-fn shown(a: &HashSet<Compared>, b: &HashSet<Compared>) -> Vec<String> {
-    let mut out: Vec<String> = a
-        .difference(b)
-        .map(|(action, network, ports)| {
-            format!("{}:{}", action.as_str(), display_entry(*network, *ports))
-        })
-        .collect();
-    out.sort();
-    out
+/// A policy's entries in [`Compared`] order, as positions: a country database's
+/// policy has 100,000s and a written one up to millions, while a refresh changes a
+/// few; sorted positions (4 bytes each) are compared in one pass, and only what is
+/// shown is ever formatted.
+fn sorted(p: &PolicyConfig) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..p.entries.len() as u32).collect();
+    order.sort_unstable_by_key(|i| compared(&p.entries[*i as usize]));
+    order
+}
+
+/// Entries only in `o` (removed) and only in `p` (added): how many, and the first
+/// [`SHOWN`] of each as `action:entry`.
+struct EntryChanges {
+    added: usize,
+    removed: usize,
+    shown_added: Vec<String>,
+    shown_removed: Vec<String>,
+}
+
+fn entry_changes(o: &PolicyConfig, p: &PolicyConfig) -> EntryChanges {
+    let (so, sp) = (sorted(o), sorted(p));
+    let mut c = EntryChanges {
+        added: 0,
+        removed: 0,
+        shown_added: Vec::new(),
+        shown_removed: Vec::new(),
+    };
+    let show = |e: &Entry| {
+        format!(
+            "{}:{}",
+            e.action.as_str(),
+            display_entry(e.network, e.ports)
+        )
+    };
+    let (mut i, mut j) = (0, 0);
+    loop {
+        let eo = so.get(i).map(|k| &o.entries[*k as usize]);
+        let ep = sp.get(j).map(|k| &p.entries[*k as usize]);
+        let order = match (eo, ep) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(a), Some(b)) => compared(a).cmp(&compared(b)),
+        };
+        match order {
+            Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+            Ordering::Less => {
+                let e = eo.expect("an old entry");
+                c.removed += 1;
+                if c.shown_removed.len() < SHOWN {
+                    c.shown_removed.push(show(e));
+                }
+                i += 1;
+            }
+            Ordering::Greater => {
+                let e = ep.expect("a new entry");
+                c.added += 1;
+                if c.shown_added.len() < SHOWN {
+                    c.shown_added.push(show(e));
+                }
+                j += 1;
+            }
+        }
+    }
+    c
 }
 
 fn cgroups(p: &PolicyConfig) -> BTreeSet<String> {
@@ -80,18 +139,17 @@ pub fn diff(old: &Config, new: &Config) -> (String, serde_json::Value) {
 /// One policy present in both versions: unchanged, or what changed (the first 20
 /// entries of each direction listed).
 fn changed(o: &PolicyConfig, p: &PolicyConfig, text: &mut String) -> serde_json::Value {
-    let (eo, en) = (entries(o), entries(p));
-    let added = shown(&en, &eo);
-    let removed = shown(&eo, &en);
+    let EntryChanges {
+        added,
+        removed,
+        shown_added,
+        shown_removed,
+    } = entry_changes(o, p);
     let (co, cn) = (cgroups(o), cgroups(p));
     let cg_added: Vec<&String> = cn.difference(&co).collect();
     let cg_removed: Vec<&String> = co.difference(&cn).collect();
     let mode = (o.mode != p.mode).then(|| format!("{} -> {}", o.mode.as_str(), p.mode.as_str()));
-    if added.is_empty()
-        && removed.is_empty()
-        && cg_added.is_empty()
-        && cg_removed.is_empty()
-        && mode.is_none()
+    if added == 0 && removed == 0 && cg_added.is_empty() && cg_removed.is_empty() && mode.is_none()
     {
         let _ = writeln!(text, "  = policy {} (unchanged)", p.name);
         return serde_json::json!({"policy": p.name, "change": "unchanged"});
@@ -99,9 +157,7 @@ fn changed(o: &PolicyConfig, p: &PolicyConfig, text: &mut String) -> serde_json:
     let _ = write!(
         text,
         "  ~ policy {}: +{} -{} prefixes",
-        p.name,
-        added.len(),
-        removed.len()
+        p.name, added, removed
     );
     if let Some(m) = &mode {
         let _ = write!(text, ", mode {m}");
@@ -110,18 +166,18 @@ fn changed(o: &PolicyConfig, p: &PolicyConfig, text: &mut String) -> serde_json:
         let _ = write!(text, ", cgroups +{} -{}", cg_added.len(), cg_removed.len());
     }
     text.push('\n');
-    for e in added.iter().take(20) {
+    for e in &shown_added {
         let _ = writeln!(text, "      + {e}");
     }
-    for e in removed.iter().take(20) {
+    for e in &shown_removed {
         let _ = writeln!(text, "      - {e}");
     }
-    if added.len() > 20 || removed.len() > 20 {
-        let _ = writeln!(text, "      ... (first 20 of each shown)");
+    if added > SHOWN || removed > SHOWN {
+        let _ = writeln!(text, "      ... (first {SHOWN} of each shown)");
     }
     serde_json::json!({
         "policy": p.name, "change": "modified",
-        "prefixes_added": added.len(), "prefixes_removed": removed.len(),
+        "prefixes_added": added, "prefixes_removed": removed,
         "cgroups_added": cg_added, "cgroups_removed": cg_removed, "mode": mode,
     })
 }

@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use crate::config::{
     ConfigError,
-    entry::{Action, Entry},
+    entry::{Action, Entry, Origin},
     locate::Locator,
     taken::Taken,
 };
@@ -86,12 +86,12 @@ pub(in crate::config) fn add_sources(
                         if e.action == Action::Allow {
                             notes.push(format!(
                                 "{file}:{line}: {key}: {network} is in allow source \"{}\" (line {}) and in deny source \"{origin}\": denied (between sources a deny wins)",
-                                e.origin.as_deref().unwrap_or_default(),
+                                e.origin.as_deref().map_or("", |o| o.as_str()),
                                 e.line
                             ));
                             e.action = Action::Deny;
                             e.line = line;
-                            e.origin = Some(origin.as_str().into());
+                            e.origin = Some(Origin::new(origin.clone()));
                         }
                     } else if entries[i].action == Action::Allow {
                         let hand_line = entries[i].line;
@@ -103,9 +103,8 @@ pub(in crate::config) fn add_sources(
             }
             // A country database's entries cite their countries too; each distinct
             // citation is made once and shared.
-            let plain: std::sync::Arc<str> = origin.as_str().into();
-            let mut citations: foldhash::HashMap<&str, std::sync::Arc<str>> =
-                foldhash::HashMap::default();
+            let plain = Origin::new(origin.clone());
+            let mut citations: foldhash::HashMap<&str, Origin> = foldhash::HashMap::default();
             seen.reserve(loaded.prefixes.len(), &entries);
             entries.reserve(loaded.prefixes.len());
             for (i, network) in loaded.prefixes.iter().copied().enumerate() {
@@ -115,7 +114,7 @@ pub(in crate::config) fn add_sources(
                 let cited = match loaded.labels.get(i) {
                     Some(countries) => citations
                         .entry(countries.as_str())
-                        .or_insert_with(|| format!("{origin}: {countries}").into())
+                        .or_insert_with(|| Origin::new(format!("{origin}: {countries}")))
                         .clone(),
                     None => plain.clone(),
                 };

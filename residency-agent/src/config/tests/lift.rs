@@ -24,11 +24,11 @@ fn both(
                     continue;
                 };
                 let items = match lifted.and_then(|l| l.list(list.span().start)) {
-                    Some(spans) => spans
+                    Some(starts) => starts
                         .iter()
                         .map(|s| {
-                            let r = s.start as usize..s.end as usize;
-                            (r.clone(), text[r.start + 1..r.end - 1].to_owned())
+                            let (span, item) = super::super::lift::item(text, *s);
+                            (span, item.to_owned())
                         })
                         .collect(),
                     None => list
