@@ -25,12 +25,18 @@ fn socket_of(config: &Path) -> anyhow::Result<std::path::PathBuf> {
 fn agent_path(config: &Path, key: &str) -> anyhow::Result<Option<std::path::PathBuf>> {
     let text = std::fs::read_to_string(config)
         .with_context(|| format!("{}: cannot read", config.display()))?;
-    let parsed = text.parse::<toml::Table>().ok().and_then(|t| {
-        t.get("agent")?
-            .get(key)?
-            .as_str()
-            .map(std::path::PathBuf::from)
-    });
+    // The long lists blanked first: toml's document of a million-prefix file is
+    // hundreds of megabytes, and only `[agent]` is wanted.
+    let parsed = crate::config::lift::lift(&text)
+        .take_text()
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|t| {
+            t.get("agent")?
+                .get(key)?
+                .as_str()
+                .map(std::path::PathBuf::from)
+        });
     let scanned = || {
         text.lines().find_map(|l| {
             let (k, value) = l.split_once('=')?;

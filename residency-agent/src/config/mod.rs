@@ -13,7 +13,7 @@ mod events;
 pub mod file;
 mod interfaces;
 pub mod kubernetes;
-mod lift;
+pub(crate) mod lift;
 mod locate;
 mod policy;
 mod raw;

@@ -51,9 +51,10 @@ pub(crate) struct Daemon {
     bound: Vec<BoundCgroup>,
     missing: Vec<MissingCgroup>,
     watch: DirWatch,
-    /// Watches the config file's directory; the file's content when last applied.
+    /// Watches the config file's directory; the digest of the file's content when
+    /// last applied (a digest, not the content: a million-prefix file is 20 MB).
     config_watch: DirWatch,
-    config_seen: Option<Vec<u8>>,
+    config_seen: Option<reload::Digest>,
     /// The source files of the version in force, watched through `config_watch`.
     source_files: sources::SourceFiles,
     versioned: Arc<RwLock<Versioned>>,

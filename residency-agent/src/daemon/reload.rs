@@ -30,10 +30,20 @@ pub enum OnContent {
     Reload,
 }
 
-/// Decides what a watched config file's content calls for, given what was seen last.
-pub fn on_file_content(seen: Option<&[u8]>, now: &[u8]) -> OnContent {
+/// SHA-256 of a config file's content.
+pub type Digest = [u8; 32];
+
+/// The [`Digest`] of `content`.
+pub fn digest(content: &[u8]) -> Digest {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(content).into()
+}
+
+/// Decides what a watched config file's content calls for, given the digest of what
+/// was seen last.
+pub fn on_file_content(seen: Option<&Digest>, now: &[u8]) -> OnContent {
     match seen {
-        Some(s) if s == now => OnContent::Unchanged,
+        Some(s) if *s == digest(now) => OnContent::Unchanged,
         None => OnContent::Record,
         Some(_) => OnContent::Reload,
     }
@@ -66,9 +76,9 @@ impl Daemon {
             }
             Err(_) => return,
         };
-        match on_file_content(self.config_seen.as_deref(), &now) {
+        match on_file_content(self.config_seen.as_ref(), &now) {
             OnContent::Unchanged => {}
-            OnContent::Record => self.config_seen = Some(now),
+            OnContent::Record => self.config_seen = Some(digest(&now)),
             OnContent::Reload => {
                 info!(config = %path.display(), "config file changed: reloading");
                 self.reload_from(false, Some(now), "config watch".to_owned());
@@ -89,12 +99,16 @@ impl Daemon {
         text: Option<Vec<u8>>,
         by: String,
     ) -> Response {
-        let result = self.try_reload(dry_run, text.as_deref());
+        let seen = text.as_deref().map(digest);
+        let result = self.try_reload(dry_run, text);
         if !dry_run {
             // What this reload read counts as seen: the file watch must not apply (or
             // reject) the same content a second time.
-            self.config_seen =
-                text.or_else(|| self.config_file().and_then(|p| std::fs::read(p).ok()));
+            self.config_seen = seen.or_else(|| {
+                self.config_file()
+                    .and_then(|p| std::fs::read(p).ok())
+                    .map(|c| digest(&c))
+            });
         }
         if !dry_run && result.ok {
             notify::status(result.text.lines().next().unwrap_or_default());
@@ -147,13 +161,12 @@ impl Daemon {
         result
     }
 
-    fn try_reload(&mut self, dry_run: bool, text: Option<&[u8]>) -> Response {
+    fn try_reload(&mut self, dry_run: bool, text: Option<Vec<u8>>) -> Response {
         let started = std::time::Instant::now();
         let loaded = match (text, self.config_file()) {
-            (Some(t), Some(path)) => match std::str::from_utf8(t) {
-                Ok(text) => {
-                    Config::parse(text, &path.display().to_string()).map_err(anyhow::Error::from)
-                }
+            (Some(t), Some(path)) => match String::from_utf8(t) {
+                Ok(text) => Config::parse_owned(text, &path.display().to_string())
+                    .map_err(anyhow::Error::from),
                 Err(e) => Err(anyhow::anyhow!("{}: not UTF-8: {e}", path.display())),
             },
             _ => load_config_for(self.config_path.as_deref(), Fallback::Refused),
@@ -271,11 +284,12 @@ mod tests {
 
     #[test]
     fn a_file_is_reloaded_only_when_its_content_changes() {
+        let a = digest(b"a");
         assert_eq!(on_file_content(None, b"a"), OnContent::Record);
-        assert_eq!(on_file_content(Some(b"a"), b"a"), OnContent::Unchanged);
-        assert_eq!(on_file_content(Some(b"a"), b"b"), OnContent::Reload);
+        assert_eq!(on_file_content(Some(&a), b"a"), OnContent::Unchanged);
+        assert_eq!(on_file_content(Some(&a), b"b"), OnContent::Reload);
         assert_eq!(
-            on_file_content(Some(b"a"), b""),
+            on_file_content(Some(&a), b""),
             OnContent::Reload,
             "an emptied file is new content: the reload rejects it, loudly"
         );

@@ -22,13 +22,14 @@ impl Generations {
         let (ids, id_list) = self.ids.assign(config);
         let next_epoch = self.epoch.wrapping_add(1);
         let next = slot_of(next_epoch);
-        let rules = policy::compile(config, &id_list, next).map_err(BpfError::Policy)?;
+        let rules = policy::Compiled::new(config, &id_list, next).map_err(BpfError::Policy)?;
+        let (v4_count, v6_count) = rules.counts();
 
         // Both versions live in the maps until the flip completes.
         let (v4_in_use, v6_in_use) = (self.written.v4.len(), self.written.v6.len());
         for (name, in_use, new) in [
-            (maps::RULES_V4, v4_in_use, rules.v4.len()),
-            (maps::RULES_V6, v6_in_use, rules.v6.len()),
+            (maps::RULES_V4, v4_in_use, v4_count),
+            (maps::RULES_V6, v6_in_use, v6_count),
         ] {
             if in_use + new > self.maps.capacity as usize {
                 return Err(BpfError::WouldNotFit {
@@ -97,7 +98,7 @@ impl Generations {
             ids: id_list,
             duration: in_force,
             retired: started.elapsed() - in_force,
-            entries: rules.v4.len() + rules.v6.len() - rules.implicit,
+            entries: v4_count + v6_count - rules.implicit,
         })
     }
 
@@ -107,7 +108,7 @@ impl Generations {
         bound: &[BoundCgroup],
         ids: &[u32],
         slot: u32,
-        rules: &policy::RuleSet,
+        rules: &policy::Compiled<'_>,
         w: &mut Written,
     ) -> Result<(), BpfError> {
         let full = |name, entry: String| {
@@ -130,9 +131,10 @@ impl Generations {
         // version (a country database's 100,000s of prefixes per family) takes about
         // half the time.
         let (v4, v6) = (&mut self.maps.rules_v4, &mut self.maps.rules_v6);
+        let (n4, n6) = rules.counts();
         let (r4, r6) = std::thread::scope(|s| {
-            let six = s.spawn(|| write_trie(v6, &rules.v6, maps::RULES_V6, &mut w.v6));
-            let four = write_trie(v4, &rules.v4, maps::RULES_V4, &mut w.v4);
+            let six = s.spawn(|| write_trie(v6, rules.v6(), n6, maps::RULES_V6, &mut w.v6));
+            let four = write_trie(v4, rules.v4(), n4, maps::RULES_V4, &mut w.v4);
             (four, six.join().expect("the IPv6 trie writer"))
         });
         r4?;
@@ -169,21 +171,29 @@ impl Generations {
 /// Entries per batched system call.
 const BATCH: usize = 8192;
 
-/// Writes `entries` into `trie` in batches, recording each key written in `written`
-/// (so that a failure half way can be undone); says how far it has got every
-/// 100,000 entries.
+/// Writes the `total` `entries` into `trie` in batches, recording each key written in
+/// `written` (so that a failure half way can be undone); says how far it has got
+/// every 100,000 entries.
 fn write_trie<K: aya::Pod + std::fmt::Debug, V: aya::Pod>(
     trie: &mut LpmTrie<MapData, K, V>,
-    entries: &[(Key<K>, V)],
+    mut entries: impl Iterator<Item = (Key<K>, V)>,
+    total: usize,
     name: &'static str,
     written: &mut Vec<Key<K>>,
 ) -> Result<(), BpfError> {
     let fd = trie.map().fd().as_fd();
+    written.reserve_exact(total);
     let (mut keys, mut values) = (Vec::new(), Vec::new());
-    for chunk in entries.chunks(BATCH) {
+    let mut chunk = Vec::with_capacity(BATCH);
+    loop {
+        chunk.clear();
+        chunk.extend(entries.by_ref().take(BATCH));
+        if chunk.is_empty() {
+            break;
+        }
         keys.clear();
         values.clear();
-        for (k, v) in chunk {
+        for (k, v) in &chunk {
             keys.extend_from_slice(batch::bytes_of(k));
             values.extend_from_slice(batch::bytes_of(v));
         }
@@ -208,7 +218,7 @@ fn write_trie<K: aya::Pod + std::fmt::Debug, V: aya::Pod>(
             tracing::info!(
                 map = name,
                 done = written.len(),
-                total = entries.len(),
+                total,
                 "writing the policy's prefixes into the idle slot"
             );
         }

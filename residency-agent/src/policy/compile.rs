@@ -87,68 +87,138 @@ fn widen(net: IpNetwork, bits: u8) -> IpNetwork {
         .expect("shorter prefix of a valid network")
 }
 
-/// Builds the trie entries of every policy, for generation slot `slot`; `ids[i]` is
-/// the id of `config.policies[i]`.
-///
-/// The kernel looks up one prefix (the most specific match) and walks its port rules,
-/// so inheritance is resolved here: a prefix with port entries but no bare entry of
-/// its own carries the port rules of the wider prefixes above it, up to the first one
-/// with a bare entry, whose action becomes its default.
+/// The trie entries of every policy, for generation slot `slot`, held in lists
+/// ([`Compiled`] produces them one by one, as a version is written); `ids[i]` is the
+/// id of `config.policies[i]`.
 pub fn compile(config: &Config, ids: &[u32], slot: u32) -> Result<RuleSet, CompileError> {
-    let mut set = RuleSet::default();
-    // Identical port rule lists are stored once.
-    let mut lists: HashMap<Vec<PortRule>, u32> = HashMap::new();
-    for (policy, id) in config.policies.iter().zip(ids) {
-        let scope = residency_common::scope(slot, *id);
-        let prefixes = Prefixes::of(policy, &mut set.implicit);
-        set.v4.reserve(prefixes.count_v4());
-        set.v6.reserve(prefixes.count() - prefixes.count_v4());
-        for run in prefixes.runs() {
-            let net = prefixes.network(run[0]);
-            let (rules, default) = port_rules(&prefixes, run);
-            if rules.len() > MAX_PORT_RULES_PER_PREFIX as usize {
-                return Err(CompileError::TooManyPortRules {
-                    policy: policy.name.clone(),
-                    prefix: net,
-                    count: rules.len(),
-                    max: MAX_PORT_RULES_PER_PREFIX,
-                });
-            }
-            let (ports_start, ports_len) = if rules.is_empty() {
-                (0, 0)
-            } else {
-                let len = rules.len() as u32;
-                let next = set.ports.len() as u32;
-                let start = *lists.entry(rules.clone()).or_insert_with(|| {
-                    set.ports.extend_from_slice(&rules);
-                    next
-                });
-                (ports_base(slot) + start, len)
-            };
-            let (action, rule) = default.unwrap_or((ACTION_NONE, RULE_NONE));
-            let value = RuleValue {
-                action,
-                rule,
-                ports_start,
-                ports_len,
-            };
-            set.push(scope, &net, value);
-        }
-    }
-    if set.ports.len() > (PORT_RULE_SLOTS / 2) as usize {
-        return Err(CompileError::PortTableFull {
-            needed: set.ports.len(),
-            max: PORT_RULE_SLOTS / 2,
-        });
-    }
-    Ok(set)
+    let c = Compiled::new(config, ids, slot)?;
+    Ok(RuleSet {
+        v4: c.v4().collect(),
+        v6: c.v6().collect(),
+        ports: c.ports.clone(),
+        implicit: c.implicit,
+    })
 }
 
-impl RuleSet {
-    /// Adds the trie entry of `net` in `scope`.
-    fn push(&mut self, scope: [u8; 4], net: &IpNetwork, value: RuleValue) {
-        match net {
-            IpNetwork::V4(n) => self.v4.push((
+/// A config compiled for one generation slot, its trie entries produced as they are
+/// written rather than held: a version of a million prefixes is written in batches
+/// from each policy's entries sorted by prefix (4 bytes a prefix), not from a list of
+/// 28-byte entries. What is not a simple function of one prefix's own entries (port
+/// rules, inherited from wider prefixes) is worked out here, once.
+pub struct Compiled<'c> {
+    /// Per policy: its scope, and its entries sorted by prefix.
+    policies: Vec<([u8; 4], Prefixes<'c>)>,
+    /// The values of the prefixes that carry port rules, by policy and prefix.
+    ported: HashMap<(usize, IpNetwork), RuleValue>,
+    /// Port rules; [`RuleValue::ports_start`] indexes this list plus the slot's base
+    /// ([`ports_base`]).
+    pub ports: Vec<PortRule>,
+    /// Trie entries added for [`SPECIAL_DESTINATIONS`] (not written in the config).
+    pub implicit: usize,
+    counts: (usize, usize),
+}
+
+impl<'c> Compiled<'c> {
+    /// Compiles `config` for `slot`; `ids[i]` is the id of `config.policies[i]`.
+    ///
+    /// The kernel looks up one prefix (the most specific match) and walks its port
+    /// rules, so inheritance is resolved here: a prefix with port entries but no bare
+    /// entry of its own carries the port rules of the wider prefixes above it, up to
+    /// the first one with a bare entry, whose action becomes its default.
+    pub fn new(config: &'c Config, ids: &[u32], slot: u32) -> Result<Compiled<'c>, CompileError> {
+        let mut c = Compiled {
+            policies: Vec::with_capacity(config.policies.len()),
+            ported: HashMap::new(),
+            ports: Vec::new(),
+            implicit: 0,
+            counts: (0, 0),
+        };
+        // Identical port rule lists are stored once.
+        let mut lists: HashMap<Vec<PortRule>, u32> = HashMap::new();
+        for (index, (policy, id)) in config.policies.iter().zip(ids).enumerate() {
+            let prefixes = Prefixes::of(policy, &mut c.implicit);
+            for run in prefixes.runs() {
+                let net = prefixes.network(run[0]);
+                match net {
+                    IpNetwork::V4(_) => c.counts.0 += 1,
+                    IpNetwork::V6(_) => c.counts.1 += 1,
+                }
+                if !prefixes.has_ports(run) {
+                    continue;
+                }
+                let (rules, default) = port_rules(&prefixes, run);
+                if rules.len() > MAX_PORT_RULES_PER_PREFIX as usize {
+                    return Err(CompileError::TooManyPortRules {
+                        policy: policy.name.clone(),
+                        prefix: net,
+                        count: rules.len(),
+                        max: MAX_PORT_RULES_PER_PREFIX,
+                    });
+                }
+                let len = rules.len() as u32;
+                let next = c.ports.len() as u32;
+                let start = *lists.entry(rules.clone()).or_insert_with(|| {
+                    c.ports.extend_from_slice(&rules);
+                    next
+                });
+                let (action, rule) = default.unwrap_or((ACTION_NONE, RULE_NONE));
+                let value = RuleValue {
+                    action,
+                    rule,
+                    ports_start: ports_base(slot) + start,
+                    ports_len: len,
+                };
+                c.ported.insert((index, net), value);
+            }
+            c.policies
+                .push((residency_common::scope(slot, *id), prefixes));
+        }
+        if c.ports.len() > (PORT_RULE_SLOTS / 2) as usize {
+            return Err(CompileError::PortTableFull {
+                needed: c.ports.len(),
+                max: PORT_RULE_SLOTS / 2,
+            });
+        }
+        Ok(c)
+    }
+
+    /// IPv4 and IPv6 trie entries.
+    pub fn counts(&self) -> (usize, usize) {
+        self.counts
+    }
+
+    /// Every trie entry of both families: its scope, prefix and value.
+    fn entries(&self) -> impl Iterator<Item = ([u8; 4], IpNetwork, RuleValue)> + '_ {
+        self.policies
+            .iter()
+            .enumerate()
+            .flat_map(move |(index, (scope, prefixes))| {
+                prefixes.runs().map(move |run| {
+                    let net = prefixes.network(run[0]);
+                    let value = match self.ported.get(&(index, net)) {
+                        Some(v) => *v,
+                        None => {
+                            // No port entry: its own bare entry (or a special
+                            // destination's) decides, with no port rules.
+                            let (action, rule) =
+                                prefixes.group(run).bare.unwrap_or((ACTION_NONE, RULE_NONE));
+                            RuleValue {
+                                action,
+                                rule,
+                                ports_start: 0,
+                                ports_len: 0,
+                            }
+                        }
+                    };
+                    (*scope, net, value)
+                })
+            })
+    }
+
+    /// The IPv4 trie entries, in prefix order per policy.
+    pub fn v4(&self) -> impl Iterator<Item = (KeyV4, RuleValue)> + '_ {
+        self.entries().filter_map(|(scope, net, value)| match net {
+            IpNetwork::V4(n) => Some((
                 KeyV4::new(
                     POLICY_KEY_BITS + u32::from(n.prefix()),
                     RuleKeyV4 {
@@ -158,7 +228,14 @@ impl RuleSet {
                 ),
                 value,
             )),
-            IpNetwork::V6(n) => self.v6.push((
+            IpNetwork::V6(_) => None,
+        })
+    }
+
+    /// The IPv6 trie entries, in prefix order per policy.
+    pub fn v6(&self) -> impl Iterator<Item = (KeyV6, RuleValue)> + '_ {
+        self.entries().filter_map(|(scope, net, value)| match net {
+            IpNetwork::V6(n) => Some((
                 KeyV6::new(
                     POLICY_KEY_BITS + u32::from(n.prefix()),
                     RuleKeyV6 {
@@ -168,7 +245,8 @@ impl RuleSet {
                 ),
                 value,
             )),
-        }
+            IpNetwork::V4(_) => None,
+        })
     }
 }
 
@@ -216,13 +294,13 @@ impl<'p> Prefixes<'p> {
         }
     }
 
-    /// Prefixes, each once.
-    fn count(&self) -> usize {
-        self.runs().count()
-    }
-
-    fn count_v4(&self) -> usize {
-        self.runs().filter(|r| self.network(r[0]).is_ipv4()).count()
+    /// Whether a prefix's positions hold a protocol/port entry.
+    fn has_ports(&self, run: &[u32]) -> bool {
+        run.iter().any(|i| {
+            self.entries
+                .get(*i as usize)
+                .is_some_and(|e| e.ports.is_some())
+        })
     }
 
     /// The positions of each prefix, prefix by prefix; entries before the special

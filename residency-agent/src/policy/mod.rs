@@ -19,8 +19,8 @@ mod tests;
 pub mod versioned;
 
 pub use compile::{
-    CompileError, KeyV4, KeyV6, RULE_SPECIAL_BASE, RuleSet, SPECIAL_DESTINATIONS, compile,
-    mode_value, ports_base,
+    CompileError, Compiled, KeyV4, KeyV6, RULE_SPECIAL_BASE, RuleSet, SPECIAL_DESTINATIONS,
+    compile, mode_value, ports_base,
 };
 pub use decide::{Target, decide};
 pub use describe::describe_rule;
