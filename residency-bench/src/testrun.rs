@@ -60,7 +60,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let started = std::time::Instant::now();
-    let config = Config::parse(&text, &path.display().to_string())?;
+    let config = std::sync::Arc::new(Config::parse(&text, &path.display().to_string())?);
     let parse_ms = started.elapsed().as_secs_f64() * 1000.0;
     ensure!(!config.policies.is_empty(), "the config has no policy");
 

@@ -17,6 +17,7 @@ use residency_agent::{
 };
 use residency_common::{Event, Family, Stat, Verdict};
 use residency_tests::{kernel, require_root};
+use std::sync::Arc;
 
 const PASS: u32 = 1;
 const DROP: u32 = 0;
@@ -60,7 +61,7 @@ impl Harness {
 
     /// As [`Harness::new`], with an `[events]` section (the rate limit).
     fn with_events(policy: u32, events: &str) -> Harness {
-        let config = Config::parse(&format!("{events}{CONFIG}"), "test").unwrap();
+        let config = Arc::new(Config::parse(&format!("{events}{CONFIG}"), "test").unwrap());
         let mut loaded = load_private();
         loaded.configure(&config).unwrap();
         // A test run's socket lives in this process's cgroup: bind it to `policy`.
@@ -343,7 +344,7 @@ fn source_routed_packets_are_not_judged_by_their_first_hop() {
 
 /// A policy with port rules, loaded and bound to this process's cgroup.
 fn ported(config: &str) -> (bpf::Loaded, Generations) {
-    let config = Config::parse(config, "ports").unwrap();
+    let config = Arc::new(Config::parse(config, "ports").unwrap());
     let mut loaded = load_private();
     loaded.configure(&config).unwrap();
     let bound = [residency_agent::host::BoundCgroup {
@@ -410,18 +411,20 @@ fn cached_verdicts_end_with_their_policy_version() {
         path: "/".into(),
         id: own_cgroup_id(),
     }];
-    let stricter = Config::parse(
-        "[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\nallow = [\"198.51.100.0/24 tcp/443\"]\n",
-        "v2",
-    )
-    .unwrap();
+    let stricter = Arc::new(
+        Config::parse(
+            "[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\nallow = [\"198.51.100.0/24 tcp/443\"]\n",
+            "v2",
+        )
+        .unwrap(),
+    );
     g.apply(&stricter, &bound).unwrap();
     assert_eq!(
         run_on(&mut l, &dns),
         DROP,
         "the new version decides at once"
     );
-    let config = Config::parse(PORTS, "v3").unwrap();
+    let config = Arc::new(Config::parse(PORTS, "v3").unwrap());
     g.apply(&config, &bound).unwrap();
     assert_eq!(run_on(&mut l, &dns), PASS);
 }

@@ -217,7 +217,14 @@ impl Daemon {
         if let Err(e) = self.metrics.kernel.lock().expect("lock").reset(&fresh) {
             warn!("zeroing the counters of new policies failed: {e}");
         }
-        let applied = match self.generations.apply(&prepared.config, &prepared.bound) {
+        let super::prepare::Prepared {
+            config,
+            bound,
+            missing,
+        } = prepared;
+        // Shared by the version in force and what the kernel maps were written from.
+        let config = std::sync::Arc::new(config);
+        let applied = match self.generations.apply(&config, &bound) {
             Ok(a) => a,
             Err(e) => return Response::error(format!("rejected: {e}")),
         };
@@ -225,16 +232,16 @@ impl Daemon {
         let in_force = started.elapsed() - applied.retired;
         // The event rate limit and the verdict cache switch are read per packet, not
         // per version: written once the new version is in force.
-        if let Err(e) = self.loaded.configure(&prepared.config) {
+        if let Err(e) = self.loaded.configure(&config) {
             warn!("writing the program settings (event rate limit, verdict cache) failed: {e}");
         }
-        self.bound = prepared.bound;
-        self.missing = prepared.missing;
+        self.bound = bound;
+        self.missing = missing;
         self.watch_cgroups();
         let old = std::mem::replace(
             &mut *self.versioned.write().expect("lock"),
             Versioned {
-                config: prepared.config.into(),
+                config,
                 ids: applied.ids.clone(),
                 generation: applied.generation,
             },

@@ -110,7 +110,10 @@ pub struct Enforcing {
 
 /// Loads the program (adopting pinned maps, whose policy keeps enforcing meanwhile),
 /// writes the settings and swaps this config's policy in.
-pub fn load_and_apply(config: &Config, bound: &[BoundCgroup]) -> anyhow::Result<Enforcing> {
+pub fn load_and_apply(
+    config: &std::sync::Arc<Config>,
+    bound: &[BoundCgroup],
+) -> anyhow::Result<Enforcing> {
     let maps_dir = pins::maps_dir(&config.agent.pin_path);
     let adopting = maps_dir.join(residency_common::maps::ACTIVE).exists();
     let mut loaded = kernel::load(&maps_dir, config.agent.rule_capacity)

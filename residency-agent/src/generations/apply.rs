@@ -12,12 +12,18 @@ use residency_common::{
     maps, slot_of,
 };
 
-use super::{Applied, Generations, Written};
+use std::sync::Arc;
+
+use super::{Applied, Generations, Written, WrittenRules};
 use crate::{config::Config, host::BoundCgroup, kernel::BpfError, policy, sys::batch};
 
 impl Generations {
     /// Applies `config` (with its cgroups resolved in `bound`) as the new version.
-    pub fn apply(&mut self, config: &Config, bound: &[BoundCgroup]) -> Result<Applied, BpfError> {
+    pub fn apply(
+        &mut self,
+        config: &Arc<Config>,
+        bound: &[BoundCgroup],
+    ) -> Result<Applied, BpfError> {
         let started = Instant::now();
         let (ids, id_list) = self.ids.assign(config);
         let next_epoch = self.epoch.wrapping_add(1);
@@ -26,7 +32,7 @@ impl Generations {
         let (v4_count, v6_count) = rules.counts();
 
         // Both versions live in the maps until the flip completes.
-        let (v4_in_use, v6_in_use) = (self.written.v4.len(), self.written.v6.len());
+        let (v4_in_use, v6_in_use) = self.written.counts();
         for (name, in_use, new) in [
             (maps::RULES_V4, v4_in_use, v4_count),
             (maps::RULES_V6, v6_in_use, v6_count),
@@ -53,7 +59,16 @@ impl Generations {
             });
         }
 
-        let mut w = Written::default();
+        let mut w = Written {
+            rules: Some(WrittenRules {
+                config: config.clone(),
+                ids: id_list.clone(),
+                slot: next,
+                v4: 0,
+                v6: 0,
+            }),
+            ..Written::default()
+        };
         let result = self
             .write(config, bound, &id_list, next, &rules, &mut w)
             .and_then(|()| {
@@ -111,6 +126,7 @@ impl Generations {
         rules: &policy::Compiled<'_>,
         w: &mut Written,
     ) -> Result<(), BpfError> {
+        let (mut n4, mut n6) = (0, 0);
         let full = |name, entry: String| {
             move |source: MapError| BpfError::MapFull {
                 name,
@@ -131,12 +147,15 @@ impl Generations {
         // version (a country database's 100,000s of prefixes per family) takes about
         // half the time.
         let (v4, v6) = (&mut self.maps.rules_v4, &mut self.maps.rules_v6);
-        let (n4, n6) = rules.counts();
+        let (t4, t6) = rules.counts();
         let (r4, r6) = std::thread::scope(|s| {
-            let six = s.spawn(|| write_trie(v6, rules.v6(), n6, maps::RULES_V6, &mut w.v6));
-            let four = write_trie(v4, rules.v4(), n4, maps::RULES_V4, &mut w.v4);
+            let six = s.spawn(|| write_trie(v6, rules.v6(), t6, maps::RULES_V6, &mut n6));
+            let four = write_trie(v4, rules.v4(), t4, maps::RULES_V4, &mut n4);
             (four, six.join().expect("the IPv6 trie writer"))
         });
+        if let Some(r) = &mut w.rules {
+            (r.v4, r.v6) = (n4, n6);
+        }
         r4?;
         r6?;
         // Interfaces before bindings, like port rules before prefixes: nothing reads
@@ -171,18 +190,17 @@ impl Generations {
 /// Entries per batched system call.
 const BATCH: usize = 8192;
 
-/// Writes the `total` `entries` into `trie` in batches, recording each key written in
-/// `written` (so that a failure half way can be undone); says how far it has got
-/// every 100,000 entries.
+/// Writes the `total` `entries` into `trie` in batches, counting in `written` the
+/// entries written (the first ones of `entries`, so that a failure half way can be
+/// undone); says how far it has got every 100,000 entries.
 fn write_trie<K: aya::Pod + std::fmt::Debug, V: aya::Pod>(
     trie: &mut LpmTrie<MapData, K, V>,
     mut entries: impl Iterator<Item = (Key<K>, V)>,
     total: usize,
     name: &'static str,
-    written: &mut Vec<Key<K>>,
+    written: &mut usize,
 ) -> Result<(), BpfError> {
     let fd = trie.map().fd().as_fd();
-    written.reserve_exact(total);
     let (mut keys, mut values) = (Vec::new(), Vec::new());
     let mut chunk = Vec::with_capacity(BATCH);
     loop {
@@ -202,7 +220,7 @@ fn write_trie<K: aya::Pod + std::fmt::Debug, V: aya::Pod>(
             Ok(()) => chunk.len(),
             Err((_, done)) => *done as usize,
         };
-        written.extend(chunk[..done].iter().map(|(k, _)| *k));
+        *written += done;
         if let Err((e, _)) = result {
             let k = &chunk[done.min(chunk.len() - 1)].0;
             return Err(BpfError::MapFull {
@@ -214,10 +232,10 @@ fn write_trie<K: aya::Pod + std::fmt::Debug, V: aya::Pod>(
                 }),
             });
         }
-        if written.len() / 100_000 != (written.len() - done) / 100_000 {
+        if *written / 100_000 != (*written - done) / 100_000 {
             tracing::info!(
                 map = name,
-                done = written.len(),
+                done = *written,
                 total,
                 "writing the policy's prefixes into the idle slot"
             );
@@ -230,16 +248,22 @@ fn write_trie<K: aya::Pod + std::fmt::Debug, V: aya::Pod>(
 /// idempotent), the batch it was in is then deleted key by key.
 pub(super) fn delete_trie<K: aya::Pod, V: aya::Pod>(
     trie: &mut LpmTrie<MapData, K, V>,
-    keys: &[Key<K>],
+    mut keys: impl Iterator<Item = Key<K>>,
 ) {
     let mut bytes = Vec::new();
-    for chunk in keys.chunks(BATCH) {
+    let mut chunk = Vec::with_capacity(BATCH);
+    loop {
+        chunk.clear();
+        chunk.extend(keys.by_ref().take(BATCH));
+        if chunk.is_empty() {
+            break;
+        }
         bytes.clear();
-        for k in chunk {
+        for k in &chunk {
             bytes.extend_from_slice(batch::bytes_of(k));
         }
         if batch::delete(trie.map().fd().as_fd(), &bytes, chunk.len() as u32).is_err() {
-            for k in chunk {
+            for k in &chunk {
                 let _ = trie.remove(k);
             }
         }

@@ -29,9 +29,12 @@ use residency_common::{Binding, BindingKey, GENERATION_SLOTS, InterfaceKey, maps
 pub use apply::{binding_of, interface_key};
 pub use ids::PolicyIds;
 
+use std::sync::Arc;
+
 use crate::{
     config::Config,
     kernel::{BpfError, PolicyMaps},
+    policy,
     policy::{KeyV4, KeyV6},
     sys::bpf::RcuBarrier,
 };
@@ -39,10 +42,33 @@ use crate::{
 /// What is written in one slot, so that it can be deleted exactly.
 #[derive(Default)]
 pub(crate) struct Written {
-    v4: Vec<KeyV4>,
-    v6: Vec<KeyV6>,
+    /// The version this agent wrote: its trie keys are compiled again to delete them
+    /// rather than kept (12 bytes a prefix, for the life of the version).
+    rules: Option<WrittenRules>,
+    /// Trie keys found in the maps (a version an earlier agent wrote).
+    found_v4: Vec<KeyV4>,
+    found_v6: Vec<KeyV6>,
     bindings: Vec<BindingKey>,
     interfaces: Vec<InterfaceKey>,
+}
+
+/// A version's trie entries as this agent wrote them: the first `v4` and `v6` entries
+/// [`policy::Compiled`] gives for `config`, `ids` and `slot` (all of them once the
+/// version was written whole; fewer when a write failed half way).
+pub(crate) struct WrittenRules {
+    config: Arc<Config>,
+    ids: Vec<u32>,
+    slot: u32,
+    v4: usize,
+    v6: usize,
+}
+
+impl Written {
+    /// Trie entries per family.
+    fn counts(&self) -> (usize, usize) {
+        let (v4, v6) = self.rules.as_ref().map_or((0, 0), |r| (r.v4, r.v6));
+        (v4 + self.found_v4.len(), v6 + self.found_v6.len())
+    }
 }
 
 /// The policy version in force.
@@ -107,7 +133,7 @@ impl Generations {
                 source,
             })?;
             if top(k.data().policy) == slot {
-                w.v4.push(k);
+                w.found_v4.push(k);
             }
         }
         for k in self.maps.rules_v6.keys() {
@@ -116,7 +142,7 @@ impl Generations {
                 source,
             })?;
             if top(k.data().policy) == slot {
-                w.v6.push(k);
+                w.found_v6.push(k);
             }
         }
         for k in self.maps.bindings.keys() {
@@ -141,11 +167,36 @@ impl Generations {
     }
 
     fn delete(&mut self, w: &Written) {
+        // Compiled as when it was written: same config, ids and slot, same entries in
+        // the same order. It compiled then, so it compiles now; were it ever not to,
+        // the slot is searched instead, since a leftover entry would come back into
+        // force with the slot's next version.
+        let compiled = match &w.rules {
+            Some(r) => match policy::Compiled::new(&r.config, &r.ids, r.slot) {
+                Ok(c) => Some((c, r)),
+                Err(e) => {
+                    tracing::warn!("retiring slot {}: {e}; searching the slot instead", r.slot);
+                    if let Ok(found) = self.scan(r.slot) {
+                        self.delete(&found);
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
         // Side by side, like the writes (apply.rs).
         let (v4, v6) = (&mut self.maps.rules_v4, &mut self.maps.rules_v6);
         std::thread::scope(|s| {
-            s.spawn(|| apply::delete_trie(v6, &w.v6));
-            apply::delete_trie(v4, &w.v4);
+            s.spawn(|| {
+                apply::delete_trie(v6, w.found_v6.iter().copied());
+                if let Some((c, r)) = &compiled {
+                    apply::delete_trie(v6, c.v6().map(|(k, _)| k).take(r.v6));
+                }
+            });
+            apply::delete_trie(v4, w.found_v4.iter().copied());
+            if let Some((c, r)) = &compiled {
+                apply::delete_trie(v4, c.v4().map(|(k, _)| k).take(r.v4));
+            }
         });
         for k in &w.bindings {
             let _ = self.maps.bindings.remove(k);
