@@ -36,6 +36,7 @@ pub mod mmdb;
 pub mod pinned;
 pub mod programs;
 pub mod py;
+pub mod random;
 pub mod routed;
 pub mod sandbox;
 pub mod wait;

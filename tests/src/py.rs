@@ -16,3 +16,6 @@ pub const PING: &str = include_str!("../py/ping.py");
 /// Every frame arriving on one interface, as hex lines: `capture.py IFNAME OUTFILE`,
 /// prints `ready` once bound.
 pub const CAPTURE: &str = include_str!("../py/capture.py");
+/// Unconnected UDP `sendto()` to each destination twice: `sendto.py`, destinations
+/// as `ADDR PORT` lines on stdin, one `ERRNO ERRNO` line out per destination.
+pub const SENDTO: &str = include_str!("../py/sendto.py");

@@ -3,15 +3,13 @@
 
 use super::super::{Locator, deserialize, lift::lift};
 
+/// One list's items: span and text.
+type Items = Vec<(std::ops::Range<usize>, String)>;
+
 /// Each policy's `allow` and `deny` items, `(span, text)`, read the way `parse` reads
 /// them (lifted where possible), and as toml alone reads them; and how many lists
 /// were lifted. Both reads must agree on success or on the error.
-fn both(
-    text: &str,
-) -> (
-    usize,
-    Result<Vec<Vec<(std::ops::Range<usize>, String)>>, String>,
-) {
+fn both(text: &str) -> (usize, Result<Vec<Items>, String>) {
     let at = Locator::new(text, "test.toml");
     let lifted = lift(text);
     assert_eq!(lifted.text.len(), text.len());
