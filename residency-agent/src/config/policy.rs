@@ -288,11 +288,12 @@ fn parse_entries<'t>(
     let mut port_entries: HashMap<IpNetwork, usize> = HashMap::new();
     for (action, list) in lists {
         let entry_key = format!("{key}.{}", action.as_str());
+        let mut cursor = 0;
         for (span, text) in list.iter() {
             let (network, ports) =
                 parse_entry(text).map_err(|reason| at.error(span.clone(), &entry_key, &reason))?;
             let item_span = span;
-            let line = at.line32(item_span.start);
+            let line = at.line_from(&mut cursor, item_span.start);
             entries.push(Entry {
                 action,
                 network,

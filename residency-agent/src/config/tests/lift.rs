@@ -140,3 +140,18 @@ fn errors_around_lifted_lists_are_toml_errors_as_before() {
     let e = result.unwrap_err();
     assert!(e.starts_with("test.toml:2:"), "{e}");
 }
+
+#[test]
+fn lines_found_from_a_cursor_are_the_lines_searched() {
+    let text = "a\n\nbb\nccc\n\n\ndddd\ne";
+    let at = Locator::new(text, "test.toml");
+    let mut cursor = 0;
+    // In order, backwards, repeated, past the end: always what a search finds.
+    for offset in [0, 1, 2, 3, 7, 7, 14, 2, 0, 9, 17, 16, 40] {
+        assert_eq!(
+            at.line_from(&mut cursor, offset),
+            at.line32(offset),
+            "offset {offset}"
+        );
+    }
+}
