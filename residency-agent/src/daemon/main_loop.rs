@@ -234,6 +234,12 @@ async fn run_loop(
             r = &mut tasks.server => return Err(task_ended("metrics endpoint", r)),
             r = &mut tasks.events => return Err(task_ended("event reader", r)),
         }
+        // A reload's old version is deleted once its answer is on its way: the
+        // control socket's task writes it when this one yields.
+        if daemon.generations.retiring() {
+            tokio::task::yield_now().await;
+            daemon.generations.retire();
+        }
     }
 }
 
@@ -245,6 +251,7 @@ const FULL_RESCAN_EVERY: u64 = 10;
 /// an error while their mount is lost, since this exit ends enforcement, so that the
 /// service manager sees a failure (and `Restart=on-failure` starts a new agent).
 fn stop(daemon: &mut Daemon, signal: &'static str) -> anyhow::Result<&'static str> {
+    daemon.generations.retire();
     match daemon.check_pins() {
         PinCheck::Lost => Err(anyhow::anyhow!(
             "{signal} while the BPF filesystem holding the pins is gone: enforcement ends \

@@ -136,6 +136,8 @@ pub fn load_and_apply(
     let applied = generations
         .apply(config, bound)
         .context("refusing to start: writing the policy failed")?;
+    // An earlier agent's version, swapped out: nobody waits for an answer here.
+    generations.retire();
     Ok(Enforcing {
         loaded,
         generations,

@@ -24,6 +24,9 @@ impl Generations {
         config: &Arc<Config>,
         bound: &[BoundCgroup],
     ) -> Result<Applied, BpfError> {
+        // The idle slot must be empty before it is written: the version retired last
+        // time goes first, if the daemon has not deleted it yet.
+        self.retire();
         let started = Instant::now();
         let (ids, id_list) = self.ids.assign(config);
         let next_epoch = self.epoch.wrapping_add(1);
@@ -102,8 +105,8 @@ impl Generations {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let old = std::mem::replace(&mut self.written, w);
-        self.delete(&old);
+        // Unreachable from here on; deleted by `retire`, once the answer is out.
+        self.retiring = Some(std::mem::replace(&mut self.written, w));
         self.slot = next;
         self.epoch = next_epoch;
         self.ids = ids;

@@ -79,6 +79,10 @@ pub struct Generations {
     epoch: u32,
     slot: u32,
     written: Written,
+    /// The version swapped out last, no longer read by any program (the barrier has
+    /// passed) but not yet deleted: deleting a million prefixes takes half a second,
+    /// which the answer to a reload need not wait for ([`Generations::retire`]).
+    retiring: Option<Written>,
     ids: PolicyIds,
     /// Versions applied by this agent (1 after start).
     pub generation: u64,
@@ -91,7 +95,8 @@ pub struct Applied {
     pub ids: Vec<u32>,
     /// From the start of the apply to the flip: when the new version was in force.
     pub duration: Duration,
-    /// Retiring the old version after the flip (waiting out its readers, deleting it).
+    /// After the flip, waiting out the old version's readers (its deletion follows
+    /// later: [`Generations::retire`]).
     pub retired: Duration,
     pub entries: usize,
 }
@@ -112,6 +117,7 @@ impl Generations {
             epoch,
             slot: slot_of(epoch),
             written: Written::default(),
+            retiring: None,
             ids: PolicyIds::default(),
             generation: 0,
         };
@@ -203,6 +209,25 @@ impl Generations {
         }
         for k in &w.interfaces {
             let _ = self.maps.interfaces.remove(k);
+        }
+    }
+
+    /// Whether a swapped-out version still waits to be deleted.
+    pub fn retiring(&self) -> bool {
+        self.retiring.is_some()
+    }
+
+    /// Deletes the version swapped out last, if any: its slot is then empty for the
+    /// next version. [`Generations::apply`] does it first itself, so calling this is
+    /// only ever early, never required.
+    pub fn retire(&mut self) {
+        if let Some(old) = self.retiring.take() {
+            let started = std::time::Instant::now();
+            self.delete(&old);
+            tracing::debug!(
+                ms = started.elapsed().as_secs_f64() * 1000.0,
+                "retired the previous policy version"
+            );
         }
     }
 

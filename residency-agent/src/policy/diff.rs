@@ -25,10 +25,26 @@ fn compared(e: &Entry) -> Compared {
 /// policy has 100,000s and a written one up to millions, while a refresh changes a
 /// few; sorted positions (4 bytes each) are compared in one pass, and only what is
 /// shown is ever formatted.
-fn sorted(p: &PolicyConfig) -> Vec<u32> {
-    let mut order: Vec<u32> = (0..p.entries.len() as u32).collect();
+fn sorted(p: &PolicyConfig, range: std::ops::Range<usize>) -> Vec<u32> {
+    let mut order: Vec<u32> = (range.start as u32..range.end as u32).collect();
     order.sort_unstable_by_key(|i| compared(&p.entries[*i as usize]));
     order
+}
+
+/// The positions of `o` and `p` whose entries can differ: what lies between their
+/// longest common start and end. An edit to a file (a line changed, lines added at
+/// the end, a source refreshed) leaves most of a policy's entries where they were, and
+/// a policy's entries are distinct, so what is only in one of them lies in the middle.
+fn middles(o: &[Entry], p: &[Entry]) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+    let same = |a: &Entry, b: &Entry| compared(a) == compared(b);
+    let head = o.iter().zip(p).take_while(|(a, b)| same(a, b)).count();
+    let tail = o[head..]
+        .iter()
+        .rev()
+        .zip(p[head..].iter().rev())
+        .take_while(|(a, b)| same(a, b))
+        .count();
+    (head..o.len() - tail, head..p.len() - tail)
 }
 
 /// Entries only in `o` (removed) and only in `p` (added): how many, and the first
@@ -41,7 +57,8 @@ struct EntryChanges {
 }
 
 fn entry_changes(o: &PolicyConfig, p: &PolicyConfig) -> EntryChanges {
-    let (so, sp) = (sorted(o), sorted(p));
+    let (mo, mp) = middles(&o.entries, &p.entries);
+    let (so, sp) = (sorted(o, mo), sorted(p, mp));
     let mut c = EntryChanges {
         added: 0,
         removed: 0,

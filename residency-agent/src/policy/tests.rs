@@ -280,3 +280,39 @@ fn the_index_decides_as_the_walk_over_every_entry() {
         }
     }
 }
+
+#[test]
+fn diff_counts_entries_as_sets_whatever_moved() {
+    let policy = |allow: &str| {
+        Config::parse(
+            &format!("[[policy]]\nname = \"a\"\ncgroups = [\"x\"]\nallow = [{allow}]\n"),
+            "t.toml",
+        )
+        .unwrap()
+    };
+    let base = policy("\"10.0.0.0/8\", \"10.1.0.0/16\", \"10.2.0.0/16\", \"10.3.0.0/16\"");
+    for (new, summary) in [
+        // One line changed in the middle, one appended, the order reversed.
+        (
+            "\"10.0.0.0/8\", \"10.9.0.0/16\", \"10.2.0.0/16\", \"10.3.0.0/16\"",
+            "+1 -1 prefixes",
+        ),
+        (
+            "\"10.0.0.0/8\", \"10.1.0.0/16\", \"10.2.0.0/16\", \"10.3.0.0/16\", \"10.4.0.0/16\"",
+            "+1 -0 prefixes",
+        ),
+        (
+            "\"10.3.0.0/16\", \"10.2.0.0/16\", \"10.1.0.0/16\", \"10.0.0.0/8\"",
+            "unchanged",
+        ),
+    ] {
+        let (text, _) = diff(&base, &policy(new));
+        assert!(text.contains(summary), "{new}: {text}");
+    }
+    let (text, _) = diff(
+        &base,
+        &policy("\"10.0.0.0/8\", \"10.9.0.0/16\", \"10.2.0.0/16\", \"10.3.0.0/16\""),
+    );
+    assert!(text.contains("+ allow:10.9.0.0/16"), "{text}");
+    assert!(text.contains("- allow:10.1.0.0/16"), "{text}");
+}
