@@ -3,7 +3,8 @@
 //! `BPF_PROG_TEST_RUN` across versions (compile by sorted prefixes, the generation
 //! swap, special destinations, port rules, IPv4-mapped destinations), and the sendmsg
 //! hook through real `sendto()` calls, twice per destination, so that the second call
-//! can take the verdict the first one's packet left in the cache. Seeded
+//! can take the verdict the first one's packet left in the cache; and packets judged
+//! while versions are swapped under them, each by one version or the other. Seeded
 //! (`residency_tests::random`); every failure names the seed, the destination and the
 //! policy. Needs root (BPF, cgroups, namespaces).
 
@@ -228,4 +229,98 @@ fn sendto_calls_are_judged_as_decide_does_first_and_from_the_cache() {
         allowed > 50 && refused > 50,
         "{allowed} allowed, {refused} refused"
     );
+}
+
+#[test]
+fn verdicts_during_swaps_are_one_version_or_the_other_never_a_mix() {
+    if !require_root() {
+        return;
+    }
+    let seed = 0x5eed_7ace;
+    let mut rng = Rng::new(seed);
+    let policies = [
+        RandomPolicy::new(&mut rng, 60),
+        RandomPolicy::new(&mut rng, 60),
+    ];
+    let configs = policies
+        .each_ref()
+        .map(|p| Arc::new(Config::parse(&p.toml("random", "x"), "random.toml").unwrap()));
+    let mut loaded = kernel::load_private(1 << 16).unwrap();
+    loaded.configure(&configs[0]).unwrap();
+    let bound = [kernel::bind_own_cgroup(0).unwrap()];
+    let mut generations = Generations::new(loaded.take_policy_maps().unwrap()).unwrap();
+    let ids = generations.apply(&configs[0], &bound).unwrap().ids;
+    // Both versions are one policy, one name: one id. Compiled for one slot here, so
+    // the offline verdicts compare by that slot's scope.
+    let rules = configs.each_ref().map(|c| compile(c, &ids, 0).unwrap());
+    let targets: Vec<(IpAddr, u8, u16, [bool; 2])> = (0..400)
+        .map(|i| {
+            let (addr, port) = policies[i % 2].target(&mut rng, true);
+            let protocol = if rng.chance(70) { 17 } else { 6 };
+            let t = Target {
+                addr,
+                protocol: Some(protocol),
+                port: Some(port),
+            };
+            let want = [0, 1].map(|v| decide(&rules[v], 0, ids[0], &t).0);
+            (addr, protocol, port, want)
+        })
+        .collect();
+    let differing = targets.iter().filter(|t| t.3[0] != t.3[1]).count();
+    assert!(
+        differing > 40,
+        "only {differing} destinations tell the versions apart"
+    );
+
+    let prog: &mut CgroupSkb = loaded
+        .ebpf
+        .program_mut(residency_common::PROGRAM_EGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let swapping = std::sync::atomic::AtomicBool::new(true);
+    // The swaps start once the packets are being judged.
+    let judging = std::sync::atomic::AtomicBool::new(false);
+    // How often a destination that tells them apart was judged by each version.
+    let mut seen = [0usize; 2];
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !judging.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            for i in 1..=40 {
+                generations.apply(&configs[i % 2], &bound).unwrap();
+            }
+            swapping.store(false, std::sync::atomic::Ordering::SeqCst);
+        });
+        while swapping.load(std::sync::atomic::Ordering::SeqCst) {
+            for (addr, protocol, port, want) in &targets {
+                let data = packet(*addr, *protocol, *port);
+                let mut opts = TestRunOptions::new();
+                opts.data_in = Some(&data);
+                let got = prog.test_run(opts).unwrap().return_value == PASS;
+                assert!(
+                    want.contains(&got),
+                    "seed {seed:#x}: {addr} protocol {protocol} port {port} judged {got}, \
+                     which neither version gives"
+                );
+                if want[0] != want[1] {
+                    seen[usize::from(got != want[0])] += 1;
+                }
+            }
+            judging.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    assert!(
+        seen[0] > 0 && seen[1] > 0,
+        "the swaps were not seen by the packets: {seen:?}"
+    );
+    // The last version applied (the 40th, the first policy) alone decides now.
+    for (addr, protocol, port, want) in &targets {
+        let data = packet(*addr, *protocol, *port);
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(&data);
+        let got = prog.test_run(opts).unwrap().return_value == PASS;
+        assert_eq!(got, want[0], "seed {seed:#x}: {addr} after the last swap");
+    }
 }
