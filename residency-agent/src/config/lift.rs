@@ -225,10 +225,12 @@ fn read_list(b: &[u8], open: usize) -> Option<(usize, Vec<u32>)> {
             b'\r' if b.get(i + 1) == Some(&b'\n') => i += 1,
             b'#' => {
                 let end = end_of_line(b, i);
-                // TOML allows no control character but tab in a comment.
-                if b[i..end]
+                // TOML allows no control character but tab in a comment; a carriage
+                // return only as part of the line's CRLF.
+                let body = b[i..end].strip_suffix(b"\r").unwrap_or(&b[i..end]);
+                if body
                     .iter()
-                    .any(|c| (*c < 0x20 && *c != b'\t' && *c != b'\r') || *c == 0x7f)
+                    .any(|c| (*c < 0x20 && *c != b'\t') || *c == 0x7f)
                 {
                     return None;
                 }

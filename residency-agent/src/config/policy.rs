@@ -292,8 +292,7 @@ fn parse_entries<'t>(
         for (span, text) in list.iter() {
             let (network, ports) =
                 parse_entry(text).map_err(|reason| at.error(span.clone(), &entry_key, &reason))?;
-            let item_span = span;
-            let line = at.line_from(&mut cursor, item_span.start);
+            let line = at.line_from(&mut cursor, span.start);
             entries.push(Entry {
                 action,
                 network,
@@ -312,7 +311,7 @@ fn parse_entries<'t>(
                         prev.as_str()
                     )
                 };
-                return Err(at.error(item_span, &entry_key, &reason));
+                return Err(at.error(span, &entry_key, &reason));
             }
             let same_prefix = match ports {
                 Some(_) => {
@@ -324,7 +323,7 @@ fn parse_entries<'t>(
             };
             if same_prefix > residency_common::MAX_PORT_RULES_PER_PREFIX as usize {
                 return Err(at.error(
-                    item_span,
+                    span,
                     &entry_key,
                     &format!(
                         "{network} has more than {} protocol/port entries; merge ranges",

@@ -16,7 +16,9 @@ use super::entry::{Entry, PortSpec};
 /// Positions in one policy's entry list, found by `(prefix, ports)`.
 pub(in crate::config) struct Taken {
     table: HashTable<u32>,
-    hasher: foldhash::fast::FixedState,
+    /// Seeded per process: IP-range sources are downloaded lists, and a table keyed
+    /// by their contents must not hash the same way on every run.
+    hasher: foldhash::fast::RandomState,
 }
 
 type Key = (IpNetwork, Option<PortSpec>);
@@ -30,7 +32,7 @@ impl Taken {
     pub(in crate::config) fn with_capacity(n: usize) -> Taken {
         Taken {
             table: HashTable::with_capacity(n),
-            hasher: foldhash::fast::FixedState::default(),
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 
@@ -61,14 +63,18 @@ impl Taken {
     /// that entry's position, and nothing is taken.
     pub(in crate::config) fn take(&mut self, entries: &[Entry], i: usize) -> Option<usize> {
         let key = key_of(&entries[i]);
-        if let Some(prev) = self.get(entries, key.0, key.1) {
-            return Some(prev);
-        }
         let hasher = self.hasher.clone();
-        let i = u32::try_from(i).expect("a policy holds fewer than 2^32 entries");
-        self.table.insert_unique(hasher.hash_one(key), i, |&j| {
-            hasher.hash_one(key_of(&entries[j as usize]))
-        });
-        None
+        let position = u32::try_from(i).expect("a policy holds fewer than 2^32 entries");
+        match self.table.entry(
+            hasher.hash_one(key),
+            |&j| key_of(&entries[j as usize]) == key,
+            |&j| hasher.hash_one(key_of(&entries[j as usize])),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(e) => Some(*e.get() as usize),
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(position);
+                None
+            }
+        }
     }
 }

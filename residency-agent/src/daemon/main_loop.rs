@@ -151,7 +151,7 @@ async fn run_loop(
         if let Some(dir) = daemon.config_file().as_deref().and_then(Path::parent) {
             daemon.config_watch.watch_config_dir(dir);
         }
-        daemon.check_config_changed();
+        daemon.check_config_changed(false);
     }
     let watch_sources = daemon
         .versioned
@@ -186,7 +186,7 @@ async fn run_loop(
                 }
                 if watch_config {
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    daemon.check_config_changed();
+                    daemon.check_config_changed(true);
                 }
             }
             _ = rescan.tick() => {
@@ -195,7 +195,7 @@ async fn run_loop(
                     daemon.rescan();
                 }
                 if watch_config {
-                    daemon.check_config_changed();
+                    daemon.check_config_changed(false);
                 }
                 if watch_sources {
                     daemon.check_sources_changed();
@@ -231,8 +231,14 @@ async fn run_loop(
                     return Ok("");
                 }
             }
-            r = &mut tasks.server => return Err(task_ended("metrics endpoint", r)),
-            r = &mut tasks.events => return Err(task_ended("event reader", r)),
+            r = &mut tasks.server => {
+                daemon.generations.retire();
+                return Err(task_ended("metrics endpoint", r));
+            }
+            r = &mut tasks.events => {
+                daemon.generations.retire();
+                return Err(task_ended("event reader", r));
+            }
         }
         // A reload's old version is deleted once its answer is on its way: the
         // control socket's task writes it when this one yields.

@@ -14,6 +14,7 @@ mod pin_mount;
 pub mod prepare;
 pub mod reload;
 pub mod rescan;
+mod seen;
 pub mod self_verify;
 mod shutdown;
 mod sources;
@@ -54,7 +55,7 @@ pub(crate) struct Daemon {
     /// Watches the config file's directory; the digest of the file's content when
     /// last applied (a digest, not the content: a million-prefix file is 20 MB).
     config_watch: DirWatch,
-    config_seen: Option<reload::Digest>,
+    config_seen: Option<seen::Seen>,
     /// The source files of the version in force, watched through `config_watch`.
     source_files: sources::SourceFiles,
     versioned: Arc<RwLock<Versioned>>,

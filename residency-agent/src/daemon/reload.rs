@@ -7,7 +7,11 @@ use std::sync::atomic::Ordering;
 
 use tracing::{debug, info, warn};
 
-use super::{Daemon, prepare::prepare};
+use super::{
+    Daemon,
+    prepare::prepare,
+    seen::{self, Digest, FileStat, Seen, digest},
+};
 use crate::{
     cmd::check::validate_compiled,
     config::{
@@ -28,15 +32,6 @@ pub enum OnContent {
     Record,
     /// New content: reload.
     Reload,
-}
-
-/// SHA-256 of a config file's content.
-pub type Digest = [u8; 32];
-
-/// The [`Digest`] of `content`.
-pub fn digest(content: &[u8]) -> Digest {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(content).into()
 }
 
 /// Decides what a watched config file's content calls for, given the digest of what
@@ -64,10 +59,19 @@ impl Daemon {
     /// open for writing: an edit in place that pauses half way must not have its first
     /// half applied (a deny carve-out not yet written would be missing); the writer's
     /// close wakes the watch again.
-    pub(super) fn check_config_changed(&mut self) {
+    ///
+    /// The periodic look (`watched` false) reads the file only when its identity, size
+    /// or times changed since it was read; a look the directory watch asked for reads
+    /// it whatever they say, so an edit is never missed for a timestamp that did not
+    /// move.
+    pub(super) fn check_config_changed(&mut self, watched: bool) {
         let Some(path) = self.config_file() else {
             return;
         };
+        let stat = seen::stat(&path);
+        if !watched && self.config_seen.as_ref().is_some_and(|s| s.untouched(stat)) {
+            return;
+        }
         let now = match crate::sys::fs::read_when_complete(&path) {
             Ok(Some(now)) => now,
             Ok(None) => {
@@ -76,12 +80,21 @@ impl Daemon {
             }
             Err(_) => return,
         };
-        match on_file_content(self.config_seen.as_ref(), &now) {
-            OnContent::Unchanged => {}
-            OnContent::Record => self.config_seen = Some(digest(&now)),
+        match on_file_content(self.config_seen.as_ref().map(|s| &s.digest), &now) {
+            OnContent::Unchanged => {
+                if let Some(s) = &mut self.config_seen {
+                    s.stat = stat;
+                }
+            }
+            OnContent::Record => {
+                self.config_seen = Some(Seen {
+                    digest: digest(&now),
+                    stat,
+                })
+            }
             OnContent::Reload => {
                 info!(config = %path.display(), "config file changed: reloading");
-                self.reload_from(false, Some(now), "config watch".to_owned());
+                self.reload_from(false, Some((now, stat)), "config watch".to_owned());
             }
         }
     }
@@ -92,22 +105,31 @@ impl Daemon {
     }
 
     /// [`Daemon::reload`] of `text` when given (the content the file watch read
-    /// whole), else of the file as it is now.
+    /// whole, and the file as it was then, when it is the file's), else of the file as
+    /// it is now.
     pub(super) fn reload_from(
         &mut self,
         dry_run: bool,
-        text: Option<Vec<u8>>,
+        text: Option<(Vec<u8>, Option<FileStat>)>,
         by: String,
     ) -> Response {
-        let seen = text.as_deref().map(digest);
+        let (text, stat) = text.map_or((None, None), |(t, s)| (Some(t), s));
+        let seen = text.as_deref().map(|t| Seen {
+            digest: digest(t),
+            stat,
+        });
         let result = self.try_reload(dry_run, text);
         if !dry_run {
             // What this reload read counts as seen: the file watch must not apply (or
             // reject) the same content a second time.
             self.config_seen = seen.or_else(|| {
-                self.config_file()
-                    .and_then(|p| std::fs::read(p).ok())
-                    .map(|c| digest(&c))
+                let path = self.config_file()?;
+                let stat = seen::stat(&path);
+                let content = std::fs::read(&path).ok()?;
+                Some(Seen {
+                    digest: digest(&content),
+                    stat,
+                })
             });
         }
         if !dry_run && result.ok {

@@ -144,7 +144,8 @@ impl Daemon {
         info!(sources = %names.join(", "), "source file changed: re-reading and applying");
         let result = self.reload_from(
             false,
-            Some(text.into_bytes()),
+            // The text in force, not the file's: nothing is known of the file.
+            Some((text.into_bytes(), None)),
             format!("source watch: {}", names.join(", ")),
         );
         let new = self.versioned.read().expect("lock").config.clone();

@@ -14,7 +14,9 @@
 //! 3. advances `RES_ACTIVE` by one, flipping the slot — from here on, new packets are judged wholly by the new
 //!    version;
 //! 4. waits one RCU grace period ([`RcuBarrier`]) for packets still being judged by
-//!    the old version, then deletes the old slot's entries.
+//!    the old version; the old slot's entries are deleted afterwards
+//!    ([`Generations::retire`]: once the reload's answer is out, or first thing at the
+//!    next apply).
 //!
 //! Policy ids are stable by name across versions, so counters and events keep their
 //! meaning when policies are added, removed or reordered.

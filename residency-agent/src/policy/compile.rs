@@ -195,7 +195,8 @@ impl<'c> Compiled<'c> {
             .flat_map(move |(index, (scope, prefixes))| {
                 prefixes.runs().map(move |run| {
                     let net = prefixes.network(run[0]);
-                    let value = match self.ported.get(&(index, net)) {
+                    let ported = prefixes.has_ports(run);
+                    let value = match ported.then(|| self.ported.get(&(index, net))).flatten() {
                         Some(v) => *v,
                         None => {
                             // No port entry: its own bare entry (or a special

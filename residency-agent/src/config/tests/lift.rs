@@ -99,6 +99,8 @@ fn what_is_not_plain_is_left_to_toml() {
         "allow = [,]\n",
         // Unterminated.
         "allow = [\"10.0.0.0/8\"\n",
+        // A carriage return in a comment that is not the line's CRLF.
+        "allow = [\"10.0.0.0/8\", # x\ry\n \"10.1.0.0/16\"]\n",
     ] {
         let (lifted, _) = both(&policy(body));
         assert_eq!(lifted, 0, "{body}");
