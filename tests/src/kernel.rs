@@ -58,3 +58,17 @@ pub fn bind_own_cgroup(policy: usize) -> anyhow::Result<BoundCgroup> {
         id: own_cgroup_id()?,
     })
 }
+
+/// Runs the egress program once on `packet` (an Ethernet frame: the test run strips
+/// the Ethernet header) and returns its verdict (1 pass, 0 drop).
+pub fn run_egress(loaded: &mut bpf::Loaded, packet: &[u8]) -> anyhow::Result<u32> {
+    use aya::programs::{CgroupSkb, TestRun as _, TestRunOptions};
+    let prog: &mut CgroupSkb = loaded
+        .ebpf
+        .program_mut(residency_common::PROGRAM_EGRESS)
+        .context("the egress program")?
+        .try_into()?;
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(packet);
+    Ok(prog.test_run(opts)?.return_value)
+}

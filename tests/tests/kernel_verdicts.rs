@@ -8,10 +8,7 @@
 //! calling task's cgroup, so the tests bind their own cgroup id to the policy under test
 //! (`residency_tests::kernel`). Needs root (BPF).
 
-use aya::{
-    maps::{MapData, RingBuf},
-    programs::{CgroupSkb, TestRun as _, TestRunOptions},
-};
+use aya::maps::{MapData, RingBuf};
 use residency_agent::{
     config::Config, generations::Generations, kernel as bpf, kernel::KernelCounters,
 };
@@ -358,15 +355,7 @@ fn ported(config: &str) -> (bpf::Loaded, Generations) {
 }
 
 fn run_on(loaded: &mut bpf::Loaded, packet: &[u8]) -> u32 {
-    let prog: &mut CgroupSkb = loaded
-        .ebpf
-        .program_mut(residency_common::PROGRAM_EGRESS)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(packet);
-    prog.test_run(opts).unwrap().return_value
+    kernel::run_egress(loaded, packet).unwrap()
 }
 
 const PORTS: &str = "[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\n\

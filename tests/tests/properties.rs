@@ -10,7 +10,6 @@
 
 use std::{io::Write as _, net::IpAddr, process::Stdio, sync::Arc};
 
-use aya::programs::{CgroupSkb, TestRun as _, TestRunOptions};
 use residency_agent::{
     config::Config,
     generations::Generations,
@@ -80,12 +79,6 @@ fn the_packet_program_judges_random_policies_as_decide_does() {
         // Fresh maps start at epoch 0; each version is one epoch on.
         let slot = residency_common::slot_of(applied.generation as u32);
         let rules = compile(&config, &applied.ids, slot).unwrap();
-        let prog: &mut CgroupSkb = loaded
-            .ebpf
-            .program_mut(residency_common::PROGRAM_EGRESS)
-            .unwrap()
-            .try_into()
-            .unwrap();
         for _ in 0..300 {
             let (addr, port) = policy.target(&mut rng, true);
             let protocol = if rng.chance(70) { 17 } else { 6 };
@@ -102,9 +95,7 @@ fn the_packet_program_judges_random_policies_as_decide_does() {
             let data = packet(addr, protocol, port);
             // Twice: the first judged from the trie, the second may be a cache hit.
             for run in 0..2 {
-                let mut opts = TestRunOptions::new();
-                opts.data_in = Some(&data);
-                let got = prog.test_run(opts).unwrap().return_value == PASS;
+                let got = kernel::run_egress(&mut loaded, &data).unwrap() == PASS;
                 assert_eq!(
                     got, want,
                     "seed {seed:#x}, version {version}, run {run}: {addr} protocol {protocol} \
@@ -272,12 +263,6 @@ fn verdicts_during_swaps_are_one_version_or_the_other_never_a_mix() {
         "only {differing} destinations tell the versions apart"
     );
 
-    let prog: &mut CgroupSkb = loaded
-        .ebpf
-        .program_mut(residency_common::PROGRAM_EGRESS)
-        .unwrap()
-        .try_into()
-        .unwrap();
     let swapping = std::sync::atomic::AtomicBool::new(true);
     // The swaps start once the packets are being judged.
     let judging = std::sync::atomic::AtomicBool::new(false);
@@ -296,9 +281,7 @@ fn verdicts_during_swaps_are_one_version_or_the_other_never_a_mix() {
         while swapping.load(std::sync::atomic::Ordering::SeqCst) {
             for (addr, protocol, port, want) in &targets {
                 let data = packet(*addr, *protocol, *port);
-                let mut opts = TestRunOptions::new();
-                opts.data_in = Some(&data);
-                let got = prog.test_run(opts).unwrap().return_value == PASS;
+                let got = kernel::run_egress(&mut loaded, &data).unwrap() == PASS;
                 assert!(
                     want.contains(&got),
                     "seed {seed:#x}: {addr} protocol {protocol} port {port} judged {got}, \
@@ -318,9 +301,7 @@ fn verdicts_during_swaps_are_one_version_or_the_other_never_a_mix() {
     // The last version applied (the 40th, the first policy) alone decides now.
     for (addr, protocol, port, want) in &targets {
         let data = packet(*addr, *protocol, *port);
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(&data);
-        let got = prog.test_run(opts).unwrap().return_value == PASS;
+        let got = kernel::run_egress(&mut loaded, &data).unwrap() == PASS;
         assert_eq!(got, want[0], "seed {seed:#x}: {addr} after the last swap");
     }
 }

@@ -193,6 +193,13 @@ impl Generations {
 /// Entries per batched system call.
 const BATCH: usize = 8192;
 
+/// Fills `chunk` with the next [`BATCH`] items of `items`; false once none are left.
+fn next_batch<T>(items: &mut impl Iterator<Item = T>, chunk: &mut Vec<T>) -> bool {
+    chunk.clear();
+    chunk.extend(items.by_ref().take(BATCH));
+    !chunk.is_empty()
+}
+
 /// Writes the `total` `entries` into `trie` in batches, counting in `written` the
 /// entries written (the first ones of `entries`, so that a failure half way can be
 /// undone); says how far it has got every 100,000 entries.
@@ -206,12 +213,7 @@ fn write_trie<K: aya::Pod + std::fmt::Debug, V: aya::Pod>(
     let fd = trie.map().fd().as_fd();
     let (mut keys, mut values) = (Vec::new(), Vec::new());
     let mut chunk = Vec::with_capacity(BATCH);
-    loop {
-        chunk.clear();
-        chunk.extend(entries.by_ref().take(BATCH));
-        if chunk.is_empty() {
-            break;
-        }
+    while next_batch(&mut entries, &mut chunk) {
         keys.clear();
         values.clear();
         for (k, v) in &chunk {
@@ -255,12 +257,7 @@ pub(super) fn delete_trie<K: aya::Pod, V: aya::Pod>(
 ) {
     let mut bytes = Vec::new();
     let mut chunk = Vec::with_capacity(BATCH);
-    loop {
-        chunk.clear();
-        chunk.extend(keys.by_ref().take(BATCH));
-        if chunk.is_empty() {
-            break;
-        }
+    while next_batch(&mut keys, &mut chunk) {
         bytes.clear();
         for k in &chunk {
             bytes.extend_from_slice(batch::bytes_of(k));

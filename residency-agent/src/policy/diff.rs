@@ -47,31 +47,29 @@ fn middles(o: &[Entry], p: &[Entry]) -> (std::ops::Range<usize>, std::ops::Range
     (head..o.len() - tail, head..p.len() - tail)
 }
 
-/// Entries only in `o` (removed) and only in `p` (added): how many, and the first
-/// [`SHOWN`] of each as `action:entry`.
-struct EntryChanges {
-    added: usize,
-    removed: usize,
-    shown_added: Vec<String>,
-    shown_removed: Vec<String>,
+/// One direction of a policy's changes: how many entries, and the first [`SHOWN`] as
+/// `action:entry`.
+#[derive(Default)]
+struct Side {
+    count: usize,
+    shown: Vec<String>,
 }
 
-fn entry_changes(o: &PolicyConfig, p: &PolicyConfig) -> EntryChanges {
+impl Side {
+    fn add(&mut self, e: &Entry) {
+        self.count += 1;
+        if self.shown.len() < SHOWN {
+            let entry = display_entry(e.network, e.ports);
+            self.shown.push(format!("{}:{entry}", e.action.as_str()));
+        }
+    }
+}
+
+/// Entries only in `o` (removed) and only in `p` (added).
+fn entry_changes(o: &PolicyConfig, p: &PolicyConfig) -> (Side, Side) {
     let (mo, mp) = middles(&o.entries, &p.entries);
     let (so, sp) = (sorted(o, mo), sorted(p, mp));
-    let mut c = EntryChanges {
-        added: 0,
-        removed: 0,
-        shown_added: Vec::new(),
-        shown_removed: Vec::new(),
-    };
-    let show = |e: &Entry| {
-        format!(
-            "{}:{}",
-            e.action.as_str(),
-            display_entry(e.network, e.ports)
-        )
-    };
+    let (mut added, mut removed) = (Side::default(), Side::default());
     let (mut i, mut j) = (0, 0);
     loop {
         let eo = so.get(i).map(|k| &o.entries[*k as usize]);
@@ -88,24 +86,16 @@ fn entry_changes(o: &PolicyConfig, p: &PolicyConfig) -> EntryChanges {
                 j += 1;
             }
             Ordering::Less => {
-                let e = eo.expect("an old entry");
-                c.removed += 1;
-                if c.shown_removed.len() < SHOWN {
-                    c.shown_removed.push(show(e));
-                }
+                removed.add(eo.expect("an old entry"));
                 i += 1;
             }
             Ordering::Greater => {
-                let e = ep.expect("a new entry");
-                c.added += 1;
-                if c.shown_added.len() < SHOWN {
-                    c.shown_added.push(show(e));
-                }
+                added.add(ep.expect("a new entry"));
                 j += 1;
             }
         }
     }
-    c
+    (added, removed)
 }
 
 fn cgroups(p: &PolicyConfig) -> BTreeSet<String> {
@@ -156,12 +146,9 @@ pub fn diff(old: &Config, new: &Config) -> (String, serde_json::Value) {
 /// One policy present in both versions: unchanged, or what changed (the first 20
 /// entries of each direction listed).
 fn changed(o: &PolicyConfig, p: &PolicyConfig, text: &mut String) -> serde_json::Value {
-    let EntryChanges {
-        added,
-        removed,
-        shown_added,
-        shown_removed,
-    } = entry_changes(o, p);
+    let (added, removed) = entry_changes(o, p);
+    let (shown_added, shown_removed) = (&added.shown, &removed.shown);
+    let (added, removed) = (added.count, removed.count);
     let (co, cn) = (cgroups(o), cgroups(p));
     let cg_added: Vec<&String> = cn.difference(&co).collect();
     let cg_removed: Vec<&String> = co.difference(&cn).collect();
@@ -183,10 +170,10 @@ fn changed(o: &PolicyConfig, p: &PolicyConfig, text: &mut String) -> serde_json:
         let _ = write!(text, ", cgroups +{} -{}", cg_added.len(), cg_removed.len());
     }
     text.push('\n');
-    for e in &shown_added {
+    for e in shown_added {
         let _ = writeln!(text, "      + {e}");
     }
-    for e in &shown_removed {
+    for e in shown_removed {
         let _ = writeln!(text, "      - {e}");
     }
     if added > SHOWN || removed > SHOWN {
