@@ -119,9 +119,9 @@ pub(crate) fn lift(text: &str) -> Lifted {
         };
     }
     let mut out = text.as_bytes().to_vec();
-    // Newlines too: toml's lexer makes tokens of every line, empty or not (about 140
-    // bytes each), and one run of spaces is one token. Lines are counted in the
-    // original text (`Locator`), never in this one.
+    // Newlines too: toml's lexer makes a token of every line break and every run of
+    // blanks between them, while one run of spaces is one token. Lines are counted in
+    // the original text (`Locator`), never in this one.
     for r in blank {
         out[r].fill(b' ');
     }
