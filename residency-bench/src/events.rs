@@ -37,12 +37,14 @@ pub struct Result {
     pub lost_ring: u64,
     pub lost_rate: u64,
     pub lost_sink: u64,
+    /// Dropped because a sink's queue was full (it did not keep up).
+    pub lost_backlog: u64,
     pub agent_cpu_s: f64,
 }
 
 impl Result {
     pub fn lost(&self) -> u64 {
-        self.lost_ring + self.lost_rate + self.lost_sink
+        self.lost_ring + self.lost_rate + self.lost_sink + self.lost_backlog
     }
 
     pub fn delivered_per_s(&self) -> f64 {
@@ -66,6 +68,7 @@ struct Counters {
     lost_ring: u64,
     lost_rate: u64,
     lost_sink: u64,
+    lost_backlog: u64,
 }
 
 fn counters(agent: &Agent) -> anyhow::Result<Counters> {
@@ -92,6 +95,7 @@ fn counters(agent: &Agent) -> anyhow::Result<Counters> {
         lost_ring: get("residency_events_lost_total", &["reason=\"ring_full\""])?,
         lost_rate: get("residency_events_lost_total", &["reason=\"rate_limited\""])?,
         lost_sink: get("residency_events_lost_total", &["reason=\"sink_error\""])?,
+        lost_backlog: get("residency_events_lost_total", &["reason=\"sink_backlog\""])?,
     })
 }
 
@@ -164,7 +168,7 @@ fn storm(
             - before.lost_ring
             - before.lost_rate
             >= c.blocked - before.blocked
-            && c.written + c.lost_sink >= c.received;
+            && c.written + c.lost_sink + c.lost_backlog >= c.received;
         if settled {
             break c;
         }
@@ -189,6 +193,7 @@ fn storm(
         lost_ring: after.lost_ring - before.lost_ring,
         lost_rate: after.lost_rate - before.lost_rate,
         lost_sink: after.lost_sink - before.lost_sink,
+        lost_backlog: after.lost_backlog - before.lost_backlog,
         agent_cpu_s,
     })
 }

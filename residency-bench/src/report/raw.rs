@@ -90,6 +90,7 @@ pub fn raw(r: &Results) -> serde_json::Value {
             "lost_ring_full": e.lost_ring,
             "lost_rate_limited": e.lost_rate,
             "lost_sink_error": e.lost_sink,
+            "lost_sink_backlog": e.lost_backlog,
             "agent_cpu_s": e.agent_cpu_s,
             "delivered_per_s": e.delivered_per_s(),
             "agent_cores": e.cores(),

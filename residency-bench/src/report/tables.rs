@@ -223,12 +223,12 @@ pub fn events_table(storms: &[crate::events::Result], s: &mut String) {
     );
     let _ = writeln!(
         s,
-        "| flooders | packets blocked (counted) | sends refused | events delivered | delivered/s | events lost: ring full / rate limited / sink error | agent CPU | target |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+        "| flooders | packets blocked (counted) | sends refused | events delivered | delivered/s | events lost: ring full / rate limited / sink error / sink backlog | agent CPU | target |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     );
     for e in storms {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} / {} / {} | {:.2} cores | < 1 core: {}; counts exact: {} |",
+            "| {} | {} | {} | {} | {} | {} / {} / {} / {} | {:.2} cores | < 1 core: {}; counts exact: {} |",
             e.flooders,
             int(e.blocked as f64),
             int(e.refused as f64),
@@ -237,6 +237,7 @@ pub fn events_table(storms: &[crate::events::Result], s: &mut String) {
             int(e.lost_ring as f64),
             int(e.lost_rate as f64),
             int(e.lost_sink as f64),
+            int(e.lost_backlog as f64),
             e.cores(),
             verdict(e.cores() < 1.0),
             verdict(e.counts_exact()),
