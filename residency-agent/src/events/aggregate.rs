@@ -179,6 +179,13 @@ mod tests {
             json["first_seen"].is_string() && json["last_seen"].is_string(),
             "{json}"
         );
+        let mut written = Vec::new();
+        out[0].write_json(&mut written).unwrap();
+        assert_eq!(
+            written,
+            serde_json::to_vec(&json).unwrap(),
+            "the sink's bytes"
+        );
         assert!(out[0].first_seen.unwrap() <= out[0].time);
         assert_eq!(a.open_keys(), 0);
     }

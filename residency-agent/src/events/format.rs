@@ -120,6 +120,37 @@ impl BlockEvent {
         f
     }
 
+    /// [`BlockEvent::json`] written straight into `out`, byte for byte the same
+    /// (keys in sorted order, as a `serde_json::Map` keeps them), without building
+    /// the map: the `json` sink writes one per event, hundreds of thousands a second
+    /// in a storm.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        use serde::ser::{SerializeMap as _, Serializer as _};
+        let time = humantime::format_rfc3339_micros(self.time).to_string();
+        let mut entries: Vec<(&'static str, String)> = vec![
+            (
+                "level",
+                if self.audit { "notice" } else { "warning" }.to_owned(),
+            ),
+            ("host", hostname().to_owned()),
+            ("time", time),
+        ];
+        entries.extend(self.fields().into_iter().map(|(k, v)| (k.short, v)));
+        // A later value of one key wins, as in the map.
+        entries.reverse();
+        entries.sort_by_key(|(k, _)| *k);
+        entries.dedup_by_key(|(k, _)| *k);
+        let mut ser = serde_json::Serializer::new(out);
+        let mut map = ser.serialize_map(Some(entries.len()))?;
+        for (k, v) in &entries {
+            match v.parse::<u64>() {
+                Ok(n) if numeric(k) => map.serialize_entry(k, &n)?,
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        map.end()
+    }
+
     /// The JSON-lines form: every field (numbers as numbers) plus an RFC 3339 time.
     pub fn json(&self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
@@ -136,19 +167,8 @@ impl BlockEvent {
                 .into(),
         );
         for (k, v) in self.fields() {
-            let numeric = matches!(
-                k.short,
-                "dport"
-                    | "sport"
-                    | "icmp_type"
-                    | "icmp_code"
-                    | "cgroup_id"
-                    | "uid"
-                    | "pid"
-                    | "count"
-            );
             let value = match v.parse::<u64>() {
-                Ok(n) if numeric => serde_json::Value::from(n),
+                Ok(n) if numeric(k.short) => serde_json::Value::from(n),
                 _ => serde_json::Value::from(v),
             };
             m.insert(k.short.into(), value);
@@ -221,4 +241,12 @@ pub(crate) fn hostname() -> &'static str {
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "-".to_owned())
     })
+}
+
+/// JSON keys whose values are numbers.
+fn numeric(key: &str) -> bool {
+    matches!(
+        key,
+        "dport" | "sport" | "icmp_type" | "icmp_code" | "cgroup_id" | "uid" | "pid" | "count"
+    )
 }

@@ -179,6 +179,13 @@ fn masks_addresses_and_renders_every_format() {
         ev.line()
     );
     let json = ev.json();
+    let mut written = Vec::new();
+    ev.write_json(&mut written).unwrap();
+    assert_eq!(
+        written,
+        serde_json::to_vec(&json).unwrap(),
+        "the sink's bytes"
+    );
     assert_eq!(json["event"], "RESIDENCY_EGRESS_BLOCK");
     assert_eq!(json["dst"], "2001:db8:1::/48");
     assert_eq!(json["dport"], 443);
@@ -243,6 +250,9 @@ fn events_name_the_unit_and_the_pod() {
         e.line()
     );
     let j = e.json();
+    let mut written = Vec::new();
+    e.write_json(&mut written).unwrap();
+    assert_eq!(written, serde_json::to_vec(&j).unwrap(), "the sink's bytes");
     assert_eq!(j["k8s_pod"], "api-0");
     assert_eq!(j["unit"], "cri-containerd-ab.scope");
     let journal: Vec<_> = e

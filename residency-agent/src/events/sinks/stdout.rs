@@ -132,7 +132,7 @@ impl super::Sink for Stdout {
 
     fn write(&mut self, event: &BlockEvent) -> std::io::Result<()> {
         if self.json {
-            serde_json::to_writer(&mut self.buf, &event.json())?;
+            event.write_json(&mut self.buf)?;
         } else {
             self.buf.extend_from_slice(event.line().as_bytes());
         }
