@@ -143,41 +143,9 @@ const ETH_HLEN: usize = 14;
 /// Ethernet (the test run strips it) + IPv4/IPv6 + UDP + `payload` zero bytes, the
 /// shape of the datapath benchmark's iperf3 packets.
 fn udp_packet(dst: IpAddr, payload: usize) -> Vec<u8> {
-    let udp_len = 8 + payload;
-    let mut p = vec![0u8; ETH_HLEN];
-    match dst {
-        IpAddr::V4(d) => {
-            p[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-            let mut ip = [0u8; 20];
-            ip[0] = 0x45;
-            ip[2..4].copy_from_slice(&((20 + udp_len) as u16).to_be_bytes());
-            ip[8] = 64;
-            ip[9] = 17;
-            ip[12..16].copy_from_slice(&[198, 18, 0, 1]);
-            ip[16..20].copy_from_slice(&d.octets());
-            p.extend_from_slice(&ip);
-        }
-        IpAddr::V6(d) => {
-            p[12..14].copy_from_slice(&0x86DDu16.to_be_bytes());
-            let mut ip = [0u8; 40];
-            ip[0] = 0x60;
-            ip[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-            ip[6] = 17;
-            ip[7] = 64;
-            ip[8..24].copy_from_slice(
-                &"2001:db8:ffff::1"
-                    .parse::<std::net::Ipv6Addr>()
-                    .expect("literal")
-                    .octets(),
-            );
-            ip[24..40].copy_from_slice(&d.octets());
-            p.extend_from_slice(&ip);
-        }
-    }
-    p.extend_from_slice(&40000u16.to_be_bytes());
-    p.extend_from_slice(&5201u16.to_be_bytes());
-    p.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.resize(p.len() + payload, 0);
-    p
+    let src = match dst {
+        IpAddr::V4(_) => IpAddr::from([198, 18, 0, 1]),
+        IpAddr::V6(_) => "2001:db8:ffff::1".parse().expect("literal"),
+    };
+    residency_tests::kernel::frame(src, dst, 17, 5201, payload)
 }

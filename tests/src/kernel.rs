@@ -5,7 +5,10 @@
 //! ([`bind_own_cgroup`]). Needs root (BPF). Behind the `kernel` feature, so that xtask,
 //! which builds before the BPF toolchain exists, does not build the agent.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::{
+    net::IpAddr,
+    sync::atomic::{AtomicUsize, Ordering},
+};
 
 use anyhow::Context as _;
 use residency_agent::{
@@ -71,4 +74,44 @@ pub fn run_egress(loaded: &mut bpf::Loaded, packet: &[u8]) -> anyhow::Result<u32
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(packet);
     Ok(prog.test_run(opts)?.return_value)
+}
+
+/// An Ethernet frame (the test run strips the header) with an IPv4 or IPv6 header
+/// from `src` to `dst` (one family) carrying `protocol`, then a UDP-shaped header
+/// (ports 40000 to `dport`, length `8 + payload`) and `payload` zero bytes. The ports
+/// sit where TCP's do too.
+pub fn frame(src: IpAddr, dst: IpAddr, protocol: u8, dport: u16, payload: usize) -> Vec<u8> {
+    let l4_len = 8 + payload;
+    let mut p = vec![0u8; 14];
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            p[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+            let mut ip = [0u8; 20];
+            ip[0] = 0x45;
+            ip[2..4].copy_from_slice(&((20 + l4_len) as u16).to_be_bytes());
+            ip[8] = 64;
+            ip[9] = protocol;
+            ip[12..16].copy_from_slice(&s.octets());
+            ip[16..20].copy_from_slice(&d.octets());
+            p.extend_from_slice(&ip);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            p[12..14].copy_from_slice(&0x86DDu16.to_be_bytes());
+            let mut ip = [0u8; 40];
+            ip[0] = 0x60;
+            ip[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            ip[6] = protocol;
+            ip[7] = 64;
+            ip[8..24].copy_from_slice(&s.octets());
+            ip[24..40].copy_from_slice(&d.octets());
+            p.extend_from_slice(&ip);
+        }
+        _ => panic!("a frame from {src} to {dst} mixes address families"),
+    }
+    p.extend_from_slice(&40000u16.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&(l4_len as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.resize(p.len() + payload, 0);
+    p
 }

@@ -23,38 +23,13 @@ use residency_tests::{
 
 const PASS: u32 = 1;
 
-/// Ethernet + IPv4 or IPv6 header + 8 transport bytes (UDP or TCP ports first).
+/// A frame to `dst` from an address of the sandbox's kind, 8 transport bytes.
 fn packet(dst: IpAddr, protocol: u8, dport: u16) -> Vec<u8> {
-    let mut p = vec![0u8; 14];
-    match dst {
-        IpAddr::V4(a) => {
-            p[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-            let mut ip = [0u8; 20];
-            ip[0] = 0x45;
-            ip[2..4].copy_from_slice(&28u16.to_be_bytes());
-            ip[8] = 64;
-            ip[9] = protocol;
-            ip[12..16].copy_from_slice(&[10, 255, 255, 1]);
-            ip[16..20].copy_from_slice(&a.octets());
-            p.extend_from_slice(&ip);
-        }
-        IpAddr::V6(a) => {
-            p[12..14].copy_from_slice(&0x86DDu16.to_be_bytes());
-            let mut ip = [0u8; 40];
-            ip[0] = 0x60;
-            ip[4..6].copy_from_slice(&8u16.to_be_bytes());
-            ip[6] = protocol;
-            ip[7] = 64;
-            ip[8] = 0xfd;
-            ip[23] = 1;
-            ip[24..40].copy_from_slice(&a.octets());
-            p.extend_from_slice(&ip);
-        }
-    }
-    p.extend_from_slice(&40000u16.to_be_bytes());
-    p.extend_from_slice(&dport.to_be_bytes());
-    p.extend_from_slice(&[0, 8, 0, 0]);
-    p
+    let src = match dst {
+        IpAddr::V4(_) => IpAddr::from([10, 255, 255, 1]),
+        IpAddr::V6(_) => "fd00::1".parse().unwrap(),
+    };
+    kernel::frame(src, dst, protocol, dport, 0)
 }
 
 #[test]
