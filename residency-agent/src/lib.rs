@@ -34,5 +34,6 @@ pub mod kernel;
 pub mod kubernetes;
 pub mod log;
 pub mod metrics;
+pub mod netns;
 pub mod policy;
 pub mod sys;

@@ -19,6 +19,7 @@ pub mod cache;
 pub mod counters;
 pub mod event;
 pub mod generation;
+pub mod local;
 pub mod maps;
 #[cfg(feature = "user")]
 mod names;
@@ -44,11 +45,15 @@ pub use counters::{
 };
 pub use event::{EVENT_AUDIT, EVENT_BLOCK, EVENTS_RING_BYTES, Event};
 pub use generation::{GENERATION_SLOTS, slot_of};
+pub use local::{
+    KernelLayout, LAYOUT_KNOWN, LOCAL_ADDR_CAPACITY, LocalAddrKey, NETNS_ASK_SLOTS, NetnsAsk,
+};
 #[cfg(feature = "user")]
 pub use names::UnknownName;
 pub use programs::{
-    PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_EGRESS, PROGRAM_INGRESS, PROGRAM_SENDMSG4,
-    PROGRAM_SENDMSG6, PROGRAM_SETSOCKOPT, PROGRAM_SOCK_CREATE, PROGRAM_SOCKET_CREATE,
+    PROGRAM_BIND4, PROGRAM_BIND6, PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_EGRESS,
+    PROGRAM_INGRESS, PROGRAM_SENDMSG4, PROGRAM_SENDMSG6, PROGRAM_SETSOCKOPT, PROGRAM_SOCK_CREATE,
+    PROGRAM_SOCKET_CREATE,
 };
 pub use rule::{
     ACTION_ALLOW, ACTION_DENY, ACTION_NONE, DEFAULT_RULE_CAPACITY, MAX_POLICIES,
@@ -58,5 +63,6 @@ pub use rule::{
 };
 pub use settings::{PROBE_MARK, RateBucket, SETTINGS_NO_VERDICT_CACHE, Settings, TOKENS_PER_EVENT};
 pub use source::{
-    SOURCE_CONNECT, SOURCE_INBOUND, SOURCE_SENDMSG, SOURCE_SKB, SOURCE_SOCKET, SOURCE_SOCKOPT,
+    SOURCE_BIND, SOURCE_CONNECT, SOURCE_INBOUND, SOURCE_SENDMSG, SOURCE_SKB, SOURCE_SOCKET,
+    SOURCE_SOCKOPT,
 };

@@ -39,3 +39,13 @@ pub const REPORTED: &str = "RES_REPORTED";
 /// `HASH`: [`super::InterfaceKey`] -> u8. The interfaces each policy lets its workloads
 /// bind sockets to, per generation slot.
 pub const INTERFACES: &str = "RES_INTERFACES";
+/// `ARRAY` of one [`super::KernelLayout`]: where the programs read the kernel's
+/// socket flags and sysctls, written by the agent at load. Not pinned: each agent
+/// writes its own.
+pub const LAYOUT: &str = "RES_LAYOUT";
+/// `LPM_TRIE`: [`super::LocalAddrKey`] -> u8. The addresses and local routes of the
+/// network namespaces the agent watches. Not pinned: a new agent learns them again.
+pub const LOCAL_ADDRS: &str = "RES_LOCAL_ADDRS";
+/// `LRU_HASH`: netns cookie -> [`super::NetnsAsk`]. Namespaces a program met with a
+/// source it could not vouch for, for the agent to learn their addresses.
+pub const NETNS_ASKS: &str = "RES_NETNS_ASKS";

@@ -3,8 +3,8 @@
 //! checked against that promise here.
 
 use crate::{
-    Binding, BindingKey, CacheSlot, Event, InterfaceKey, PortRule, RateBucket, RuleKeyV4,
-    RuleKeyV6, RuleValue, Settings, VerdictKey, VerdictValue,
+    Binding, BindingKey, CacheSlot, Event, InterfaceKey, KernelLayout, LocalAddrKey, NetnsAsk,
+    PortRule, RateBucket, RuleKeyV4, RuleKeyV6, RuleValue, Settings, VerdictKey, VerdictValue,
 };
 
 // SAFETY (each): `#[repr(C)]`, plain integer and byte-array fields, explicit padding
@@ -22,3 +22,6 @@ unsafe impl aya::Pod for PortRule {}
 unsafe impl aya::Pod for VerdictKey {}
 unsafe impl aya::Pod for VerdictValue {}
 unsafe impl aya::Pod for CacheSlot {}
+unsafe impl aya::Pod for LocalAddrKey {}
+unsafe impl aya::Pod for KernelLayout {}
+unsafe impl aya::Pod for NetnsAsk {}

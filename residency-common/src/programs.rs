@@ -27,3 +27,9 @@ pub const PROGRAM_SETSOCKOPT: &str = "residency_setsockopt";
 /// `judge_inbound` does not allow are dropped before the kernel answers them, SYN
 /// cookies included.
 pub const PROGRAM_INGRESS: &str = "residency_ingress";
+/// cgroup/bind4: an IPv4 `bind()` to an address that is not the namespace's own, where
+/// the kernel would allow it (`ip_nonlocal_bind`, a socket set to bind anywhere), is
+/// refused in enforce policies.
+pub const PROGRAM_BIND4: &str = "residency_bind4";
+/// cgroup/bind6: the same for IPv6 sockets.
+pub const PROGRAM_BIND6: &str = "residency_bind6";

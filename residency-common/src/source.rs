@@ -24,6 +24,9 @@ pub const SOURCE_SOCKOPT: u8 = 5;
 /// cgroup/skb ingress) from a source the policy does not allow; `src_addr` is the
 /// remote peer, the address judged.
 pub const SOURCE_INBOUND: u8 = 6;
+/// [`Event::source`](crate::Event::source): a `bind()` (cgroup/bind4 or bind6) to an
+/// address that is not the namespace's own; `src_addr` is the address.
+pub const SOURCE_BIND: u8 = 7;
 
 /// `AF_PACKET` (include/linux/socket.h): sockets that write below the IP layer.
 pub const AF_PACKET: i32 = 17;
@@ -48,17 +51,20 @@ pub enum Source {
     Sockopt = SOURCE_SOCKOPT,
     /// An inbound connection attempt.
     Inbound = SOURCE_INBOUND,
+    /// A `bind()` call.
+    Bind = SOURCE_BIND,
 }
 
 impl Source {
     /// Every source.
-    pub const ALL: [Source; 6] = [
+    pub const ALL: [Source; 7] = [
         Source::Skb,
         Source::Connect,
         Source::Sendmsg,
         Source::Socket,
         Source::Sockopt,
         Source::Inbound,
+        Source::Bind,
     ];
 
     /// The value in [`Event::source`](crate::Event::source).
@@ -77,6 +83,7 @@ impl Source {
             SOURCE_SOCKET => Some(Source::Socket),
             SOURCE_SOCKOPT => Some(Source::Sockopt),
             SOURCE_INBOUND => Some(Source::Inbound),
+            SOURCE_BIND => Some(Source::Bind),
             _ => None,
         }
     }

@@ -37,6 +37,7 @@
 
 mod binding;
 mod cache;
+mod local;
 mod maps;
 mod packet;
 mod programs;

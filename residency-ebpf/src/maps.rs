@@ -10,9 +10,10 @@ use aya_ebpf::{
 };
 use residency_common::{
     Binding, BindingKey, COUNTER_SLOTS, CacheSlot, DEFAULT_RULE_CAPACITY, EVENTS_RING_BYTES,
-    GENERATION_SLOTS, InterfaceKey, MAX_BINDINGS, MAX_INTERFACES, PORT_RULE_SLOTS, PortRule,
-    REPORTED_FLOWS, RateBucket, RuleKeyV4, RuleKeyV6, RuleValue, STAT_SLOTS, Settings,
-    VERDICT_CACHE_SLOTS, VerdictKey,
+    GENERATION_SLOTS, InterfaceKey, KernelLayout, LOCAL_ADDR_CAPACITY, LocalAddrKey, MAX_BINDINGS,
+    MAX_INTERFACES, NETNS_ASK_SLOTS, NetnsAsk, PORT_RULE_SLOTS, PortRule, REPORTED_FLOWS,
+    RateBucket, RuleKeyV4, RuleKeyV6, RuleValue, STAT_SLOTS, Settings, VERDICT_CACHE_SLOTS,
+    VerdictKey,
 };
 
 /// `{cgroup id, generation slot}` -> policy binding, filled by the agent for every
@@ -81,6 +82,21 @@ pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 /// and its socket call need not run on one.
 #[map(name = "RES_REPORTED")]
 pub static REPORTED: LruHashMap<VerdictKey, u8> = LruHashMap::with_max_entries(REPORTED_FLOWS, 0);
+
+/// Where the kernel keeps the socket flags and sysctls the source check reads
+/// (`local.rs`), written by the agent from the kernel's BTF.
+#[map(name = "RES_LAYOUT")]
+pub static LAYOUT: Array<KernelLayout> = Array::with_max_entries(1, 0);
+
+/// `{netns cookie, address prefix}`: each watched namespace's own addresses, filled by
+/// the agent from rtnetlink.
+#[map(name = "RES_LOCAL_ADDRS")]
+pub static LOCAL_ADDRS: LpmTrie<LocalAddrKey, u8> =
+    LpmTrie::with_max_entries(LOCAL_ADDR_CAPACITY, 0);
+
+/// Namespaces whose addresses the agent should learn, with a process inside each.
+#[map(name = "RES_NETNS_ASKS")]
+pub static NETNS_ASKS: LruHashMap<u64, NetnsAsk> = LruHashMap::with_max_entries(NETNS_ASK_SLOTS, 0);
 
 /// Per-CPU token bucket of the event rate limiter.
 #[map(name = "RES_RATE")]

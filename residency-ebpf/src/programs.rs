@@ -2,6 +2,7 @@
 //! hook gives (a packet, a `sockaddr`, socket arguments) and runs the shared steps
 //! (`binding`, `verdict`, `cache`, `report`) in its own order.
 
+pub mod bind;
 pub mod egress;
 pub mod ingress;
 pub mod raw_socket;

@@ -8,6 +8,8 @@ use crate::Sandbox;
 /// What the agent attaches to each topmost configured cgroup, each exactly once
 /// (besides the packet socket guard, see [`Sandbox::residency_programs`]).
 pub const PROGRAMS: &[&str] = &[
+    "residency_bind4",
+    "residency_bind6",
     "residency_connect4",
     "residency_connect6",
     "residency_egress",

@@ -469,6 +469,149 @@ fn a_foreign_source_cannot_have_this_host_reflect_data_to_it() {
     assert_ne!(r, "ok", "a foreign IPV6_PKTINFO source was accepted");
 }
 
+/// `SOURCE DST MARKER`: a datagram from a socket bound to SOURCE with a plain `bind()`,
+/// which the kernel allows for any address where `ip_nonlocal_bind` is set, to a
+/// closed port of DST on this host: the ICMP error quoting it goes to SOURCE.
+const NONLOCAL_REFLECT: &str = r#"
+src, dst, marker = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+def f():
+    s = socket.socket(socket.AF_INET6 if ":" in src else socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((src, 0)); s.sendto(marker, (dst, 9))
+run(f)
+"#;
+
+/// `SOURCE DST MARKER`: a UDP datagram on a raw IPv6 socket (`CAP_NET_RAW`), its source
+/// chosen per message (IPV6_PKTINFO): no socket call hook sees a raw socket's send, so
+/// only the packet program can judge its source.
+const RAW_PKTINFO: &str = r#"
+src, dst, marker = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+def f():
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_UDP)
+    s.setsockopt(socket.IPPROTO_IPV6, 7, 6)  # IPV6_CHECKSUM at the UDP checksum
+    info = socket.inet_pton(socket.AF_INET6, src) + struct.pack("=I", 0)
+    udp = struct.pack("!HHHH", 40000, 9, 8 + len(marker), 0) + marker
+    s.sendmsg([udp], [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)], 0, (dst, 0))
+run(f)
+"#;
+
+/// `SOURCE DST PORT MARKER`: a UDP echo to DST:PORT from a socket bound to SOURCE; "ok"
+/// once the answer is back.
+const BOUND_ECHO: &str = r#"
+src, dst, port, marker = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].encode()
+def f():
+    s = socket.socket(socket.AF_INET6 if ":" in src else socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(1.5)
+    s.bind((src, 0)); s.sendto(marker, (dst, port)); s.recv(64)
+run(f)
+"#;
+
+#[test]
+fn where_sockets_may_bind_anywhere_sources_are_still_judged() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    // Root's choice for the namespace, not the workload's: any address binds.
+    let ns = lab.sb.netns.clone();
+    for key in ["net.ipv4.ip_nonlocal_bind=1", "net.ipv6.ip_nonlocal_bind=1"] {
+        sh(std::process::Command::new("ip").args(["netns", "exec", &ns, "sysctl", "-qw", key]))
+            .unwrap();
+    }
+    // A plain bind to the forbidden host's address, reflected by this host's ICMPv6
+    // error: refused at bind().
+    lab.leak_closed(
+        &lab.app.clone(),
+        &[],
+        NONLOCAL_REFLECT,
+        &[FORBIDDEN_HOST_V6, WORKLOAD_ALLOWED_V6, "{marker}"],
+        "EPERM",
+    );
+    let e = lab.event(&["policy=eu", "hook=bind", "rule=spoofed-source"]);
+    assert!(e.contains(FORBIDDEN_HOST_V6), "{e}");
+    let r = lab.no_leak(
+        &lab.app.clone(),
+        &[],
+        NONLOCAL_REFLECT,
+        &[FORBIDDEN_HOST_V4, WORKLOAD_ALLOWED_V4, "{marker}"],
+    );
+    assert_eq!(r, "EPERM");
+    lab.event(&[
+        "policy=eu",
+        "hook=bind",
+        "rule=spoofed-source",
+        FORBIDDEN_HOST_V4,
+    ]);
+    // A per-message source, which the kernel now accepts: refused at sendmsg().
+    lab.leak_closed(
+        &lab.app.clone(),
+        &[],
+        PKTINFO_SOURCE,
+        &[FORBIDDEN_HOST_V6, WORKLOAD_ALLOWED_V6, "{marker}"],
+        "EPERM",
+    );
+    lab.event(&["policy=eu", "hook=sendmsg", "rule=spoofed-source"]);
+    // A raw socket's send reaches no socket call hook: its packet is dropped.
+    lab.leak_closed(
+        &lab.raw.clone(),
+        &["net_raw"],
+        RAW_PKTINFO,
+        &[FORBIDDEN_HOST_V6, WORKLOAD_ALLOWED_V6, "{marker}"],
+        "EPERM",
+    );
+    lab.event(&["policy=eu-raw", "hook=packet", "rule=spoofed-source"]);
+    // The namespace's own addresses still work, an address added later too (the
+    // agent follows the namespace's changes), and one taken away stops working.
+    let port = PORT.to_string();
+    let own = |lab: &Lab, src: &str| {
+        lab.attempt(
+            &lab.app,
+            &[],
+            BOUND_ECHO,
+            &[src, ALLOWED_HOST_V6, &port, "own-source"],
+        )
+    };
+    assert_eq!(own(&lab, WORKLOAD_ALLOWED_V6), "ok");
+    let added = "2001:db8:1::77";
+    let addr = |op: &str| {
+        sh(std::process::Command::new("ip")
+            .args([
+                "-n",
+                &ns,
+                "addr",
+                op,
+                &format!("{added}/128"),
+                "dev",
+                "to-allowed",
+            ])
+            .args((op == "add").then_some("nodad")))
+        .unwrap()
+    };
+    addr("add");
+    assert_eq!(eventually(|| own(&lab, added)), "ok");
+    addr("del");
+    assert_eq!(
+        eventually(|| {
+            let r = own(&lab, added);
+            if r == "ok" { "still".into() } else { r }
+        }),
+        "EPERM"
+    );
+}
+
+/// Tries `f` up to five times, 100 ms apart, until it says "ok" or "EPERM"; the last
+/// answer. (The agent takes a few milliseconds to see an address come or go.)
+fn eventually(f: impl Fn() -> String) -> String {
+    let mut r = f();
+    for _ in 0..4 {
+        if r == "ok" || r == "EPERM" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        r = f();
+    }
+    r
+}
+
 #[test]
 fn raw_sockets_are_refused_and_a_written_header_never_decides_the_route() {
     if !require_root() {

@@ -122,6 +122,13 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
     startup::log_policies(&config, &bound, &applied, &outputs.sink_kinds);
 
     let ring = loaded.take_events()?;
+    let local_maps = loaded.take_local_maps()?;
+    if let Some(why) = &loaded.source_check_missing {
+        warn!(
+            "source check off: {why}; in namespaces that let sockets bind anywhere \
+             (ip_nonlocal_bind), sources are not compared with the namespace's addresses"
+        );
+    }
     let (telemetry, versioned, metrics) = shared_state(
         config.clone(),
         &applied,
@@ -178,6 +185,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             node.clone(),
         ));
     }
+    runtime.spawn(crate::netns::run(local_maps));
     let tasks = main_loop::Inputs {
         config: &config,
         ring,

@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::SystemTime;
 
 use residency_common::{
-    EVENT_AUDIT, Event, SOURCE_INBOUND, SOURCE_SKB, SOURCE_SOCKET, SOURCE_SOCKOPT,
+    EVENT_AUDIT, Event, RULE_SPOOFED_SOURCE, SOURCE_BIND, SOURCE_INBOUND, SOURCE_SKB,
+    SOURCE_SOCKET, SOURCE_SOCKOPT,
     protocol::{Protocol, ProtocolNumber},
     sockopt,
     source::{SocketFamily, Source},
@@ -43,9 +44,12 @@ impl BlockEvent {
     pub fn decode(e: &Event, version: &Versioned, paths: &mut PathCache) -> BlockEvent {
         let p = version.by_id(e.policy);
         let comm_len = e.comm.iter().position(|b| *b == 0).unwrap_or(e.comm.len());
-        let socket_level = e.source == SOURCE_SOCKET || e.source == SOURCE_SOCKOPT;
-        // Events made from a packet (sent, or an inbound SYN) have its source.
+        let socket_level =
+            e.source == SOURCE_SOCKET || e.source == SOURCE_SOCKOPT || e.source == SOURCE_BIND;
+        // Events made from a packet (sent, or an inbound SYN) have its source, and so
+        // do refused sources (a bind, a per-message source).
         let has_packet = e.source == SOURCE_SKB || e.source == SOURCE_INBOUND;
+        let has_source = has_packet || e.rule == RULE_SPOOFED_SOURCE && e.source != SOURCE_SOCKOPT;
         BlockEvent {
             audit: e.kind == EVENT_AUDIT,
             policy: p
@@ -84,7 +88,7 @@ impl BlockEvent {
                 e.dst_port
             },
             // A refused socket call has no packet, so no source address yet.
-            src: if has_packet {
+            src: if has_source {
                 addr(e.family, &e.src_addr)
             } else {
                 None

@@ -16,6 +16,7 @@ impl BlockEvent {
         match self.hook {
             "inbound" => format!("{} {} inbound", self.show(self.src), self.protocol),
             "socket" => format!("{} socket", self.protocol),
+            "bind" => format!("{} {} bind", self.show(self.src), self.protocol),
             "setsockopt" => format!("{} option", self.option.unwrap_or("unknown")),
             _ if self.dst_port != 0 => {
                 format!(

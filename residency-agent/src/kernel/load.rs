@@ -26,6 +26,9 @@ pub struct Loaded {
     /// Why the packet socket guard (`residency_socket_create`) is not enforcing, when
     /// it is not.
     pub socket_guard_missing: Option<String>,
+    /// Why the source check (`rule=spoofed-source` where sockets may bind anywhere) is
+    /// off, when it is: the kernel's BTF did not give the fields it reads.
+    pub source_check_missing: Option<String>,
     /// The policy names map, pinned beside the maps (taken with the policy maps).
     pub names: Option<PolicyNames>,
 }
@@ -128,12 +131,26 @@ pub fn load(maps_dir: &Path, capacity: u32) -> Result<Loaded, BpfError> {
         }
     };
 
+    let source_check_missing = write_layout(&mut ebpf).err();
     Ok(Loaded {
         ebpf,
         capacity,
         socket_guard_missing,
+        source_check_missing,
         names: Some(names),
     })
+}
+
+/// Writes where the kernel keeps what the source check reads, before any program is
+/// attached; on failure the check stays off (the map holds zeros).
+fn write_layout(ebpf: &mut Ebpf) -> Result<(), String> {
+    let layout = super::layout::read().map_err(|e| e.to_string())?;
+    let map = ebpf
+        .map_mut(maps::LAYOUT)
+        .ok_or_else(|| format!("no map {}", maps::LAYOUT))?;
+    let mut array: aya::maps::Array<_, residency_common::KernelLayout> =
+        aya::maps::Array::try_from(map).map_err(|e| e.to_string())?;
+    array.set(0, layout, 0).map_err(|e| e.to_string())
 }
 
 /// The maps pinned under `<pin_path>/v3/maps` and adopted by the next agent. The

@@ -64,6 +64,28 @@ impl Loaded {
         })
     }
 
+    /// The namespace asks and the local address trie, for the task that keeps them
+    /// (`crate::netns`).
+    pub fn take_local_maps(&mut self) -> Result<crate::netns::LocalMaps, BpfError> {
+        let mut take = |name: &'static str| {
+            self.ebpf
+                .take_map(name)
+                .ok_or(BpfError::MissingMap { name })
+        };
+        let addrs = take(maps::LOCAL_ADDRS)?;
+        let asks = take(maps::NETNS_ASKS)?;
+        Ok(crate::netns::LocalMaps::new(
+            aya::maps::LpmTrie::try_from(addrs).map_err(|source| BpfError::Map {
+                name: maps::LOCAL_ADDRS,
+                source,
+            })?,
+            aya::maps::HashMap::try_from(asks).map_err(|source| BpfError::Map {
+                name: maps::NETNS_ASKS,
+                source,
+            })?,
+        ))
+    }
+
     fn map_mut<'a, T>(&'a mut self, name: &'static str) -> Result<T, BpfError>
     where
         T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,

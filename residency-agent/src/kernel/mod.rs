@@ -20,6 +20,7 @@
 pub mod attach;
 pub mod counters;
 pub mod error;
+pub mod layout;
 pub mod load;
 pub mod maps;
 pub mod names;

@@ -8,8 +8,8 @@ use crate::UnknownName;
 
 impl Source {
     /// The hook's name in events: `packet` (cgroup/skb), `connect`, `sendmsg`,
-    /// `socket` (packet or raw socket creation), `setsockopt` or `inbound` (a TCP SYN
-    /// received).
+    /// `socket` (packet or raw socket creation), `setsockopt`, `inbound` (a TCP SYN
+    /// received) or `bind`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Source::Skb => "packet",
@@ -18,6 +18,7 @@ impl Source {
             Source::Socket => "socket",
             Source::Sockopt => "setsockopt",
             Source::Inbound => "inbound",
+            Source::Bind => "bind",
         }
     }
 

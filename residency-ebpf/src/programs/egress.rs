@@ -9,19 +9,19 @@
 
 use aya_ebpf::{
     bindings::bpf_sock,
-    helpers::generated::{bpf_get_socket_cookie, bpf_sk_fullsock},
+    helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_sk_fullsock},
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
 use aya_log_ebpf::error;
 use residency_common::{
     BINDING_NAMED_INTERFACES, Binding, EVENT_AUDIT, EVENT_BLOCK, MODE_AUDIT, PROBE_MARK,
-    RULE_DEVICE_BINDING, RULE_ERROR, RULE_RAW_SOCKET, SETTINGS_NO_VERDICT_CACHE, SOURCE_SKB, Stat,
-    Verdict, VerdictKey, VerdictValue, slot_of,
+    RULE_DEVICE_BINDING, RULE_ERROR, RULE_RAW_SOCKET, RULE_SPOOFED_SOURCE,
+    SETTINGS_NO_VERDICT_CACHE, SOURCE_SKB, Stat, Verdict, VerdictKey, VerdictValue, slot_of,
 };
 
 use crate::{
-    binding, cache,
+    binding, cache, local,
     maps::{self, SETTINGS, STATS, bump, bump_first},
     packet::{self, Packet},
     report,
@@ -61,15 +61,19 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
             },
         ),
         None => {
-            let Some((b, d, probe)) = judge(&ctx, slot, &p, v4) else {
+            let Some((b, d, judged)) = judge(&ctx, slot, &p, v4) else {
                 return DROP;
             };
-            if probe {
+            if judged == Judged::Probe {
                 // `verify` driving this program: the decision itself, whatever the
                 // mode, and nothing counted, cached or reported.
                 return if d.allowed { PASS } else { DROP };
             }
-            remember(&key, &b, d);
+            // A socket that may send from any source is judged packet by packet: the
+            // cache key has no source, and its next packet's may differ.
+            if judged == Judged::Flow {
+                remember(&key, &b, d);
+            }
             (b.policy, b.mode, d)
         }
     };
@@ -85,16 +89,25 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
     if audit { PASS } else { DROP }
 }
 
-/// A cache miss: the packet judged from its policy's trie, and whether it is a probe
-/// of `verify` (below). `None` when no policy binds the socket's cgroup (reported; the
-/// caller fails closed).
+/// What a judgement holds for: the flow (cacheable), this packet only (its socket may
+/// send from any source), or nothing (a probe of `verify`, below).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Judged {
+    Flow,
+    Packet,
+    Probe,
+}
+
+/// A cache miss: the packet judged from its policy's trie, and what the judgement
+/// holds for. `None` when no policy binds the socket's cgroup (reported; the caller
+/// fails closed).
 #[inline(always)]
 fn judge(
     ctx: &SkBuffContext,
     slot: u32,
     p: &Packet,
     v4: Option<[u8; 4]>,
-) -> Option<(Binding, Decision, bool)> {
+) -> Option<(Binding, Decision, Judged)> {
     let cgroup_id = binding::skb_cgroup(ctx);
     let sk = full_socket(ctx);
     // `verify` drives the live program through BPF_PROG_TEST_RUN, which gives it a
@@ -113,6 +126,7 @@ fn judge(
         }
         return None;
     };
+    let mut judged = if probe { Judged::Probe } else { Judged::Flow };
     if let Some(rule) =
         sk.and_then(|sk| socket_refused(sk, p, b.flags & BINDING_NAMED_INTERFACES != 0))
     {
@@ -122,8 +136,31 @@ fn judge(
                 allowed: false,
                 rule,
             },
-            probe,
+            judged,
         ));
+    }
+    if let Some(sk) = sk
+        && !probe
+    {
+        let src = if p.family == 4 {
+            local::mapped([p.src[0], p.src[1], p.src[2], p.src[3]])
+        } else {
+            p.src
+        };
+        // SAFETY: the context pointer, as the helper takes it.
+        let netns = unsafe { bpf_get_netns_cookie(ctx.skb.skb.cast()) };
+        let sk = local::address_of((sk as *const bpf_sock).cast());
+        match local::foreign(sk, netns, &src) {
+            Some(true) => {
+                let d = Decision {
+                    allowed: false,
+                    rule: RULE_SPOOFED_SOURCE,
+                };
+                return Some((b, d, Judged::Packet));
+            }
+            Some(false) => judged = Judged::Packet,
+            None => {}
+        }
     }
     let target = Target {
         v4,
@@ -132,7 +169,7 @@ fn judge(
         port: p.dst_port,
         port_known: p.ports_known,
     };
-    Some((b, verdict::decide(slot, b.policy, &target), probe))
+    Some((b, verdict::decide(slot, b.policy, &target), judged))
 }
 
 /// The full socket that sent the packet, if the helper finds one.

@@ -1,0 +1,131 @@
+//! Reaching into another network namespace: netlink sockets made inside it, and the
+//! namespace's cookie, the number the kernel programs know it by.
+
+use std::{
+    fs::File,
+    io,
+    os::fd::{AsFd as _, AsRawFd as _},
+    os::unix::fs::MetadataExt as _,
+    path::Path,
+};
+
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use residency_common::NetnsAsk;
+
+/// `SO_NETNS_COOKIE` (include/uapi/asm-generic/socket.h, Linux 5.14).
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// The legacy rtnetlink groups of address and route changes (`RTMGRP_*`): a local
+/// route comes with every address, and `ip route add local` adds whole prefixes.
+const CHANGE_GROUPS: u32 = 0x10 | 0x40 | 0x100 | 0x400;
+
+/// A namespace entered: its identity and two rtnetlink sockets living in it.
+pub struct Entered {
+    /// The namespace's cookie (`SO_NETNS_COOKIE`, `bpf_get_netns_cookie`).
+    pub cookie: u64,
+    /// The namespace's inode number, as `/proc/<pid>/ns/net` shows it.
+    pub inode: u64,
+    /// For dumps of its addresses and routes.
+    pub dump: Socket,
+    /// Subscribed to its address and route changes, non-blocking.
+    pub changes: Socket,
+}
+
+/// Finds the network namespace a program asked for: through the process that met it,
+/// else (that process gone, or elsewhere now) by its inode number among the names
+/// `ip netns` gives namespaces and every process's namespace.
+pub fn find(ask: NetnsAsk) -> io::Result<File> {
+    let of = |path: &Path| -> Option<File> {
+        let f = File::open(path).ok()?;
+        (f.metadata().ok()?.ino() == u64::from(ask.inode)).then_some(f)
+    };
+    if let Some(f) = of(Path::new(&format!("/proc/{}/ns/net", ask.tgid))) {
+        return Ok(f);
+    }
+    if ask.inode == 0 {
+        return Err(io::Error::other(format!("process {} is gone", ask.tgid)));
+    }
+    let named = ["/run/netns", "/var/run/netns"]
+        .into_iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|d| d.flatten().map(|e| e.path()));
+    let processes = std::fs::read_dir("/proc")?
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .as_encoded_bytes()
+                .iter()
+                .all(u8::is_ascii_digit)
+        })
+        .map(|e| e.path().join("ns/net"));
+    named
+        .chain(processes)
+        .find_map(|p| of(&p))
+        .ok_or_else(|| io::Error::other(format!("no process in namespace {}", ask.inode)))
+}
+
+/// Enters network namespace `ns`. The sockets are made by a thread that joins the
+/// namespace and then ends, so the agent's own threads stay where they are; a socket
+/// belongs to the namespace it was made in for its whole life.
+pub fn enter(ns: File) -> io::Result<Entered> {
+    let inode = ns.metadata()?.ino();
+    let (dump, changes) = std::thread::scope(|s| {
+        s.spawn(|| -> io::Result<(Socket, Socket)> {
+            // SAFETY: setns on this thread only, with a namespace fd we hold open.
+            if unsafe { libc::setns(ns.as_fd().as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut dump = Socket::new(NETLINK_ROUTE)?;
+            dump.bind_auto()?;
+            let mut changes = Socket::new(NETLINK_ROUTE)?;
+            changes.bind(&SocketAddr::new(0, CHANGE_GROUPS))?;
+            changes.set_non_blocking(true)?;
+            Ok((dump, changes))
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+    })?;
+    let cookie = cookie_of(&dump)?;
+    Ok(Entered {
+        cookie,
+        inode,
+        dump,
+        changes,
+    })
+}
+
+/// The cookie of the namespace a socket lives in.
+fn cookie_of(socket: &Socket) -> io::Result<u64> {
+    let mut cookie = 0u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
+    let r = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
+
+/// Whether any process still lives in the namespace with inode `inode`. A namespace
+/// nobody lives in sends nothing, and the agent's sockets alone would keep it alive.
+pub fn inhabited(inode: u64) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .as_encoded_bytes()
+                .iter()
+                .all(u8::is_ascii_digit)
+        })
+        .any(|e| std::fs::metadata(e.path().join("ns/net")).is_ok_and(|m| m.ino() == inode))
+}

@@ -1,0 +1,153 @@
+//! The network namespaces of the workloads, and their own addresses: what the kernel
+//! programs' source check (`rule=spoofed-source`) compares a source with.
+//!
+//! The programs ask for a namespace (`RES_NETNS_ASKS`: its cookie and a process inside)
+//! when a socket there may send from an address the kernel does not check and the
+//! source is not in the table. This task answers: it enters the namespace through the
+//! process ([`enter`]), reads its addresses and local routes ([`dump`]), writes them to
+//! `RES_LOCAL_ADDRS` ([`table`]), and from then on follows the namespace's address and
+//! route changes, until no process lives in it.
+
+pub mod dump;
+pub mod enter;
+pub mod table;
+
+use std::{collections::HashMap, time::Duration};
+
+use residency_common::NetnsAsk;
+use tokio::{io::unix::AsyncFd, sync::mpsc, task::JoinHandle};
+use tracing::{debug, info, warn};
+
+pub use table::LocalMaps;
+
+/// How often the asks are read: the first packets from a namespace the agent has not
+/// learned wait this long at most (refused meanwhile).
+const ASK_POLL: Duration = Duration::from_millis(10);
+/// How often the watched namespaces are checked for a process still inside.
+const SWEEP: Duration = Duration::from_secs(5);
+
+/// A namespace followed: its inode (to tell whether anyone lives in it) and the task
+/// that reads its changes.
+struct Watched {
+    inode: u64,
+    follower: JoinHandle<()>,
+}
+
+/// Runs until the agent stops.
+pub async fn run(mut maps: LocalMaps) {
+    let (changed, mut changes) = mpsc::channel::<(u64, Vec<dump::Prefix>)>(64);
+    let mut watched: HashMap<u64, Watched> = HashMap::new();
+    let mut asks = tokio::time::interval(ASK_POLL);
+    asks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweep = tokio::time::interval(SWEEP);
+    loop {
+        tokio::select! {
+            _ = asks.tick() => {
+                for (cookie, ask) in maps.take_asks() {
+                    if watched.contains_key(&cookie) {
+                        continue;
+                    }
+                    match learn(cookie, ask, &mut maps, changed.clone()) {
+                        Ok(w) => {
+                            watched.insert(cookie, w);
+                        }
+                        // The asking process is gone or elsewhere: the next source
+                        // refused there asks again.
+                        Err(e) => debug!(cookie, pid = ask.tgid, "cannot learn network namespace: {e}"),
+                    }
+                }
+            }
+            Some((cookie, prefixes)) = changes.recv() => {
+                if watched.contains_key(&cookie)
+                    && let Err(e) = maps.set(cookie, &prefixes)
+                {
+                    warn!(cookie, "network namespace addresses not written: {e}");
+                }
+            }
+            _ = sweep.tick() => {
+                let gone: Vec<u64> = watched
+                    .iter()
+                    .filter(|(_, w)| !enter::inhabited(w.inode))
+                    .map(|(c, _)| *c)
+                    .collect();
+                for cookie in gone {
+                    if let Some(w) = watched.remove(&cookie) {
+                        w.follower.abort();
+                    }
+                    let _ = maps.set(cookie, &[]);
+                    debug!(cookie, "network namespace left: no process inside");
+                }
+            }
+        }
+    }
+}
+
+/// Enters namespace `cookie` as asked, writes its addresses, and starts following its
+/// changes.
+fn learn(
+    cookie: u64,
+    ask: NetnsAsk,
+    maps: &mut LocalMaps,
+    changed: mpsc::Sender<(u64, Vec<dump::Prefix>)>,
+) -> std::io::Result<Watched> {
+    let entered = enter::enter(enter::find(ask)?)?;
+    if entered.cookie != cookie {
+        return Err(std::io::Error::other(format!(
+            "found namespace {} instead",
+            entered.cookie
+        )));
+    }
+    let prefixes = dump::local_prefixes(&entered.dump)?;
+    maps.set(cookie, &prefixes).map_err(std::io::Error::other)?;
+    info!(
+        netns = cookie,
+        inode = ask.inode,
+        addresses = prefixes.len(),
+        "learned the addresses of a network namespace whose sockets may bind anywhere"
+    );
+    let inode = entered.inode;
+    let follower = tokio::spawn(follow(entered, changed));
+    Ok(Watched { inode, follower })
+}
+
+/// Reads a namespace's change notices; after each batch, dumps its prefixes again and
+/// hands them over. A dump is the truth: notices are only the cue to take one.
+async fn follow(entered: enter::Entered, changed: mpsc::Sender<(u64, Vec<dump::Prefix>)>) {
+    let enter::Entered {
+        cookie,
+        dump: dump_socket,
+        changes,
+        ..
+    } = entered;
+    // SAFETY: the socket owns its fd for its whole life and never swaps it, which is
+    // what `register` asks of its caller.
+    let Ok(changes) =
+        (unsafe { AsyncFd::register_with_interest(changes, tokio::io::Interest::READABLE) })
+    else {
+        return;
+    };
+    let mut buf = Vec::with_capacity(64 * 1024);
+    loop {
+        let Ok(mut guard) = changes.readable().await else {
+            return;
+        };
+        // Drain every notice queued (an overrun, ENOBUFS, just means "dump again").
+        loop {
+            buf.clear();
+            match guard.get_inner().recv(&mut buf, 0) {
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => break,
+            }
+        }
+        guard.clear_ready();
+        match dump::local_prefixes(&dump_socket) {
+            Ok(prefixes) => {
+                if changed.send((cookie, prefixes)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => warn!(cookie, "network namespace addresses not read: {e}"),
+        }
+    }
+}

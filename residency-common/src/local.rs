@@ -1,0 +1,88 @@
+//! The source address check: which sources count as a host's own, per network
+//! namespace, and where the kernel programs find what they need to read to know when
+//! a socket may send from another.
+//!
+//! The kernel refuses a foreign source by itself unless a socket may bind anywhere: its
+//! namespace sets `net.ipv4.ip_nonlocal_bind` or `net.ipv6.ip_nonlocal_bind`, or the
+//! socket has `IP_FREEBIND`/`IP_TRANSPARENT` (refused by the setsockopt guard, but set
+//! before the agent attached). Only then do the programs look a source up in
+//! [`LocalAddrKey`]'s trie, which the agent fills from each namespace's addresses. The
+//! sysctls and socket flags live in kernel structures whose layout differs between
+//! builds, so the agent reads their offsets from the kernel's BTF ([`KernelLayout`]).
+
+/// Entries of the local address trie: addresses and local routes of every namespace
+/// the agent watches.
+pub const LOCAL_ADDR_CAPACITY: u32 = 65_536;
+
+/// Namespaces a program asked the agent to learn (an LRU map, so asks never fail).
+pub const NETNS_ASK_SLOTS: u32 = 1024;
+
+/// Key of the local address trie: a network namespace's cookie
+/// (`bpf_get_netns_cookie`, `SO_NETNS_COOKIE`) in big-endian bytes, then an address
+/// in IPv6 form (IPv4 as `::ffff:a.b.c.d`). The trie's prefix length counts the
+/// cookie's 64 bits first, so a lookup never crosses namespaces.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct LocalAddrKey {
+    pub netns: [u8; 8],
+    pub addr: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<LocalAddrKey>() == 24);
+
+impl LocalAddrKey {
+    /// The key of `addr` (IPv6 form) in namespace `netns`.
+    #[inline(always)]
+    pub const fn new(netns: u64, addr: [u8; 16]) -> LocalAddrKey {
+        LocalAddrKey {
+            netns: netns.to_be_bytes(),
+            addr,
+        }
+    }
+
+    /// The trie prefix length of an address prefix of `bits` bits (in IPv6 form).
+    #[inline(always)]
+    pub const fn prefix_len(bits: u32) -> u32 {
+        64 + bits
+    }
+}
+
+/// A namespace asked for (value of `RES_NETNS_ASKS`, keyed by its cookie): the
+/// process that met it, and its inode number, by which the agent finds the namespace
+/// when that process is gone.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NetnsAsk {
+    pub tgid: u32,
+    pub inode: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<NetnsAsk>() == 8);
+
+/// [`KernelLayout::flags`]: the offsets were found; without it no source is checked.
+pub const LAYOUT_KNOWN: u32 = 1;
+
+/// Where the kernel keeps what tells whether a socket may send from any source, byte
+/// offsets read from the kernel's BTF by the agent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct KernelLayout {
+    /// `struct sock` -> `__sk_common.skc_net`: the socket's `struct net *`.
+    pub sock_net: u32,
+    /// `struct net` -> `ipv4.sysctl_ip_nonlocal_bind` (one byte).
+    pub nonlocal_v4: u32,
+    /// `struct net` -> `ipv6.sysctl.ip_nonlocal_bind` (one byte).
+    pub nonlocal_v6: u32,
+    /// `struct inet_sock` -> `inet_flags`.
+    pub inet_flags: u32,
+    /// The bits of `inet_flags` that let a socket send from any address:
+    /// `INET_FLAGS_FREEBIND` and `INET_FLAGS_TRANSPARENT`.
+    pub any_source: u64,
+    /// [`LAYOUT_KNOWN`].
+    pub flags: u32,
+    /// `struct net` -> `ns.inum`: the namespace's inode number, which names it in
+    /// `/proc/<pid>/ns/net` and `/run/netns`.
+    pub net_inum: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 32);

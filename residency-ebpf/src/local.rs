@@ -1,0 +1,151 @@
+//! Is a source address the namespace's own? The check behind `rule=spoofed-source` in
+//! the bind, sendmsg and packet programs.
+//!
+//! The kernel already refuses a foreign source to a socket that may not bind anywhere,
+//! so the programs ask only about sockets that may ([`unchecked_sources`]: the
+//! namespace's `ip_nonlocal_bind`, or `IP_FREEBIND`/`IP_TRANSPARENT` set before the
+//! agent attached) and then look the source up in the agent's table of each
+//! namespace's addresses ([`is_local`]). A namespace the agent has not learned yet has
+//! no entries, so its sources are refused (fail closed) and the namespace is asked for
+//! ([`ask`]); the agent learns it within milliseconds and follows its addresses from
+//! then on.
+//!
+//! The fields read live in kernel structures this program has no types for: the agent
+//! finds their offsets in the kernel's BTF (`residency_common::KernelLayout`), and they
+//! are read with `bpf_probe_read_kernel`.
+
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::generated::{bpf_get_current_pid_tgid, bpf_probe_read_kernel};
+use residency_common::{LAYOUT_KNOWN, LocalAddrKey, NetnsAsk};
+
+use crate::maps::{LAYOUT, LOCAL_ADDRS, NETNS_ASKS};
+
+/// Reads a `T` at kernel address `addr`; `None` when the read faults.
+#[inline(always)]
+fn read<T: Copy + Default>(addr: u64) -> Option<T> {
+    let mut value = T::default();
+    // SAFETY: the helper copies at most `size_of::<T>()` bytes into `value`, and
+    // reports a fault instead of taking it.
+    let r = unsafe {
+        bpf_probe_read_kernel(
+            (&mut value as *mut T).cast(),
+            core::mem::size_of::<T>() as u32,
+            addr as *const c_void,
+        )
+    };
+    (r == 0).then_some(value)
+}
+
+/// The address a socket pointer holds, as a number. The verifier forbids arithmetic on
+/// socket pointers, even to read one field through the helper, so the pointer is
+/// copied out of this program's own stack by the helper, which yields a plain number.
+/// Call it where the pointer is read, so the compiler has nothing to combine it with
+/// on the way (it was seen to mask a pointer kept in a register pair).
+#[inline(always)]
+pub fn address_of(sk: *const c_void) -> u64 {
+    let mut slot: *const c_void = core::ptr::null();
+    // SAFETY: a write to a local; volatile, so the pointer really is on the stack.
+    unsafe { core::ptr::write_volatile(&mut slot, sk) };
+    read::<u64>(&slot as *const *const c_void as u64).unwrap_or(0)
+}
+
+/// Whether socket `sk` (a `struct sock *`, as [`address_of`] gives it) may send from a source the kernel did not
+/// check, for an address of this family (`v6`: a real IPv6 address, not a mapped one).
+/// False when the agent found no layout (no BTF): the kernel's own checks stand alone
+/// then, which the agent reports. A read that faults counts as true (fail closed).
+#[inline(always)]
+pub fn unchecked_sources(sk: u64, v6: bool) -> bool {
+    let Some(layout) = LAYOUT.get(0) else {
+        return false;
+    };
+    if layout.flags & LAYOUT_KNOWN == 0 {
+        return false;
+    }
+    if sk == 0 {
+        return true;
+    }
+    match read::<u64>(sk + u64::from(layout.inet_flags)) {
+        Some(flags) if flags & layout.any_source != 0 => return true,
+        Some(_) => {}
+        None => return true,
+    }
+    let Some(net) = read::<u64>(sk + u64::from(layout.sock_net)) else {
+        return true;
+    };
+    let at = if v6 {
+        layout.nonlocal_v6
+    } else {
+        layout.nonlocal_v4
+    };
+    read::<u8>(net + u64::from(at)).is_none_or(|nonlocal| nonlocal != 0)
+}
+
+/// Whether `addr` (IPv6 form, IPv4 mapped) is one of namespace `netns`'s own: an
+/// address or local route the agent learned. The unspecified address (the kernel picks
+/// a source) and multicast (a receiver's group; never a packet's source) always are.
+#[inline(always)]
+pub fn is_local(netns: u64, addr: &[u8; 16]) -> bool {
+    if addr.iter().all(|b| *b == 0) || addr[0] == 0xff || is_v4_multicast(addr) {
+        return true;
+    }
+    let key = aya_ebpf::maps::lpm_trie::Key::new(
+        LocalAddrKey::prefix_len(128),
+        LocalAddrKey::new(netns, *addr),
+    );
+    LOCAL_ADDRS.get(&key).is_some()
+}
+
+/// `::ffff:224.0.0.0/100`, and the unspecified IPv4 address mapped.
+#[inline(always)]
+fn is_v4_multicast(addr: &[u8; 16]) -> bool {
+    is_mapped(addr) && (addr[12] & 0xf0 == 0xe0 || addr[12..] == [0, 0, 0, 0])
+}
+
+/// `::ffff:0:0/96`.
+#[inline(always)]
+pub fn is_mapped(addr: &[u8; 16]) -> bool {
+    addr[..10].iter().all(|b| *b == 0) && addr[10] == 0xff && addr[11] == 0xff
+}
+
+/// An IPv4 address in the table's IPv6 form.
+#[inline(always)]
+pub fn mapped(v4: [u8; 4]) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[10] = 0xff;
+    a[11] = 0xff;
+    a[12..].copy_from_slice(&v4);
+    a
+}
+
+/// Asks the agent to learn namespace `netns`, socket `sk`'s, naming the current process
+/// (inside it in the process-context hooks; the agent checks, since a packet program
+/// may run in another task's context) and the namespace's inode number.
+#[inline(always)]
+pub fn ask(sk: u64, netns: u64) {
+    // SAFETY: a helper without arguments.
+    let tgid = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
+    let inode = LAYOUT
+        .get(0)
+        .and_then(|l| {
+            let net = read::<u64>(sk + u64::from(l.sock_net))?;
+            read::<u32>(net + u64::from(l.net_inum))
+        })
+        .unwrap_or(0);
+    let _ = NETNS_ASKS.insert(netns, NetnsAsk { tgid, inode }, 0);
+}
+
+/// The full source check: whether socket `sk` in namespace `netns` sending from `addr`
+/// (IPv6 form) uses a source that is not the namespace's own. `None` when the socket
+/// cannot send from an unchecked source at all (the kernel's checks hold).
+#[inline(always)]
+pub fn foreign(sk: u64, netns: u64, addr: &[u8; 16]) -> Option<bool> {
+    if !unchecked_sources(sk, !is_mapped(addr)) {
+        return None;
+    }
+    if is_local(netns, addr) {
+        return Some(false);
+    }
+    ask(sk, netns);
+    Some(true)
+}
