@@ -83,6 +83,14 @@ pub struct KernelLayout {
     /// `struct net` -> `ns.inum`: the namespace's inode number, which names it in
     /// `/proc/<pid>/ns/net` and `/run/netns`.
     pub net_inum: u32,
+    /// `struct bpf_sock_addr_kern` -> `t_ctx`: in a sendmsg program, a pointer to
+    /// the source the call will use (`&ipc.addr` for IPv4, `&fl6->saddr` for IPv6).
+    pub sock_addr_t_ctx: u32,
+    /// From `t_ctx` to the outgoing interface the call chose so far (`ipc.oif`,
+    /// `fl6->flowi6_oif`), in bytes: `IP_PKTINFO`/`IPV6_PKTINFO` set it per message.
+    pub oif_from_t_ctx_v4: i32,
+    pub oif_from_t_ctx_v6: i32,
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 32);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 48);

@@ -135,17 +135,38 @@ pub fn ask(sk: u64, netns: u64) {
     let _ = NETNS_ASKS.insert(netns, NetnsAsk { tgid, inode }, 0);
 }
 
-/// The full source check: whether socket `sk` in namespace `netns` sending from `addr`
-/// (IPv6 form) uses a source that is not the namespace's own. `None` when the socket
-/// cannot send from an unchecked source at all (the kernel's checks hold).
+/// The full source check: whether socket `sk` sending from `addr` (IPv6 form) uses a
+/// source that is not its namespace's own (`netns` gives the namespace's cookie, read
+/// only when needed). `None` when the socket cannot send from an unchecked source at
+/// all (the kernel's checks hold).
 #[inline(always)]
-pub fn foreign(sk: u64, netns: u64, addr: &[u8; 16]) -> Option<bool> {
+pub fn foreign(sk: u64, netns: impl FnOnce() -> u64, addr: &[u8; 16]) -> Option<bool> {
     if !unchecked_sources(sk, !is_mapped(addr)) {
         return None;
     }
+    let netns = netns();
     if is_local(netns, addr) {
         return Some(false);
     }
     ask(sk, netns);
     Some(true)
+}
+
+/// The outgoing interface a `sendmsg()` chose so far (its socket's bound device, or an
+/// `IP_PKTINFO`/`IPV6_PKTINFO` interface given with the message), read through the
+/// sendmsg program's context `ctx` (a `struct bpf_sock_addr_kern *`, as
+/// [`address_of`] gives it). `None` when it cannot be read (no layout, or a fault).
+#[inline(always)]
+pub fn sendmsg_oif(ctx: u64, v6: bool) -> Option<u32> {
+    let layout = LAYOUT.get(0)?;
+    if layout.flags & LAYOUT_KNOWN == 0 || ctx == 0 {
+        return None;
+    }
+    let t_ctx = read::<u64>(ctx + u64::from(layout.sock_addr_t_ctx))?;
+    let delta = if v6 {
+        layout.oif_from_t_ctx_v6
+    } else {
+        layout.oif_from_t_ctx_v4
+    };
+    read::<u32>(t_ctx.wrapping_add_signed(i64::from(delta)))
 }

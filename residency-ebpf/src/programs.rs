@@ -5,6 +5,7 @@
 pub mod bind;
 pub mod egress;
 pub mod ingress;
+pub mod message;
 pub mod raw_socket;
 pub mod sock_addr;
 pub mod socket_create;

@@ -413,6 +413,37 @@ fn a_chosen_interface_cannot_carry_an_allowed_address_to_a_forbidden_network() {
         ],
     );
     assert_eq!(r, "EPERM", "IP_UNICAST_IF under a policy naming interfaces");
+    // An interface named per message (no socket option involved): the kernel sends
+    // the allowed address out of it as if on that link.
+    // (IPv6 finds no route through a link that has none for the address, so only
+    // IPv4 gets out in the control; both are refused.)
+    lab.leak_closed(
+        &lab.app.clone(),
+        &[],
+        PKTINFO_INTERFACE,
+        &[TO_FORBIDDEN, ALLOWED_HOST_V4, &port, "{marker}"],
+        "EPERM",
+    );
+    let r = lab.no_leak(
+        &lab.app.clone(),
+        &[],
+        PKTINFO_INTERFACE,
+        &[TO_FORBIDDEN, ALLOWED_HOST_V6, &port, "{marker}"],
+    );
+    assert_eq!(r, "EPERM");
+    for host in [ALLOWED_HOST_V4, ALLOWED_HOST_V6] {
+        let e = lab.event(&["policy=eu", "hook=sendmsg", "rule=device-binding", host]);
+        assert!(e.contains("uid=65534 "), "{e}");
+    }
+    // Naming the interface the route takes anyway changes nothing the policy sees,
+    // but an index is still refused: the policy cannot tell one from another.
+    let r = lab.no_leak(
+        &lab.app.clone(),
+        &[],
+        PKTINFO_INTERFACE,
+        &[to_allowed, ALLOWED_HOST_V4, &port, "{marker}"],
+    );
+    assert_eq!(r, "EPERM");
     // The allowed host is still reached the ordinary way.
     let r = lab.no_leak(
         &lab.app.clone(),
@@ -468,6 +499,25 @@ fn a_foreign_source_cannot_have_this_host_reflect_data_to_it() {
     );
     assert_ne!(r, "ok", "a foreign IPV6_PKTINFO source was accepted");
 }
+
+/// `DEV ADDR PORT MARKER`: a UDP datagram to ADDR:PORT whose outgoing interface DEV is
+/// named per message (`ipi_ifindex` of IP_PKTINFO, `ipi6_ifindex` of IPV6_PKTINFO).
+const PKTINFO_INTERFACE: &str = r#"
+dev, addr, port, marker = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].encode()
+def f():
+    index = socket.if_nametoindex(dev)
+    # Port 0: a ping socket, the marker riding in an echo request.
+    ping = port == 0
+    data = struct.pack("!BBHHH", 128 if ":" in addr else 8, 0, 0, 0, 1) + marker if ping else marker
+    if ":" in addr:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_ICMPV6 if ping else 0)
+        info = (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, bytes(16) + struct.pack("=I", index))
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP if ping else 0)
+        info = (socket.IPPROTO_IP, 8, struct.pack("=I4s4s", index, bytes(4), bytes(4)))
+    s.sendmsg([data], [info], 0, (addr, port))
+run(f)
+"#;
 
 /// `SOURCE DST MARKER`: a datagram from a socket bound to SOURCE with a plain `bind()`,
 /// which the kernel allows for any address where `ip_nonlocal_bind` is set, to a

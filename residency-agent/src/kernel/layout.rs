@@ -25,6 +25,16 @@ pub fn read() -> Result<KernelLayout, LayoutError> {
     let nonlocal_v6 = offset(&btf, "net", &["ipv6", "sysctl", "ip_nonlocal_bind"])?;
     let inet_flags = offset(&btf, "inet_sock", &["inet_flags"])?;
     let net_inum = offset(&btf, "net", &["ns", "inum"])?;
+    let sock_addr_t_ctx = offset(&btf, "bpf_sock_addr_kern", &["t_ctx"])?;
+    let delta = |from: u32, to: u32| to as i32 - from as i32;
+    let oif_from_t_ctx_v4 = delta(
+        offset(&btf, "ipcm_cookie", &["addr"])?,
+        offset(&btf, "ipcm_cookie", &["oif"])?,
+    );
+    let oif_from_t_ctx_v6 = delta(
+        offset(&btf, "flowi6", &["saddr"])?,
+        offset(&btf, "flowi6", &["__fl_common", "flowic_oif"])?,
+    );
     let freebind = enumerator(&btf, "INET_FLAGS_FREEBIND")?;
     let transparent = enumerator(&btf, "INET_FLAGS_TRANSPARENT")?;
     Ok(KernelLayout {
@@ -37,6 +47,10 @@ pub fn read() -> Result<KernelLayout, LayoutError> {
         any_source: (1 << freebind) | (1 << transparent),
         flags: LAYOUT_KNOWN,
         net_inum,
+        sock_addr_t_ctx,
+        oif_from_t_ctx_v4,
+        oif_from_t_ctx_v6,
+        _pad: 0,
     })
 }
 

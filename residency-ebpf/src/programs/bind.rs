@@ -48,7 +48,7 @@ fn bind_call(ctx: &SockAddrContext, addr: [u8; 16]) -> i32 {
         (local::address_of(sk.cast()), (*sk).protocol as u8)
     };
     // SAFETY: the context pointer, as the helper takes it.
-    let netns = unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) };
+    let netns = || unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) };
     if local::foreign(sk, netns, &addr) != Some(true) {
         return ALLOW_CALL;
     }

@@ -28,6 +28,10 @@ use crate::{
     verdict::{self, Decision, Target, verdict_of},
 };
 
+/// `AF_INET` and `AF_INET6`.
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+
 /// cgroup/skb return values.
 const PASS: i32 = 1;
 const DROP: i32 = 0;
@@ -139,8 +143,10 @@ fn judge(
             judged,
         ));
     }
+    // Only an inet socket has the flags read (a test run's socket is of no family).
     if let Some(sk) = sk
         && !probe
+        && (sk.family == AF_INET || sk.family == AF_INET6)
     {
         let src = if p.family == 4 {
             local::mapped([p.src[0], p.src[1], p.src[2], p.src[3]])
@@ -148,7 +154,7 @@ fn judge(
             p.src
         };
         // SAFETY: the context pointer, as the helper takes it.
-        let netns = unsafe { bpf_get_netns_cookie(ctx.skb.skb.cast()) };
+        let netns = || unsafe { bpf_get_netns_cookie(ctx.skb.skb.cast()) };
         let sk = local::address_of((sk as *const bpf_sock).cast());
         match local::foreign(sk, netns, &src) {
             Some(true) => {

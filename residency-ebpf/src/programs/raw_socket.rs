@@ -9,9 +9,12 @@
 //! refuse `IPPROTO_RAW` even then. Audit policies report the creation and let it pass.
 //!
 //! This hook runs for every AF_INET/AF_INET6 socket a task creates in an attached
-//! cgroup (never for the kernel's own); everything but `SOCK_RAW` passes at once.
+//! cgroup (never for the kernel's own); everything but `SOCK_RAW` passes at once. It is
+//! also where the agent first hears of a namespace whose sockets may bind anywhere.
 
-use aya_ebpf::{macros::cgroup_sock, programs::SockContext};
+use aya_ebpf::{
+    helpers::generated::bpf_get_netns_cookie, macros::cgroup_sock, programs::SockContext,
+};
 use residency_common::{
     BINDING_ALLOW_RAW_SOCKETS, EVENT_AUDIT, EVENT_BLOCK, MODE_AUDIT, RULE_RAW_SOCKET,
     SOURCE_SOCKET, Stat, slot_of,
@@ -19,7 +22,7 @@ use residency_common::{
 
 use super::{ALLOW_CALL, DENY_CALL, family_of};
 use crate::{
-    binding,
+    binding, local,
     maps::{self, STATS, bump},
     report,
 };
@@ -34,6 +37,7 @@ pub fn residency_sock_create(ctx: SockContext) -> i32 {
     // SAFETY: the context pointer is the bpf_sock the kernel handed us; the verifier
     // checks each field access.
     let sk = unsafe { &*ctx.sock };
+    learn_namespace(&ctx);
     if sk.type_ != SOCK_RAW {
         return ALLOW_CALL;
     }
@@ -65,4 +69,16 @@ pub fn residency_sock_create(ctx: SockContext) -> i32 {
         e.source = SOURCE_SOCKET;
     });
     if audit { ALLOW_CALL } else { DENY_CALL }
+}
+
+/// A socket made where sockets may bind anywhere (`ip_nonlocal_bind`): the agent is
+/// asked for the namespace's addresses now, so that they are known by the time the
+/// socket binds or sends (until then its sources are refused, `local.rs`).
+#[inline(always)]
+fn learn_namespace(ctx: &SockContext) {
+    let sk = local::address_of(ctx.sock.cast());
+    if local::unchecked_sources(sk, false) || local::unchecked_sources(sk, true) {
+        // SAFETY: the context pointer, as the helper takes it.
+        local::ask(sk, unsafe { bpf_get_netns_cookie(ctx.sock.cast()) });
+    }
 }

@@ -11,19 +11,16 @@
 //! process; its packets are counted as audited but not reported again.
 
 use aya_ebpf::{
-    bindings::bpf_sock_addr,
-    helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
-    macros::cgroup_sock_addr,
-    programs::SockAddrContext,
+    helpers::generated::bpf_get_socket_cookie, macros::cgroup_sock_addr, programs::SockAddrContext,
 };
 use residency_common::{
-    EVENT_AUDIT, EVENT_BLOCK, Event, MODE_AUDIT, RULE_SPOOFED_SOURCE, SOURCE_CONNECT,
-    SOURCE_SENDMSG, Stat, Verdict, slot_of,
+    EVENT_AUDIT, EVENT_BLOCK, Event, MODE_AUDIT, SOURCE_CONNECT, SOURCE_SENDMSG, Stat, Verdict,
+    slot_of,
 };
 
-use super::{ALLOW_CALL, DENY_CALL};
+use super::{ALLOW_CALL, DENY_CALL, message};
 use crate::{
-    binding, cache, local,
+    binding, cache,
     maps::{self, STATS, bump},
     packet, report,
     verdict::{self, Decision, Target},
@@ -78,7 +75,7 @@ fn socket_call(ctx: &SockAddrContext, v6: bool, source: u8) -> i32 {
         }
     }
     if source == SOURCE_SENDMSG
-        && let Some(refused) = foreign_source(ctx, sa, v6, &dst, port, protocol)
+        && let Some(refused) = message::refused(ctx, sa, v6, &dst, port, protocol)
     {
         return refused;
     }
@@ -145,59 +142,6 @@ fn socket_call(ctx: &SockAddrContext, v6: bool, source: u8) -> i32 {
         e.kind = EVENT_BLOCK;
     });
     DENY_CALL
-}
-
-/// A source named per message (`IP_PKTINFO`, `IPV6_PKTINFO`) that is not the
-/// namespace's own, where the kernel would let it pass (`local.rs`): the call's answer
-/// when refused (enforce) or reported (audit).
-#[inline(always)]
-fn foreign_source(
-    ctx: &SockAddrContext,
-    sa: &bpf_sock_addr,
-    v6: bool,
-    dst: &[u8; 16],
-    port: u16,
-    protocol: u8,
-) -> Option<i32> {
-    let mut src = [0u8; 16];
-    if v6 {
-        for (i, word) in sa.msg_src_ip6.iter().enumerate() {
-            src[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
-        }
-    } else {
-        src = local::mapped(sa.msg_src_ip4.to_ne_bytes());
-    }
-    // SAFETY: `sk` is always set in sock_addr programs; its value is only copied.
-    let sk = local::address_of(unsafe { sa.__bindgen_anon_1.sk }.cast());
-    // SAFETY: the context pointer, as the helper takes it.
-    let netns = unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) };
-    if local::foreign(sk, netns, &src) != Some(true) {
-        return None;
-    }
-    let cgroup_id = binding::current_cgroup();
-    let binding = binding::of_current_task(cgroup_id, slot_of(maps::epoch()));
-    let audit = binding.is_some_and(|b| b.mode == MODE_AUDIT);
-    if !audit {
-        bump(&STATS, Stat::SocketDenials as u32);
-    }
-    let family = if local::is_mapped(&src) { 4 } else { 6 };
-    report::emit(|e| {
-        e.cgroup_id = cgroup_id;
-        e.policy = binding.map_or(u32::MAX, |b| b.policy);
-        e.rule = RULE_SPOOFED_SOURCE;
-        report::caller(e);
-        e.kind = if audit { EVENT_AUDIT } else { EVENT_BLOCK };
-        e.dst_port = port;
-        e.dst_addr = *dst;
-        e.family = family;
-        e.protocol = protocol;
-        e.source = SOURCE_SENDMSG;
-        e.src_addr = packet::as_judged(
-            &src,
-            (family == 4).then(|| [src[12], src[13], src[14], src[15]]),
-        );
-    });
-    Some(if audit { ALLOW_CALL } else { DENY_CALL })
 }
 
 /// The event of a socket call: the destination as judged and the calling process.
