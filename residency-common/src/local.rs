@@ -90,7 +90,15 @@ pub struct KernelLayout {
     /// `fl6->flowi6_oif`), in bytes: `IP_PKTINFO`/`IPV6_PKTINFO` set it per message.
     pub oif_from_t_ctx_v4: i32,
     pub oif_from_t_ctx_v6: i32,
-    pub _pad: u32,
+    /// `struct sk_buff` -> `_skb_refdst`: the packet's route (`struct dst_entry *`,
+    /// its low bit a flag).
+    pub skb_refdst: u32,
+    /// `struct dst_entry` -> `rt_uncached_list`: set on a route made for one send
+    /// only, which an interface forced onto a destination no route knows there is.
+    pub dst_uncached: u32,
+    /// `struct rtable` -> `rt_type` (two bytes) and `rt_gw_family` (one).
+    pub rt_type: u32,
+    pub rt_gw_family: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 48);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 64);

@@ -23,7 +23,7 @@ use crate::maps::{LAYOUT, LOCAL_ADDRS, NETNS_ASKS};
 
 /// Reads a `T` at kernel address `addr`; `None` when the read faults.
 #[inline(always)]
-fn read<T: Copy + Default>(addr: u64) -> Option<T> {
+pub fn read<T: Copy + Default>(addr: u64) -> Option<T> {
     let mut value = T::default();
     // SAFETY: the helper copies at most `size_of::<T>()` bytes into `value`, and
     // reports a fault instead of taking it.
@@ -169,4 +169,33 @@ pub fn sendmsg_oif(ctx: u64, v6: bool) -> Option<u32> {
         layout.oif_from_t_ctx_v4
     };
     read::<u32>(t_ctx.wrapping_add_signed(i64::from(delta)))
+}
+
+/// Whether an IPv4 packet's route was made for an interface the sender forced onto a
+/// destination no route there knows (`skb` a `struct sk_buff *`, as [`address_of`]
+/// gives it). Given an interface per message (`IP_PKTINFO`), the kernel "assumes that
+/// the destination is on link" there (`ip_route_output_key_hash_rcu`): a unicast
+/// route without a gateway, made for this send only (on the uncached list, where no
+/// route from the table goes). False when the layout is unknown.
+#[inline(always)]
+pub fn forced_on_link(skb: u64) -> bool {
+    /// `RTN_UNICAST`.
+    const UNICAST: u16 = 1;
+    let Some(l) = LAYOUT.get(0) else {
+        return false;
+    };
+    if l.flags & LAYOUT_KNOWN == 0 || skb == 0 {
+        return false;
+    }
+    let Some(refdst) = read::<u64>(skb + u64::from(l.skb_refdst)) else {
+        return false;
+    };
+    // The low bit says whether the packet holds a reference.
+    let dst = refdst & !1;
+    if dst == 0 || read::<u64>(dst + u64::from(l.dst_uncached)).is_none_or(|u| u == 0) {
+        return false;
+    }
+    // `struct rtable` begins with its `struct dst_entry`.
+    read::<u16>(dst + u64::from(l.rt_type)) == Some(UNICAST)
+        && read::<u8>(dst + u64::from(l.rt_gw_family)) == Some(0)
 }

@@ -431,6 +431,25 @@ fn a_chosen_interface_cannot_carry_an_allowed_address_to_a_forbidden_network() {
         &[TO_FORBIDDEN, ALLOWED_HOST_V6, &port, "{marker}"],
     );
     assert_eq!(r, "EPERM");
+    // A ping socket's message goes by no cgroup sendmsg hook: its packet is judged by
+    // the route made for it.
+    lab.leak_closed(
+        &lab.app.clone(),
+        &[],
+        PKTINFO_INTERFACE,
+        &[TO_FORBIDDEN, ALLOWED_HOST_V4, "0", "{marker}"],
+        "EPERM",
+    );
+    lab.event(&[
+        "policy=eu",
+        "hook=packet",
+        "proto=icmp",
+        "rule=device-binding",
+        ALLOWED_HOST_V4,
+    ]);
+    // A ping the ordinary way still gets its answer.
+    let r = lab.attempt(&lab.app.clone(), &[], PING_ECHO, &[ALLOWED_HOST_V4]);
+    assert_eq!(r, "ok");
     for host in [ALLOWED_HOST_V4, ALLOWED_HOST_V6] {
         let e = lab.event(&["policy=eu", "hook=sendmsg", "rule=device-binding", host]);
         assert!(e.contains("uid=65534 "), "{e}");
@@ -516,6 +535,18 @@ def f():
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP if ping else 0)
         info = (socket.IPPROTO_IP, 8, struct.pack("=I4s4s", index, bytes(4), bytes(4)))
     s.sendmsg([data], [info], 0, (addr, port))
+run(f)
+"#;
+
+/// `ADDR`: an ICMP echo over a ping socket, twice; "ok" once an answer is back.
+const PING_ECHO: &str = r#"
+addr = sys.argv[1]
+def f():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+    s.settimeout(1.5)
+    for seq in (1, 2):
+        s.sendto(struct.pack("!BBHHH", 8, 0, 0, 0, seq) + b"ping", (addr, 0))
+        s.recv(64)
 run(f)
 "#;
 

@@ -50,7 +50,10 @@ pub fn read() -> Result<KernelLayout, LayoutError> {
         sock_addr_t_ctx,
         oif_from_t_ctx_v4,
         oif_from_t_ctx_v6,
-        _pad: 0,
+        skb_refdst: offset(&btf, "sk_buff", &["_skb_refdst"])?,
+        dst_uncached: offset(&btf, "dst_entry", &["rt_uncached_list"])?,
+        rt_type: offset(&btf, "rtable", &["rt_type"])?,
+        rt_gw_family: offset(&btf, "rtable", &["rt_gw_family"])?,
     })
 }
 

@@ -31,6 +31,9 @@ use crate::{
 /// `AF_INET` and `AF_INET6`.
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
+/// `SOCK_RAW`, `IPPROTO_ICMP` (with `SOCK_DGRAM`: a ping socket) and `IPPROTO_RAW`.
+const SOCK_RAW: u32 = 3;
+const IPPROTO_ICMP: u32 = 1;
 
 /// cgroup/skb return values.
 const PASS: i32 = 1;
@@ -168,6 +171,24 @@ fn judge(
             None => {}
         }
     }
+    // Ping and raw sockets name an interface per message (`IP_PKTINFO`) where no
+    // socket call hook sees it (`message.rs` judges UDP's): their IPv4 packets are
+    // judged one by one, by the route the kernel made for them.
+    if let Some(sk) = sk
+        && !probe
+        && p.family == 4
+        && sk.bound_dev_if == 0
+        && (sk.type_ == SOCK_RAW || sk.protocol == IPPROTO_ICMP)
+    {
+        judged = Judged::Packet;
+        if local::forced_on_link(local::address_of(ctx.skb.skb.cast())) {
+            let d = Decision {
+                allowed: false,
+                rule: RULE_DEVICE_BINDING,
+            };
+            return Some((b, d, judged));
+        }
+    }
     let target = Target {
         v4,
         v6: p.dst,
@@ -204,8 +225,6 @@ fn full_socket(ctx: &SkBuffContext) -> Option<&bpf_sock> {
 /// knows only indexes, which differ between network namespaces.
 #[inline(always)]
 fn socket_refused(sk: &bpf_sock, p: &Packet, named_interfaces: bool) -> Option<u32> {
-    /// `SOCK_RAW` and `IPPROTO_RAW`.
-    const SOCK_RAW: u32 = 3;
     const IPPROTO_RAW: u32 = 255;
     if sk.type_ == SOCK_RAW && sk.protocol == IPPROTO_RAW {
         return Some(RULE_RAW_SOCKET);
