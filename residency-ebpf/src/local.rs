@@ -154,15 +154,19 @@ pub fn foreign(sk: u64, netns: impl FnOnce() -> u64, addr: &[u8; 16]) -> Option<
 
 /// The outgoing interface a `sendmsg()` chose so far (its socket's bound device, or an
 /// `IP_PKTINFO`/`IPV6_PKTINFO` interface given with the message), read through the
-/// sendmsg program's context `ctx` (a `struct bpf_sock_addr_kern *`, as
-/// [`address_of`] gives it). `None` when it cannot be read (no layout, or a fault).
+/// sendmsg program's context `ctx` (the `struct bpf_sock_addr_kern *` itself: the
+/// helper may read from it directly, as long as nothing is added to the pointer).
+/// `None` when it cannot be read (no layout, or a fault).
 #[inline(always)]
-pub fn sendmsg_oif(ctx: u64, v6: bool) -> Option<u32> {
+pub fn sendmsg_oif(ctx: *const c_void, v6: bool) -> Option<u32> {
+    /// `struct bpf_sock_addr_kern` is five words long.
+    const WORDS: usize = 5;
     let layout = LAYOUT.get(0)?;
-    if layout.flags & LAYOUT_KNOWN == 0 || ctx == 0 {
+    if layout.flags & LAYOUT_KNOWN == 0 {
         return None;
     }
-    let t_ctx = read::<u64>(ctx + u64::from(layout.sock_addr_t_ctx))?;
+    let kern = read::<[u64; WORDS]>(ctx as u64)?;
+    let t_ctx = *kern.get(layout.sock_addr_t_ctx as usize / 8)?;
     let delta = if v6 {
         layout.oif_from_t_ctx_v6
     } else {

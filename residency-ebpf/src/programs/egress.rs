@@ -146,10 +146,13 @@ fn judge(
             judged,
         ));
     }
-    // Only an inet socket has the flags read (a test run's socket is of no family).
+    // A packet from its socket's own address (a connection's, a bound socket's) was
+    // judged at bind(); others (an unbound socket's, a raw socket's header) are looked
+    // up. Only an inet socket has the flags read (a test run's is of no family).
     if let Some(sk) = sk
         && !probe
         && (sk.family == AF_INET || sk.family == AF_INET6)
+        && !from_own_address(sk, p)
     {
         let src = if p.family == 4 {
             local::mapped([p.src[0], p.src[1], p.src[2], p.src[3]])
@@ -234,6 +237,21 @@ fn socket_refused(sk: &bpf_sock, p: &Packet, named_interfaces: bool) -> Option<u
         return Some(RULE_DEVICE_BINDING);
     }
     None
+}
+
+/// Whether the packet's source is its socket's own bound or connected address.
+#[inline(always)]
+fn from_own_address(sk: &bpf_sock, p: &Packet) -> bool {
+    if p.family == 4 {
+        let own = sk.src_ip4.to_ne_bytes();
+        own != [0; 4] && p.src[..4] == own
+    } else {
+        let mut own = [0u8; 16];
+        for (i, word) in sk.src_ip6.iter().enumerate() {
+            own[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+        }
+        own != [0; 16] && p.src == own
+    }
 }
 
 /// Caches a verdict for the flow's later packets, unless the agent turned the cache off

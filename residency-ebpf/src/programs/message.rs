@@ -45,20 +45,31 @@ pub fn refused(
     } else {
         src = local::mapped(sa.msg_src_ip4.to_ne_bytes());
     }
-    // SAFETY: `sk` is always set in sock_addr programs: its address is copied and one
-    // field read, which the verifier checks.
-    let (sk, bound) = unsafe {
+    // SAFETY: `sk` is always set in sock_addr programs; the verifier checks the reads.
+    let (sk, bound, own) = unsafe {
         let sk = sa.__bindgen_anon_1.sk;
-        (local::address_of(sk.cast()), (*sk).bound_dev_if)
+        let mut own = [0u8; 16];
+        if v6 {
+            for (i, word) in (*sk).src_ip6.iter().enumerate() {
+                own[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+            }
+        } else {
+            own = local::mapped((*sk).src_ip4.to_ne_bytes());
+        }
+        (sk, (*sk).bound_dev_if, own)
     };
+    // A message that names no source of its own sends from the socket's: kernel-chosen
+    // (the namespace's) or bound, which the bind program judged.
+    let named_source = src != own;
     // SAFETY: the context pointer, as the helper takes it.
     let netns = || unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) };
-    let rule = if local::foreign(sk, netns, &src) == Some(true) {
+    let rule = if named_source
+        && local::foreign(local::address_of(sk.cast()), netns, &src) == Some(true)
+    {
         RULE_SPOOFED_SOURCE
     } else {
         let link_local = v6 && dst[0] == 0xfe && dst[1] & 0xc0 == 0x80;
-        let oif = local::sendmsg_oif(local::address_of(ctx.sock_addr.cast()), v6);
-        match oif {
+        match local::sendmsg_oif(ctx.sock_addr.cast(), v6) {
             Some(oif) if oif != 0 && oif != bound && !link_local => RULE_DEVICE_BINDING,
             _ => return None,
         }
