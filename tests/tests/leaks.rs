@@ -13,7 +13,7 @@ use residency_tests::{
     PORT, Sandbox, agent_binary, output_within, require_root,
     routed::{
         ALLOWED_HOST_V4, ALLOWED_HOST_V6, FORBIDDEN_HOST_V4, FORBIDDEN_HOST_V6, Routed,
-        TO_FORBIDDEN, WORKLOAD_ALLOWED_V4, WORKLOAD_ALLOWED_V6,
+        TO_FORBIDDEN, WORKLOAD_ALLOWED_V4, WORKLOAD_ALLOWED_V6, WORKLOAD_FORBIDDEN_V4,
     },
     sh,
 };
@@ -780,6 +780,28 @@ fn the_ways_out_already_held_stay_held_by_what_arrives() {
             "{addr}, {size} bytes"
         );
     }
+    // A send through io_uring passes by the same socket hooks.
+    for addr in [FORBIDDEN_HOST_V4, FORBIDDEN_HOST_V6] {
+        lab.leak_closed(&app, &[], IO_URING, &[addr, &port, "{marker}"], "EPERM");
+    }
+    let r = lab.no_leak(&app, &[], IO_URING, &[ALLOWED_HOST_V4, &port, "{marker}"]);
+    assert_eq!(r, "ok", "io_uring to the allowed host");
+    // Multicast out of the forbidden link.
+    lab.leak_closed(
+        &app,
+        &[],
+        MULTICAST,
+        &[WORKLOAD_FORBIDDEN_V4, "239.1.2.3", &port, "{marker}"],
+        "EPERM",
+    );
+    // A raw socket's datagram behind an extension header, where raw sockets are allowed.
+    lab.leak_closed(
+        &lab.raw.clone(),
+        &["net_raw"],
+        EXTENSION_HEADER,
+        &[FORBIDDEN_HOST_V6, "{marker}"],
+        "EPERM",
+    );
     // And the allowed host, mapped or fragmented, is still reached.
     let mapped_ok = format!("::ffff:{ALLOWED_HOST_V4}");
     for (addr, size) in [(mapped_ok.as_str(), "64"), (ALLOWED_HOST_V6, "4000")] {
@@ -790,6 +812,78 @@ fn the_ways_out_already_held_stay_held_by_what_arrives() {
         );
     }
 }
+
+/// `ADDR PORT MARKER`: one UDP datagram sent through io_uring (`IORING_OP_SENDMSG`),
+/// the ring set up with raw system calls: no `sendto()` system call at all.
+const IO_URING: &str = r#"
+import ctypes, mmap
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+addr, port, marker = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+def f():
+    params = ctypes.create_string_buffer(120)
+    ring = libc.syscall(425, 4, params)
+    if ring < 0:
+        raise OSError(ctypes.get_errno(), "io_uring_setup")
+    p = params.raw
+    sq_entries, cq_entries = struct.unpack_from("II", p, 0)
+    sq_head, sq_tail, sq_mask, _, _, _, sq_array = struct.unpack_from("7I", p, 40)
+    cq_head, cq_tail, cq_mask, _, _, cqes = struct.unpack_from("6I", p, 80)
+    size = max(sq_array + sq_entries * 4, cqes + cq_entries * 16)
+    rings = mmap.mmap(ring, size, offset=0)
+    sqes = mmap.mmap(ring, sq_entries * 64, offset=0x10000000)
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    if family == socket.AF_INET6:
+        name = struct.pack("!HHI16sI", socket.AF_INET6, port, 0, socket.inet_pton(family, addr), 0)
+        name = struct.pack("=H", socket.AF_INET6) + name[2:]
+    else:
+        name = struct.pack("=H", socket.AF_INET) + struct.pack("!H4s8x", port, socket.inet_aton(addr))
+    name_buf = ctypes.create_string_buffer(name, len(name))
+    data = ctypes.create_string_buffer(marker, len(marker))
+    iov = struct.pack("QQ", ctypes.addressof(data), len(marker))
+    iov_buf = ctypes.create_string_buffer(iov, len(iov))
+    msg = struct.pack("QI4xQQQQi4x", ctypes.addressof(name_buf), len(name), ctypes.addressof(iov_buf), 1, 0, 0, 0)
+    msg_buf = ctypes.create_string_buffer(msg, len(msg))
+    # IORING_OP_SENDMSG (9): fd, addr = msghdr, len = 1.
+    sqe = struct.pack("BBHiQQIIQ", 9, 0, 0, s.fileno(), 0, ctypes.addressof(msg_buf), 1, 0, 7)
+    sqes[0:64] = sqe.ljust(64, b"\0")
+    tail = struct.unpack_from("I", rings, sq_tail)[0]
+    struct.pack_into("I", rings, sq_array + (tail & sq_mask) * 4, 0)
+    struct.pack_into("I", rings, sq_tail, tail + 1)
+    n = libc.syscall(426, ring, 1, 1, 1, None, 0)
+    if n < 0:
+        raise OSError(ctypes.get_errno(), "io_uring_enter")
+    head = struct.unpack_from("I", rings, cq_head)[0]
+    res = struct.unpack_from("i", rings, cqes + (head & cq_mask) * 16 + 8)[0]
+    if res < 0:
+        raise OSError(-res, "sendmsg through io_uring")
+run(f)
+"#;
+
+/// `IFADDR GROUP PORT MARKER`: a multicast datagram to GROUP, sent out of the link
+/// whose address is IFADDR (`IP_MULTICAST_IF`).
+const MULTICAST: &str = r#"
+ifaddr, group, port, marker = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].encode()
+def f():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(ifaddr))
+    s.sendto(marker, (group, port))
+run(f)
+"#;
+
+/// `ADDR MARKER`: a UDP datagram on a raw IPv6 socket (`CAP_NET_RAW`) behind a
+/// destination options header (IPV6_DSTOPTS, one PadN option).
+const EXTENSION_HEADER: &str = r#"
+addr, marker = sys.argv[1], sys.argv[2].encode()
+def f():
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_UDP)
+    s.setsockopt(socket.IPPROTO_IPV6, 7, 6)  # IPV6_CHECKSUM at the UDP checksum
+    udp = struct.pack("!HHHH", 40000, 9, 8 + len(marker), 0) + marker
+    opts = bytes([0, 0, 1, 4, 0, 0, 0, 0])
+    s.sendmsg([udp], [(socket.IPPROTO_IPV6, socket.IPV6_DSTOPTS, opts)], 0, (addr, 0))
+run(f)
+"#;
 
 /// `PORT`: a TCP echo listener (IPv4 and IPv6); prints "ready" once listening.
 const LISTENER: &str = r#"

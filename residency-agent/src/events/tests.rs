@@ -157,6 +157,26 @@ fn socket_call_events_name_the_process_and_no_packet_fields() {
         "{line}"
     );
     assert!(!line.contains("icmp_type"), "{line}");
+    // A bind to a foreign address: the address refused is the source; no destination.
+    let mut e = event();
+    e.source = residency_common::SOURCE_BIND;
+    e.family = 4;
+    e.protocol = 17;
+    e.dst_addr = [0; 16];
+    e.src_addr[..4].copy_from_slice(&[203, 0, 113, 2]);
+    e.rule = residency_common::RULE_SPOOFED_SOURCE;
+    e.pid = 1;
+    let ev = BlockEvent::decode(&e, &v, &mut paths);
+    let line = ev.line();
+    assert!(
+        line.contains("proto=udp dst=unknown dport=0 src=203.0.113.2 sport=0 cgroup="),
+        "{line}"
+    );
+    assert!(
+        line.contains("hook=bind pid=1") && line.contains("rule=spoofed-source"),
+        "{line}"
+    );
+    assert_eq!(ev.destination(), "203.0.113.2 udp bind");
 }
 
 #[test]

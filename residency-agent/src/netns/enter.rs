@@ -31,16 +31,23 @@ pub struct Entered {
     pub changes: Socket,
 }
 
-/// Finds the network namespace a program asked for: through the process that met it,
-/// else (that process gone, or elsewhere now) by its inode number among the names
-/// `ip netns` gives namespaces and every process's namespace.
+/// Finds the network namespace a program asked for: the agent's own, the process that
+/// met it, else (that process gone, or elsewhere now) by its inode number among the
+/// names `ip netns` gives namespaces and every process's namespace.
 pub fn find(ask: NetnsAsk) -> io::Result<File> {
     let of = |path: &Path| -> Option<File> {
         let f = File::open(path).ok()?;
         (f.metadata().ok()?.ino() == u64::from(ask.inode)).then_some(f)
     };
-    if let Some(f) = of(Path::new(&format!("/proc/{}/ns/net", ask.tgid))) {
-        return Ok(f);
+    // The agent's own namespace first (a host's services share it), then the asking
+    // process's (opening another uid's needs CAP_SYS_PTRACE).
+    for own in [
+        Path::new("/proc/self/ns/net"),
+        Path::new(&format!("/proc/{}/ns/net", ask.tgid)),
+    ] {
+        if let Some(f) = of(own) {
+            return Ok(f);
+        }
     }
     if ask.inode == 0 {
         return Err(io::Error::other(format!("process {} is gone", ask.tgid)));

@@ -12,7 +12,10 @@ pub mod dump;
 pub mod enter;
 pub mod table;
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use residency_common::NetnsAsk;
 use tokio::{io::unix::AsyncFd, sync::mpsc, task::JoinHandle};
@@ -37,6 +40,8 @@ struct Watched {
 pub async fn run(mut maps: LocalMaps) {
     let (changed, mut changes) = mpsc::channel::<(u64, Vec<dump::Prefix>)>(64);
     let mut watched: HashMap<u64, Watched> = HashMap::new();
+    // Namespaces that could not be learned, warned about once each.
+    let mut unreachable: HashSet<u64> = HashSet::new();
     let mut asks = tokio::time::interval(ASK_POLL);
     asks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweep = tokio::time::interval(SWEEP);
@@ -49,11 +54,18 @@ pub async fn run(mut maps: LocalMaps) {
                     }
                     match learn(cookie, ask, &mut maps, changed.clone()) {
                         Ok(w) => {
+                            unreachable.remove(&cookie);
                             watched.insert(cookie, w);
                         }
-                        // The asking process is gone or elsewhere: the next source
-                        // refused there asks again.
-                        Err(e) => debug!(cookie, pid = ask.tgid, "cannot learn network namespace: {e}"),
+                        // The next source refused there asks again.
+                        Err(e) if unreachable.insert(cookie) => warn!(
+                            netns = cookie,
+                            inode = ask.inode,
+                            pid = ask.tgid,
+                            "cannot learn the addresses of a network namespace whose sockets \
+                             may bind anywhere; its sources are refused until the agent can: {e}"
+                        ),
+                        Err(e) => debug!(netns = cookie, "cannot learn network namespace: {e}"),
                     }
                 }
             }

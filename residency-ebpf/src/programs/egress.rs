@@ -31,9 +31,10 @@ use crate::{
 /// `AF_INET` and `AF_INET6`.
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
-/// `SOCK_RAW`, `IPPROTO_ICMP` (with `SOCK_DGRAM`: a ping socket) and `IPPROTO_RAW`.
+/// `SOCK_RAW`, and `IPPROTO_ICMP`/`IPPROTO_ICMPV6` (with `SOCK_DGRAM`: a ping socket).
 const SOCK_RAW: u32 = 3;
 const IPPROTO_ICMP: u32 = 1;
+const IPPROTO_ICMPV6: u32 = 58;
 
 /// cgroup/skb return values.
 const PASS: i32 = 1;
@@ -146,12 +147,14 @@ fn judge(
             judged,
         ));
     }
-    // A packet from its socket's own address (a connection's, a bound socket's) was
-    // judged at bind(); others (an unbound socket's, a raw socket's header) are looked
-    // up. Only an inet socket has the flags read (a test run's is of no family).
+    // A TCP or UDP packet's source is its socket's (judged at bind()), one the kernel
+    // chose, or one named per message (judged at sendmsg()). Ping and raw sockets
+    // reach no sendmsg hook: a packet of theirs not from the socket's own address is
+    // looked up. Only an inet socket has the flags read (a test run's is of no family).
     if let Some(sk) = sk
         && !probe
         && (sk.family == AF_INET || sk.family == AF_INET6)
+        && is_ping_or_raw(sk)
         && !from_own_address(sk, p)
     {
         let src = if p.family == 4 {
@@ -181,7 +184,7 @@ fn judge(
         && !probe
         && p.family == 4
         && sk.bound_dev_if == 0
-        && (sk.type_ == SOCK_RAW || sk.protocol == IPPROTO_ICMP)
+        && is_ping_or_raw(sk)
     {
         judged = Judged::Packet;
         if local::forced_on_link(local::address_of(ctx.skb.skb.cast())) {
@@ -237,6 +240,12 @@ fn socket_refused(sk: &bpf_sock, p: &Packet, named_interfaces: bool) -> Option<u
         return Some(RULE_DEVICE_BINDING);
     }
     None
+}
+
+/// A raw IP socket, or a ping socket (`SOCK_DGRAM` with `IPPROTO_ICMP`/`ICMPV6`).
+#[inline(always)]
+fn is_ping_or_raw(sk: &bpf_sock) -> bool {
+    sk.type_ == SOCK_RAW || sk.protocol == IPPROTO_ICMP || sk.protocol == IPPROTO_ICMPV6
 }
 
 /// Whether the packet's source is its socket's own bound or connected address.
