@@ -46,7 +46,7 @@ pub use counters::{
 pub use event::{EVENT_AUDIT, EVENT_BLOCK, EVENTS_RING_BYTES, Event};
 pub use generation::{GENERATION_SLOTS, slot_of};
 pub use local::{
-    KernelLayout, LAYOUT_KNOWN, LOCAL_ADDR_CAPACITY, LocalAddrKey, NETNS_ASK_SLOTS, NetnsAsk,
+    KernelLayout, LAYOUT_KNOWN, LOCAL_ADDR_CAPACITY, LocalAddrKey, NETNS_ASK_RING_BYTES, NetnsAsk,
 };
 #[cfg(feature = "user")]
 pub use names::UnknownName;

@@ -14,8 +14,9 @@
 /// the agent watches.
 pub const LOCAL_ADDR_CAPACITY: u32 = 65_536;
 
-/// Namespaces a program asked the agent to learn (an LRU map, so asks never fail).
-pub const NETNS_ASK_SLOTS: u32 = 1024;
+/// Bytes of the ring buffer of asks (`RES_NETNS_ASKS`): a full ring drops an ask,
+/// and the next source refused there asks again.
+pub const NETNS_ASK_RING_BYTES: u32 = 4096;
 
 /// Key of the local address trie: a network namespace's cookie
 /// (`bpf_get_netns_cookie`, `SO_NETNS_COOKIE`) in big-endian bytes, then an address
@@ -47,17 +48,18 @@ impl LocalAddrKey {
     }
 }
 
-/// A namespace asked for (value of `RES_NETNS_ASKS`, keyed by its cookie): the
-/// process that met it, and its inode number, by which the agent finds the namespace
-/// when that process is gone.
+/// A namespace asked for (a record of the `RES_NETNS_ASKS` ring buffer): its cookie,
+/// the process that met it, and its inode number, by which the agent finds the
+/// namespace when that process is gone.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct NetnsAsk {
+    pub netns: u64,
     pub tgid: u32,
     pub inode: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<NetnsAsk>() == 8);
+const _: () = assert!(core::mem::size_of::<NetnsAsk>() == 16);
 
 /// [`KernelLayout::flags`]: the offsets were found; without it no source is checked.
 pub const LAYOUT_KNOWN: u32 = 1;

@@ -46,6 +46,6 @@ pub const LAYOUT: &str = "RES_LAYOUT";
 /// `LPM_TRIE`: [`super::LocalAddrKey`] -> u8. The addresses and local routes of the
 /// network namespaces the agent watches. Not pinned: a new agent learns them again.
 pub const LOCAL_ADDRS: &str = "RES_LOCAL_ADDRS";
-/// `LRU_HASH`: netns cookie -> [`super::NetnsAsk`]. Namespaces a program met with a
-/// source it could not vouch for, for the agent to learn their addresses.
+/// `RINGBUF` of [`super::NetnsAsk`]: namespaces a program met with a source it could
+/// not vouch for, for the agent to learn their addresses (it wakes on each).
 pub const NETNS_ASKS: &str = "RES_NETNS_ASKS";

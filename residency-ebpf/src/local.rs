@@ -132,7 +132,7 @@ pub fn ask(sk: u64, netns: u64) {
             read::<u32>(net + u64::from(l.net_inum))
         })
         .unwrap_or(0);
-    let _ = NETNS_ASKS.insert(netns, NetnsAsk { tgid, inode }, 0);
+    let _ = NETNS_ASKS.output::<NetnsAsk>(&NetnsAsk { netns, tgid, inode }, 0);
 }
 
 /// The full source check: whether socket `sk` sending from `addr` (IPv6 form) uses a

@@ -11,9 +11,8 @@ use aya_ebpf::{
 use residency_common::{
     Binding, BindingKey, COUNTER_SLOTS, CacheSlot, DEFAULT_RULE_CAPACITY, EVENTS_RING_BYTES,
     GENERATION_SLOTS, InterfaceKey, KernelLayout, LOCAL_ADDR_CAPACITY, LocalAddrKey, MAX_BINDINGS,
-    MAX_INTERFACES, NETNS_ASK_SLOTS, NetnsAsk, PORT_RULE_SLOTS, PortRule, REPORTED_FLOWS,
-    RateBucket, RuleKeyV4, RuleKeyV6, RuleValue, STAT_SLOTS, Settings, VERDICT_CACHE_SLOTS,
-    VerdictKey,
+    MAX_INTERFACES, NETNS_ASK_RING_BYTES, PORT_RULE_SLOTS, PortRule, REPORTED_FLOWS, RateBucket,
+    RuleKeyV4, RuleKeyV6, RuleValue, STAT_SLOTS, Settings, VERDICT_CACHE_SLOTS, VerdictKey,
 };
 
 /// `{cgroup id, generation slot}` -> policy binding, filled by the agent for every
@@ -96,7 +95,7 @@ pub static LOCAL_ADDRS: LpmTrie<LocalAddrKey, u8> =
 
 /// Namespaces whose addresses the agent should learn, with a process inside each.
 #[map(name = "RES_NETNS_ASKS")]
-pub static NETNS_ASKS: LruHashMap<u64, NetnsAsk> = LruHashMap::with_max_entries(NETNS_ASK_SLOTS, 0);
+pub static NETNS_ASKS: RingBuf = RingBuf::with_byte_size(NETNS_ASK_RING_BYTES, 0);
 
 /// Per-CPU token bucket of the event rate limiter.
 #[map(name = "RES_RATE")]

@@ -122,7 +122,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
     startup::log_policies(&config, &bound, &applied, &outputs.sink_kinds);
 
     let ring = loaded.take_events()?;
-    let local_maps = loaded.take_local_maps()?;
+    let (local_maps, netns_asks) = loaded.take_local_maps()?;
     if let Some(why) = &loaded.source_check_missing {
         warn!(
             "source check off: {why}; in namespaces that let sockets bind anywhere \
@@ -185,7 +185,7 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
             node.clone(),
         ));
     }
-    runtime.spawn(crate::netns::run(local_maps));
+    runtime.spawn(crate::netns::run(local_maps, netns_asks));
     let tasks = main_loop::Inputs {
         config: &config,
         ring,

@@ -64,9 +64,11 @@ impl Loaded {
         })
     }
 
-    /// The namespace asks and the local address trie, for the task that keeps them
-    /// (`crate::netns`).
-    pub fn take_local_maps(&mut self) -> Result<crate::netns::LocalMaps, BpfError> {
+    /// The local address trie and the ring of namespace asks, for the task that keeps
+    /// them (`crate::netns`).
+    pub fn take_local_maps(
+        &mut self,
+    ) -> Result<(crate::netns::LocalMaps, RingBuf<MapData>), BpfError> {
         let mut take = |name: &'static str| {
             self.ebpf
                 .take_map(name)
@@ -74,12 +76,14 @@ impl Loaded {
         };
         let addrs = take(maps::LOCAL_ADDRS)?;
         let asks = take(maps::NETNS_ASKS)?;
-        Ok(crate::netns::LocalMaps::new(
-            aya::maps::LpmTrie::try_from(addrs).map_err(|source| BpfError::Map {
-                name: maps::LOCAL_ADDRS,
-                source,
-            })?,
-            aya::maps::HashMap::try_from(asks).map_err(|source| BpfError::Map {
+        Ok((
+            crate::netns::LocalMaps::new(aya::maps::LpmTrie::try_from(addrs).map_err(
+                |source| BpfError::Map {
+                    name: maps::LOCAL_ADDRS,
+                    source,
+                },
+            )?),
+            RingBuf::try_from(asks).map_err(|source| BpfError::Map {
                 name: maps::NETNS_ASKS,
                 source,
             })?,

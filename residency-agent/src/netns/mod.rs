@@ -1,7 +1,8 @@
 //! The network namespaces of the workloads, and their own addresses: what the kernel
 //! programs' source check (`rule=spoofed-source`) compares a source with.
 //!
-//! The programs ask for a namespace (`RES_NETNS_ASKS`: its cookie and a process inside)
+//! The programs ask for a namespace (the `RES_NETNS_ASKS` ring: its cookie, a process
+//! that met it and its inode)
 //! when a socket there may send from an address the kernel does not check and the
 //! source is not in the table. This task answers: it enters the namespace through the
 //! process ([`enter`]), reads its addresses and local routes ([`dump`]), writes them to
@@ -17,15 +18,13 @@ use std::{
     time::Duration,
 };
 
+use aya::maps::{MapData, RingBuf};
 use residency_common::NetnsAsk;
 use tokio::{io::unix::AsyncFd, sync::mpsc, task::JoinHandle};
 use tracing::{debug, info, warn};
 
 pub use table::LocalMaps;
 
-/// How often the asks are read: the first packets from a namespace the agent has not
-/// learned wait this long at most (refused meanwhile).
-const ASK_POLL: Duration = Duration::from_millis(10);
 /// How often the watched namespaces are checked for a process still inside.
 const SWEEP: Duration = Duration::from_secs(5);
 
@@ -36,19 +35,34 @@ struct Watched {
     follower: JoinHandle<()>,
 }
 
-/// Runs until the agent stops.
-pub async fn run(mut maps: LocalMaps) {
+/// Runs until the agent stops (or, without a readable ask ring, never learns).
+pub async fn run(mut maps: LocalMaps, asks: RingBuf<MapData>) {
+    let mut asks = match crate::events::readable(asks) {
+        Ok(fd) => fd,
+        Err(e) => {
+            warn!("source check: namespace asks unreadable, none will be learned: {e}");
+            return;
+        }
+    };
     let (changed, mut changes) = mpsc::channel::<(u64, Vec<dump::Prefix>)>(64);
     let mut watched: HashMap<u64, Watched> = HashMap::new();
     // Namespaces that could not be learned, warned about once each.
     let mut unreachable: HashSet<u64> = HashSet::new();
-    let mut asks = tokio::time::interval(ASK_POLL);
-    asks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweep = tokio::time::interval(SWEEP);
     loop {
         tokio::select! {
-            _ = asks.tick() => {
-                for (cookie, ask) in maps.take_asks() {
+            Ok(mut guard) = asks.readable_mut() => {
+                let mut asked = Vec::new();
+                while let Some(record) = guard.get_inner_mut().next() {
+                    if record.len() >= std::mem::size_of::<NetnsAsk>() {
+                        // SAFETY: the kernel wrote a whole `NetnsAsk` (checked length);
+                        // an unaligned read of plain integers.
+                        asked.push(unsafe { record.as_ptr().cast::<NetnsAsk>().read_unaligned() });
+                    }
+                }
+                guard.clear_ready();
+                for ask in asked {
+                    let cookie = ask.netns;
                     if watched.contains_key(&cookie) {
                         continue;
                     }

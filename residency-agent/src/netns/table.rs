@@ -1,40 +1,25 @@
-//! The kernel's side of the namespaces: the asks the programs leave
-//! (`RES_NETNS_ASKS`) and the local address trie (`RES_LOCAL_ADDRS`) this task keeps.
+//! The local address trie (`RES_LOCAL_ADDRS`) this task keeps.
 
 use std::collections::{BTreeSet, HashMap};
 
-use aya::maps::{HashMap as BpfHashMap, LpmTrie, MapData, MapError, lpm_trie::Key};
-use residency_common::{LocalAddrKey, NetnsAsk};
+use aya::maps::{LpmTrie, MapData, MapError, lpm_trie::Key};
+use residency_common::LocalAddrKey;
 
 use super::dump::Prefix;
 
-/// The two maps, taken from the loaded object, and what this agent wrote to the trie
-/// for each namespace (so a new dump writes only the difference).
+/// The trie, taken from the loaded object, and what this agent wrote to it for each
+/// namespace (so a new dump writes only the difference).
 pub struct LocalMaps {
     addrs: LpmTrie<MapData, LocalAddrKey, u8>,
-    asks: BpfHashMap<MapData, u64, NetnsAsk>,
     written: HashMap<u64, BTreeSet<Prefix>>,
 }
 
 impl LocalMaps {
-    pub fn new(
-        addrs: LpmTrie<MapData, LocalAddrKey, u8>,
-        asks: BpfHashMap<MapData, u64, NetnsAsk>,
-    ) -> LocalMaps {
+    pub fn new(addrs: LpmTrie<MapData, LocalAddrKey, u8>) -> LocalMaps {
         LocalMaps {
             addrs,
-            asks,
             written: HashMap::new(),
         }
-    }
-
-    /// The namespaces asked for since the last call.
-    pub fn take_asks(&mut self) -> Vec<(u64, NetnsAsk)> {
-        let asked: Vec<(u64, NetnsAsk)> = self.asks.iter().flatten().collect();
-        for (cookie, _) in &asked {
-            let _ = self.asks.remove(cookie);
-        }
-        asked
     }
 
     /// Makes namespace `cookie`'s entries exactly `prefixes`: new ones are added before
