@@ -78,7 +78,7 @@ pub struct KernelLayout {
     /// `struct inet_sock` -> `inet_flags`.
     pub inet_flags: u32,
     /// The bits of `inet_flags` that let a socket send from any address:
-    /// `INET_FLAGS_FREEBIND` and `INET_FLAGS_TRANSPARENT`.
+    /// `INET_FLAGS_FREEBIND`, `INET_FLAGS_TRANSPARENT` and `INET_FLAGS_HDRINCL`.
     pub any_source: u64,
     /// [`LAYOUT_KNOWN`].
     pub flags: u32,
@@ -101,6 +101,10 @@ pub struct KernelLayout {
     /// `struct rtable` -> `rt_type` (two bytes) and `rt_gw_family` (one).
     pub rt_type: u32,
     pub rt_gw_family: u32,
+    /// `struct net` -> `net_cookie`: what `bpf_get_netns_cookie` returns, read so in
+    /// the packet program, where that helper needs Linux 6.15.
+    pub net_cookie: u32,
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 64);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 72);

@@ -81,9 +81,25 @@ pub fn unchecked_sources(sk: u64, v6: bool) -> bool {
     read::<u8>(net + u64::from(at)).is_none_or(|nonlocal| nonlocal != 0)
 }
 
+/// The cookie of socket `sk`'s network namespace (`sock_net(sk)->net_cookie`, what
+/// `bpf_get_netns_cookie` gives; that helper reaches cgroup/skb programs only in Linux
+/// 6.15). 0 when it cannot be read.
+#[inline(always)]
+pub fn netns_of(sk: u64) -> u64 {
+    LAYOUT
+        .get(0)
+        .and_then(|l| {
+            let net = read::<u64>(sk + u64::from(l.sock_net))?;
+            read::<u64>(net + u64::from(l.net_cookie))
+        })
+        .unwrap_or(0)
+}
+
 /// Whether `addr` (IPv6 form, IPv4 mapped) is one of namespace `netns`'s own: an
 /// address or local route the agent learned. The unspecified address (the kernel picks
-/// a source) and multicast (a receiver's group; never a packet's source) always are.
+/// a source), multicast (a receiver's group; never a packet's source) and the limited
+/// broadcast address (which the kernel takes as its own, outside any table) always
+/// are.
 #[inline(always)]
 pub fn is_local(netns: u64, addr: &[u8; 16]) -> bool {
     if addr.iter().all(|b| *b == 0) || addr[0] == 0xff || is_v4_multicast(addr) {
@@ -96,10 +112,14 @@ pub fn is_local(netns: u64, addr: &[u8; 16]) -> bool {
     LOCAL_ADDRS.get(&key).is_some()
 }
 
-/// `::ffff:224.0.0.0/100`, and the unspecified IPv4 address mapped.
+/// `::ffff:224.0.0.0/100`, and the unspecified and limited broadcast IPv4 addresses
+/// mapped.
 #[inline(always)]
 fn is_v4_multicast(addr: &[u8; 16]) -> bool {
-    is_mapped(addr) && (addr[12] & 0xf0 == 0xe0 || addr[12..] == [0, 0, 0, 0])
+    is_mapped(addr)
+        && (addr[12] & 0xf0 == 0xe0
+            || addr[12..] == [0, 0, 0, 0]
+            || addr[12..] == [255, 255, 255, 255])
 }
 
 /// `::ffff:0:0/96`.

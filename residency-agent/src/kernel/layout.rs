@@ -37,6 +37,7 @@ pub fn read() -> Result<KernelLayout, LayoutError> {
     );
     let freebind = enumerator(&btf, "INET_FLAGS_FREEBIND")?;
     let transparent = enumerator(&btf, "INET_FLAGS_TRANSPARENT")?;
+    let hdrincl = enumerator(&btf, "INET_FLAGS_HDRINCL")?;
     Ok(KernelLayout {
         // `struct sock` starts with its `struct sock_common`, and `possible_net_t`
         // holds just the pointer.
@@ -44,7 +45,7 @@ pub fn read() -> Result<KernelLayout, LayoutError> {
         nonlocal_v4,
         nonlocal_v6,
         inet_flags,
-        any_source: (1 << freebind) | (1 << transparent),
+        any_source: (1 << freebind) | (1 << transparent) | (1 << hdrincl),
         flags: LAYOUT_KNOWN,
         net_inum,
         sock_addr_t_ctx,
@@ -54,6 +55,8 @@ pub fn read() -> Result<KernelLayout, LayoutError> {
         dst_uncached: offset(&btf, "dst_entry", &["rt_uncached_list"])?,
         rt_type: offset(&btf, "rtable", &["rt_type"])?,
         rt_gw_family: offset(&btf, "rtable", &["rt_gw_family"])?,
+        net_cookie: offset(&btf, "net", &["net_cookie"])?,
+        _pad: 0,
     })
 }
 
@@ -135,6 +138,6 @@ mod tests {
         assert!(l.sock_net > 0 && l.sock_net < 136, "{l:?}");
         assert!(l.nonlocal_v4 > 0 && l.nonlocal_v6 > l.nonlocal_v4, "{l:?}");
         assert!(l.inet_flags > 136, "{l:?}");
-        assert_eq!(l.any_source.count_ones(), 2, "{l:?}");
+        assert_eq!(l.any_source.count_ones(), 3, "{l:?}");
     }
 }

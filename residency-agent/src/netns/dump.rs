@@ -4,7 +4,9 @@
 
 use std::{io, net::IpAddr};
 
-use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+};
 use netlink_packet_route::{
     RouteNetlinkMessage,
     address::{AddressAttribute, AddressMessage},
@@ -42,10 +44,9 @@ pub fn local_prefixes(socket: &Socket) -> io::Result<Vec<Prefix>> {
             }
         }
     }
-    for msg in request(
-        socket,
-        RouteNetlinkMessage::GetRoute(RouteMessage::default()),
-    )? {
+    let mut local_table = RouteMessage::default();
+    local_table.header.table = TABLE_LOCAL as u8;
+    for msg in request(socket, RouteNetlinkMessage::GetRoute(local_table))? {
         if let RouteNetlinkMessage::NewRoute(r) = msg {
             let table = r
                 .attributes
@@ -100,36 +101,54 @@ fn masked(mut addr: [u8; 16], bits: u8) -> [u8; 16] {
     addr
 }
 
-/// Sends a dump request and collects the answers up to the end of the dump.
+/// Sends a dump request and collects the answers up to the end of the dump, again
+/// (up to three times) when the kernel says the table changed under it
+/// (`NLM_F_DUMP_INTR`). A message this crate cannot decode is skipped, not fatal:
+/// it is at worst an entry the program will not find (refused, never let through).
 fn request(socket: &Socket, inner: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
     let mut msg = NetlinkMessage::from(inner);
     msg.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     msg.finalize();
     let mut buf = vec![0; msg.buffer_len()];
     msg.serialize(&mut buf);
-    socket.send(&buf, 0)?;
+    let mut tries = 0;
+    loop {
+        socket.send(&buf, 0)?;
+        let (out, interrupted) = collect(socket)?;
+        tries += 1;
+        if !interrupted || tries == 3 {
+            return Ok(out);
+        }
+    }
+}
+
+/// The answers to one dump request, and whether the dump was interrupted.
+fn collect(socket: &Socket) -> io::Result<(Vec<RouteNetlinkMessage>, bool)> {
     let mut out = Vec::new();
+    let mut interrupted = false;
     let mut rx = Vec::with_capacity(64 * 1024);
     loop {
         rx.clear();
         let n = socket.recv(&mut rx, 0)?;
         let mut at = 0;
-        while at < n {
-            let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rx[at..n])
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            let len = m.header.length as usize;
-            match m.payload {
-                NetlinkPayload::Done(_) => return Ok(out),
-                NetlinkPayload::Error(e) => {
-                    return Err(e.to_io());
-                }
-                NetlinkPayload::InnerMessage(inner) => out.push(inner),
-                _ => {}
-            }
-            if len == 0 {
+        // Each message starts with its length (`nlmsghdr.nlmsg_len`) and flags.
+        while at + 16 <= n {
+            let len = u32::from_ne_bytes(rx[at..at + 4].try_into().expect("4 bytes")) as usize;
+            let flags = u16::from_ne_bytes(rx[at + 6..at + 8].try_into().expect("2 bytes"));
+            if len < 16 || at + len > n {
                 break;
             }
-            at += len;
+            interrupted |= flags & NLM_F_DUMP_INTR != 0;
+            if let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rx[at..at + len]) {
+                match m.payload {
+                    NetlinkPayload::Done(_) => return Ok((out, interrupted)),
+                    NetlinkPayload::Error(e) => return Err(e.to_io()),
+                    NetlinkPayload::InnerMessage(inner) => out.push(inner),
+                    _ => {}
+                }
+            }
+            // Messages are 4-byte aligned (`NLMSG_ALIGN`).
+            at += (len + 3) & !3;
         }
     }
 }

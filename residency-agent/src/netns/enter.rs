@@ -2,6 +2,7 @@
 //! namespace's cookie, the number the kernel programs know it by.
 
 use std::{
+    collections::HashSet,
     fs::File,
     io,
     os::fd::{AsFd as _, AsRawFd as _},
@@ -76,22 +77,34 @@ pub fn find(ask: NetnsAsk) -> io::Result<File> {
 /// belongs to the namespace it was made in for its whole life.
 pub fn enter(ns: File) -> io::Result<Entered> {
     let inode = ns.metadata()?.ino();
-    let (dump, changes) = std::thread::scope(|s| {
-        s.spawn(|| -> io::Result<(Socket, Socket)> {
-            // SAFETY: setns on this thread only, with a namespace fd we hold open.
-            if unsafe { libc::setns(ns.as_fd().as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let mut dump = Socket::new(NETLINK_ROUTE)?;
-            dump.bind_auto()?;
-            let mut changes = Socket::new(NETLINK_ROUTE)?;
-            changes.bind(&SocketAddr::new(0, CHANGE_GROUPS))?;
-            changes.set_non_blocking(true)?;
-            Ok((dump, changes))
-        })
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
-    })?;
+    let sockets = || -> io::Result<(Socket, Socket)> {
+        let mut dump = Socket::new(NETLINK_ROUTE)?;
+        dump.bind_auto()?;
+        // Lets a route dump ask for the local table alone (a BGP host's main table can
+        // hold a million routes); a kernel without it dumps them all, filtered here.
+        let _ = dump.set_netlink_get_strict_chk(true);
+        let mut changes = Socket::new(NETLINK_ROUTE)?;
+        changes.bind(&SocketAddr::new(0, CHANGE_GROUPS))?;
+        changes.set_non_blocking(true)?;
+        Ok((dump, changes))
+    };
+    // The agent's own namespace needs no setns (nor the CAP_SYS_ADMIN it takes).
+    let own = std::fs::metadata("/proc/self/ns/net").is_ok_and(|m| m.ino() == inode);
+    let (dump, changes) = if own {
+        sockets()?
+    } else {
+        std::thread::scope(|s| {
+            s.spawn(|| -> io::Result<(Socket, Socket)> {
+                // SAFETY: setns on this thread only, with a namespace fd we hold open.
+                if unsafe { libc::setns(ns.as_fd().as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                sockets()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+        })?
+    };
     let cookie = cookie_of(&dump)?;
     Ok(Entered {
         cookie,
@@ -121,18 +134,27 @@ fn cookie_of(socket: &Socket) -> io::Result<u64> {
     Ok(cookie)
 }
 
-/// Whether any process still lives in the namespace with inode `inode`. A namespace
-/// nobody lives in sends nothing, and the agent's sockets alone would keep it alive.
-pub fn inhabited(inode: u64) -> bool {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return true;
-    };
-    dir.flatten()
+/// The inodes of the network namespaces in use: a process's, or named by `ip netns`.
+/// A namespace neither holds sends nothing, and the agent's sockets alone would keep
+/// it alive. One scan for every namespace followed.
+pub fn live_namespaces() -> HashSet<u64> {
+    let named = ["/run/netns", "/var/run/netns"]
+        .into_iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|d| d.flatten().map(|e| e.path()));
+    let processes = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
         .filter(|e| {
             e.file_name()
                 .as_encoded_bytes()
                 .iter()
                 .all(u8::is_ascii_digit)
         })
-        .any(|e| std::fs::metadata(e.path().join("ns/net")).is_ok_and(|m| m.ino() == inode))
+        .map(|e| e.path().join("ns/net"));
+    named
+        .chain(processes)
+        .filter_map(|p| std::fs::metadata(p).ok().map(|m| m.ino()))
+        .collect()
 }

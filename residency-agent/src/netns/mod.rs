@@ -2,20 +2,24 @@
 //! programs' source check (`rule=spoofed-source`) compares a source with.
 //!
 //! The programs ask for a namespace (the `RES_NETNS_ASKS` ring: its cookie, a process
-//! that met it and its inode)
-//! when a socket there may send from an address the kernel does not check and the
-//! source is not in the table. This task answers: it enters the namespace through the
-//! process ([`enter`]), reads its addresses and local routes ([`dump`]), writes them to
-//! `RES_LOCAL_ADDRS` ([`table`]), and from then on follows the namespace's address and
-//! route changes, until no process lives in it.
+//! that met it and its inode) when a socket there may send from an address the kernel
+//! does not check and the source is not in the table, and when such a socket is made.
+//! This task answers: it finds and enters the namespace ([`enter`]), reads its
+//! addresses and local routes ([`dump`]), writes them to `RES_LOCAL_ADDRS`
+//! ([`table`]), and from then on follows the namespace's address and route changes,
+//! until neither a process nor an `ip netns` name holds it.
+//!
+//! Entering a namespace and dumping it are blocking system calls: they run on the
+//! blocking pool, never on the agent's one runtime thread, which also carries events,
+//! metrics and reloads.
 
 pub mod dump;
 pub mod enter;
 pub mod table;
 
 use std::{
-    collections::{HashMap, HashSet},
-    time::Duration,
+    collections::HashMap,
+    time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, RingBuf};
@@ -25,10 +29,15 @@ use tracing::{debug, info, warn};
 
 pub use table::LocalMaps;
 
-/// How often the watched namespaces are checked for a process still inside.
+/// How often the followed namespaces are checked for something still holding them.
 const SWEEP: Duration = Duration::from_secs(5);
+/// How long a namespace that could not be learned is left before the next try.
+const RETRY: Duration = Duration::from_secs(1);
 
-/// A namespace followed: its inode (to tell whether anyone lives in it) and the task
+/// What a follower reports: a namespace's prefixes, or that it stopped following.
+type Report = (u64, Option<Vec<dump::Prefix>>);
+
+/// A namespace followed: its inode (to tell whether anything holds it) and the task
 /// that reads its changes.
 struct Watched {
     inode: u64,
@@ -44,10 +53,10 @@ pub async fn run(mut maps: LocalMaps, asks: RingBuf<MapData>) {
             return;
         }
     };
-    let (changed, mut changes) = mpsc::channel::<(u64, Vec<dump::Prefix>)>(64);
+    let (report, mut reports) = mpsc::channel::<Report>(64);
     let mut watched: HashMap<u64, Watched> = HashMap::new();
-    // Namespaces that could not be learned, warned about once each.
-    let mut unreachable: HashSet<u64> = HashSet::new();
+    // Namespaces that could not be learned: when, and whether that was said.
+    let mut failed: HashMap<u64, Instant> = HashMap::new();
     let mut sweep = tokio::time::interval(SWEEP);
     loop {
         tokio::select! {
@@ -63,37 +72,57 @@ pub async fn run(mut maps: LocalMaps, asks: RingBuf<MapData>) {
                 guard.clear_ready();
                 for ask in asked {
                     let cookie = ask.netns;
-                    if watched.contains_key(&cookie) {
+                    let recent = failed.get(&cookie).is_some_and(|t| t.elapsed() < RETRY);
+                    if watched.contains_key(&cookie) || recent {
                         continue;
                     }
-                    match learn(cookie, ask, &mut maps, changed.clone()) {
+                    match learn(ask, &mut maps, report.clone()).await {
                         Ok(w) => {
-                            unreachable.remove(&cookie);
+                            failed.remove(&cookie);
                             watched.insert(cookie, w);
                         }
                         // The next source refused there asks again.
-                        Err(e) if unreachable.insert(cookie) => warn!(
-                            netns = cookie,
-                            inode = ask.inode,
-                            pid = ask.tgid,
-                            "cannot learn the addresses of a network namespace whose sockets \
-                             may bind anywhere; its sources are refused until the agent can: {e}"
-                        ),
-                        Err(e) => debug!(netns = cookie, "cannot learn network namespace: {e}"),
+                        Err(e) => {
+                            if failed.insert(cookie, Instant::now()).is_none() {
+                                warn!(
+                                    netns = cookie,
+                                    inode = ask.inode,
+                                    pid = ask.tgid,
+                                    "cannot learn the addresses of a network namespace whose \
+                                     sockets may bind anywhere; its sources are refused until \
+                                     the agent can: {e}"
+                                );
+                            }
+                        }
                     }
                 }
             }
-            Some((cookie, prefixes)) = changes.recv() => {
-                if watched.contains_key(&cookie)
-                    && let Err(e) = maps.set(cookie, &prefixes)
-                {
-                    warn!(cookie, "network namespace addresses not written: {e}");
+            Some((cookie, prefixes)) = reports.recv() => {
+                match prefixes {
+                    Some(prefixes) if watched.contains_key(&cookie) => {
+                        if let Err(e) = maps.set(cookie, &prefixes) {
+                            warn!(netns = cookie, "network namespace addresses not written: {e}");
+                        }
+                    }
+                    Some(_) => {}
+                    // Its follower stopped: forget the namespace, so that the next ask
+                    // learns it afresh instead of trusting entries no one keeps.
+                    None => {
+                        watched.remove(&cookie);
+                        let _ = maps.set(cookie, &[]);
+                    }
                 }
             }
             _ = sweep.tick() => {
+                if watched.is_empty() {
+                    continue;
+                }
+                let live = tokio::task::spawn_blocking(enter::live_namespaces)
+                    .await
+                    .unwrap_or_default();
                 let gone: Vec<u64> = watched
                     .iter()
-                    .filter(|(_, w)| !enter::inhabited(w.inode))
+                    .filter(|(_, w)| !live.contains(&w.inode))
                     .map(|(c, _)| *c)
                     .collect();
                 for cookie in gone {
@@ -101,29 +130,34 @@ pub async fn run(mut maps: LocalMaps, asks: RingBuf<MapData>) {
                         w.follower.abort();
                     }
                     let _ = maps.set(cookie, &[]);
-                    debug!(cookie, "network namespace left: no process inside");
+                    debug!(netns = cookie, "network namespace left: nothing holds it");
                 }
             }
         }
     }
 }
 
-/// Enters namespace `cookie` as asked, writes its addresses, and starts following its
+/// Enters the namespace asked for, writes its addresses, and starts following its
 /// changes.
-fn learn(
-    cookie: u64,
+async fn learn(
     ask: NetnsAsk,
     maps: &mut LocalMaps,
-    changed: mpsc::Sender<(u64, Vec<dump::Prefix>)>,
+    report: mpsc::Sender<Report>,
 ) -> std::io::Result<Watched> {
-    let entered = enter::enter(enter::find(ask)?)?;
-    if entered.cookie != cookie {
-        return Err(std::io::Error::other(format!(
-            "found namespace {} instead",
-            entered.cookie
-        )));
-    }
-    let prefixes = dump::local_prefixes(&entered.dump)?;
+    let cookie = ask.netns;
+    let (entered, prefixes) = tokio::task::spawn_blocking(move || {
+        let entered = enter::enter(enter::find(ask)?)?;
+        if entered.cookie != cookie {
+            return Err(std::io::Error::other(format!(
+                "found namespace {} instead",
+                entered.cookie
+            )));
+        }
+        let prefixes = dump::local_prefixes(&entered.dump)?;
+        Ok((entered, prefixes))
+    })
+    .await
+    .map_err(std::io::Error::other)??;
     maps.set(cookie, &prefixes).map_err(std::io::Error::other)?;
     info!(
         netns = cookie,
@@ -132,13 +166,20 @@ fn learn(
         "learned the addresses of a network namespace whose sockets may bind anywhere"
     );
     let inode = entered.inode;
-    let follower = tokio::spawn(follow(entered, changed));
+    let follower = tokio::spawn(follow(entered, report));
     Ok(Watched { inode, follower })
 }
 
 /// Reads a namespace's change notices; after each batch, dumps its prefixes again and
-/// hands them over. A dump is the truth: notices are only the cue to take one.
-async fn follow(entered: enter::Entered, changed: mpsc::Sender<(u64, Vec<dump::Prefix>)>) {
+/// hands them over. A dump is the truth: notices are only the cue to take one. Says
+/// when it stops (`None`), whatever the reason.
+async fn follow(entered: enter::Entered, report: mpsc::Sender<Report>) {
+    let cookie = entered.cookie;
+    following(entered, &report).await;
+    let _ = report.send((cookie, None)).await;
+}
+
+async fn following(entered: enter::Entered, report: &mpsc::Sender<Report>) {
     let enter::Entered {
         cookie,
         dump: dump_socket,
@@ -152,6 +193,7 @@ async fn follow(entered: enter::Entered, changed: mpsc::Sender<(u64, Vec<dump::P
     else {
         return;
     };
+    let dump_socket = std::sync::Arc::new(dump_socket);
     let mut buf = Vec::with_capacity(64 * 1024);
     loop {
         let Ok(mut guard) = changes.readable().await else {
@@ -162,18 +204,23 @@ async fn follow(entered: enter::Entered, changed: mpsc::Sender<(u64, Vec<dump::P
             buf.clear();
             match guard.get_inner().recv(&mut buf, 0) {
                 Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(_) => break,
             }
         }
         guard.clear_ready();
-        match dump::local_prefixes(&dump_socket) {
-            Ok(prefixes) => {
-                if changed.send((cookie, prefixes)).await.is_err() {
+        let socket = dump_socket.clone();
+        let dumped = tokio::task::spawn_blocking(move || dump::local_prefixes(&socket)).await;
+        match dumped {
+            Ok(Ok(prefixes)) => {
+                if report.send((cookie, Some(prefixes))).await.is_err() {
                     return;
                 }
             }
-            Err(e) => warn!(cookie, "network namespace addresses not read: {e}"),
+            Ok(Err(e)) => {
+                warn!(netns = cookie, "network namespace addresses not read: {e}");
+                return;
+            }
+            Err(_) => return,
         }
     }
 }

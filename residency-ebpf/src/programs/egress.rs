@@ -9,7 +9,7 @@
 
 use aya_ebpf::{
     bindings::bpf_sock,
-    helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_sk_fullsock},
+    helpers::generated::{bpf_get_socket_cookie, bpf_sk_fullsock},
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
@@ -147,50 +147,20 @@ fn judge(
             judged,
         ));
     }
-    // A TCP or UDP packet's source is its socket's (judged at bind()), one the kernel
-    // chose, or one named per message (judged at sendmsg()). Ping and raw sockets
-    // reach no sendmsg hook: a packet of theirs not from the socket's own address is
-    // looked up. Only an inet socket has the flags read (a test run's is of no family).
+    // Ping and raw sockets: their bind() and sendmsg() reach no cgroup hook (their own
+    // protocol's bind runs instead), so their packets are judged one by one, never
+    // cached (`ping_or_raw`). Only an inet socket has the fields read (a test run's
+    // socket is of no family).
     if let Some(sk) = sk
         && !probe
         && (sk.family == AF_INET || sk.family == AF_INET6)
         && is_ping_or_raw(sk)
-        && !from_own_address(sk, p)
-    {
-        let src = if p.family == 4 {
-            local::mapped([p.src[0], p.src[1], p.src[2], p.src[3]])
-        } else {
-            p.src
-        };
-        // SAFETY: the context pointer, as the helper takes it.
-        let netns = || unsafe { bpf_get_netns_cookie(ctx.skb.skb.cast()) };
-        let sk = local::address_of((sk as *const bpf_sock).cast());
-        match local::foreign(sk, netns, &src) {
-            Some(true) => {
-                let d = Decision {
-                    allowed: false,
-                    rule: RULE_SPOOFED_SOURCE,
-                };
-                return Some((b, d, Judged::Packet));
-            }
-            Some(false) => judged = Judged::Packet,
-            None => {}
-        }
-    }
-    // Ping and raw sockets name an interface per message (`IP_PKTINFO`) where no
-    // socket call hook sees it (`message.rs` judges UDP's): their IPv4 packets are
-    // judged one by one, by the route the kernel made for them.
-    if let Some(sk) = sk
-        && !probe
-        && p.family == 4
-        && sk.bound_dev_if == 0
-        && is_ping_or_raw(sk)
     {
         judged = Judged::Packet;
-        if local::forced_on_link(local::address_of(ctx.skb.skb.cast())) {
+        if let Some(rule) = ping_or_raw(ctx, sk, p) {
             let d = Decision {
                 allowed: false,
-                rule: RULE_DEVICE_BINDING,
+                rule,
             };
             return Some((b, d, judged));
         }
@@ -248,19 +218,33 @@ fn is_ping_or_raw(sk: &bpf_sock) -> bool {
     sk.type_ == SOCK_RAW || sk.protocol == IPPROTO_ICMP || sk.protocol == IPPROTO_ICMPV6
 }
 
-/// Whether the packet's source is its socket's own bound or connected address.
+/// What refuses a ping or raw socket's packet, if anything:
+/// - its source, where the socket may send from any (`local.rs`), is not one of the
+///   namespace's own (`RULE_SPOOFED_SOURCE`): a bound source included, since no bind
+///   hook saw it, and a source named per message (`IPV6_PKTINFO` on raw sockets);
+/// - it leaves by another interface than the one the socket is bound to, or (IPv4)
+///   by the route the kernel makes for an interface forced onto a destination no route
+///   there knows (`IP_PKTINFO`, `local::forced_on_link`): `RULE_DEVICE_BINDING`.
 #[inline(always)]
-fn from_own_address(sk: &bpf_sock, p: &Packet) -> bool {
-    if p.family == 4 {
-        let own = sk.src_ip4.to_ne_bytes();
-        own != [0; 4] && p.src[..4] == own
+fn ping_or_raw(ctx: &SkBuffContext, sk: &bpf_sock, p: &Packet) -> Option<u32> {
+    let src = if p.family == 4 {
+        local::mapped([p.src[0], p.src[1], p.src[2], p.src[3]])
     } else {
-        let mut own = [0u8; 16];
-        for (i, word) in sk.src_ip6.iter().enumerate() {
-            own[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
-        }
-        own != [0; 16] && p.src == own
+        p.src
+    };
+    let bound = sk.bound_dev_if;
+    let sk = local::address_of((sk as *const bpf_sock).cast());
+    if local::foreign(sk, || local::netns_of(sk), &src) == Some(true) {
+        return Some(RULE_SPOOFED_SOURCE);
     }
+    // SAFETY: a read of the context's output interface.
+    let out = unsafe { (*ctx.skb.skb).ifindex };
+    let forced = if bound != 0 {
+        out != bound
+    } else {
+        p.family == 4 && local::forced_on_link(local::address_of(ctx.skb.skb.cast()))
+    };
+    forced.then_some(RULE_DEVICE_BINDING)
 }
 
 /// Caches a verdict for the flow's later packets, unless the agent turned the cache off

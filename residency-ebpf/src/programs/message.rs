@@ -19,15 +19,16 @@ use residency_common::{
     Stat, slot_of,
 };
 
-use super::{ALLOW_CALL, DENY_CALL};
+use super::DENY_CALL;
 use crate::{
     binding, local,
     maps::{self, STATS, bump},
     packet, report,
 };
 
-/// The answer to a `sendmsg()` whose source or interface is refused (enforce) or
-/// reported (audit); `None` when neither is. `dst` is the destination as given.
+/// The answer to a `sendmsg()` whose source or interface is refused (enforce; audit
+/// policies report it and return `None`, like a call refusing neither). `dst` is the
+/// destination as given.
 #[inline(always)]
 pub fn refused(
     ctx: &SockAddrContext,
@@ -68,9 +69,19 @@ pub fn refused(
     {
         RULE_SPOOFED_SOURCE
     } else {
+        // A link-local destination needs its interface, and a multicast group is sent
+        // on the link chosen for it (`IP_MULTICAST_IF` chooses as well); the group
+        // itself is judged as any destination.
         let link_local = v6 && dst[0] == 0xfe && dst[1] & 0xc0 == 0x80;
+        let multicast = if v6 {
+            dst[0] == 0xff
+        } else {
+            dst[0] & 0xf0 == 0xe0
+        };
         match local::sendmsg_oif(ctx.sock_addr.cast(), v6) {
-            Some(oif) if oif != 0 && oif != bound && !link_local => RULE_DEVICE_BINDING,
+            Some(oif) if oif != 0 && oif != bound && !link_local && !multicast => {
+                RULE_DEVICE_BINDING
+            }
             _ => return None,
         }
     };
@@ -97,5 +108,6 @@ pub fn refused(
                 packet::as_judged(&src, src_v4.then(|| [src[12], src[13], src[14], src[15]]));
         }
     });
-    Some(if audit { ALLOW_CALL } else { DENY_CALL })
+    // In audit mode the call goes on to have its destination judged.
+    (!audit).then_some(DENY_CALL)
 }
