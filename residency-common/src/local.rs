@@ -104,7 +104,14 @@ pub struct KernelLayout {
     /// `struct net` -> `net_cookie`: what `bpf_get_netns_cookie` returns, read so in
     /// the packet program, where that helper needs Linux 6.15.
     pub net_cookie: u32,
+    /// `struct net` -> `dev_index_head` (the namespace's interfaces hashed by index),
+    /// and `struct net_device` -> `index_hlist`, `ifindex`, `name`: an interface's
+    /// name from its index, for a policy that names the interfaces it allows.
+    pub net_dev_index_head: u32,
+    pub dev_index_hlist: u32,
+    pub dev_ifindex: u32,
+    pub dev_name: u32,
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 72);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 88);

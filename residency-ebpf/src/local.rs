@@ -95,6 +95,42 @@ pub fn netns_of(sk: u64) -> u64 {
         .unwrap_or(0)
 }
 
+/// The name of interface `ifindex` in socket `sk`'s namespace, NUL-padded: the
+/// `struct net_device` found in the namespace's index hash (`NETDEV_HASHBITS` 8),
+/// looking at most 8 devices down the bucket. `None` when not found.
+#[inline(always)]
+pub fn interface_name(sk: u64, ifindex: u32) -> Option<[u8; 16]> {
+    const BUCKETS: u32 = 1 << 8;
+    let l = LAYOUT.get(0)?;
+    if l.flags & LAYOUT_KNOWN == 0 {
+        return None;
+    }
+    let net = read::<u64>(sk + u64::from(l.sock_net))?;
+    let heads = read::<u64>(net + u64::from(l.net_dev_index_head))?;
+    let mut node = read::<u64>(heads + u64::from(ifindex & (BUCKETS - 1)) * 8)?;
+    for _ in 0..8 {
+        if node == 0 {
+            return None;
+        }
+        let dev = node.wrapping_sub(u64::from(l.dev_index_hlist));
+        if read::<u32>(dev + u64::from(l.dev_ifindex))? == ifindex {
+            let mut name = read::<[u8; 16]>(dev + u64::from(l.dev_name))?;
+            // A renamed device may keep bytes of a longer old name past the NUL.
+            let mut nul = false;
+            for b in name.iter_mut() {
+                nul |= *b == 0;
+                if nul {
+                    *b = 0;
+                }
+            }
+            return Some(name);
+        }
+        // `struct hlist_node` begins with `next`.
+        node = read::<u64>(node)?;
+    }
+    None
+}
+
 /// Whether `addr` (IPv6 form, IPv4 mapped) is one of namespace `netns`'s own: an
 /// address or local route the agent learned. The unspecified address (the kernel picks
 /// a source), multicast (a receiver's group; never a packet's source) and the limited

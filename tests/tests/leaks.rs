@@ -434,6 +434,22 @@ fn a_chosen_interface_cannot_carry_an_allowed_address_to_a_forbidden_network() {
         &[TO_FORBIDDEN, ALLOWED_HOST_V6, &port, "{marker}"],
     );
     assert_eq!(r, "EPERM");
+    // A policy that names an interface lets a message name it too: the kernel knows
+    // the name behind the index.
+    let r = lab.no_leak(
+        &named,
+        &[],
+        PKTINFO_INTERFACE,
+        &[to_allowed, ALLOWED_HOST_V4, &port, "{marker}"],
+    );
+    assert_eq!(r, "ok", "IP_PKTINFO naming an interface the policy names");
+    lab.leak_closed(
+        &named,
+        &[],
+        PKTINFO_INTERFACE,
+        &[TO_FORBIDDEN, ALLOWED_HOST_V4, &port, "{marker}"],
+        "EPERM",
+    );
     // A ping socket's message goes by no cgroup sendmsg hook: its packet is judged by
     // the route made for it.
     lab.leak_closed(

@@ -56,6 +56,10 @@ pub fn read() -> Result<KernelLayout, LayoutError> {
         rt_type: offset(&btf, "rtable", &["rt_type"])?,
         rt_gw_family: offset(&btf, "rtable", &["rt_gw_family"])?,
         net_cookie: offset(&btf, "net", &["net_cookie"])?,
+        net_dev_index_head: offset(&btf, "net", &["dev_index_head"])?,
+        dev_index_hlist: offset(&btf, "net_device", &["index_hlist"])?,
+        dev_ifindex: offset(&btf, "net_device", &["ifindex"])?,
+        dev_name: offset(&btf, "net_device", &["name"])?,
         _pad: 0,
     })
 }

@@ -15,14 +15,14 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::error;
 use residency_common::{
-    BINDING_NAMED_INTERFACES, Binding, EVENT_AUDIT, EVENT_BLOCK, MODE_AUDIT, PROBE_MARK,
-    RULE_DEVICE_BINDING, RULE_ERROR, RULE_RAW_SOCKET, RULE_SPOOFED_SOURCE,
-    SETTINGS_NO_VERDICT_CACHE, SOURCE_SKB, Stat, Verdict, VerdictKey, VerdictValue, slot_of,
+    BINDING_NAMED_INTERFACES, Binding, EVENT_AUDIT, EVENT_BLOCK, InterfaceKey, MODE_AUDIT,
+    PROBE_MARK, RULE_DEVICE_BINDING, RULE_ERROR, RULE_RAW_SOCKET, RULE_SPOOFED_SOURCE,
+    SETTINGS_NO_VERDICT_CACHE, SOURCE_SKB, Stat, Verdict, VerdictKey, VerdictValue, scope, slot_of,
 };
 
 use crate::{
     binding, cache, local,
-    maps::{self, SETTINGS, STATS, bump, bump_first},
+    maps::{self, INTERFACES, SETTINGS, STATS, bump, bump_first},
     packet::{self, Packet},
     report,
     verdict::{self, Decision, Target, verdict_of},
@@ -157,7 +157,7 @@ fn judge(
         && is_ping_or_raw(sk)
     {
         judged = Judged::Packet;
-        if let Some(rule) = ping_or_raw(ctx, sk, p) {
+        if let Some(rule) = ping_or_raw(ctx, sk, p, &b, slot) {
             let d = Decision {
                 allowed: false,
                 rule,
@@ -226,7 +226,13 @@ fn is_ping_or_raw(sk: &bpf_sock) -> bool {
 ///   by the route the kernel makes for an interface forced onto a destination no route
 ///   there knows (`IP_PKTINFO`, `local::forced_on_link`): `RULE_DEVICE_BINDING`.
 #[inline(always)]
-fn ping_or_raw(ctx: &SkBuffContext, sk: &bpf_sock, p: &Packet) -> Option<u32> {
+fn ping_or_raw(
+    ctx: &SkBuffContext,
+    sk: &bpf_sock,
+    p: &Packet,
+    b: &Binding,
+    slot: u32,
+) -> Option<u32> {
     let src = if p.family == 4 {
         local::mapped([p.src[0], p.src[1], p.src[2], p.src[3]])
     } else {
@@ -244,7 +250,19 @@ fn ping_or_raw(ctx: &SkBuffContext, sk: &bpf_sock, p: &Packet) -> Option<u32> {
     } else {
         p.family == 4 && local::forced_on_link(local::address_of(ctx.skb.skb.cast()))
     };
-    forced.then_some(RULE_DEVICE_BINDING)
+    // An interface the policy names may be chosen, as by `SO_BINDTODEVICE`.
+    let named = || {
+        b.flags & BINDING_NAMED_INTERFACES != 0
+            && local::interface_name(sk, out).is_some_and(|name| {
+                let key = InterfaceKey {
+                    scope: scope(slot, b.policy),
+                    name,
+                };
+                // SAFETY: a lookup in a hash map of plain values.
+                unsafe { INTERFACES.get(key).is_some() }
+            })
+    };
+    (forced && !named()).then_some(RULE_DEVICE_BINDING)
 }
 
 /// Caches a verdict for the flow's later packets, unless the agent turned the cache off

@@ -15,16 +15,39 @@ use aya_ebpf::{
     bindings::bpf_sock_addr, helpers::generated::bpf_get_netns_cookie, programs::SockAddrContext,
 };
 use residency_common::{
-    EVENT_AUDIT, EVENT_BLOCK, MODE_AUDIT, RULE_DEVICE_BINDING, RULE_SPOOFED_SOURCE, SOURCE_SENDMSG,
-    Stat, slot_of,
+    BINDING_NAMED_INTERFACES, EVENT_AUDIT, EVENT_BLOCK, InterfaceKey, MODE_AUDIT,
+    RULE_DEVICE_BINDING, RULE_SPOOFED_SOURCE, SOURCE_SENDMSG, Stat, scope, slot_of,
 };
 
 use super::DENY_CALL;
 use crate::{
     binding, local,
-    maps::{self, STATS, bump},
+    maps::{self, INTERFACES, STATS, bump},
     packet, report,
 };
+
+/// Whether interface `ifindex` of socket `sk`'s namespace is one the calling task's
+/// policy names (`interfaces`), by its name: an index alone names nothing a policy
+/// can check, but the kernel knows the name behind it.
+#[inline(always)]
+fn named(sk: u64, ifindex: u32) -> bool {
+    let slot = slot_of(maps::epoch());
+    let Some(b) = binding::of_current_task(binding::current_cgroup(), slot) else {
+        return false;
+    };
+    if b.flags & BINDING_NAMED_INTERFACES == 0 {
+        return false;
+    }
+    let Some(name) = local::interface_name(sk, ifindex) else {
+        return false;
+    };
+    let key = InterfaceKey {
+        scope: scope(slot, b.policy),
+        name,
+    };
+    // SAFETY: a lookup in a hash map of plain values.
+    unsafe { INTERFACES.get(key).is_some() }
+}
 
 /// The answer to a `sendmsg()` whose source or interface is refused (enforce; audit
 /// policies report it and return `None`, like a call refusing neither). `dst` is the
@@ -80,6 +103,9 @@ pub fn refused(
         };
         match local::sendmsg_oif(ctx.sock_addr.cast(), v6) {
             Some(oif) if oif != 0 && oif != bound && !link_local && !multicast => {
+                if named(local::address_of(sk.cast()), oif) {
+                    return None;
+                }
                 RULE_DEVICE_BINDING
             }
             _ => return None,
