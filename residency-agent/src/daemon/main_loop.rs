@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
 use tokio::{
-    signal::unix::{SignalKind, signal},
+    signal::unix::{Signal, SignalKind, signal},
     sync::mpsc,
     task::JoinHandle,
 };
@@ -45,6 +45,12 @@ struct Tasks {
     events: JoinHandle<std::io::Result<()>>,
     server: JoinHandle<std::io::Result<()>>,
     kernel_log: JoinHandle<()>,
+    /// SIGTERM, SIGINT and SIGHUP, taken over before the agent says it is attached:
+    /// a signal sent right after that line must find the handlers in place (the
+    /// default action of each would end the process).
+    term: Signal,
+    int: Signal,
+    hup: Signal,
 }
 
 /// Runs the loop until shutdown; the control socket is removed on the way out.
@@ -74,6 +80,9 @@ fn spawn(daemon: &Daemon, inputs: Inputs<'_>) -> anyhow::Result<Tasks> {
     let config = inputs.config;
     let control_listener =
         control::bind(&config.agent.control_socket, inputs.access).context("refusing to serve")?;
+    let term = signal(SignalKind::terminate())?;
+    let int = signal(SignalKind::interrupt())?;
+    let hup = signal(SignalKind::hangup())?;
     info!(
         pins = %daemon.instance.display(),
         control = %config.agent.control_socket.display(),
@@ -123,6 +132,9 @@ fn spawn(daemon: &Daemon, inputs: Inputs<'_>) -> anyhow::Result<Tasks> {
         events,
         server,
         kernel_log,
+        term,
+        int,
+        hup,
     })
 }
 
@@ -138,9 +150,6 @@ async fn run_loop(
     let watchdog_every = notify::watchdog_interval();
     let mut watchdog =
         tokio::time::interval(watchdog_every.unwrap_or(std::time::Duration::from_secs(3600)));
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     // `detach` (or another agent taking over) removes this instance's pins; an agent
     // whose enforcement is gone must not keep running as if it enforced. A lost pin
     // mount is not that (pin_mount.rs).
@@ -206,7 +215,7 @@ async fn run_loop(
                     notify::watchdog();
                 }
             }
-            _ = hup.recv() => {
+            _ = tasks.hup.recv() => {
                 info!("SIGHUP: reloading {}", daemon.versioned.read().expect("lock").config.source);
                 daemon.reload(false, "SIGHUP".to_owned());
             }
@@ -219,8 +228,8 @@ async fn run_loop(
                 };
                 let _ = answer.send(response);
             }
-            _ = term.recv() => return stop(daemon, "SIGTERM"),
-            _ = int.recv() => return stop(daemon, "SIGINT"),
+            _ = tasks.term.recv() => return stop(daemon, "SIGTERM"),
+            _ = tasks.int.recv() => return stop(daemon, "SIGINT"),
             _ = pin_check.tick() => {
                 if daemon.check_pins() == PinCheck::Removed {
                     info!(
