@@ -50,8 +50,9 @@ pub fn address_of(sk: *const c_void) -> u64 {
     read::<u64>(&slot as *const *const c_void as u64).unwrap_or(0)
 }
 
-/// Whether socket `sk` (a `struct sock *`, as [`address_of`] gives it) may send from a source the kernel did not
-/// check, for an address of this family (`v6`: a real IPv6 address, not a mapped one).
+/// Whether socket `sk` (a `struct sock *`, as [`address_of`] gives it) may send from a
+/// source the kernel did not check, for an address of this family (`v6`: a real IPv6
+/// address, not a mapped one).
 /// False when the agent found no layout (no BTF): the kernel's own checks stand alone
 /// then, which the agent reports. A read that faults counts as true (fail closed).
 #[inline(always)]

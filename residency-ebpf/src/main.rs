@@ -15,6 +15,10 @@
 //!   (cgroup sock_addr): the same verdict when an application calls `connect()` or
 //!   `sendto()`, so a forbidden call fails at once with EPERM instead of timing out,
 //!   and its event names the process.
+//! - `programs/bind.rs` and `programs/message.rs` — `residency_bind4/6`, and what a
+//!   `sendmsg()` chooses besides its destination: a source that is not the
+//!   namespace's own where the kernel would take any (`local.rs`), an interface named
+//!   per message.
 //! - `programs/socket_create.rs` — `residency_socket_create`
 //!   (lsm_cgroup/socket_create): packet sockets (AF_PACKET, AF_XDP) write below the IP
 //!   layer, where no egress hook sees them; enforce policies deny creating them unless
