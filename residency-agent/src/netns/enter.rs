@@ -7,7 +7,7 @@ use std::{
     io,
     os::fd::{AsFd as _, AsRawFd as _},
     os::unix::fs::MetadataExt as _,
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -53,11 +53,21 @@ pub fn find(ask: NetnsAsk) -> io::Result<File> {
     if ask.inode == 0 {
         return Err(io::Error::other(format!("process {} is gone", ask.tgid)));
     }
+    holders()
+        .find_map(|p| of(&p))
+        .ok_or_else(|| io::Error::other(format!("no process in namespace {}", ask.inode)))
+}
+
+/// Every file that holds a network namespace: the names `ip netns` gives, then every
+/// process's `ns/net`.
+fn holders() -> impl Iterator<Item = PathBuf> {
     let named = ["/run/netns", "/var/run/netns"]
         .into_iter()
         .filter_map(|d| std::fs::read_dir(d).ok())
         .flat_map(|d| d.flatten().map(|e| e.path()));
-    let processes = std::fs::read_dir("/proc")?
+    let processes = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
         .flatten()
         .filter(|e| {
             e.file_name()
@@ -66,10 +76,7 @@ pub fn find(ask: NetnsAsk) -> io::Result<File> {
                 .all(u8::is_ascii_digit)
         })
         .map(|e| e.path().join("ns/net"));
-    named
-        .chain(processes)
-        .find_map(|p| of(&p))
-        .ok_or_else(|| io::Error::other(format!("no process in namespace {}", ask.inode)))
+    named.chain(processes)
 }
 
 /// Enters network namespace `ns`. The sockets are made by a thread that joins the
@@ -138,23 +145,7 @@ fn cookie_of(socket: &Socket) -> io::Result<u64> {
 /// A namespace neither holds sends nothing, and the agent's sockets alone would keep
 /// it alive. One scan for every namespace followed.
 pub fn live_namespaces() -> HashSet<u64> {
-    let named = ["/run/netns", "/var/run/netns"]
-        .into_iter()
-        .filter_map(|d| std::fs::read_dir(d).ok())
-        .flat_map(|d| d.flatten().map(|e| e.path()));
-    let processes = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .as_encoded_bytes()
-                .iter()
-                .all(u8::is_ascii_digit)
-        })
-        .map(|e| e.path().join("ns/net"));
-    named
-        .chain(processes)
+    holders()
         .filter_map(|p| std::fs::metadata(p).ok().map(|m| m.ino()))
         .collect()
 }

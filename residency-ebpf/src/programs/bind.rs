@@ -10,16 +10,10 @@
 use aya_ebpf::{
     helpers::generated::bpf_get_netns_cookie, macros::cgroup_sock_addr, programs::SockAddrContext,
 };
-use residency_common::{
-    EVENT_AUDIT, EVENT_BLOCK, MODE_AUDIT, RULE_SPOOFED_SOURCE, SOURCE_BIND, Stat, slot_of,
-};
+use residency_common::{RULE_SPOOFED_SOURCE, SOURCE_BIND};
 
-use super::{ALLOW_CALL, DENY_CALL};
-use crate::{
-    binding, local,
-    maps::{self, STATS, bump},
-    report,
-};
+use super::{ALLOW_CALL, DENY_CALL, caller_binding, refused_call};
+use crate::local;
 
 #[cgroup_sock_addr(bind4)]
 pub fn residency_bind4(ctx: SockAddrContext) -> i32 {
@@ -52,30 +46,23 @@ fn bind_call(ctx: &SockAddrContext, addr: [u8; 16]) -> i32 {
     if local::foreign(sk, netns, &addr) != Some(true) {
         return ALLOW_CALL;
     }
-    let cgroup_id = binding::current_cgroup();
-    let slot = slot_of(maps::epoch());
-    let binding = binding::of_current_task(cgroup_id, slot);
-    let audit = binding.is_some_and(|b| b.mode == MODE_AUDIT);
-    if !audit {
-        bump(&STATS, Stat::SocketDenials as u32);
-    }
     let family = if local::is_mapped(&addr) { 4 } else { 6 };
-    report::emit_precise(|e| {
-        e.cgroup_id = cgroup_id;
-        e.policy = binding.map_or(u32::MAX, |b| b.policy);
-        e.rule = RULE_SPOOFED_SOURCE;
-        report::caller(e);
-        e.kind = if audit { EVENT_AUDIT } else { EVENT_BLOCK };
-        e.family = family;
-        e.protocol = protocol;
-        e.source = SOURCE_BIND;
-        e.src_addr = if family == 4 {
-            let mut a = [0u8; 16];
-            a[..4].copy_from_slice(&addr[12..]);
-            a
-        } else {
-            addr
-        };
-    });
+    let audit = refused_call(
+        caller_binding(),
+        RULE_SPOOFED_SOURCE,
+        SOURCE_BIND,
+        false,
+        |e| {
+            e.family = family;
+            e.protocol = protocol;
+            e.src_addr = if family == 4 {
+                let mut a = [0u8; 16];
+                a[..4].copy_from_slice(&addr[12..]);
+                a
+            } else {
+                addr
+            };
+        },
+    );
     if audit { ALLOW_CALL } else { DENY_CALL }
 }

@@ -17,16 +17,14 @@
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 use aya_ebpf::{macros::cgroup_sockopt, programs::SockoptContext};
 use residency_common::{
-    BINDING_NAMED_INTERFACES, EVENT_AUDIT, EVENT_BLOCK, InterfaceKey, MODE_AUDIT, SOURCE_SOCKOPT,
-    Stat, scope, slot_of,
+    BINDING_NAMED_INTERFACES, InterfaceKey, SOURCE_SOCKOPT, scope, slot_of,
     sockopt::{self, Value},
 };
 
-use super::{ALLOW_CALL, DENY_CALL, family_of};
+use super::{ALLOW_CALL, DENY_CALL, family_of, refused_call};
 use crate::{
     binding,
-    maps::{self, INTERFACES, STATS, bump},
-    report,
+    maps::{self, INTERFACES},
 };
 
 #[cgroup_sockopt(setsockopt)]
@@ -64,19 +62,10 @@ pub fn residency_setsockopt(ctx: SockoptContext) -> i32 {
         let sk = &*so.__bindgen_anon_1.sk;
         (family_of(sk.family), sk.protocol as u8)
     };
-    let audit = binding.is_some_and(|b| b.mode == MODE_AUDIT);
-    if !audit {
-        bump(&STATS, Stat::SocketDenials as u32);
-    }
-    report::emit_precise(|e| {
-        e.cgroup_id = cgroup_id;
-        e.policy = binding.map_or(u32::MAX, |b| b.policy);
-        e.rule = rule;
-        report::caller(e);
-        e.kind = if audit { EVENT_AUDIT } else { EVENT_BLOCK };
+    // The kernel gives this program type no coarse clock.
+    let audit = refused_call((cgroup_id, binding), rule, SOURCE_SOCKOPT, true, |e| {
         e.family = family;
         e.protocol = protocol;
-        e.source = SOURCE_SOCKOPT;
         e.icmp_type = level as u8;
         e.icmp_code = optname as u8;
     });
