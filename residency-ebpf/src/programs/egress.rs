@@ -147,22 +147,30 @@ fn judge(
             judged,
         ));
     }
-    // Ping and raw sockets: their bind() and sendmsg() reach no cgroup hook (their own
-    // protocol's bind runs instead), so their packets are judged one by one, never
-    // cached (`ping_or_raw`). Only an inet socket has the fields read (a test run's
-    // socket is of no family).
+    // Only an inet socket has the fields read (a test run's socket is of no family).
     if let Some(sk) = sk
         && !probe
         && (sk.family == AF_INET || sk.family == AF_INET6)
-        && is_ping_or_raw(sk)
     {
-        judged = Judged::Packet;
-        if let Some(rule) = ping_or_raw(ctx, sk, p, &b, slot) {
+        // Ping and raw sockets: their bind() and sendmsg() reach no cgroup hook (their
+        // own protocol's bind runs instead), so their packets are judged one by one,
+        // never cached (`ping_or_raw`). A TCP or UDP flow's source is checked at its
+        // first packet (a socket bound to a foreign address before the guards were
+        // attached); later ones keep it, or were judged at sendmsg().
+        let refused = if is_ping_or_raw(sk) {
+            judged = Judged::Packet;
+            ping_or_raw(ctx, sk, p, &b, slot)
+        } else {
+            let sk = local::address_of((sk as *const bpf_sock).cast());
+            (local::foreign(sk, || local::netns_of(sk), &source_of(p)) == Some(true))
+                .then_some(RULE_SPOOFED_SOURCE)
+        };
+        if let Some(rule) = refused {
             let d = Decision {
                 allowed: false,
                 rule,
             };
-            return Some((b, d, judged));
+            return Some((b, d, Judged::Packet));
         }
     }
     let target = Target {
@@ -212,6 +220,16 @@ fn socket_refused(sk: &bpf_sock, p: &Packet, named_interfaces: bool) -> Option<u
     None
 }
 
+/// The packet's source in the local table's form (IPv4 mapped).
+#[inline(always)]
+fn source_of(p: &Packet) -> [u8; 16] {
+    if p.family == 4 {
+        local::mapped([p.src[0], p.src[1], p.src[2], p.src[3]])
+    } else {
+        p.src
+    }
+}
+
 /// A raw IP socket, or a ping socket (`SOCK_DGRAM` with `IPPROTO_ICMP`/`ICMPV6`).
 #[inline(always)]
 fn is_ping_or_raw(sk: &bpf_sock) -> bool {
@@ -233,14 +251,9 @@ fn ping_or_raw(
     b: &Binding,
     slot: u32,
 ) -> Option<u32> {
-    let src = if p.family == 4 {
-        local::mapped([p.src[0], p.src[1], p.src[2], p.src[3]])
-    } else {
-        p.src
-    };
     let bound = sk.bound_dev_if;
     let sk = local::address_of((sk as *const bpf_sock).cast());
-    if local::foreign(sk, || local::netns_of(sk), &src) == Some(true) {
+    if local::foreign(sk, || local::netns_of(sk), &source_of(p)) == Some(true) {
         return Some(RULE_SPOOFED_SOURCE);
     }
     // SAFETY: a read of the context's output interface.
