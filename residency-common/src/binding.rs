@@ -102,7 +102,34 @@ pub struct Binding {
     pub _pad: u16,
 }
 
+/// Slots of [`maps::BINDING_MEMO`](crate::maps::BINDING_MEMO) on each CPU (a power
+/// of two): the cgroups whose packets and calls a CPU judges at a time.
+pub const BINDING_MEMO_SLOTS: u32 = 1 << 8;
+
+/// [`BindingMemo::found`]: a binding was found (`binding` holds it), or none was.
+pub const MEMO_FOUND: u32 = 1;
+pub const MEMO_NONE: u32 = 2;
+
+/// One slot of the per-CPU binding memo: the binding a cgroup's lookup found under one
+/// policy epoch (the cgroup's own, or its nearest bound ancestor's, a walk of up to
+/// [`MAX_CGROUP_DEPTH`] hash lookups). The epoch changes whenever a binding does (a
+/// reload, a cgroup bound or unbound), so a memo never outlives the bindings it read.
+/// Guarded like [`CacheSlot`](crate::CacheSlot): `seq` odd while written, `tag` a hash
+/// of the rest; a zeroed slot has `found == 0` and never matches.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BindingMemo {
+    pub seq: u32,
+    pub epoch: u32,
+    pub cgroup_id: u64,
+    pub binding: Binding,
+    /// [`MEMO_FOUND`] or [`MEMO_NONE`].
+    pub found: u32,
+    pub tag: u32,
+}
+
 const _: () = assert!(core::mem::size_of::<Binding>() == 8);
+const _: () = assert!(core::mem::size_of::<BindingMemo>() == 32);
 const _: () = assert!(core::mem::size_of::<BindingKey>() == 16);
 
 #[cfg(test)]

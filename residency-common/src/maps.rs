@@ -31,6 +31,11 @@ pub const PORTS: &str = "RES_PORTS";
 /// `PERCPU_ARRAY` of [`super::CacheSlot`]: a direct-mapped cache of verdicts
 /// already computed, so that a flow's later packets skip the trie.
 pub const VERDICTS: &str = "RES_VERDICTS";
+/// `PERCPU_ARRAY` of [`super::BindingMemo`]: the binding each recent cgroup's lookup
+/// found, so that a flow's first packet and every unconnected `sendto()` skip the
+/// binding hash (and, for a cgroup below its bound one, the ancestor walk). Not
+/// pinned, like the cache.
+pub const BINDING_MEMO: &str = "RES_BINDING_MEMO";
 /// `LRU_HASH`: [`super::VerdictKey`] -> u8. Flows not allowed that were already
 /// reported, so that one connection attempt is one event however many packets it
 /// sends (a TCP handshake's retransmissions, an audited connection's every segment).

@@ -9,10 +9,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use residency_common::{
-    Binding, BindingKey, COUNTER_SLOTS, CacheSlot, DEFAULT_RULE_CAPACITY, EVENTS_RING_BYTES,
-    GENERATION_SLOTS, InterfaceKey, KernelLayout, LOCAL_ADDR_CAPACITY, LocalAddrKey, MAX_BINDINGS,
-    MAX_INTERFACES, NETNS_ASK_RING_BYTES, PORT_RULE_SLOTS, PortRule, REPORTED_FLOWS, RateBucket,
-    RuleKeyV4, RuleKeyV6, RuleValue, STAT_SLOTS, Settings, VERDICT_CACHE_SLOTS, VerdictKey,
+    BINDING_MEMO_SLOTS, Binding, BindingKey, BindingMemo, COUNTER_SLOTS, CacheSlot,
+    DEFAULT_RULE_CAPACITY, EVENTS_RING_BYTES, GENERATION_SLOTS, InterfaceKey, KernelLayout,
+    LOCAL_ADDR_CAPACITY, LocalAddrKey, MAX_BINDINGS, MAX_INTERFACES, NETNS_ASK_RING_BYTES,
+    PORT_RULE_SLOTS, PortRule, REPORTED_FLOWS, RateBucket, RuleKeyV4, RuleKeyV6, RuleValue,
+    STAT_SLOTS, Settings, VERDICT_CACHE_SLOTS, VerdictKey,
 };
 
 /// `{cgroup id, generation slot}` -> policy binding, filled by the agent for every
@@ -20,6 +21,12 @@ use residency_common::{
 #[map(name = "RES_BINDINGS")]
 pub static BINDINGS: HashMap<BindingKey, Binding> =
     HashMap::with_max_entries(MAX_BINDINGS * GENERATION_SLOTS, 0);
+
+/// The binding each recent cgroup's lookup found, per CPU and direct-mapped
+/// (`binding.rs`).
+#[map(name = "RES_BINDING_MEMO")]
+pub static BINDING_MEMO: PerCpuArray<BindingMemo> =
+    PerCpuArray::with_max_entries(BINDING_MEMO_SLOTS, 0);
 
 /// `{policy scope, interface name}`: the interfaces a policy lets its workloads bind
 /// sockets to (`SO_BINDTODEVICE`), filled by the agent per generation slot.

@@ -11,7 +11,7 @@ pub mod sock_addr;
 pub mod socket_create;
 pub mod sockopt;
 
-use residency_common::{Binding, EVENT_AUDIT, EVENT_BLOCK, Event, MODE_AUDIT, Stat, slot_of};
+use residency_common::{Binding, EVENT_AUDIT, EVENT_BLOCK, Event, MODE_AUDIT, Stat};
 
 use crate::{
     binding,
@@ -42,7 +42,7 @@ pub fn caller_binding() -> (u64, Option<Binding>) {
     let cgroup_id = binding::current_cgroup();
     (
         cgroup_id,
-        binding::of_current_task(cgroup_id, slot_of(maps::epoch())),
+        binding::of_current_task(cgroup_id, maps::epoch()),
     )
 }
 

@@ -45,9 +45,8 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
     // SAFETY: the context pointer is the skb the kernel handed us.
     let socket = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
     let epoch = maps::epoch();
-    let slot = slot_of(epoch);
     let Ok(p) = packet::parse(&ctx) else {
-        return unparsable(&ctx, slot);
+        return unparsable(&ctx, epoch);
     };
     let v4 = p.dst_v4();
     let key = cache::key(socket, epoch, &p, v4);
@@ -69,7 +68,7 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
             },
         ),
         None => {
-            let Some((b, d, judged)) = judge(&ctx, slot, &p, v4) else {
+            let Some((b, d, judged)) = judge(&ctx, epoch, &p, v4) else {
                 return DROP;
             };
             if judged == Judged::Probe {
@@ -112,7 +111,7 @@ enum Judged {
 #[inline(always)]
 fn judge(
     ctx: &SkBuffContext,
-    slot: u32,
+    epoch: u32,
     p: &Packet,
     v4: Option<[u8; 4]>,
 ) -> Option<(Binding, Decision, Judged)> {
@@ -126,7 +125,15 @@ fn judge(
     if !probe {
         bump(&STATS, Stat::TrieLookups as u32);
     }
-    let Some(b) = binding::of_skb(ctx.skb.skb, cgroup_id, slot) else {
+    let slot = slot_of(epoch);
+    // A probe's binding is looked up afresh: `verify` binds its own cgroup to one
+    // policy after another within one epoch, which a remembered binding would miss.
+    let found = if probe {
+        binding::walked_for_skb(ctx.skb.skb, cgroup_id, slot)
+    } else {
+        binding::of_skb(ctx.skb.skb, cgroup_id, epoch)
+    };
+    let Some(b) = found else {
         // A probe that raced a reload (its binding in the retired slot) says nothing
         // about the agent's maps.
         if !probe {
@@ -299,9 +306,9 @@ fn remember(key: &VerdictKey, b: &Binding, d: Decision) {
 
 /// A packet the parser could not read far enough: dropped unless its policy audits.
 #[inline(always)]
-fn unparsable(ctx: &SkBuffContext, slot: u32) -> i32 {
+fn unparsable(ctx: &SkBuffContext, epoch: u32) -> i32 {
     let cgroup_id = binding::skb_cgroup(ctx);
-    let Some(b) = binding::of_skb(ctx.skb.skb, cgroup_id, slot) else {
+    let Some(b) = binding::of_skb(ctx.skb.skb, cgroup_id, epoch) else {
         report::no_binding(ctx, cgroup_id);
         return DROP;
     };

@@ -50,7 +50,7 @@ pub fn residency_ingress(ctx: SkBuffContext) -> i32 {
     let epoch = maps::epoch();
     let slot = slot_of(epoch);
     let cgroup_id = binding::skb_cgroup(&ctx);
-    let Some(b) = binding::of_skb(ctx.skb.skb, cgroup_id, slot) else {
+    let Some(b) = binding::of_skb(ctx.skb.skb, cgroup_id, epoch) else {
         // Attached, yet no binding: the maps and attachments disagree. The egress
         // program drops this socket's packets for the same reason; a SYN-ACK made
         // without a socket would escape it, so the SYN is dropped here.
@@ -130,9 +130,8 @@ fn loopback(p: &Packet) -> bool {
 /// connections and enforces, since it may be a SYN; passed otherwise.
 #[inline(always)]
 fn unreadable(ctx: &SkBuffContext) -> i32 {
-    let slot = slot_of(maps::epoch());
     let cgroup_id = binding::skb_cgroup(ctx);
-    match binding::of_skb(ctx.skb.skb, cgroup_id, slot) {
+    match binding::of_skb(ctx.skb.skb, cgroup_id, maps::epoch()) {
         Some(b) if b.flags & BINDING_JUDGE_INBOUND != 0 && b.mode != MODE_AUDIT => DROP,
         _ => PASS,
     }

@@ -31,8 +31,9 @@ use crate::{
 /// can check, but the kernel knows the name behind it.
 #[inline(always)]
 fn named(sk: u64, ifindex: u32) -> bool {
-    let slot = slot_of(maps::epoch());
-    let Some(b) = binding::of_current_task(binding::current_cgroup(), slot) else {
+    let epoch = maps::epoch();
+    let slot = slot_of(epoch);
+    let Some(b) = binding::of_current_task(binding::current_cgroup(), epoch) else {
         return false;
     };
     if b.flags & BINDING_NAMED_INTERFACES == 0 {
@@ -115,7 +116,7 @@ pub fn refused(
     // compiler packed the binding it returns into masked words, which the verifier
     // refuses (math on a map value pointer).
     let cgroup_id = binding::current_cgroup();
-    let binding = binding::of_current_task(cgroup_id, slot_of(maps::epoch()));
+    let binding = binding::of_current_task(cgroup_id, maps::epoch());
     let audit = binding.is_some_and(|b| b.mode == MODE_AUDIT);
     if !audit {
         bump(&STATS, Stat::SocketDenials as u32);

@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use residency_common::{
     BINDING_ALLOW_RAW_SOCKETS, EVENT_AUDIT, EVENT_BLOCK, MODE_AUDIT, RULE_RAW_SOCKET,
-    SOURCE_SOCKET, Stat, slot_of,
+    SOURCE_SOCKET, Stat,
 };
 
 use super::{ALLOW_CALL, DENY_CALL, family_of};
@@ -44,8 +44,7 @@ pub fn residency_sock_create(ctx: SockContext) -> i32 {
     let protocol = sk.protocol;
     let family = family_of(sk.family);
     let cgroup_id = binding::current_cgroup();
-    let slot = slot_of(maps::epoch());
-    let Some(b) = binding::of_current_task(cgroup_id, slot) else {
+    let Some(b) = binding::of_current_task(cgroup_id, maps::epoch()) else {
         // The hook runs for the creating task's own cgroup, which is attached: no
         // binding means the agent's maps and attachments disagree. Fail closed.
         report::no_binding(&ctx, cgroup_id);

@@ -86,7 +86,7 @@ fn socket_call(ctx: &SockAddrContext, v6: bool, source: u8) -> i32 {
     let cgroup_id = binding::current_cgroup();
     let epoch = maps::epoch();
     let slot = slot_of(epoch);
-    let Some(b) = binding::of_current_task(cgroup_id, slot) else {
+    let Some(b) = binding::of_current_task(cgroup_id, epoch) else {
         // The socket belongs to a configured cgroup (these programs run from the
         // socket's cgroup), but the caller has moved to one no policy binds. The call
         // passes; the packet program judges every packet by the socket's cgroup.

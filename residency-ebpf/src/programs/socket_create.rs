@@ -13,7 +13,7 @@
 use aya_ebpf::{macros::lsm_cgroup, programs::LsmContext};
 use residency_common::{
     BINDING_ALLOW_PACKET_SOCKETS, EVENT_AUDIT, EVENT_BLOCK, MODE_AUDIT, RULE_NONE, SOURCE_SOCKET,
-    Stat, slot_of,
+    Stat,
     source::{AF_PACKET, AF_XDP},
 };
 
@@ -35,8 +35,7 @@ pub fn residency_socket_create(ctx: LsmContext) -> i32 {
         return ALLOW_CALL;
     }
     let cgroup_id = binding::current_cgroup();
-    let slot = slot_of(maps::epoch());
-    let Some(b) = binding::of_current_task(cgroup_id, slot) else {
+    let Some(b) = binding::of_current_task(cgroup_id, maps::epoch()) else {
         report::no_binding(&ctx, cgroup_id);
         return DENY_CALL;
     };

@@ -47,8 +47,9 @@ pub fn residency_setsockopt(ctx: SockoptContext) -> i32 {
         return ALLOW_CALL;
     }
     let cgroup_id = binding::current_cgroup();
-    let slot = slot_of(maps::epoch());
-    let binding = binding::of_current_task(cgroup_id, slot);
+    let epoch = maps::epoch();
+    let slot = slot_of(epoch);
+    let binding = binding::of_current_task(cgroup_id, epoch);
     // An interface the policy names may be bound to by name.
     if value == Value::Name
         && let Some(b) = binding
