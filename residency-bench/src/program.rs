@@ -24,6 +24,8 @@ pub const SIZES: [usize; 5] = [10, 1_000, 10_000, 100_000, 1_000_000];
 pub struct Row {
     pub family: u8,
     pub prefixes: usize,
+    /// Levels between the bound cgroup and the socket's (0: the socket's own is bound).
+    pub below: u32,
     /// ns per run of each trial: empty program, hit, miss.
     pub empty: Vec<f64>,
     pub hit: Vec<f64>,
@@ -49,55 +51,95 @@ pub fn run(sb: &Bench, helper: &Path, opts: &Options) -> anyhow::Result<Vec<Row>
     let mut rows = Vec::new();
     for family in [4u8, 6] {
         for n in SIZES {
-            eprintln!("bench: program cost, IPv{family}, {n} prefixes");
-            let set = if family == 4 {
-                prefixes::ipv4(n)
-            } else {
-                prefixes::ipv6(n)
-            };
-            let config = sb.dir.join(format!("program-v{family}-{n}.toml"));
-            let setup = AgentSetup {
-                name: "program",
-                cgroup_rel: &format!("{}/program", sb.tag),
-                allow: &set.cidrs,
-                events: "",
-            };
-            let text = config_text(
-                &sb.dir,
-                &sb.dir.join("unused"),
-                "127.0.0.1:1".parse()?,
-                &setup,
-            );
-            let measure = |text: &str| -> anyhow::Result<Row> {
-                std::fs::write(&config, text)?;
-                let mut cmd = Command::new(helper);
-                cmd.arg("program-run")
-                    .arg("--config")
-                    .arg(&config)
-                    .args(["--hit", &set.hit.to_string()])
-                    .args(["--miss", &set.miss.to_string()])
-                    .args(["--trials", &opts.trials.to_string()])
-                    .args(["--repeat", &opts.repeat.to_string()]);
-                // The test run's socket is in the caller's cgroup: a fresh one of our own.
-                join_cgroup(&mut cmd, &sb.program);
-                let out = stdout_of(&mut cmd)?;
-                parse(family, n, &out).with_context(|| format!("program-run output:\n{out}"))
-            };
-            let mut row = measure(&text)?;
-            let cold = measure(&text.replacen("[agent]\n", "[agent]\nverdict_cache = false\n", 1))?;
-            row.hit_cold = cold.hit;
-            row.miss_cold = cold.miss;
-            rows.push(row);
-            let _ = std::fs::remove_file(&config);
+            rows.push(measure_set(sb, helper, opts, family, n, 0)?);
         }
     }
+    // A container's socket: its cgroup four levels below the bound one (a pod's), as
+    // under the kubelet (pod slice, container scope, and what runtimes nest below).
+    rows.push(measure_set(sb, helper, opts, 4, 100_000, BELOW)?);
     Ok(rows)
+}
+
+/// Levels between the bound cgroup and the socket's in the nested row.
+pub const BELOW: u32 = 4;
+
+/// One row: `n` prefixes of `family`, the socket `below` levels under the bound cgroup;
+/// measured with the verdict cache on, then off.
+fn measure_set(
+    sb: &Bench,
+    helper: &Path,
+    opts: &Options,
+    family: u8,
+    n: usize,
+    below: u32,
+) -> anyhow::Result<Row> {
+    eprintln!("bench: program cost, IPv{family}, {n} prefixes, {below} levels below");
+    let set = if family == 4 {
+        prefixes::ipv4(n)
+    } else {
+        prefixes::ipv6(n)
+    };
+    let config = sb.dir.join(format!("program-v{family}-{n}.toml"));
+    let setup = AgentSetup {
+        name: "program",
+        cgroup_rel: &format!("{}/program", sb.tag),
+        allow: &set.cidrs,
+        events: "",
+    };
+    let text = config_text(
+        &sb.dir,
+        &sb.dir.join("unused"),
+        "127.0.0.1:1".parse()?,
+        &setup,
+    );
+    let measure = |text: &str| -> anyhow::Result<Row> {
+        std::fs::write(&config, text)?;
+        let mut cmd = Command::new(helper);
+        cmd.arg("program-run")
+            .arg("--config")
+            .arg(&config)
+            .args(["--hit", &set.hit.to_string()])
+            .args(["--miss", &set.miss.to_string()])
+            .args(["--trials", &opts.trials.to_string()])
+            .args(["--repeat", &opts.repeat.to_string()])
+            .args(["--below", &below.to_string()]);
+        // The test run's socket is in the caller's cgroup: a fresh one of our own.
+        join_cgroup(&mut cmd, &sb.program);
+        let out = stdout_of(&mut cmd);
+        remove_below(&sb.program, below);
+        let out = out?;
+        let mut row =
+            parse(family, n, &out).with_context(|| format!("program-run output:\n{out}"))?;
+        row.below = below;
+        Ok(row)
+    };
+    let mut row = measure(&text)?;
+    let cold = measure(&text.replacen("[agent]\n", "[agent]\nverdict_cache = false\n", 1))?;
+    row.hit_cold = cold.hit;
+    row.miss_cold = cold.miss;
+    let _ = std::fs::remove_file(&config);
+    Ok(row)
+}
+
+/// Removes the cgroups `program-run --below` made under `cgroup`, deepest first (its
+/// process has exited).
+fn remove_below(cgroup: &Path, levels: u32) {
+    let paths: Vec<_> = (0..levels)
+        .scan(cgroup.to_path_buf(), |p, level| {
+            *p = p.join(format!("below-{level}"));
+            Some(p.clone())
+        })
+        .collect();
+    for p in paths.iter().rev() {
+        let _ = std::fs::remove_dir(p);
+    }
 }
 
 fn parse(family: u8, prefixes: usize, out: &str) -> anyhow::Result<Row> {
     let mut row = Row {
         family,
         prefixes,
+        below: 0,
         empty: Vec::new(),
         hit: Vec::new(),
         miss: Vec::new(),

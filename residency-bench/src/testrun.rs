@@ -46,6 +46,11 @@ pub struct Args {
     /// UDP payload bytes (64 matches the datapath benchmark).
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
+    /// Run the cases from a cgroup this many levels below the bound one, as a
+    /// container's processes sit below their pod's cgroup: a test run's socket belongs
+    /// to the caller's cgroup, whose binding is then its ancestor's.
+    #[arg(long, default_value_t = 0)]
+    pub below: u32,
 }
 
 const PASS: u32 = 1;
@@ -79,6 +84,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         })
     );
 
+    if args.below > 0 {
+        descend(args.below)?;
+    }
     let residency: &CgroupSkb = loaded
         .ebpf
         .program(residency_common::PROGRAM_EGRESS)
@@ -95,6 +103,25 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     measure(&cases, args)?;
     drop(generations);
     Ok(())
+}
+
+/// Moves this process `levels` cgroups below its own (created; removed by the bench
+/// with the cgroup it made).
+fn descend(levels: u32) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string("/proc/self/cgroup")?;
+    let rel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .context("no cgroup v2 entry in /proc/self/cgroup")?
+        .trim_start_matches('/')
+        .to_owned();
+    let mut path = residency_tests::cgroup2_mount()?.join(rel);
+    for level in 0..levels {
+        path = path.join(format!("below-{level}"));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+    }
+    std::fs::write(path.join("cgroup.procs"), std::process::id().to_string())
+        .with_context(|| format!("joining {}", path.display()))
 }
 
 /// Checks each case's verdict, then times the cases interleaved, trial by trial, and

@@ -226,6 +226,9 @@ impl Generations {
         if let Some(old) = self.retiring.take() {
             let started = std::time::Instant::now();
             self.delete(&old);
+            // A large version's config goes with it: give its pages back.
+            drop(old);
+            crate::sys::return_free_memory();
             tracing::debug!(
                 ms = started.elapsed().as_secs_f64() * 1000.0,
                 "retired the previous policy version"

@@ -132,6 +132,9 @@ pub fn load(maps_dir: &Path, capacity: u32) -> Result<Loaded, BpfError> {
     };
 
     let source_check_missing = write_layout(&mut ebpf).err();
+    // The kernel's BTF was read three times over (aya's relocations, the LSM program,
+    // the layout): tens of MB freed by now, which the allocator would keep resident.
+    crate::sys::return_free_memory();
     Ok(Loaded {
         ebpf,
         capacity,

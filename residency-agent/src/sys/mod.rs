@@ -10,6 +10,17 @@ pub mod handle;
 pub mod notify;
 pub mod users;
 
+/// Gives the pages of freed heap memory back to the system. glibc keeps what a
+/// large, short-lived step freed (the kernel's BTF parsed at load, a swapped-out
+/// version's config) resident for reuse; an agent on every node should not hold it.
+pub fn return_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions; it only releases free pages.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Restores SIGPIPE's default action (end the process), which the Rust runtime sets
 /// to ignored: for the commands that print and whose reader may go away.
 pub fn restore_sigpipe() {

@@ -26,6 +26,7 @@ pub fn raw(r: &Results) -> serde_json::Value {
         "program": r.program.iter().map(|p| json!({
             "family": p.family,
             "prefixes": p.prefixes,
+            "below": p.below,
             "repeat": p.repeat,
             "packet_bytes": p.packet_bytes,
             "apply_ms": p.apply_ms,
