@@ -247,7 +247,7 @@ fn iptables(sb: &Bench, cidrs: &[String]) -> anyhow::Result<()> {
 
 /// The receiver's allowed address is reachable from the sender cgroup, and — when a
 /// filter is in force — the blocked one is refused: the filter is really there.
-fn check(sb: &Bench, helper: &Path, filtered: bool) -> anyhow::Result<()> {
+pub(crate) fn check(sb: &Bench, helper: &Path, filtered: bool) -> anyhow::Result<()> {
     let send = |addr: &str| -> anyhow::Result<String> {
         Ok(stdout_of(sb.sender_cmd(helper).args([
             "helper",
@@ -303,6 +303,12 @@ fn rate(sb: &Bench, helper: &Path, args: &[&str], secs: u32, timed: bool) -> any
         );
         Ok(count / f64::from(secs))
     }
+}
+
+/// The workloads of one round, their rates unused ([`crate::hooks`] reads what the
+/// programs cost meanwhile).
+pub(crate) fn workloads(sb: &Bench, helper: &Path, secs: u32) -> anyhow::Result<()> {
+    measure(sb, helper, secs).map(drop)
 }
 
 fn measure(sb: &Bench, helper: &Path, secs: u32) -> anyhow::Result<Measured> {

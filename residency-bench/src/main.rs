@@ -34,6 +34,7 @@ mod empty;
 mod events;
 mod geoip;
 mod helpers;
+mod hooks;
 mod machine;
 mod options;
 mod pods;
@@ -91,6 +92,7 @@ fn main() -> anyhow::Result<()> {
 pub struct Results {
     pub program: Vec<program::Row>,
     pub datapath: Vec<datapath::Case>,
+    pub hooks: Option<hooks::Result>,
     pub reload: Option<reload::Result>,
     pub events: Vec<events::Result>,
     pub pods: Option<pods::Result>,
@@ -147,7 +149,8 @@ fn run_sections(
     results: &mut Results,
 ) -> anyhow::Result<()> {
     let mut sb = sandbox::Bench::new()?;
-    if opts.wanted(Section::Datapath) || opts.wanted(Section::Events) {
+    if opts.wanted(Section::Datapath) || opts.wanted(Section::Hooks) || opts.wanted(Section::Events)
+    {
         sb.network(helper)?;
     }
     if opts.wanted(Section::Datapath) {
@@ -158,6 +161,9 @@ fn run_sections(
             text.push('\n');
             std::fs::write(out.join(format!("prefixes-ipv4-{n}.txt")), text)?;
         }
+    }
+    if opts.wanted(Section::Hooks) {
+        results.hooks = Some(hooks::run(&sb, bin, helper, opts)?);
     }
     if opts.wanted(Section::Events) {
         results.events = events::run(&sb, bin, helper, opts.secs)?;

@@ -31,6 +31,7 @@ pub struct Options {
 pub enum Section {
     Program,
     Datapath,
+    Hooks,
     Reload,
     Events,
     Pods,

@@ -103,6 +103,9 @@ fn markdown(r: &Results) -> String {
         tables::datapath_table(&r.datapath, m.secs, &mut s);
         tables::paths_table(&r.datapath, m.secs, &mut s);
     }
+    if let Some(h) = &r.hooks {
+        crate::hooks::table(h, m.secs, &mut s);
+    }
     if let Some(rl) = &r.reload {
         tables::reload_table(rl, &mut s);
     }

@@ -65,6 +65,13 @@ pub fn raw(r: &Results) -> serde_json::Value {
             "nft_load_ms": g.nft_load_ms,
             "nft_reload_ms": g.nft_reload_ms,
         })),
+        "hooks": r.hooks.as_ref().map(|h| {
+            std::iter::once(&h.empty).chain(&h.residency).map(|c| json!({
+                "program": c.program,
+                "runs": c.runs,
+                "ns_per_run": c.ns_per_run,
+            })).collect::<Vec<_>>()
+        }),
         "reload": r.reload.as_ref().map(|rl| json!({
             "base_rss_kib": rl.base_rss_kib,
             "start_1m_s": rl.start_1m_s,
