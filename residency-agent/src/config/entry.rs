@@ -2,6 +2,8 @@
 //! (`10.0.0.0/16 tcp/5432`). The one parser of `proto/port` lives here; `explain`
 //! uses it too.
 
+use std::num::{NonZeroU8, NonZeroU16};
+
 use ipnetwork::IpNetwork;
 use residency_common::protocol::Protocol;
 
@@ -24,8 +26,9 @@ impl Action {
 /// The protocol and destination ports an entry is limited to (`tcp/5432`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PortSpec {
-    /// IP protocol number.
-    pub protocol: u8,
+    /// IP protocol number (never 0: only named protocols are written, and the niche
+    /// keeps `Option<PortSpec>` at 6 bytes).
+    pub protocol: NonZeroU8,
     /// First and last destination port; `0..=65535` for every port (or a protocol
     /// without ports).
     pub lo: u16,
@@ -41,7 +44,7 @@ impl PortSpec {
 
 impl std::fmt::Display for PortSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = Protocol::from_number(self.protocol).map_or("?", Protocol::as_str);
+        let name = Protocol::from_number(self.protocol.get()).map_or("?", Protocol::as_str);
         if self.every_port() {
             write!(f, "{name}")
         } else if self.lo == self.hi {
@@ -52,11 +55,32 @@ impl std::fmt::Display for PortSpec {
     }
 }
 
-/// Where an entry from an IP-range source came from (`mmdb GeoLite2.mmdb: DE+FI`),
-/// shared by the entries that cite it. `Arc<String>` rather than `Arc<str>` on
-/// purpose: one word instead of two (the extra indirection is paid only when an entry
-/// is cited), and a policy can hold millions of entries.
-pub type Origin = std::sync::Arc<String>;
+/// Where an entry from an IP-range source came from (`mmdb GeoLite2.mmdb: DE+FI`): an
+/// index into its policy's `origins` ([`PolicyConfig::origin_of`]), which the entries
+/// citing one origin share. Two bytes, where a shared pointer took eight: a policy can
+/// hold millions of entries, and the agent holds two versions while it swaps them.
+///
+/// [`PolicyConfig::origin_of`]: super::PolicyConfig::origin_of
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OriginId(NonZeroU16);
+
+impl OriginId {
+    /// The most origins one policy cites (its sources, and their country labels).
+    pub const MAX: usize = u16::MAX as usize;
+
+    /// The id of `origins[index]`, if `index` is below [`OriginId::MAX`].
+    pub fn new(index: usize) -> Option<OriginId> {
+        u16::try_from(index + 1)
+            .ok()
+            .and_then(NonZeroU16::new)
+            .map(OriginId)
+    }
+
+    /// Its index in the policy's `origins`.
+    pub fn index(self) -> usize {
+        usize::from(self.0.get()) - 1
+    }
+}
 
 /// One `allow` or `deny` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,11 +95,11 @@ pub struct Entry {
     /// The IP-range file it came from (`aws ip-ranges.json`), for entries of
     /// `allow_sources` / `deny_sources`.
     /// Shared: a country database's 100,000s of entries cite a few dozen origins.
-    pub origin: Option<Origin>,
+    pub origin: Option<OriginId>,
 }
 
 // A policy holds up to millions of entries: every byte of one is megabytes.
-const _: () = assert!(std::mem::size_of::<Entry>() <= 40);
+const _: () = assert!(std::mem::size_of::<Entry>() <= 32);
 
 /// An entry as written back: `10.0.0.0/16` or `10.0.0.0/16 tcp/5432`.
 pub fn display_entry(network: IpNetwork, ports: Option<PortSpec>) -> String {
@@ -155,6 +179,8 @@ pub fn parse_entry(text: &str) -> Result<(IpNetwork, Option<PortSpec>), String> 
             (lo, hi)
         }
     };
+    let protocol =
+        NonZeroU8::new(protocol).ok_or_else(|| format!("\"{spec}\" names protocol 0"))?;
     Ok((network, Some(PortSpec { protocol, lo, hi })))
 }
 

@@ -27,7 +27,7 @@ use std::path::Path;
 
 pub use agent::AgentConfig;
 pub use entry::{
-    Action, Entry, Origin, PortSpec, ProtoPorts, display_entry, parse_entry, parse_prefix,
+    Action, Entry, OriginId, PortSpec, ProtoPorts, display_entry, parse_entry, parse_prefix,
     parse_proto_port,
 };
 pub use events::{EventsConfig, SinkKind, SyslogTarget};

@@ -56,6 +56,8 @@ pub struct PolicyConfig {
     pub entries: Vec<Entry>,
     /// What each IP-range source contributed.
     pub sources: Vec<SourceSummary>,
+    /// What the entries of the sources cite ([`PolicyConfig::origin_of`]).
+    pub origins: Vec<String>,
     /// Workloads may create packet sockets (AF_PACKET), which no IP egress hook sees.
     /// Off by default; only enforce policies deny them, audit policies report them.
     pub allow_packet_sockets: bool,
@@ -71,6 +73,15 @@ pub struct PolicyConfig {
     /// What `check` and `run` report about this policy's sources: prefixes that an
     /// allow source and a deny source both list (denied), with file and line.
     pub notes: Vec<String>,
+}
+
+impl PolicyConfig {
+    /// Where entry `e` of this policy came from, for an entry of an IP-range source.
+    pub fn origin_of(&self, e: &Entry) -> Option<&str> {
+        e.origin
+            .and_then(|id| self.origins.get(id.index()))
+            .map(String::as_str)
+    }
 }
 
 /// A cgroup named in a policy, with where it was written.
@@ -157,7 +168,7 @@ pub(crate) fn parse_policy(
         ],
     )?;
     let mut notes = Vec::new();
-    let (entries, sources) = super::sources::merge::add_sources(
+    let (entries, sources, origins) = super::sources::merge::add_sources(
         at,
         &key,
         &mut taken,
@@ -176,6 +187,7 @@ pub(crate) fn parse_policy(
         pods,
         entries,
         sources,
+        origins,
         allow_packet_sockets: p.allow_packet_sockets,
         allow_raw_sockets: p.allow_raw_sockets,
         judge_inbound: p.judge_inbound,

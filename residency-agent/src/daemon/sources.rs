@@ -118,12 +118,12 @@ fn entries_of(config: &Config, policy: &str, source: &str) -> HashSet<(IpNetwork
         .policies
         .iter()
         .filter(|p| p.name == policy)
-        .flat_map(|p| &p.entries)
-        .filter(|e| {
-            e.origin
-                .as_deref()
+        .flat_map(|p| p.entries.iter().map(move |e| (p, e)))
+        .filter(|(p, e)| {
+            p.origin_of(e)
                 .is_some_and(|o| o == source || o.starts_with(&labelled))
         })
+        .map(|(_, e)| e)
         .map(|e| (e.network, e.action))
         .collect()
 }

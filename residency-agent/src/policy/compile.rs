@@ -356,7 +356,7 @@ fn port_rules(prefixes: &Prefixes<'_>, run: &[u32]) -> (Vec<PortRule>, Option<(u
             rules.push(PortRule {
                 port_lo: spec.lo,
                 port_hi: spec.hi,
-                protocol: spec.protocol,
+                protocol: spec.protocol.get(),
                 action: *action as u8,
                 _pad: 0,
                 rule: *rule,

@@ -18,7 +18,11 @@ fn compared(e: &Entry) -> Compared {
         Action::Allow => 0,
         Action::Deny => 1,
     };
-    (action, e.network, e.ports.map(|p| (p.protocol, p.lo, p.hi)))
+    (
+        action,
+        e.network,
+        e.ports.map(|p| (p.protocol.get(), p.lo, p.hi)),
+    )
 }
 
 /// A policy's entries in [`Compared`] order, as positions: a country database's

@@ -55,7 +55,7 @@ fn cite(config: &Config, p: &PolicyConfig, rule: u32) -> String {
     }
     let e = &p.entries[rule as usize];
     let what = display_entry(e.network, e.ports);
-    match &e.origin {
+    match p.origin_of(e) {
         Some(o) => format!(
             "{} {what} (from {o}, {}:{})",
             e.action.as_str(),
@@ -78,7 +78,7 @@ fn country_of(p: &PolicyConfig, rule: u32, addr: IpAddr) -> Option<String> {
     if rule == RULE_NONE || matches!(Rule::from_raw(rule), Rule::Special(_)) {
         return None;
     }
-    let origin = p.entries.get(rule as usize)?.origin.as_deref()?;
+    let origin = p.origin_of(p.entries.get(rule as usize)?)?;
     let (source, countries) = origin.rsplit_once(": ")?;
     if !countries.contains('+') {
         return None;

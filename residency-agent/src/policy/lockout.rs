@@ -68,7 +68,10 @@ fn allows_dns(p: &PolicyConfig) -> bool {
         e.action == Action::Allow
             && match e.ports {
                 None => true,
-                Some(s) => (s.protocol == UDP || s.protocol == TCP) && (s.lo..=s.hi).contains(&DNS),
+                Some(s) => {
+                    (s.protocol.get() == UDP || s.protocol.get() == TCP)
+                        && (s.lo..=s.hi).contains(&DNS)
+                }
             }
     })
 }

@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use crate::config::{
     ConfigError,
-    entry::{Action, Entry, Origin},
+    entry::{Action, Entry, OriginId},
     locate::Locator,
     taken::Taken,
 };
@@ -32,9 +32,40 @@ pub struct SourceSummary {
     pub spec: super::SourceSpec,
 }
 
+/// The origins a policy's entries cite, each once ([`OriginId`]).
+#[derive(Default)]
+struct Origins {
+    texts: Vec<String>,
+    ids: foldhash::HashMap<String, OriginId>,
+}
+
+impl Origins {
+    /// The id of `text`, added if new. Past [`OriginId::MAX`] distinct origins (a
+    /// database cut into that many country combinations) an entry cites `fallback`, its
+    /// source without the countries, which always has an id (each source's plain
+    /// origin is cited first).
+    fn cite(&mut self, text: &str, fallback: Option<OriginId>) -> OriginId {
+        if let Some(id) = self.ids.get(text) {
+            return *id;
+        }
+        match OriginId::new(self.texts.len()) {
+            Some(id) => {
+                self.texts.push(text.to_owned());
+                self.ids.insert(text.to_owned(), id);
+                id
+            }
+            None => fallback.expect("a source's plain origin is cited first"),
+        }
+    }
+
+    fn text(&self, id: OriginId) -> &str {
+        &self.texts[id.index()]
+    }
+}
+
 /// IP-range sources: aggregated, and never overriding an entry written by hand (nor
 /// an earlier source) for the same prefix. Returns the entries with the sources'
-/// appended, and what each source contributed.
+/// appended, what each source contributed, and the origins the entries cite.
 pub(in crate::config) fn add_sources(
     at: &Locator<'_>,
     key: &str,
@@ -43,8 +74,9 @@ pub(in crate::config) fn add_sources(
     lists: [(Action, Vec<Spanned<super::SourceSpec>>); 2],
     file: &str,
     notes: &mut Vec<String>,
-) -> Result<(Vec<Entry>, Vec<SourceSummary>), ConfigError> {
+) -> Result<(Vec<Entry>, Vec<SourceSummary>, Vec<String>), ConfigError> {
     let mut sources = Vec::new();
+    let mut origins = Origins::default();
     let base = Path::new(file)
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -57,6 +89,8 @@ pub(in crate::config) fn add_sources(
                 .map_err(|reason| at.error(item.span(), &entry_key, &reason))?;
             let line = at.line32(item.span().start);
             let origin = spec.describe();
+            // Cited first, so that it always has an id (`Origins::cite`).
+            let plain = origins.cite(&origin, None);
             sources.push(SourceSummary {
                 description: origin.clone(),
                 path: base.join(&spec.path),
@@ -81,17 +115,17 @@ pub(in crate::config) fn add_sources(
                     let Some(i) = seen.get(&entries, *network, None) else {
                         continue;
                     };
-                    if entries[i].origin.is_some() {
+                    if let Some(cited) = entries[i].origin {
                         let e = &mut entries[i];
                         if e.action == Action::Allow {
                             notes.push(format!(
                                 "{file}:{line}: {key}: {network} is in allow source \"{}\" (line {}) and in deny source \"{origin}\": denied (between sources a deny wins)",
-                                e.origin.as_deref().map_or("", |o| o.as_str()),
+                                origins.text(cited),
                                 e.line
                             ));
                             e.action = Action::Deny;
                             e.line = line;
-                            e.origin = Some(Origin::new(origin.clone()));
+                            e.origin = Some(plain);
                         }
                     } else if entries[i].action == Action::Allow {
                         let hand_line = entries[i].line;
@@ -103,8 +137,8 @@ pub(in crate::config) fn add_sources(
             }
             // A country database's entries cite their countries too; each distinct
             // citation is made once and shared.
-            let plain = Origin::new(origin.clone());
-            let mut citations: foldhash::HashMap<&str, Origin> = foldhash::HashMap::default();
+            // Labels repeat (a country's many networks): looked up by label, not by text.
+            let mut citations: foldhash::HashMap<&str, OriginId> = foldhash::HashMap::default();
             seen.reserve(loaded.prefixes.len(), &entries);
             entries.reserve(loaded.prefixes.len());
             for (i, network) in loaded.prefixes.iter().copied().enumerate() {
@@ -112,11 +146,10 @@ pub(in crate::config) fn add_sources(
                     continue;
                 }
                 let cited = match loaded.labels.get(i) {
-                    Some(countries) => citations
-                        .entry(countries.as_str())
-                        .or_insert_with(|| Origin::new(format!("{origin}: {countries}")))
-                        .clone(),
-                    None => plain.clone(),
+                    Some(countries) => *citations.entry(countries.as_str()).or_insert_with(|| {
+                        origins.cite(&format!("{origin}: {countries}"), Some(plain))
+                    }),
+                    None => plain,
                 };
                 entries.push(Entry {
                     action,
@@ -129,5 +162,5 @@ pub(in crate::config) fn add_sources(
             }
         }
     }
-    Ok((entries, sources))
+    Ok((entries, sources, origins.texts))
 }

@@ -188,7 +188,7 @@ fn protocol_and_port_entries_are_parsed_and_checked() {
     assert_eq!(
         e[0].ports,
         Some(PortSpec {
-            protocol: 6,
+            protocol: std::num::NonZeroU8::new(6).unwrap(),
             lo: 5432,
             hi: 5432
         })

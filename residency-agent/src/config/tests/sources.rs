@@ -26,10 +26,7 @@ fn between_sources_a_deny_wins_and_is_reported_and_names_stay_as_written() {
         .collect();
     assert_eq!(e.len(), 1);
     assert_eq!(e[0].action, Action::Deny);
-    assert_eq!(
-        e[0].origin.as_deref().map(String::as_str),
-        Some("plain Blocked.txt")
-    );
+    assert_eq!(p.origin_of(e[0]), Some("plain Blocked.txt"));
     let w = c.warnings();
     assert_eq!(w.len(), 1, "{w:#?}");
     assert!(
