@@ -168,7 +168,11 @@ pub(crate) fn parse_policy(
         ],
     )?;
     let mut notes = Vec::new();
-    let (entries, sources, origins) = super::sources::merge::add_sources(
+    let super::sources::merge::Merged {
+        entries,
+        sources,
+        origins,
+    } = super::sources::merge::add_sources(
         at,
         &key,
         &mut taken,

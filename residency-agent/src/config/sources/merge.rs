@@ -63,6 +63,16 @@ impl Origins {
     }
 }
 
+/// A policy's entries with its sources' merged in.
+pub(in crate::config) struct Merged {
+    /// The entries written by hand, then the sources'.
+    pub entries: Vec<Entry>,
+    /// What each source contributed.
+    pub sources: Vec<SourceSummary>,
+    /// What the sources' entries cite ([`OriginId`]).
+    pub origins: Vec<String>,
+}
+
 /// IP-range sources: aggregated, and never overriding an entry written by hand (nor
 /// an earlier source) for the same prefix. Returns the entries with the sources'
 /// appended, what each source contributed, and the origins the entries cite.
@@ -74,7 +84,7 @@ pub(in crate::config) fn add_sources(
     lists: [(Action, Vec<Spanned<super::SourceSpec>>); 2],
     file: &str,
     notes: &mut Vec<String>,
-) -> Result<(Vec<Entry>, Vec<SourceSummary>, Vec<String>), ConfigError> {
+) -> Result<Merged, ConfigError> {
     let mut sources = Vec::new();
     let mut origins = Origins::default();
     let base = Path::new(file)
@@ -162,5 +172,9 @@ pub(in crate::config) fn add_sources(
             }
         }
     }
-    Ok((entries, sources, origins.texts))
+    Ok(Merged {
+        entries,
+        sources,
+        origins: origins.texts,
+    })
 }
