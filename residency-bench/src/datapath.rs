@@ -69,15 +69,22 @@ impl Filter {
 }
 
 /// iptables chains are linear: beyond 10k rules a run would take minutes per case.
-pub const CASES: [(Filter, usize); 10] = [
+/// In place of a prefix count: the EU-27 allowlist of the installed GeoLite2 release
+/// (IPv4, as CIDR prefixes, [`crate::geoip::eu_ipv4_cidrs`]), the receiver's prefix
+/// added — a real country set beside the synthetic ones.
+pub const EU27: usize = usize::MAX;
+
+pub const CASES: [(Filter, usize); 12] = [
     (Filter::None, 0),
     (Filter::EmptyProgram, 0),
     (Filter::Residency, 10),
     (Filter::Residency, 10_000),
     (Filter::Residency, 100_000),
+    (Filter::Residency, EU27),
     (Filter::Nftables, 10),
     (Filter::Nftables, 10_000),
     (Filter::Nftables, 100_000),
+    (Filter::Nftables, EU27),
     (Filter::Iptables, 10),
     (Filter::Iptables, 10_000),
 ];
@@ -85,7 +92,10 @@ pub const CASES: [(Filter, usize); 10] = [
 /// The results of one case over all rounds.
 pub struct Case {
     pub filter: Filter,
+    /// The set's size, or [`EU27`].
     pub prefixes: usize,
+    /// Prefixes in the set (the EU-27's too).
+    pub set_size: usize,
     /// Small-UDP packets per second delivered to the receiver, per round.
     pub udp: Vec<f64>,
     /// Small-UDP packets per second the sender got out, per round.
@@ -102,16 +112,24 @@ pub struct Case {
 }
 
 pub fn run(sb: &Bench, bin: &Path, helper: &Path, opts: &Options) -> anyhow::Result<Vec<Case>> {
-    let sets: Vec<(usize, Vec<String>)> = [10, 10_000, 100_000]
+    let mut sets: Vec<(usize, Vec<String>)> = [10, 10_000, 100_000]
         .into_iter()
         .map(|n| (n, prefixes::ipv4(n).cidrs))
         .collect();
+    let mut eu = crate::geoip::eu_ipv4_cidrs()?;
+    eu.push(prefixes::V4_TARGET.to_owned());
+    sets.push((EU27, eu));
     let set = |n: usize| &sets.iter().find(|s| s.0 == n).expect("generated").1;
     let mut cases: Vec<Case> = CASES
         .iter()
         .map(|(filter, prefixes)| Case {
             filter: *filter,
             prefixes: *prefixes,
+            set_size: if *filter == Filter::None || *filter == Filter::EmptyProgram {
+                0
+            } else {
+                set(*prefixes).len()
+            },
             udp: Vec::new(),
             udp_sent: Vec::new(),
             rr: Vec::new(),
@@ -137,7 +155,7 @@ pub fn run(sb: &Bench, bin: &Path, helper: &Path, opts: &Options) -> anyhow::Res
                 "bench: datapath round {round}/{}: {} {}",
                 opts.rounds,
                 case.filter.name(),
-                case.prefixes
+                short_name(case.prefixes)
             );
             let started = Instant::now();
             let guard = match case.filter {
@@ -147,7 +165,7 @@ pub fn run(sb: &Bench, bin: &Path, helper: &Path, opts: &Options) -> anyhow::Res
                     bin,
                     &sb.dir,
                     &AgentSetup {
-                        name: &format!("datapath-{}", case.prefixes),
+                        name: &format!("datapath-{}", short_name(case.prefixes)),
                         cgroup_rel: &sb.sender_rel,
                         allow: set(case.prefixes),
                         events: "",
@@ -180,6 +198,27 @@ pub fn run(sb: &Bench, bin: &Path, helper: &Path, opts: &Options) -> anyhow::Res
         }
     }
     Ok(cases)
+}
+
+/// A case's set in file and agent names.
+pub fn short_name(prefixes: usize) -> String {
+    if prefixes == EU27 {
+        "eu27".to_owned()
+    } else {
+        prefixes.to_string()
+    }
+}
+
+/// A case's set in the tables: its size, or the EU-27's with its size.
+pub fn label(c: &Case) -> String {
+    if c.prefixes == EU27 {
+        format!(
+            "EU-27 (GeoLite2), {}",
+            crate::report::int(c.set_size as f64)
+        )
+    } else {
+        crate::report::int(c.prefixes as f64)
+    }
 }
 
 /// What is in force in the sender's namespace, removed by [`Active::clear`].

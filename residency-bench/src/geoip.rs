@@ -64,6 +64,43 @@ fn eu_ranges(path: &Path) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
+/// The EU-27's IPv4 ranges of the installed release as CIDR prefixes (each range cut
+/// into the fewest aligned blocks), for the datapath, where residency and nftables take
+/// the same prefix list.
+pub fn eu_ipv4_cidrs() -> anyhow::Result<Vec<String>> {
+    let (v4_csv, _) = geoip::csv();
+    let mut out = Vec::new();
+    for line in eu_ranges(&v4_csv)? {
+        let mut c = line.split(',');
+        let (Some(lo), Some(hi)) = (c.next(), c.next()) else {
+            bail!("{}: malformed line {line}", v4_csv.display());
+        };
+        let parse = |a: &str| {
+            a.parse::<std::net::Ipv4Addr>()
+                .with_context(|| format!("{}: {a} in {line}", v4_csv.display()))
+        };
+        cidrs_of(u32::from(parse(lo)?), u32::from(parse(hi)?), &mut out);
+    }
+    Ok(out)
+}
+
+/// The aligned blocks covering `lo..=hi`, largest first at each step.
+fn cidrs_of(lo: u32, hi: u32, out: &mut Vec<String>) {
+    let (mut start, end) = (u64::from(lo), u64::from(hi));
+    while start <= end {
+        let mut bits = start.trailing_zeros().min(32);
+        while start + (1u64 << bits) - 1 > end {
+            bits -= 1;
+        }
+        out.push(format!(
+            "{}/{}",
+            std::net::Ipv4Addr::from(start as u32),
+            32 - bits
+        ));
+        start += 1u64 << bits;
+    }
+}
+
 fn nft_file(v4: &[String], v6: &[String]) -> String {
     let set = |lines: &[String]| -> String {
         lines
@@ -250,4 +287,25 @@ pub fn run(sb: &Bench, bin: &Path) -> anyhow::Result<Result> {
         nft_load_ms,
         nft_reload_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cidrs_of;
+
+    #[test]
+    fn ranges_become_the_fewest_aligned_blocks() {
+        let mut out = Vec::new();
+        cidrs_of(0x0A00_0001, 0x0A00_0006, &mut out);
+        assert_eq!(
+            out,
+            ["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"]
+        );
+        out.clear();
+        cidrs_of(0, u32::MAX, &mut out);
+        assert_eq!(out, ["0.0.0.0/0"]);
+        out.clear();
+        cidrs_of(0xC0A8_0000, 0xC0A8_FFFF, &mut out);
+        assert_eq!(out, ["192.168.0.0/16"]);
+    }
 }

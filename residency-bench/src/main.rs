@@ -161,6 +161,9 @@ fn run_sections(
             text.push('\n');
             std::fs::write(out.join(format!("prefixes-ipv4-{n}.txt")), text)?;
         }
+        let mut eu = geoip::eu_ipv4_cidrs()?;
+        eu.push(prefixes::V4_TARGET.to_owned());
+        std::fs::write(out.join("prefixes-ipv4-eu27.txt"), eu.join("\n") + "\n")?;
     }
     if opts.wanted(Section::Hooks) {
         results.hooks = Some(hooks::run(&sb, bin, helper, opts)?);

@@ -7,7 +7,11 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use super::find;
-use crate::{Results, datapath::Filter, stats::median};
+use crate::{
+    Results,
+    datapath::{EU27, Filter},
+    stats::median,
+};
 
 pub fn raw(r: &Results) -> serde_json::Value {
     let m = &r.machine;
@@ -42,7 +46,8 @@ pub fn raw(r: &Results) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "datapath": r.datapath.iter().map(|c| json!({
             "filter": c.filter.key(),
-            "prefixes": c.prefixes,
+            "prefixes": if c.prefixes == EU27 { serde_json::Value::from("eu27") } else { c.prefixes.into() },
+            "set_size": c.set_size,
             "udp_delivered_pps": c.udp,
             "udp_sent_pps": c.udp_sent,
             "tcp_rr_per_s": c.rr,
@@ -115,7 +120,12 @@ pub fn plot(r: &Results, out: &Path) -> anyhow::Result<()> {
     let mut series = Vec::new();
     for f in [Filter::Residency, Filter::Nftables, Filter::Iptables] {
         let mut data = String::new();
-        for c in r.datapath.iter().filter(|c| c.filter == f) {
+        // The EU-27 set is no point on a prefix-count axis.
+        for c in r
+            .datapath
+            .iter()
+            .filter(|c| c.filter == f && c.prefixes != EU27)
+        {
             let _ = writeln!(data, "{} {}", c.prefixes, median(&c.udp_sent));
         }
         let file = format!("plot-{}.dat", f.key());

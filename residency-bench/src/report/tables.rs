@@ -153,7 +153,7 @@ pub fn paths_table(cases: &[Case], secs: u32, s: &mut String) {
             if matches!(f, Filter::None | Filter::EmptyProgram) {
                 "—".to_owned()
             } else {
-                int(n as f64)
+                crate::datapath::label(c)
             },
             int(median(&c.sendto)),
             100.0 * paired(&c.sendto, &base.sendto),
@@ -290,7 +290,7 @@ fn datapath_row(cases: &[Case], base: &Case, c: &Case, s: &mut String) {
         if matches!(f, Filter::None | Filter::EmptyProgram) {
             "—".to_owned()
         } else {
-            int(n as f64)
+            crate::datapath::label(c)
         },
         range(&c.udp_sent),
         100.0 * ur,
