@@ -1,4 +1,4 @@
-//! Section 2b: what each of residency's programs costs per run in real traffic — the
+//! Section 2c: what each of residency's programs costs per run in real traffic — the
 //! socket-call hooks (`connect`, `sendmsg`, socket creation, `setsockopt`) as well as
 //! the packet hooks.
 //!
@@ -133,7 +133,7 @@ fn per_run(ns: f64, runs: u64) -> f64 {
 pub fn table(r: &Result, secs: u32, s: &mut String) {
     let _ = writeln!(
         s,
-        "## 2b. Cost per run of each program in real traffic (kernel statistics)\n\n\
+        "## 2c. Cost per run of each program in real traffic (kernel statistics)\n\n\
          The datapath's workloads (small UDP, TCP RR, unconnected `sendto()`, TCP churn; \
          {secs} s each) once more, with the kernel's per-program statistics on \
          (`BPF_ENABLE_STATS`): run time over run count per program, residency at {} IPv4 \
