@@ -12,10 +12,7 @@
 //! would find. Programs on one CPU can interrupt each other; the slots are guarded as
 //! the verdict cache's are (`cache.rs`): `seq` odd while written, a tag over the rest.
 
-use core::{
-    ptr::{addr_of, addr_of_mut, read_volatile, write_volatile},
-    sync::atomic::{Ordering, compiler_fence},
-};
+use core::ptr::{addr_of, addr_of_mut};
 
 use aya_ebpf::{
     helpers::generated::{
@@ -29,7 +26,10 @@ use residency_common::{
     slot_of,
 };
 
-use crate::maps::{BINDING_MEMO, BINDINGS};
+use crate::{
+    maps::{BINDING_MEMO, BINDINGS},
+    seqlock,
+};
 
 #[inline(always)]
 fn lookup(cgroup_id: u64, slot: u32) -> Option<Binding> {
@@ -93,28 +93,18 @@ fn tag(cgroup_id: u64, epoch: u32, b: &Binding, found: u32) -> u32 {
 /// when it holds something else or is being written.
 #[inline(always)]
 fn remembered(slot: *mut BindingMemo, cgroup_id: u64, epoch: u32) -> Option<Option<Binding>> {
-    // SAFETY: a per-CPU slot of plain values; `seq` brackets the reads, and the fences
-    // keep the compiler from moving them out of the bracket.
-    unsafe {
-        let seq = read_volatile(addr_of!((*slot).seq));
-        if seq & 1 != 0 {
-            return None;
-        }
-        compiler_fence(Ordering::SeqCst);
-        let m = *slot;
-        compiler_fence(Ordering::SeqCst);
-        if m.cgroup_id != cgroup_id
-            || m.epoch != epoch
-            || read_volatile(addr_of!((*slot).seq)) != seq
-            || m.tag != tag(cgroup_id, epoch, &m.binding, m.found)
-        {
-            return None;
-        }
-        match m.found {
-            MEMO_FOUND => Some(Some(m.binding)),
-            MEMO_NONE => Some(None),
-            _ => None,
-        }
+    // SAFETY: a per-CPU slot of plain values, its sequence word bracketing the read.
+    let m = unsafe { seqlock::read(addr_of!((*slot).seq), || Some(*slot)) }?;
+    if m.cgroup_id != cgroup_id
+        || m.epoch != epoch
+        || m.tag != tag(cgroup_id, epoch, &m.binding, m.found)
+    {
+        return None;
+    }
+    match m.found {
+        MEMO_FOUND => Some(Some(m.binding)),
+        MEMO_NONE => Some(None),
+        _ => None,
     }
 }
 
@@ -134,21 +124,15 @@ fn remember(slot: *mut BindingMemo, cgroup_id: u64, epoch: u32, found: Option<Bi
             MEMO_NONE,
         ),
     };
-    // SAFETY: as in `remembered`; odd `seq` marks the slot as being written.
+    // SAFETY: as in `remembered`.
     unsafe {
-        let seq = read_volatile(addr_of!((*slot).seq));
-        if seq & 1 != 0 {
-            return;
-        }
-        write_volatile(addr_of_mut!((*slot).seq), seq | 1);
-        compiler_fence(Ordering::SeqCst);
-        (*slot).epoch = epoch;
-        (*slot).cgroup_id = cgroup_id;
-        (*slot).binding = binding;
-        (*slot).found = found;
-        (*slot).tag = tag(cgroup_id, epoch, &binding, found);
-        compiler_fence(Ordering::SeqCst);
-        write_volatile(addr_of_mut!((*slot).seq), seq.wrapping_add(2));
+        seqlock::write(addr_of_mut!((*slot).seq), || {
+            (*slot).epoch = epoch;
+            (*slot).cgroup_id = cgroup_id;
+            (*slot).binding = binding;
+            (*slot).found = found;
+            (*slot).tag = tag(cgroup_id, epoch, &binding, found);
+        });
     }
 }
 

@@ -14,16 +14,14 @@
 //! around the read; and the slot's `tag`, a hash of key and value together, must match
 //! what was read, so a mix of two writers' fields fails too.
 
-use core::{
-    ptr::{addr_of, addr_of_mut, read_volatile, write_volatile},
-    sync::atomic::{Ordering, compiler_fence},
-};
+use core::ptr::{addr_of, addr_of_mut};
 
 use residency_common::{VERDICT_CACHE_SLOTS, VerdictKey, VerdictValue};
 
 use crate::{
     maps::VERDICTS,
     packet::{self, Packet},
+    seqlock,
 };
 
 /// [`VerdictKey::family`]: bit 7 set when the destination port was read.
@@ -104,26 +102,14 @@ fn tag(mixed: u32, v: &VerdictValue) -> u32 {
 pub fn get(key: &VerdictKey) -> Option<VerdictValue> {
     let mixed = mix(key);
     let slot = VERDICTS.get_ptr_mut(index(mixed))?;
-    // SAFETY: a per-CPU slot of plain values; `seq` brackets the reads (module docs),
-    // and the fences keep the compiler from moving them out of the bracket.
-    unsafe {
-        let seq = read_volatile(addr_of!((*slot).seq));
-        if seq & 1 != 0 {
-            return None;
-        }
-        compiler_fence(Ordering::SeqCst);
-        let s = &*slot;
-        if s.key != *key {
-            return None;
-        }
-        let v = s.value;
-        let stored = s.tag;
-        compiler_fence(Ordering::SeqCst);
-        if read_volatile(addr_of!((*slot).seq)) != seq || stored != tag(mixed, &v) {
-            return None;
-        }
-        Some(v)
-    }
+    // SAFETY: a per-CPU slot of plain values, its sequence word bracketing the reads.
+    let (v, stored) = unsafe {
+        seqlock::read(addr_of!((*slot).seq), || {
+            let s = &*slot;
+            (s.key == *key).then_some((s.value, s.tag))
+        })
+    }?;
+    (stored == tag(mixed, &v)).then_some(v)
 }
 
 /// Remembers the verdict for `key`, replacing whatever shared its slot, unless
@@ -134,18 +120,12 @@ pub fn put(key: &VerdictKey, value: VerdictValue) {
     let Some(slot) = VERDICTS.get_ptr_mut(index(mixed)) else {
         return;
     };
-    // SAFETY: as in `get`; odd `seq` marks the slot as being written.
+    // SAFETY: as in `get`.
     unsafe {
-        let seq = read_volatile(addr_of!((*slot).seq));
-        if seq & 1 != 0 {
-            return;
-        }
-        write_volatile(addr_of_mut!((*slot).seq), seq | 1);
-        compiler_fence(Ordering::SeqCst);
-        (*slot).key = *key;
-        (*slot).value = value;
-        (*slot).tag = tag(mixed, &value);
-        compiler_fence(Ordering::SeqCst);
-        write_volatile(addr_of_mut!((*slot).seq), seq.wrapping_add(2));
+        seqlock::write(addr_of_mut!((*slot).seq), || {
+            (*slot).key = *key;
+            (*slot).value = value;
+            (*slot).tag = tag(mixed, &value);
+        });
     }
 }

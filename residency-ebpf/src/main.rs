@@ -46,6 +46,7 @@ mod maps;
 mod packet;
 mod programs;
 mod report;
+mod seqlock;
 mod verdict;
 
 // The verifier rejects any reachable panic, so this handler is never entered; the
