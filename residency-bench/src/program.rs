@@ -131,7 +131,11 @@ fn remove_below(cgroup: &Path, levels: u32) {
         })
         .collect();
     for p in paths.iter().rev() {
-        let _ = std::fs::remove_dir(p);
+        if let Err(e) = std::fs::remove_dir(p)
+            && p.exists()
+        {
+            eprintln!("bench: warning: could not remove {}: {e}", p.display());
+        }
     }
 }
 

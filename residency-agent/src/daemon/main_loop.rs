@@ -254,6 +254,9 @@ async fn run_loop(
         if daemon.generations.retiring() {
             tokio::task::yield_now().await;
             daemon.generations.retire();
+            // A large version's config went with it: its pages go back to the system,
+            // off this thread (the allocator locks each arena while it walks it).
+            tokio::task::spawn_blocking(crate::sys::return_free_memory);
         }
     }
 }

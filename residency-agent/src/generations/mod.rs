@@ -226,9 +226,6 @@ impl Generations {
         if let Some(old) = self.retiring.take() {
             let started = std::time::Instant::now();
             self.delete(&old);
-            // A large version's config goes with it: give its pages back.
-            drop(old);
-            crate::sys::return_free_memory();
             tracing::debug!(
                 ms = started.elapsed().as_secs_f64() * 1000.0,
                 "retired the previous policy version"
@@ -281,11 +278,16 @@ impl Generations {
         };
         let _ = self.maps.bindings.remove(&key);
         self.written.bindings.retain(|k| *k != key);
-        // Sockets can outlive their cgroup: their cached verdicts must end with the
-        // binding (same slot, fresh cache).
+        // Sockets can outlive their cgroup: their cached verdicts and the bindings the
+        // programs remember must end with the binding (same slot, new epoch).
         let epoch = self.epoch.wrapping_add(GENERATION_SLOTS);
-        if self.maps.active.set(0, epoch, 0).is_ok() {
-            self.epoch = epoch;
+        match self.maps.active.set(0, epoch, 0) {
+            Ok(()) => self.epoch = epoch,
+            Err(e) => tracing::warn!(
+                cgroup_id,
+                "unbound a removed cgroup but could not advance the policy epoch ({e}): \
+                 what the programs remember of its binding stays until the next change"
+            ),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod users;
 /// Gives the pages of freed heap memory back to the system. glibc keeps what a
 /// large, short-lived step freed (the kernel's BTF parsed at load, a swapped-out
 /// version's config) resident for reuse; an agent on every node should not hold it.
+/// Called after load and after a reload's old version is retired.
 pub fn return_free_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim has no preconditions; it only releases free pages.

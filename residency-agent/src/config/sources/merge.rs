@@ -33,29 +33,36 @@ pub struct SourceSummary {
 }
 
 /// The origins a policy's entries cite, each once ([`OriginId`]).
-#[derive(Default)]
 struct Origins {
     texts: Vec<String>,
     ids: foldhash::HashMap<String, OriginId>,
+    /// At most this many ([`OriginId::MAX`]; less in tests).
+    limit: usize,
 }
 
 impl Origins {
-    /// The id of `text`, added if new. Past [`OriginId::MAX`] distinct origins (a
-    /// database cut into that many country combinations) an entry cites `fallback`, its
-    /// source without the countries, which always has an id (each source's plain
-    /// origin is cited first).
-    fn cite(&mut self, text: &str, fallback: Option<OriginId>) -> OriginId {
+    fn new(limit: usize) -> Origins {
+        Origins {
+            texts: Vec::new(),
+            ids: foldhash::HashMap::default(),
+            limit: limit.min(OriginId::MAX),
+        }
+    }
+
+    /// The id of `text`, added if new; `None` once the table is full (a database cut
+    /// into that many country combinations: its entries then cite their source without
+    /// the countries, whose id was taken before any label's).
+    fn cite(&mut self, text: &str) -> Option<OriginId> {
         if let Some(id) = self.ids.get(text) {
-            return *id;
+            return Some(*id);
         }
-        match OriginId::new(self.texts.len()) {
-            Some(id) => {
-                self.texts.push(text.to_owned());
-                self.ids.insert(text.to_owned(), id);
-                id
-            }
-            None => fallback.expect("a source's plain origin is cited first"),
+        if self.texts.len() >= self.limit {
+            return None;
         }
+        let id = OriginId::new(self.texts.len())?;
+        self.texts.push(text.to_owned());
+        self.ids.insert(text.to_owned(), id);
+        Some(id)
     }
 
     fn text(&self, id: OriginId) -> &str {
@@ -86,7 +93,18 @@ pub(in crate::config) fn add_sources(
     notes: &mut Vec<String>,
 ) -> Result<Merged, ConfigError> {
     let mut sources = Vec::new();
-    let mut origins = Origins::default();
+    let mut origins = Origins::new(OriginId::MAX);
+    // Every source's own origin gets its id before any country label takes one, so
+    // that a full table always leaves an entry its source to cite.
+    for item in lists.iter().flat_map(|(_, list)| list) {
+        if origins.cite(&item.get_ref().describe()).is_none() {
+            return Err(at.error(
+                item.span(),
+                key,
+                &format!("more than {} IP-range sources", OriginId::MAX),
+            ));
+        }
+    }
     let base = Path::new(file)
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -99,8 +117,9 @@ pub(in crate::config) fn add_sources(
                 .map_err(|reason| at.error(item.span(), &entry_key, &reason))?;
             let line = at.line32(item.span().start);
             let origin = spec.describe();
-            // Cited first, so that it always has an id (`Origins::cite`).
-            let plain = origins.cite(&origin, None);
+            let plain = origins
+                .cite(&origin)
+                .expect("every source's own origin was cited first");
             sources.push(SourceSummary {
                 description: origin.clone(),
                 path: base.join(&spec.path),
@@ -157,7 +176,9 @@ pub(in crate::config) fn add_sources(
                 }
                 let cited = match loaded.labels.get(i) {
                     Some(countries) => *citations.entry(countries.as_str()).or_insert_with(|| {
-                        origins.cite(&format!("{origin}: {countries}"), Some(plain))
+                        origins
+                            .cite(&format!("{origin}: {countries}"))
+                            .unwrap_or(plain)
                     }),
                     None => plain,
                 };
@@ -177,4 +198,20 @@ pub(in crate::config) fn add_sources(
         sources,
         origins: origins.texts,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Origins;
+
+    #[test]
+    fn a_full_table_of_origins_cites_nothing_new_and_keeps_what_it_has() {
+        let mut o = Origins::new(2);
+        let a = o.cite("plain a.txt").unwrap();
+        let b = o.cite("mmdb b.mmdb: DE").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(o.cite("mmdb b.mmdb: FR"), None, "full");
+        assert_eq!(o.cite("plain a.txt"), Some(a), "what is there is found");
+        assert_eq!(o.text(b), "mmdb b.mmdb: DE");
+    }
 }
