@@ -115,7 +115,9 @@ pub const MEMO_NONE: u32 = 2;
 /// [`MAX_CGROUP_DEPTH`] hash lookups). The epoch changes whenever a binding does (a
 /// reload, a cgroup bound or unbound), so a memo never outlives the bindings it read.
 /// Guarded like [`CacheSlot`](crate::CacheSlot): `seq` odd while written, `tag` a hash
-/// of the rest; a zeroed slot has `found == 0` and never matches.
+/// of the rest. A zeroed slot's tag is valid (the hash of zeros is zero), so it is
+/// `found == 0`, neither [`MEMO_FOUND`] nor [`MEMO_NONE`], that keeps it from matching
+/// cgroup id 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BindingMemo {

@@ -10,7 +10,7 @@
 //! the policy epoch it read (`RES_BINDING_MEMO`, direct-mapped by cgroup id): every
 //! change of a binding changes the epoch, so a remembered binding is the one the walk
 //! would find. Programs on one CPU can interrupt each other; the slots are guarded as
-//! the verdict cache's are (`cache.rs`): `seq` odd while written, a tag over the rest.
+//! the verdict cache's are (`seqlock.rs`, and a tag over the rest).
 
 use core::ptr::{addr_of, addr_of_mut};
 
