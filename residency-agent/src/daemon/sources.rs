@@ -123,8 +123,7 @@ fn entries_of(config: &Config, policy: &str, source: &str) -> HashSet<(IpNetwork
             p.origin_of(e)
                 .is_some_and(|o| o == source || o.starts_with(&labelled))
         })
-        .map(|(_, e)| e)
-        .map(|e| (e.network, e.action))
+        .map(|(_, e)| (e.network, e.action))
         .collect()
 }
 
