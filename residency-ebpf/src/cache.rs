@@ -123,7 +123,9 @@ pub fn put(key: &VerdictKey, value: VerdictValue) {
     // SAFETY: as in `get`.
     unsafe {
         seqlock::write(addr_of_mut!((*slot).seq), || {
-            (*slot).key = *key;
+            // Copied as one non-overlapping block: a plain assignment became a call
+            // to `memmove`, a byte loop in BPF, on every flow's first packet.
+            core::ptr::copy_nonoverlapping(key, addr_of_mut!((*slot).key), 1);
             (*slot).value = value;
             (*slot).tag = tag(mixed, &value);
         });
