@@ -6,7 +6,8 @@
 //!
 //! 1. [`program`]: per-packet cost of the kernel program (BPF_PROG_TEST_RUN, measured
 //!    by [`testrun`]) for 10 to 1M prefixes, IPv4 and IPv6, hit and miss, next to the
-//!    empty cgroup_skb program of [`empty`];
+//!    empty cgroup_skb program of [`empty`]; and ([`lookup`]) what a lookup structure of
+//!    residency's own would cost against the kernel's LPM trie;
 //! 2. [`datapath`]: small-UDP packet rate and TCP request/response rate over a veth
 //!    pair, no filter vs residency vs an nftables interval set vs an iptables chain;
 //! 3. [`reload`]: time to apply 10k / 100k / 1M prefixes and to swap generations, and
@@ -35,6 +36,7 @@ mod events;
 mod geoip;
 mod helpers;
 mod hooks;
+mod lookup;
 mod machine;
 mod options;
 mod pods;
@@ -91,6 +93,7 @@ fn main() -> anyhow::Result<()> {
 #[derive(Default)]
 pub struct Results {
     pub program: Vec<program::Row>,
+    pub lookup: Vec<lookup::Row>,
     pub datapath: Vec<datapath::Case>,
     pub hooks: Option<hooks::Result>,
     pub reload: Option<reload::Result>,
@@ -173,6 +176,9 @@ fn run_sections(
     }
     if opts.wanted(Section::Program) {
         results.program = program::run(&sb, helper, opts)?;
+    }
+    if opts.wanted(Section::Lookup) {
+        results.lookup = lookup::run(opts)?;
     }
     if opts.wanted(Section::Pods) {
         results.pods = Some(pods::run(&mut sb, bin)?);

@@ -30,6 +30,7 @@ pub struct Options {
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Section {
     Program,
+    Lookup,
     Datapath,
     Hooks,
     Reload,

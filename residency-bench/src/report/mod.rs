@@ -99,6 +99,9 @@ fn markdown(r: &Results) -> String {
     if !r.program.is_empty() {
         tables::program_table(r, &mut s);
     }
+    if !r.lookup.is_empty() {
+        crate::lookup::table(&r.lookup, &mut s);
+    }
     if !r.datapath.is_empty() {
         tables::datapath_table(&r.datapath, m.secs, &mut s);
         tables::paths_table(&r.datapath, m.secs, &mut s);

@@ -70,6 +70,18 @@ pub fn raw(r: &Results) -> serde_json::Value {
             "nft_load_ms": g.nft_load_ms,
             "nft_reload_ms": g.nft_reload_ms,
         })),
+        "lookup": r.lookup.iter().map(|l| json!({
+            "set": l.set,
+            "prefixes": l.prefixes,
+            "chunks": l.chunks,
+            "table_bytes": l.table_bytes,
+            "checked": l.checked,
+            "empty_ns": l.empty,
+            "trie_ns": l.trie,
+            "table_ns": l.table,
+            "trie_deep_ns": l.trie_deep,
+            "table_deep_ns": l.table_deep,
+        })).collect::<Vec<_>>(),
         "hooks": r.hooks.as_ref().map(|h| {
             std::iter::once(&h.empty).chain(&h.residency).map(|c| json!({
                 "program": c.program,
