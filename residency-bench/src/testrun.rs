@@ -69,7 +69,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let parse_ms = started.elapsed().as_secs_f64() * 1000.0;
     ensure!(!config.policies.is_empty(), "the config has no policy");
 
-    let mut loaded = kernel::load_private(config.agent.rule_capacity)?;
+    let mut loaded =
+        kernel::load_private_with(config.agent.rule_capacity, config.agent.ipv4_table_chunks)?;
     loaded.configure(&config)?;
     let bound = [kernel::bind_own_cgroup(0)?];
     let mut generations = Generations::new(loaded.take_policy_maps()?)?;

@@ -33,6 +33,7 @@ pub mod sockopt;
 pub mod source;
 #[cfg(feature = "user")]
 pub mod special;
+pub mod table;
 
 pub use binding::{
     BINDING_ALLOW_PACKET_SOCKETS, BINDING_ALLOW_RAW_SOCKETS, BINDING_JUDGE_INBOUND,
@@ -66,4 +67,8 @@ pub use settings::{PROBE_MARK, RateBucket, SETTINGS_NO_VERDICT_CACHE, Settings, 
 pub use source::{
     SOURCE_BIND, SOURCE_CONNECT, SOURCE_INBOUND, SOURCE_SENDMSG, SOURCE_SKB, SOURCE_SOCKET,
     SOURCE_SOCKOPT,
+};
+pub use table::{
+    DEFAULT_TABLE_CHUNKS, TABLE_ASK_TRIE, TABLE_CHUNK, TABLE_CHUNK_LEN, TABLE_ROOTS_LEN,
+    TableChunk, TableEntry,
 };

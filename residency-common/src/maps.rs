@@ -54,3 +54,7 @@ pub const LOCAL_ADDRS: &str = "RES_LOCAL_ADDRS";
 /// `RINGBUF` of [`super::NetnsAsk`]: namespaces a program met with a source it could
 /// not vouch for, for the agent to learn their addresses (it wakes on each).
 pub const NETNS_ASKS: &str = "RES_NETNS_ASKS";
+/// IPv4 lookup tables: chunks of both generation slots (`table.rs`).
+pub const TABLE_V4: &str = "RES_TABLE_V4";
+/// Per slot and policy id: its first-level chunk + 1, or 0 (`table.rs`).
+pub const TABLE_ROOTS: &str = "RES_TABLE_ROOTS";

@@ -47,6 +47,7 @@ mod packet;
 mod programs;
 mod report;
 mod seqlock;
+mod table;
 mod verdict;
 
 // The verifier rejects any reachable panic, so this handler is never entered; the

@@ -1,5 +1,5 @@
 //! The verdict for one destination under one policy: the most specific matching prefix
-//! of the policy's trie decides, through its port rules first (its own, then those it
+//! of the policy's trie (for IPv4, its lookup tables first: `table.rs`) decides, through its port rules first (its own, then those it
 //! inherits from wider prefixes; the agent flattens them), then its default. No
 //! matching prefix means not allowed.
 
@@ -9,7 +9,10 @@ use residency_common::{
     RuleKeyV4, RuleKeyV6, Verdict, scope,
 };
 
-use crate::maps::{PORTS, RULES_V4, RULES_V6};
+use crate::{
+    maps::{PORTS, RULES_V4, RULES_V6},
+    table,
+};
 
 /// What is judged: the destination as the policy sees it.
 pub struct Target {
@@ -47,6 +50,9 @@ pub fn verdict_of(allowed: bool, audit: bool) -> Verdict {
 pub fn decide(slot: u32, policy: u32, t: &Target) -> Decision {
     let scope = scope(slot, policy);
     let hit = match t.v4 {
+        // The tables answer a prefix's default without the trie walk; a prefix with
+        // port rules, or a policy without tables, goes on to the trie.
+        Some(addr) if let Some(d) = table::v4(slot, policy, addr) => return d,
         Some(addr) => RULES_V4.get(Key::new(
             POLICY_KEY_BITS + 32,
             RuleKeyV4 {

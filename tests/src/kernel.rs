@@ -22,12 +22,17 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 /// bpffs that is then unpinned and unmounted: the maps live on through the loaded
 /// object's file descriptors, and nothing is left behind.
 pub fn load_private(capacity: u32) -> anyhow::Result<bpf::Loaded> {
+    load_private_with(capacity, residency_common::DEFAULT_TABLE_CHUNKS)
+}
+
+/// [`load_private`] with `table_chunks` chunks of IPv4 lookup tables per slot.
+pub fn load_private_with(capacity: u32, table_chunks: u32) -> anyhow::Result<bpf::Loaded> {
     let n = SEQ.fetch_add(1, Ordering::SeqCst);
     let root = std::env::temp_dir().join(format!("residency-testrun-{}-{n}", std::process::id()));
     pins::ensure_bpffs(&root, true)
         .with_context(|| format!("mounting a bpffs on {}", root.display()))?;
     let maps_dir = root.join("maps");
-    let loaded = bpf::load(&maps_dir, capacity);
+    let loaded = bpf::load(&maps_dir, capacity, table_chunks);
     if let Ok(dir) = std::fs::read_dir(&maps_dir) {
         for e in dir.flatten() {
             let _ = std::fs::remove_file(e.path());

@@ -1,7 +1,8 @@
 //! Property tests: on random policies, the kernel's verdicts are exactly the agent's
 //! offline `decide` of the same compiled policy — the packet program through
 //! `BPF_PROG_TEST_RUN` across versions (compile by sorted prefixes, the generation
-//! swap, special destinations, port rules, IPv4-mapped destinations), and the sendmsg
+//! swap, special destinations, port rules, IPv4-mapped destinations; with the IPv4
+//! lookup tables, without them, and with versions of each kind in one slot), and the sendmsg
 //! hook through real `sendto()` calls, twice per destination, so that the second call
 //! can take the verdict the first one's packet left in the cache; and packets judged
 //! while versions are swapped under them, each by one version or the other. Seeded
@@ -37,12 +38,25 @@ fn the_packet_program_judges_random_policies_as_decide_does() {
     if !require_root() {
         return;
     }
-    let seed = 0x5eed_0018;
+    // The IPv4 lookup tables (the default room), none (the trie alone), and too little
+    // room for most versions' tables, so that versions with and without tables follow
+    // each other in one slot.
+    for (tables, seed) in [
+        (residency_common::DEFAULT_TABLE_CHUNKS, 0x5eed_0018),
+        (0, 0x5eed_0019),
+        (24, 0x5eed_001a),
+    ] {
+        judge_random_versions(tables, seed);
+    }
+}
+
+fn judge_random_versions(tables: u32, seed: u64) {
     let mut rng = Rng::new(seed);
-    let mut loaded = kernel::load_private(1 << 16).unwrap();
+    let mut loaded = kernel::load_private_with(1 << 16, tables).unwrap();
     let bound = [kernel::bind_own_cgroup(0).unwrap()];
     let mut generations = Generations::new(loaded.take_policy_maps().unwrap()).unwrap();
     let mut judged = 0;
+    let mut with_tables = 0;
     // Versions one after another: every swap must take effect at once, whatever the
     // cache holds from the version before.
     for version in 0..6 {
@@ -51,6 +65,7 @@ fn the_packet_program_judges_random_policies_as_decide_does() {
         let config = Arc::new(Config::parse(&text, "random.toml").unwrap());
         loaded.configure(&config).unwrap();
         let applied = generations.apply(&config, &bound).unwrap();
+        with_tables += applied.tables.policies;
         // Fresh maps start at epoch 0; each version is one epoch on.
         let slot = residency_common::slot_of(applied.generation as u32);
         let rules = compile(&config, &applied.ids, slot).unwrap();
@@ -81,6 +96,55 @@ fn the_packet_program_judges_random_policies_as_decide_does() {
         }
     }
     assert_eq!(judged, 6 * 300);
+    match tables {
+        0 => assert_eq!(with_tables, 0, "tables written with no room for them"),
+        residency_common::DEFAULT_TABLE_CHUNKS => {
+            assert_eq!(with_tables, 6, "a version judged without its tables")
+        }
+        _ => assert!(
+            with_tables < 6,
+            "every version's tables fit in {tables} chunks: the test no longer mixes"
+        ),
+    }
+}
+
+/// A version whose tables do not fit must not be judged by the tables an earlier
+/// version left in the same slot: its root is cleared, and the trie judges.
+#[test]
+fn a_version_without_tables_is_not_judged_by_an_older_versions_tables() {
+    if !require_root() {
+        return;
+    }
+    let small = "[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\nallow = [\"10.0.0.0/8\"]\n";
+    // Two hundred /24s in as many /16s: far more chunks than the room below.
+    let spread: Vec<String> = (0..200).map(|i| format!("\"11.{i}.7.0/24\"")).collect();
+    let large = format!(
+        "[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\nallow = [{}]\n",
+        spread.join(", ")
+    );
+    let mut loaded = kernel::load_private_with(1 << 16, 64).unwrap();
+    let bound = [kernel::bind_own_cgroup(0).unwrap()];
+    let mut generations = Generations::new(loaded.take_policy_maps().unwrap()).unwrap();
+    let in_ten = packet("10.1.2.3".parse().unwrap(), 17, 53);
+    let in_eleven = packet("11.5.7.9".parse().unwrap(), 17, 53);
+    // Slot 1, then slot 0, then slot 1 again.
+    for (version, text, tables, ten, eleven) in [
+        (1, small, 1, true, false),
+        (2, small, 1, true, false),
+        (3, large.as_str(), 0, false, true),
+    ] {
+        let config = Arc::new(Config::parse(text, "p.toml").unwrap());
+        loaded.configure(&config).unwrap();
+        let applied = generations.apply(&config, &bound).unwrap();
+        assert_eq!(
+            applied.tables.policies, tables,
+            "version {version}: policies with tables"
+        );
+        for (data, want, name) in [(&in_ten, ten, "10.1.2.3"), (&in_eleven, eleven, "11.5.7.9")] {
+            let got = kernel::run_egress(&mut loaded, data).unwrap() == PASS;
+            assert_eq!(got, want, "version {version}: {name}");
+        }
+    }
 }
 
 const AGENT: &str = r#"
@@ -215,7 +279,9 @@ fn verdicts_during_swaps_are_one_version_or_the_other_never_a_mix() {
     loaded.configure(&configs[0]).unwrap();
     let bound = [kernel::bind_own_cgroup(0).unwrap()];
     let mut generations = Generations::new(loaded.take_policy_maps().unwrap()).unwrap();
-    let ids = generations.apply(&configs[0], &bound).unwrap().ids;
+    let applied = generations.apply(&configs[0], &bound).unwrap();
+    assert_eq!(applied.tables.policies, 1, "the policy has no IPv4 tables");
+    let ids = applied.ids;
     // Both versions are one policy, one name: one id. Compiled for one slot here, so
     // the offline verdicts compare by that slot's scope.
     let rules = configs.each_ref().map(|c| compile(c, &ids, 0).unwrap());

@@ -1,5 +1,5 @@
 //! `[agent]`: where the agent keeps its pinned state and listens, and the kernel-side
-//! settings that are not policy (trie capacity, the verdict cache).
+//! settings that are not policy (trie capacity, lookup tables, the verdict cache).
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -19,6 +19,11 @@ pub struct AgentConfig {
     /// Entries each rule trie (IPv4, IPv6) holds; a reload needs room for the old and
     /// the new version together.
     pub rule_capacity: u32,
+    /// 1 KiB chunks of IPv4 lookup tables per generation slot (the kernel allocates
+    /// both slots' at start): a first packet's IPv4 verdict in four array reads
+    /// instead of a trie walk. A policy whose tables do not fit is judged by the trie
+    /// alone; 0 turns the tables off. Read at start (the maps are sized then).
+    pub ipv4_table_chunks: u32,
     /// Reload by itself when the config file changes (an edit saved, a Kubernetes
     /// ConfigMap update). Off by default: on a host, `reload` is the explicit step.
     pub watch_config: bool,
@@ -53,6 +58,7 @@ impl Default for AgentConfig {
             metrics_address: SocketAddr::from(([127, 0, 0, 1], 9477)),
             control_group: None,
             rule_capacity: residency_common::DEFAULT_RULE_CAPACITY,
+            ipv4_table_chunks: residency_common::DEFAULT_TABLE_CHUNKS,
             watch_config: false,
             watch_sources: true,
             require_packet_socket_guard: false,
@@ -62,6 +68,9 @@ impl Default for AgentConfig {
         }
     }
 }
+
+/// Largest `ipv4_table_chunks`.
+const MAX_TABLE_CHUNKS: u64 = 2 * 1024 * 1024;
 
 pub(crate) fn parse_agent(at: &Locator<'_>, raw: RawAgent) -> Result<AgentConfig, ConfigError> {
     let mut agent = AgentConfig::default();
@@ -119,6 +128,18 @@ pub(crate) fn parse_agent(at: &Locator<'_>, raw: RawAgent) -> Result<AgentConfig
             ));
         }
         agent.rule_capacity = n as u32;
+    }
+    if let Some(c) = raw.ipv4_table_chunks {
+        let n = *c.get_ref();
+        // 2 GiB a slot at most; the chunk index must stay below the entry's flag bit.
+        if n > MAX_TABLE_CHUNKS {
+            return Err(at.error(
+                c.span(),
+                "agent.ipv4_table_chunks",
+                &format!("must be between 0 (off) and {MAX_TABLE_CHUNKS}"),
+            ));
+        }
+        agent.ipv4_table_chunks = n as u32;
     }
     if let Some(a) = raw.metrics_address {
         agent.metrics_address = a.get_ref().parse().map_err(|_| {

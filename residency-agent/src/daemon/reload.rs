@@ -301,6 +301,11 @@ impl Daemon {
                 "duration_ms": applied.duration.as_secs_f64() * 1000.0,
                 "in_force_ms": in_force.as_secs_f64() * 1000.0,
                 "retired_ms": applied.retired.as_secs_f64() * 1000.0,
+                "ipv4_tables": {
+                    "policies": applied.tables.policies,
+                    "chunks": applied.tables.chunks,
+                    "policies_without": applied.tables.skipped.len(),
+                },
                 "changes": diff_json,
             }),
         }

@@ -116,8 +116,12 @@ pub fn load_and_apply(
 ) -> anyhow::Result<Enforcing> {
     let maps_dir = pins::maps_dir(&config.agent.pin_path);
     let adopting = maps_dir.join(residency_common::maps::ACTIVE).exists();
-    let mut loaded = kernel::load(&maps_dir, config.agent.rule_capacity)
-        .context("refusing to start: the kernel program did not load")?;
+    let mut loaded = kernel::load(
+        &maps_dir,
+        config.agent.rule_capacity,
+        config.agent.ipv4_table_chunks,
+    )
+    .context("refusing to start: the kernel program did not load")?;
     loaded.configure(config).context("refusing to start")?;
     loaded
         .check_socket_guard(config)

@@ -117,6 +117,7 @@ impl Generations {
             duration: in_force,
             retired: started.elapsed() - in_force,
             entries: v4_count + v6_count - rules.implicit,
+            tables: self.written.tables.clone(),
         })
     }
 
@@ -149,18 +150,48 @@ impl Generations {
         // The two tries are two maps with a lock each: written side by side, a large
         // version (a country database's 100,000s of prefixes per family) takes about
         // half the time.
+        // The IPv4 lookup tables are built and written beside them (memory writes,
+        // no lock).
         let (v4, v6) = (&mut self.maps.rules_v4, &mut self.maps.rules_v6);
+        let tables = &mut self.maps.tables;
         let (t4, t6) = rules.counts();
-        let (r4, r6) = std::thread::scope(|s| {
+        let (r4, r6, rt) = std::thread::scope(|s| {
             let six = s.spawn(|| write_trie(v6, rules.v6(), t6, maps::RULES_V6, &mut n6));
+            let tab = s.spawn(|| tables.write(slot, rules.v4()));
             let four = write_trie(v4, rules.v4(), t4, maps::RULES_V4, &mut n4);
-            (four, six.join().expect("the IPv6 trie writer"))
+            (
+                four,
+                six.join().expect("the IPv6 trie writer"),
+                tab.join().expect("the table writer"),
+            )
         });
         if let Some(r) = &mut w.rules {
             (r.v4, r.v6) = (n4, n6);
         }
         r4?;
         r6?;
+        // Tables that could not be written leave the version to the trie, unless their
+        // roots could not be cleared either: then the version must not go in.
+        w.tables = match rt {
+            Ok(t) => t,
+            Err(e @ super::TableError::Roots(_)) => return Err(BpfError::Tables(e)),
+            Err(e) => {
+                tracing::warn!("IPv4 lookup tables not written ({e}); the trie judges alone");
+                super::TablesWritten::default()
+            }
+        };
+        for (id, need) in &w.tables.skipped {
+            let name = ids
+                .iter()
+                .position(|i| i == id)
+                .map_or("?", |i| config.policies[i].name.as_str());
+            tracing::warn!(
+                "policy {name}: its IPv4 lookup tables need {need} chunks, more than were \
+                 left of [agent] ipv4_table_chunks ({} per slot); its first packets are \
+                 judged by the trie (as correct, slower)",
+                self.maps.tables.per_slot()
+            );
+        }
         // Interfaces before bindings, like port rules before prefixes: nothing reads
         // the slot until the flip.
         for (index, p) in config.policies.iter().enumerate() {

@@ -23,6 +23,7 @@
 
 mod apply;
 mod ids;
+mod tables;
 
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use residency_common::{Binding, BindingKey, GENERATION_SLOTS, InterfaceKey, maps
 
 pub use apply::{binding_of, interface_key};
 pub use ids::PolicyIds;
+pub use tables::{TableError, TableMaps, TablesWritten};
 
 use std::sync::Arc;
 
@@ -52,6 +54,8 @@ pub(crate) struct Written {
     found_v6: Vec<KeyV6>,
     bindings: Vec<BindingKey>,
     interfaces: Vec<InterfaceKey>,
+    /// Its IPv4 lookup tables (overwritten in place by the next version of the slot).
+    tables: TablesWritten,
 }
 
 /// A version's trie entries as this agent wrote them: the first `v4` and `v6` entries
@@ -101,6 +105,8 @@ pub struct Applied {
     /// later: [`Generations::retire`]).
     pub retired: Duration,
     pub entries: usize,
+    /// The version's IPv4 lookup tables.
+    pub tables: TablesWritten,
 }
 
 impl Generations {

@@ -29,6 +29,8 @@ pub enum BpfError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the IPv4 lookup tables of the new version could not be set up: {0}")]
+    Tables(#[source] crate::generations::TableError),
     #[error("map {name} is missing from the object")]
     MissingMap { name: &'static str },
     #[error("map {name}: {source}")]

@@ -9,7 +9,7 @@ use aya::{
     programs::{LsmCgroup, Program, ProgramError},
 };
 use residency_common::{
-    PROGRAM_EGRESS, PROGRAM_INGRESS, PROGRAM_SETSOCKOPT, PROGRAM_SOCK_CREATE,
+    GENERATION_SLOTS, PROGRAM_EGRESS, PROGRAM_INGRESS, PROGRAM_SETSOCKOPT, PROGRAM_SOCK_CREATE,
     PROGRAM_SOCKET_CREATE, maps,
 };
 
@@ -23,6 +23,8 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     /// Capacity of each rule trie.
     pub capacity: u32,
+    /// IPv4 lookup table chunks per generation slot (0: no tables).
+    pub table_chunks: u32,
     /// Why the packet socket guard (`residency_socket_create`) is not enforcing, when
     /// it is not.
     pub socket_guard_missing: Option<String>,
@@ -44,8 +46,10 @@ fn bpf_lsm_active() -> Option<bool> {
 ///
 /// Maps are pinned under `maps_dir`; maps already pinned there (by an earlier agent)
 /// are adopted instead of created, so the policy they hold keeps enforcing. New rule
-/// tries get `capacity` entries each; adopted ones keep theirs.
-pub fn load(maps_dir: &Path, capacity: u32) -> Result<Loaded, BpfError> {
+/// tries get `capacity` entries each; adopted ones keep theirs. The IPv4 lookup tables
+/// (`table_chunks` chunks per generation slot) are never pinned: each agent makes its
+/// own, empty until its first apply, and a program without them judges by the trie.
+pub fn load(maps_dir: &Path, capacity: u32, table_chunks: u32) -> Result<Loaded, BpfError> {
     std::fs::create_dir_all(maps_dir).map_err(|source| BpfError::MapsDir {
         path: maps_dir.to_owned(),
         source,
@@ -53,7 +57,9 @@ pub fn load(maps_dir: &Path, capacity: u32) -> Result<Loaded, BpfError> {
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(maps::RULES_V4, capacity)
-        .map_max_entries(maps::RULES_V6, capacity);
+        .map_max_entries(maps::RULES_V6, capacity)
+        // An array needs one entry at least; with none wanted, the one is never used.
+        .map_max_entries(maps::TABLE_V4, (GENERATION_SLOTS * table_chunks).max(1));
     let paths: Vec<(&'static str, PathBuf)> = PINNED_MAPS
         .iter()
         .map(|name| (*name, maps_dir.join(name)))
@@ -107,6 +113,7 @@ pub fn load(maps_dir: &Path, capacity: u32) -> Result<Loaded, BpfError> {
     Ok(Loaded {
         ebpf,
         capacity,
+        table_chunks,
         socket_guard_missing,
         source_check_missing,
         names: Some(names),

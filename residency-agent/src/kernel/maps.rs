@@ -26,6 +26,8 @@ pub struct PolicyMaps {
     pub names: PolicyNames,
     /// Capacity of each rule trie (entries, both slots together).
     pub capacity: u32,
+    /// The IPv4 lookup tables.
+    pub tables: crate::generations::TableMaps,
 }
 
 impl Loaded {
@@ -49,6 +51,18 @@ impl Loaded {
                 name: super::names::POLICY_NAMES,
             })?,
             capacity: self.capacity,
+            tables: crate::generations::TableMaps::new(
+                match self.ebpf.take_map(maps::TABLE_V4) {
+                    Some(aya::maps::Map::Array(m)) => m,
+                    _ => {
+                        return Err(BpfError::MissingMap {
+                            name: maps::TABLE_V4,
+                        });
+                    }
+                },
+                take(&mut self.ebpf, maps::TABLE_ROOTS)?,
+                self.table_chunks,
+            ),
         })
     }
 
