@@ -41,6 +41,31 @@ pub fn delete(map: &str, key: &[u8]) {
     bpftool(&args);
 }
 
+/// `bpftool map lookup pinned <map> key hex …`: the value's bytes.
+pub fn lookup(map: &str, key: &[u8]) -> Vec<u8> {
+    let key = hex(key);
+    let mut args = vec!["map", "lookup", "pinned", map, "key", "hex"];
+    args.extend(key.iter().map(String::as_str));
+    args.push("-j");
+    let o = Command::new("bpftool").args(&args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // Without BTF, bpftool prints bytes: ["0x01", "0x00", ...].
+    v["value"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .map(|b| {
+            let b = b.as_str().unwrap_or_else(|| panic!("{v}"));
+            u8::from_str_radix(b.trim_start_matches("0x"), 16).unwrap()
+        })
+        .collect()
+}
+
 /// The generation slot in force (the low bit of `RES_ACTIVE`'s epoch).
 pub fn active_slot(pin_path: &Path) -> u8 {
     let o = Command::new("bpftool")

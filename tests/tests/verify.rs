@@ -141,6 +141,35 @@ fn verify_matches_the_config_and_names_each_tampering() {
             && out.contains("(action 1), the config means deny:198.51.100.99/32 (action 2)"),
         "{out}"
     );
+    // The live program judges this IPv4 destination by the policy's lookup tables,
+    // which still hold the config's verdict: the probes find nothing wrong.
+    assert!(
+        !out.contains("udp 198.51.100.99 port 53: the kernel allows"),
+        "{out}"
+    );
+
+    // 3b. The lookup tables changed by hand: the policy's first-level chunk made to
+    // allow everything (leaf: decided, allowed, rule 0).
+    let roots = pinned::map(&sb.pin_path(), "RES_TABLE_ROOTS");
+    let root = pinned::lookup(&roots, &(u32::from(slot) * 1024).to_le_bytes());
+    let chunk = u32::from_le_bytes(root[..4].try_into().unwrap()) - 1;
+    let allow_all: Vec<u8> = (0..256)
+        .flat_map(|_| ((1u32 << 28) | (1 << 30)).to_le_bytes())
+        .collect();
+    pinned::update(
+        &pinned::map(&sb.pin_path(), "RES_TABLE_V4"),
+        &chunk.to_le_bytes(),
+        &allow_all,
+    );
+    let (ok, out) = verify(&cfg);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("policy \"eu\": IPv4 lookup tables: 1 of ")
+            && out.contains(&format!(
+                "chunks differ from the config's (first: chunk {chunk}, entry "
+            )),
+        "{out}"
+    );
     // The probes see it too: the live program now allows what the config refuses.
     assert!(
         out.contains(

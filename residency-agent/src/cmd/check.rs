@@ -129,8 +129,9 @@ fn validate(path: Option<&Path>, default: bool) -> anyhow::Result<Checked> {
     // The same refusals as `run` and a reload (the daemon's own function); then the
     // cgroups that do not exist yet, as notes with their lines.
     crate::daemon::prepare::validate_on_host(&config, &hierarchy)?;
-    let notes = check_cgroups(&config, &hierarchy)?;
+    let mut notes = check_cgroups(&config, &hierarchy)?;
     let sizes = validate_compiled(&config)?;
+    notes.extend(table_notes(&config)?);
     let warnings = config
         .warnings()
         .into_iter()
@@ -166,6 +167,30 @@ pub fn validate_compiled(config: &Config) -> anyhow::Result<(usize, usize)> {
         }
     }
     Ok((rules.v4.len(), rules.v6.len()))
+}
+
+/// Policies whose IPv4 lookup tables would not fit in `[agent] ipv4_table_chunks`: judged
+/// by the trie alone, correct but with slower first packets. A note, not a warning: it
+/// costs speed, never a verdict.
+fn table_notes(config: &Config) -> anyhow::Result<Vec<String>> {
+    let per_slot = config.agent.ipv4_table_chunks;
+    if per_slot == 0 {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<u32> = (0..config.policies.len() as u32).collect();
+    let rules = policy::Compiled::new(config, &ids, 0)
+        .with_context(|| format!("{} cannot be applied", config.source))?;
+    Ok(crate::generations::without_room(rules.v4(), per_slot)
+        .into_iter()
+        .map(|(id, need)| {
+            format!(
+                "{}: policy {}: its IPv4 lookup tables need {need} chunks, more than \
+                 [agent] ipv4_table_chunks ({per_slot}) leaves for it; its first packets \
+                 will be judged by the trie (correct, slower)",
+                config.source, config.policies[id as usize].name
+            )
+        })
+        .collect())
 }
 
 /// A version that fits the tries but not twice: a reload over one as large fails.

@@ -22,7 +22,7 @@ pub struct AgentConfig {
     /// 1 KiB chunks of IPv4 lookup tables per generation slot (the kernel allocates
     /// both slots' at start): a first packet's IPv4 verdict in four array reads
     /// instead of a trie walk. A policy whose tables do not fit is judged by the trie
-    /// alone; 0 turns the tables off. Read at start (the maps are sized then).
+    /// alone; 0 turns the tables off. Sizes new maps only: adopted maps keep theirs.
     pub ipv4_table_chunks: u32,
     /// Reload by itself when the config file changes (an edit saved, a Kubernetes
     /// ConfigMap update). Off by default: on a host, `reload` is the explicit step.

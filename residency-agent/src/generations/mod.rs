@@ -31,7 +31,7 @@ use residency_common::{Binding, BindingKey, GENERATION_SLOTS, InterfaceKey, maps
 
 pub use apply::{binding_of, interface_key};
 pub use ids::PolicyIds;
-pub use tables::{TableError, TableMaps, TablesWritten};
+pub use tables::{TableError, TableMaps, TablesWritten, lay_out, without_room};
 
 use std::sync::Arc;
 

@@ -33,7 +33,8 @@ pub struct TableMaps {
     chunks: MapData,
     roots: Array<MapData, u32>,
     per_slot: u32,
-    /// Policy ids given a root in each slot by the last version written there.
+    /// Policy ids that may have a root in each slot (given one by the last version
+    /// written there).
     rooted: [Vec<u32>; 2],
 }
 
@@ -62,7 +63,9 @@ impl TableMaps {
             chunks,
             roots,
             per_slot,
-            rooted: [Vec::new(), Vec::new()],
+            // Unknown at first (maps adopted from an earlier agent hold its roots): the
+            // first version written in each slot clears every other id.
+            rooted: [0, 1].map(|_| (0..MAX_POLICIES).collect()),
         }
     }
 
@@ -104,35 +107,7 @@ impl TableMaps {
     ) -> Result<(), TableError> {
         let mut mapping = Mapping::new(&self.chunks, 2 * self.per_slot as usize)?;
         let half = mapping.half(slot, self.per_slot as usize);
-        let base = slot * self.per_slot;
-        let mut used = 0u32;
-        let mut policy: Vec<(u32, u8, u32)> = Vec::new();
-        let mut current: Option<u32> = None;
-        let mut finish = |id: u32, policy: &mut Vec<(u32, u8, u32)>, used: &mut u32| {
-            let need = chunks_needed(policy);
-            if *used + need > self.per_slot {
-                written.skipped.push((id, need));
-            } else {
-                let root = paint(half, base, used, policy);
-                roots.insert(id, root + 1);
-                written.policies += 1;
-            }
-            policy.clear();
-        };
-        for (key, value) in entries {
-            let data = key.data();
-            let id = u32::from_be_bytes(data.policy) & 0x00ff_ffff;
-            if current.is_some_and(|c| c != id) {
-                finish(current.take().expect("checked"), &mut policy, &mut used);
-            }
-            current = Some(id);
-            let len = (key.prefix_len() - POLICY_KEY_BITS) as u8;
-            policy.push((u32::from_be_bytes(data.addr), len, leaf_of(&value)));
-        }
-        if let Some(id) = current {
-            finish(id, &mut policy, &mut used);
-        }
-        written.chunks = used;
+        (*roots, *written) = lay_out(entries, self.per_slot, slot * self.per_slot, half);
         Ok(())
     }
 
@@ -157,6 +132,79 @@ impl TableMaps {
                 .map_err(TableError::Roots)?;
         }
         Ok(())
+    }
+}
+
+/// Lays out the tables of `entries` (each policy's together) in `half`, the chunks
+/// `base..base + per_slot` of the array, policy after policy in their order, skipping
+/// a policy whose tables would not fit in what is left: the policies' roots (id ->
+/// first chunk + 1) and what was written. The agent lays a version out in the
+/// mapped array; `verify` the config in memory, to compare chunk by chunk.
+pub fn lay_out(
+    entries: impl Iterator<Item = (KeyV4, RuleValue)>,
+    per_slot: u32,
+    base: u32,
+    half: &mut [TableChunk],
+) -> (BTreeMap<u32, u32>, TablesWritten) {
+    let mut roots = BTreeMap::new();
+    let mut written = TablesWritten::default();
+    let mut used = 0u32;
+    by_policy(entries, |id, policy| {
+        let need = chunks_needed(policy);
+        if used + need > per_slot {
+            written.skipped.push((id, need));
+        } else {
+            let root = paint(half, base, &mut used, policy);
+            roots.insert(id, root + 1);
+            written.policies += 1;
+        }
+    });
+    written.chunks = used;
+    (roots, written)
+}
+
+/// The policies (by id) whose tables would not fit in `per_slot` chunks, with the
+/// chunks each needs, as [`TableMaps::write`] would skip them: for `check`.
+pub fn without_room(
+    entries: impl Iterator<Item = (KeyV4, RuleValue)>,
+    per_slot: u32,
+) -> Vec<(u32, u32)> {
+    let mut used = 0;
+    let mut out = Vec::new();
+    by_policy(entries, |id, policy| {
+        let need = chunks_needed(policy);
+        if used + need > per_slot {
+            out.push((id, need));
+        } else {
+            used += need;
+        }
+    });
+    out
+}
+
+/// Calls `each` with every policy's id and IPv4 entries as (address, length, leaf);
+/// `entries` holds each policy's together, as [`crate::policy::Compiled::v4`] gives them.
+fn by_policy(
+    entries: impl Iterator<Item = (KeyV4, RuleValue)>,
+    mut each: impl FnMut(u32, &mut Vec<(u32, u8, u32)>),
+) {
+    let mut policy: Vec<(u32, u8, u32)> = Vec::new();
+    let mut current: Option<u32> = None;
+    for (key, value) in entries {
+        let data = key.data();
+        let id = u32::from_be_bytes(data.policy) & 0x00ff_ffff;
+        if let Some(c) = current
+            && c != id
+        {
+            each(c, &mut policy);
+            policy.clear();
+        }
+        current = Some(id);
+        let len = (key.prefix_len() - POLICY_KEY_BITS) as u8;
+        policy.push((u32::from_be_bytes(data.addr), len, leaf_of(&value)));
+    }
+    if let Some(id) = current {
+        each(id, &mut policy);
     }
 }
 

@@ -46,9 +46,8 @@ fn bpf_lsm_active() -> Option<bool> {
 ///
 /// Maps are pinned under `maps_dir`; maps already pinned there (by an earlier agent)
 /// are adopted instead of created, so the policy they hold keeps enforcing. New rule
-/// tries get `capacity` entries each; adopted ones keep theirs. The IPv4 lookup tables
-/// (`table_chunks` chunks per generation slot) are never pinned: each agent makes its
-/// own, empty until its first apply, and a program without them judges by the trie.
+/// tries get `capacity` entries each, new IPv4 lookup tables `table_chunks` chunks per
+/// generation slot; adopted ones keep their sizes.
 pub fn load(maps_dir: &Path, capacity: u32, table_chunks: u32) -> Result<Loaded, BpfError> {
     std::fs::create_dir_all(maps_dir).map_err(|source| BpfError::MapsDir {
         path: maps_dir.to_owned(),
@@ -84,6 +83,20 @@ pub fn load(maps_dir: &Path, capacity: u32, table_chunks: u32) -> Result<Loaded,
         _ => {
             return Err(BpfError::MissingMap {
                 name: maps::RULES_V4,
+            });
+        }
+    };
+    let table_chunks = match ebpf.map(maps::TABLE_V4) {
+        Some(aya::maps::Map::Array(m)) => m
+            .info()
+            .map(|i| i.max_entries() / GENERATION_SLOTS)
+            .map_err(|source| BpfError::Map {
+                name: maps::TABLE_V4,
+                source,
+            })?,
+        _ => {
+            return Err(BpfError::MissingMap {
+                name: maps::TABLE_V4,
             });
         }
     };
@@ -211,4 +224,8 @@ const PINNED_MAPS: &[&str] = &[
     maps::RATE,
     maps::PORTS,
     maps::INTERFACES,
+    // The version in force's tables, which its program reads: adopted with it, and
+    // read by `verify`.
+    maps::TABLE_V4,
+    maps::TABLE_ROOTS,
 ];

@@ -4,7 +4,8 @@
 //! and compares it exactly with what the config compiles to: every rule trie entry of
 //! every policy (prefix, action, deciding rule, and its protocol/port rules resolved
 //! from the port table), every cgroup binding (policy, mode, flags), every interface
-//! a policy names; then checks that every configured cgroup that exists has each
+//! a policy names, and the IPv4 lookup tables chunk by chunk; then checks that every
+//! configured cgroup that exists has each
 //! program attached through a pinned link the kernel still holds. Each difference is
 //! one line a user can act on; any difference makes the exit status non-zero.
 //!
@@ -19,6 +20,7 @@ mod links;
 mod pods;
 mod probe;
 mod settings;
+mod tables;
 
 use std::{
     collections::BTreeMap,
@@ -62,6 +64,8 @@ pub struct Report {
     /// Pods whose bindings were checked (with `[kubernetes]` and an agent answering).
     pub pods: usize,
     pub probes: usize,
+    /// IPv4 lookup table chunks compared.
+    pub table_chunks: usize,
     /// Policies whose verdicts could not be probed, and why.
     pub unprobed: Vec<String>,
     /// Kernel state that could not be checked, and why.
@@ -293,6 +297,21 @@ pub fn check(
                 show(*id, h)
             ));
         }
+    }
+
+    // The IPv4 lookup tables, which judge before the trie.
+    match (open(maps::TABLE_V4), open(maps::TABLE_ROOTS)) {
+        (Ok(chunks), Ok(roots)) => tables::compare(
+            &Array::try_from(Map::from_map_data(chunks)?)?,
+            &Array::try_from(Map::from_map_data(roots)?)?,
+            &rules,
+            slot,
+            &name_of,
+            &mut report,
+        )?,
+        (Err(e), _) | (_, Err(e)) => report.unchecked.push(format!(
+            "IPv4 lookup tables: {e:#} (pinned by agents since they have tables)"
+        )),
     }
 
     // Bindings of the configured cgroups that exist.

@@ -1,0 +1,83 @@
+//! The IPv4 lookup tables of the version in force against the config's: the agent lays
+//! a version's tables out deterministically (policy after policy, each shortest prefix
+//! first: `generations::lay_out`), so laying the config's entries out again in memory
+//! gives the kernel's chunks exactly, and every root of the slot. A difference names
+//! the policy whose tables it is in.
+
+use std::collections::BTreeMap;
+
+use aya::maps::{Array, MapData};
+use residency_common::{MAX_POLICIES, TABLE_CHUNK_LEN, TableChunk};
+
+use super::Report;
+use crate::{generations::lay_out, policy::RuleSet};
+
+pub fn compare(
+    chunks: &Array<MapData, TableChunk>,
+    roots: &Array<MapData, u32>,
+    rules: &RuleSet,
+    slot: u32,
+    name_of: &dyn Fn(u32) -> String,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let per_slot = chunks.len() / residency_common::GENERATION_SLOTS;
+    let base = slot * per_slot;
+    let mut half = vec![[0u32; TABLE_CHUNK_LEN]; per_slot as usize];
+    let (want, written) = lay_out(rules.v4.iter().copied(), per_slot, base, &mut half);
+    let mut have = BTreeMap::new();
+    for id in 0..MAX_POLICIES {
+        let root = roots.get(&(slot * MAX_POLICIES + id), 0)?;
+        if root != 0 {
+            have.insert(id, root);
+        }
+    }
+    for id in want
+        .keys()
+        .chain(have.keys())
+        .copied()
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let (w, h) = (want.get(&id).copied(), have.get(&id).copied());
+        if w != h {
+            let show = |r: Option<u32>| r.map_or("none".to_owned(), |r| format!("chunk {}", r - 1));
+            report.mismatches.push(format!(
+                "policy \"{}\": IPv4 lookup tables: the kernel's start at {}, the config's at {}",
+                name_of(id),
+                show(h),
+                show(w)
+            ));
+        }
+    }
+    // Each policy's chunks run from its root to the next policy's.
+    let mut starts: Vec<(u32, u32)> = want.iter().map(|(id, r)| (r - 1 - base, *id)).collect();
+    starts.sort_unstable();
+    for (i, &(start, id)) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).map_or(written.chunks, |(s, _)| *s);
+        let mut differing = 0;
+        let mut first = None;
+        for c in start..end {
+            let kernel = chunks.get(&(base + c), 0)?;
+            let config = &half[c as usize];
+            if kernel != *config {
+                differing += 1;
+                if first.is_none() {
+                    let at = (0..TABLE_CHUNK_LEN)
+                        .find(|&e| kernel[e] != config[e])
+                        .expect("the chunks differ");
+                    first = Some((c, at, kernel[at], config[at]));
+                }
+            }
+        }
+        if let Some((c, at, k, w)) = first {
+            report.mismatches.push(format!(
+                "policy \"{}\": IPv4 lookup tables: {differing} of {} chunks differ from the \
+                 config's (first: chunk {}, entry {at}: kernel {k:#010x}, config {w:#010x})",
+                name_of(id),
+                end - start,
+                base + c
+            ));
+        }
+    }
+    report.table_chunks += written.chunks as usize;
+    Ok(())
+}
