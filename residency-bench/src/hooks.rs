@@ -21,7 +21,7 @@ use aya::{
 };
 
 use crate::{
-    agent::{Agent, AgentSetup},
+    agent::{Agent, AgentSetup, config_text},
     datapath,
     empty::EmptyProgram,
     options::Options,
@@ -63,16 +63,23 @@ pub fn run(sb: &Bench, bin: &Path, helper: &Path, opts: &Options) -> anyhow::Res
 
     eprintln!("bench: hook costs, residency at {PREFIXES} prefixes");
     let before: HashSet<u32> = loaded_programs().flatten().map(|p| p.id()).collect();
-    let agent = Agent::start(
-        bin,
-        &sb.dir,
-        &AgentSetup {
-            name: "hooks",
-            cgroup_rel: &sb.sender_rel,
-            allow: &prefixes::ipv4(PREFIXES).cidrs,
-            events: "",
-        },
-    )?;
+    let allow = prefixes::ipv4(PREFIXES).cidrs;
+    let setup = AgentSetup {
+        name: "hooks",
+        cgroup_rel: &sb.sender_rel,
+        allow: &allow,
+        events: "",
+    };
+    // Room for the synthetic set's IPv4 lookup tables (a random spread of 100,000
+    // prefixes needs 75,000 chunks, beyond the default), so that every first decision
+    // takes the path a country-sized set takes.
+    let agent = Agent::start_with(bin, &sb.dir, setup.name, |pins, metrics| {
+        config_text(&sb.dir, pins, metrics, &setup).replacen(
+            "[agent]\n",
+            "[agent]\nipv4_table_chunks = 131072\n",
+            1,
+        )
+    })?;
     let measured = (|| {
         let stats = enable_stats(Stats::RunTime).context("BPF_ENABLE_STATS")?;
         datapath::check(sb, helper, true)?;

@@ -58,16 +58,13 @@ pub static RULES_V6: LpmTrie<RuleKeyV6, RuleValue> =
     LpmTrie::with_max_entries(DEFAULT_RULE_CAPACITY, 0);
 
 /// The IPv4 lookup tables' chunks, both generation slots (`table.rs`); sized by the
-/// agent (`[agent] ipv4_table_chunks`), which writes them through a memory mapping.
+/// agent (`[agent] ipv4_table_chunks`).
 #[map(name = "RES_TABLE_V4")]
-pub static TABLE_V4: Array<TableChunk> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+pub static TABLE_V4: Array<TableChunk> = Array::with_max_entries(1, 0);
 
 /// Per generation slot and policy id: the policy's first-level chunk + 1 (0: no tables).
 #[map(name = "RES_TABLE_ROOTS")]
 pub static TABLE_ROOTS: Array<u32> = Array::with_max_entries(TABLE_ROOTS_LEN, 0);
-
-/// `BPF_F_MMAPABLE`: an array the agent can map and write at memory speed.
-const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// Protocol/port rules of the rule entries (`RuleValue::ports_start`).
 #[map(name = "RES_PORTS")]

@@ -157,7 +157,7 @@ impl Generations {
         let (t4, t6) = rules.counts();
         let (r4, r6, rt) = std::thread::scope(|s| {
             let six = s.spawn(|| write_trie(v6, rules.v6(), t6, maps::RULES_V6, &mut n6));
-            let tab = s.spawn(|| tables.write(slot, rules.v4()));
+            let tab = s.spawn(|| tables.write(slot, || rules.v4()));
             let four = write_trie(v4, rules.v4(), t4, maps::RULES_V4, &mut n4);
             (
                 four,

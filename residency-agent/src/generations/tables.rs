@@ -2,10 +2,12 @@
 //! its IPv4 trie entries again as leaf-pushed tables of 8 bits a level, in the idle
 //! slot's half of `RES_TABLE_V4`, and its root in `RES_TABLE_ROOTS`.
 //!
-//! The array is written through a shared memory mapping (`BPF_F_MMAPABLE`): a
-//! country's tables are millions of entries, which one system call each would take
-//! seconds to write. The mapping lives only while a version is written, so the pages
-//! do not stay in the agent's resident set.
+//! The tables are laid out as the entries come, in address order ([`lay_out`]): a
+//! prefix comes before the prefixes it contains, so it is painted first and they
+//! overwrite their part of it, and once the entries have moved past a /8, /16 or /24
+//! block its chunk is complete and is written at once. At most one chunk per level is
+//! open, so a version's tables take a few KiB of the agent's memory whatever their
+//! size, and a country's 16,000 chunks are 16,000 map updates (tens of ms).
 //!
 //! The tables only speed the trie up, so a policy whose tables do not fit in what is
 //! left of the slot's half gets none (its packets are judged by the trie) and the
@@ -13,16 +15,12 @@
 //! chunks another version overwrote: every root of the slot is written for each
 //! version (0 where there are no tables), and when that fails the apply fails.
 
-use std::{
-    collections::BTreeMap,
-    os::fd::{AsFd as _, AsRawFd as _},
-    ptr::NonNull,
-};
+use std::collections::BTreeMap;
 
 use aya::maps::{Array, MapData, MapError};
 use residency_common::{
     ACTION_ALLOW, ACTION_NONE, MAX_POLICIES, POLICY_KEY_BITS, RULE_NONE, RuleValue, TABLE_ASK_TRIE,
-    TABLE_CHUNK, TableChunk, TableEntry,
+    TABLE_CHUNK, TABLE_CHUNK_LEN, TableChunk, TableEntry,
 };
 
 use crate::policy::KeyV4;
@@ -30,7 +28,7 @@ use crate::policy::KeyV4;
 /// The maps of the IPv4 lookup tables.
 pub struct TableMaps {
     /// `RES_TABLE_V4`: `per_slot` chunks for slot 0, then as many for slot 1.
-    chunks: MapData,
+    chunks: Array<MapData, TableChunk>,
     roots: Array<MapData, u32>,
     per_slot: u32,
     /// Policy ids that may have a root in each slot (given one by the last version
@@ -51,14 +49,18 @@ pub struct TablesWritten {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
-    #[error("mapping RES_TABLE_V4 failed: {0}")]
-    Map(std::io::Error),
+    #[error("writing RES_TABLE_V4 failed: {0}")]
+    Chunks(MapError),
     #[error("writing RES_TABLE_ROOTS failed: {0}")]
     Roots(MapError),
 }
 
 impl TableMaps {
-    pub fn new(chunks: MapData, roots: Array<MapData, u32>, per_slot: u32) -> TableMaps {
+    pub fn new(
+        chunks: Array<MapData, TableChunk>,
+        roots: Array<MapData, u32>,
+        per_slot: u32,
+    ) -> TableMaps {
         TableMaps {
             chunks,
             roots,
@@ -74,41 +76,33 @@ impl TableMaps {
         self.per_slot
     }
 
-    /// Writes the tables of `entries` (a version's IPv4 trie entries for `slot`, each
-    /// policy's together) into the slot's half, then every root of the slot. On an
-    /// error the slot is left without tables (its roots cleared) when that can be
-    /// done; [`TableError::Roots`] means it could not, and the version must not be
-    /// applied.
-    pub fn write(
+    /// Writes the tables of a version's IPv4 trie entries for `slot` (`entries` gives
+    /// them afresh each call, each policy's together, in address order) into the slot's
+    /// half, then every root of the slot. On an error the slot is left without tables
+    /// (its roots cleared) when that can be done; [`TableError::Roots`] means it could
+    /// not, and the version must not be applied.
+    pub fn write<I: Iterator<Item = (KeyV4, RuleValue)>>(
         &mut self,
         slot: u32,
-        entries: impl Iterator<Item = (KeyV4, RuleValue)>,
+        entries: impl Fn() -> I,
     ) -> Result<TablesWritten, TableError> {
-        let mut written = TablesWritten::default();
-        let mut roots: BTreeMap<u32, u32> = BTreeMap::new();
-        if self.per_slot > 0 {
-            let result = self.paint_all(slot, entries, &mut roots, &mut written);
-            if let Err(e) = result {
-                roots.clear();
+        let chunks = &mut self.chunks;
+        let laid = lay_out(
+            entries,
+            self.per_slot,
+            slot * self.per_slot,
+            |index, chunk| chunks.set(index, chunk, 0).map_err(TableError::Chunks),
+        );
+        match laid {
+            Ok((roots, written)) => {
                 self.write_roots(slot, &roots)?;
-                return Err(e);
+                Ok(written)
+            }
+            Err(e) => {
+                self.write_roots(slot, &BTreeMap::new())?;
+                Err(e)
             }
         }
-        self.write_roots(slot, &roots)?;
-        Ok(written)
-    }
-
-    fn paint_all(
-        &mut self,
-        slot: u32,
-        entries: impl Iterator<Item = (KeyV4, RuleValue)>,
-        roots: &mut BTreeMap<u32, u32>,
-        written: &mut TablesWritten,
-    ) -> Result<(), TableError> {
-        let mut mapping = Mapping::new(&self.chunks, 2 * self.per_slot as usize)?;
-        let half = mapping.half(slot, self.per_slot as usize);
-        (*roots, *written) = lay_out(entries, self.per_slot, slot * self.per_slot, half);
-        Ok(())
     }
 
     /// Every root of `slot`: `roots` (id -> first chunk + 1), 0 for the ids the last
@@ -135,76 +129,208 @@ impl TableMaps {
     }
 }
 
-/// Lays out the tables of `entries` (each policy's together) in `half`, the chunks
-/// `base..base + per_slot` of the array, policy after policy in their order, skipping
-/// a policy whose tables would not fit in what is left: the policies' roots (id ->
-/// first chunk + 1) and what was written. The agent lays a version out in the
-/// mapped array; `verify` the config in memory, to compare chunk by chunk.
-pub fn lay_out(
-    entries: impl Iterator<Item = (KeyV4, RuleValue)>,
+/// Lays out the tables of the entries `entries` gives (each policy's together, in
+/// address order, as [`crate::policy::Compiled::v4`] gives them) in the chunks
+/// `base..base + per_slot`, policy after policy, and hands each chunk to `put` once it
+/// is complete. A policy whose tables would not fit in what is left gets none
+/// (counted first, in a pass of its own). Returns the policies' roots (id -> first
+/// chunk + 1) and what was written. The agent puts the chunks into the map; `verify`
+/// keeps them, to compare.
+pub fn lay_out<I: Iterator<Item = (KeyV4, RuleValue)>, E>(
+    entries: impl Fn() -> I,
     per_slot: u32,
     base: u32,
-    half: &mut [TableChunk],
-) -> (BTreeMap<u32, u32>, TablesWritten) {
-    let mut roots = BTreeMap::new();
+    mut put: impl FnMut(u32, &TableChunk) -> Result<(), E>,
+) -> Result<(BTreeMap<u32, u32>, TablesWritten), E> {
     let mut written = TablesWritten::default();
-    let mut used = 0u32;
-    by_policy(entries, |id, policy| {
-        let need = chunks_needed(policy);
-        if used + need > per_slot {
+    // Which policies fit, in order.
+    let mut fits = BTreeMap::new();
+    let mut used = 0;
+    for (id, need) in needs(entries()) {
+        if need > per_slot - used {
             written.skipped.push((id, need));
         } else {
-            let root = paint(half, base, &mut used, policy);
-            roots.insert(id, root + 1);
-            written.policies += 1;
+            used += need;
+            fits.insert(id, need);
         }
-    });
-    written.chunks = used;
-    (roots, written)
+    }
+    let mut roots = BTreeMap::new();
+    let mut builder: Option<(u32, Builder)> = None;
+    let mut next = base;
+    for (key, value) in entries() {
+        let (id, addr, len) = parts(&key);
+        if !fits.contains_key(&id) {
+            continue;
+        }
+        if builder.as_ref().is_some_and(|(b, _)| *b != id) {
+            let (done, b) = builder.take().expect("checked");
+            next = finish(done, b, &mut roots, &mut put)?;
+        }
+        let (_, b) = builder.get_or_insert_with(|| (id, Builder::new(next)));
+        b.add(addr, len, leaf_of(&value), &mut put)?;
+    }
+    if let Some((done, b)) = builder {
+        next = finish(done, b, &mut roots, &mut put)?;
+    }
+    written.chunks = next - base;
+    written.policies = roots.len();
+    Ok((roots, written))
+}
+
+/// Closes a policy's builder: its root recorded, the next free chunk returned.
+fn finish<E>(
+    id: u32,
+    b: Builder,
+    roots: &mut BTreeMap<u32, u32>,
+    put: &mut impl FnMut(u32, &TableChunk) -> Result<(), E>,
+) -> Result<u32, E> {
+    let root = b.root();
+    let next = b.close(put)?;
+    roots.insert(id, root + 1);
+    Ok(next)
+}
+
+/// Policy id, address (host order) and prefix length of a trie key.
+fn parts(key: &KeyV4) -> (u32, u32, u8) {
+    let data = key.data();
+    (
+        u32::from_be_bytes(data.policy) & 0x00ff_ffff,
+        u32::from_be_bytes(data.addr),
+        (key.prefix_len() - POLICY_KEY_BITS) as u8,
+    )
+}
+
+/// The chunks each policy's tables take, in the order the policies come: its root, and
+/// one per distinct /8, /16 and /24 block holding a longer prefix (counted as the
+/// entries come in address order, so each block's prefixes are together).
+///
+/// The layout relies on that order; a policy whose entries break it (which `compile`
+/// never gives) is reported as needing [`u32::MAX`] chunks, so it gets no tables.
+fn needs(entries: impl Iterator<Item = (KeyV4, RuleValue)>) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    let mut last: [Option<u32>; 3] = [None; 3];
+    let mut previous: Option<(u32, u8)> = None;
+    for (key, _) in entries {
+        let (id, addr, len) = parts(&key);
+        if out.last().is_none_or(|(i, _)| *i != id) {
+            out.push((id, 1));
+            last = [None; 3];
+            previous = None;
+        }
+        let need = &mut out.last_mut().expect("pushed").1;
+        let ordered = len <= 32 && previous.is_none_or(|p| p < (addr, len));
+        previous = Some((addr, len));
+        if !ordered || *need == u32::MAX {
+            debug_assert!(ordered, "IPv4 entries out of address order");
+            *need = u32::MAX;
+            continue;
+        }
+        for (level, end) in [8u8, 16, 24].into_iter().enumerate() {
+            if len > end {
+                let block = addr >> (32 - u32::from(end));
+                if last[level] != Some(block) {
+                    last[level] = Some(block);
+                    *need += 1;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The policies (by id) whose tables would not fit in `per_slot` chunks, with the
-/// chunks each needs, as [`TableMaps::write`] would skip them: for `check`.
+/// chunks each needs, as [`lay_out`] would skip them: for `check`.
 pub fn without_room(
     entries: impl Iterator<Item = (KeyV4, RuleValue)>,
     per_slot: u32,
 ) -> Vec<(u32, u32)> {
     let mut used = 0;
-    let mut out = Vec::new();
-    by_policy(entries, |id, policy| {
-        let need = chunks_needed(policy);
-        if used + need > per_slot {
-            out.push((id, need));
-        } else {
-            used += need;
-        }
-    });
-    out
+    needs(entries)
+        .into_iter()
+        .filter(|&(_, need)| {
+            let fits = need <= per_slot - used;
+            if fits {
+                used += need;
+            }
+            !fits
+        })
+        .collect()
 }
 
-/// Calls `each` with every policy's id and IPv4 entries as (address, length, leaf);
-/// `entries` holds each policy's together, as [`crate::policy::Compiled::v4`] gives them.
-fn by_policy(
-    entries: impl Iterator<Item = (KeyV4, RuleValue)>,
-    mut each: impl FnMut(u32, &mut Vec<(u32, u8, u32)>),
-) {
-    let mut policy: Vec<(u32, u8, u32)> = Vec::new();
-    let mut current: Option<u32> = None;
-    for (key, value) in entries {
-        let data = key.data();
-        let id = u32::from_be_bytes(data.policy) & 0x00ff_ffff;
-        if let Some(c) = current
-            && c != id
-        {
-            each(c, &mut policy);
-            policy.clear();
+/// One policy's tables, built from its prefixes in address order with one chunk open
+/// per level: `open[k]` covers the block of the address's first `k` bytes.
+struct Builder {
+    open: [Option<(u32, u32, TableChunk)>; 4],
+    next: u32,
+}
+
+impl Builder {
+    /// A builder whose chunks are numbered from `first` on (its root first).
+    fn new(first: u32) -> Builder {
+        Builder {
+            open: [Some((first, 0, [0; TABLE_CHUNK_LEN])), None, None, None],
+            next: first + 1,
         }
-        current = Some(id);
-        let len = (key.prefix_len() - POLICY_KEY_BITS) as u8;
-        policy.push((u32::from_be_bytes(data.addr), len, leaf_of(&value)));
     }
-    if let Some(id) = current {
-        each(id, &mut policy);
+
+    fn root(&self) -> u32 {
+        self.open[0]
+            .as_ref()
+            .expect("the root is open until closed")
+            .0
+    }
+
+    fn add<E>(
+        &mut self,
+        addr: u32,
+        len: u8,
+        leaf: u32,
+        put: &mut impl FnMut(u32, &TableChunk) -> Result<(), E>,
+    ) -> Result<(), E> {
+        // Blocks the entries have moved past are complete: deepest first.
+        for level in (1..4).rev() {
+            if let Some((index, block, chunk)) = &self.open[level]
+                && *block != addr >> (32 - 8 * level as u32)
+            {
+                put(*index, chunk)?;
+                self.open[level] = None;
+            }
+        }
+        let len = u32::from(len);
+        for level in 0..4 {
+            let end = 8 * (level as u32 + 1);
+            let at = ((addr >> (32 - end)) & 0xff) as usize;
+            let (_, _, chunk) = self.open[level].as_mut().expect("open on the way down");
+            if len <= end {
+                // A range no chunk hangs in yet: only a longer prefix, later, makes one.
+                chunk[at..at + (1usize << (end - len))].fill(leaf);
+                return Ok(());
+            }
+            let entry = chunk[at];
+            if let TableEntry::Chunk(_) = TableEntry::from_raw(entry) {
+                // The open chunk of the next level is this entry's (address order).
+                continue;
+            }
+            let index = self.next;
+            self.next += 1;
+            chunk[at] = TABLE_CHUNK | index;
+            // Leaf pushing: the new chunk starts as the leaf it replaces.
+            self.open[level + 1] = Some((index, addr >> (32 - end), [entry; TABLE_CHUNK_LEN]));
+        }
+        unreachable!("a prefix of at most 32 bits ends by the fourth level")
+    }
+
+    /// Puts every chunk still open, deepest first; returns the next free chunk.
+    fn close<E>(
+        mut self,
+        put: &mut impl FnMut(u32, &TableChunk) -> Result<(), E>,
+    ) -> Result<u32, E> {
+        for level in (0..4).rev() {
+            if let Some((index, _, chunk)) = self.open[level].take() {
+                put(index, &chunk)?;
+            }
+        }
+        Ok(self.next)
     }
 }
 
@@ -222,137 +348,25 @@ fn leaf_of(v: &RuleValue) -> u32 {
     TableEntry::leaf(v.action == ACTION_ALLOW, rule)
 }
 
-/// Chunks one policy's tables take: its root, and one per distinct /8, /16 and /24
-/// holding a longer prefix.
-fn chunks_needed(policy: &[(u32, u8, u32)]) -> u32 {
-    let mut total = 1;
-    for (level_bits, shift) in [(8u8, 24u32), (16, 16), (24, 8)] {
-        let mut under: Vec<u32> = policy
-            .iter()
-            .filter(|(_, len, _)| *len > level_bits)
-            .map(|(addr, _, _)| addr >> shift)
-            .collect();
-        under.sort_unstable();
-        under.dedup();
-        total += under.len() as u32;
-    }
-    total
-}
-
-/// Paints one policy's prefixes into `half` (chunk `i` of it is chunk `base + i` of
-/// the array) from chunk `*used` on; returns its root's index in the array.
-fn paint(half: &mut [TableChunk], base: u32, used: &mut u32, policy: &mut [(u32, u8, u32)]) -> u32 {
-    let mut alloc = |half: &mut [TableChunk], fill: u32| {
-        let i = *used;
-        *used += 1;
-        half[i as usize].fill(fill);
-        base + i
-    };
-    let root = alloc(half, 0);
-    // Shortest first: a longer prefix then overwrites the part of a shorter one it
-    // covers, and a chunk made under a leaf starts as copies of it (leaf pushing). A
-    // range filled at one level never holds a chunk yet: only longer prefixes make them.
-    policy.sort_by_key(|&(_, len, _)| len);
-    for &(addr, len, leaf) in policy.iter() {
-        let mut chunk = root;
-        for level in 0u32..4 {
-            let end = 8 * (level + 1);
-            let at = ((addr >> (24 - 8 * level)) & 0xff) as usize;
-            if u32::from(len) <= end {
-                let span = 1usize << (end - u32::from(len));
-                half[(chunk - base) as usize][at..at + span].fill(leaf);
-                break;
-            }
-            let entry = half[(chunk - base) as usize][at];
-            chunk = match TableEntry::from_raw(entry) {
-                TableEntry::Chunk(next) => next,
-                _ => {
-                    let next = alloc(half, entry);
-                    half[(chunk - base) as usize][at] = TABLE_CHUNK | next;
-                    next
-                }
-            };
-        }
-    }
-    root
-}
-
-/// `RES_TABLE_V4` mapped into the agent, unmapped on drop.
-struct Mapping {
-    ptr: NonNull<TableChunk>,
-    chunks: usize,
-}
-
-impl Mapping {
-    fn new(map: &MapData, chunks: usize) -> Result<Mapping, TableError> {
-        let len = chunks * size_of::<TableChunk>();
-        // SAFETY: a fresh shared mapping of the map's file descriptor, `len` bytes:
-        // the array's values, which the kernel lays out back to back (1 KiB each).
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(TableError::Map(std::io::Error::last_os_error()));
-        }
-        Ok(Mapping {
-            ptr: NonNull::new(ptr.cast()).ok_or_else(|| {
-                TableError::Map(std::io::Error::other("mmap returned a null pointer"))
-            })?,
-            chunks,
-        })
-    }
-
-    /// The chunks of generation slot `slot`.
-    fn half(&mut self, slot: u32, per_slot: usize) -> &mut [TableChunk] {
-        // SAFETY: the mapping holds `chunks` = 2 * per_slot chunks; programs read only
-        // the other slot's half while this one is written (the slot is idle).
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.ptr.as_ptr().add(slot as usize * per_slot),
-                per_slot.min(self.chunks),
-            )
-        }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, of that length.
-        unsafe {
-            libc::munmap(
-                self.ptr.as_ptr().cast(),
-                self.chunks * size_of::<TableChunk>(),
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use residency_common::TABLE_CHUNK_LEN;
+    use residency_common::RuleKeyV4;
 
     /// The tables' answer for `a`, as the kernel walks them.
-    fn walk(chunks: &[TableChunk], root: u32, a: u32) -> u32 {
+    fn walk(chunks: &BTreeMap<u32, TableChunk>, root: u32, a: u32) -> u32 {
         let mut entry = TABLE_CHUNK | root;
         for shift in [24, 16, 8, 0] {
             let TableEntry::Chunk(c) = TableEntry::from_raw(entry) else {
                 break;
             };
-            entry = chunks[c as usize][((a >> shift) & 0xff) as usize];
+            entry = chunks[&c][((a >> shift) & 0xff) as usize];
         }
         entry
     }
 
     /// The longest prefix's leaf, the slow way.
-    fn longest(prefixes: &[(u32, u8, u32)], a: u32) -> u32 {
+    fn longest(prefixes: &[(u32, u8, RuleValue)], a: u32) -> u32 {
         prefixes
             .iter()
             .filter(|(p, len, _)| {
@@ -360,7 +374,17 @@ mod tests {
                 a & mask == *p
             })
             .max_by_key(|(_, len, _)| *len)
-            .map_or(0, |(_, _, leaf)| *leaf)
+            .map_or(0, |(_, _, v)| leaf_of(v))
+    }
+
+    fn key(id: u32, addr: u32, len: u8) -> KeyV4 {
+        KeyV4::new(
+            POLICY_KEY_BITS + u32::from(len),
+            RuleKeyV4 {
+                policy: residency_common::scope(1, id),
+                addr: addr.to_be_bytes(),
+            },
+        )
     }
 
     #[test]
@@ -373,38 +397,73 @@ mod tests {
             rng
         };
         for round in 0..20 {
-            let mut prefixes: Vec<(u32, u8, u32)> = Vec::new();
-            for i in 0..200 {
-                let len = (next() % 33) as u8;
-                // Clustered, so prefixes nest: a few /8s only.
-                let addr = ((next() % 4) as u32) << 24 | (next() as u32 & 0x00ff_ffff);
-                let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-                let leaf = TableEntry::leaf(i % 3 != 0, i);
-                prefixes.push((addr & mask, len, leaf));
+            // Two policies, clustered in a few /8s so that prefixes nest.
+            let mut policies: Vec<Vec<(u32, u8, RuleValue)>> = Vec::new();
+            for _ in 0..2 {
+                let mut prefixes = Vec::new();
+                for i in 0..200 {
+                    let len = (next() % 33) as u8;
+                    let addr = ((next() % 4) as u32) << 24 | (next() as u32 & 0x00ff_ffff);
+                    let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+                    let value = RuleValue {
+                        action: [ACTION_ALLOW, 2, ACTION_NONE][i % 3],
+                        rule: i as u32,
+                        ports_start: 0,
+                        ports_len: u32::from(i % 7 == 0),
+                    };
+                    prefixes.push((addr & mask, len, value));
+                }
+                // One entry per prefix, in address order, as the trie holds them.
+                prefixes.sort_by_key(|&(a, l, _)| (a, l));
+                prefixes.dedup_by_key(|&mut (a, l, _)| (a, l));
+                policies.push(prefixes);
             }
-            // One entry per prefix, as the trie holds them.
-            prefixes.sort_by_key(|&(a, l, _)| (a, l));
-            prefixes.dedup_by_key(|&mut (a, l, _)| (a, l));
-            let need = chunks_needed(&prefixes);
-            let mut half = vec![[0u32; TABLE_CHUNK_LEN]; need as usize];
-            let mut used = 0;
-            let mut sorted = prefixes.clone();
-            let root = paint(&mut half, 0, &mut used, &mut sorted);
-            assert_eq!(used, need, "round {round}: chunks counted and used");
-            for _ in 0..2000 {
-                let a = ((next() % 5) as u32) << 24 | (next() as u32 & 0x00ff_ffff);
-                assert_eq!(
-                    walk(&half, root, a),
-                    longest(&prefixes, a),
-                    "round {round}, {a:#x}"
-                );
-            }
-            for &(p, len, _) in &prefixes {
-                let last = p | u32::MAX.checked_shr(u32::from(len)).unwrap_or(0);
-                for a in [p, last, p.wrapping_sub(1), last.wrapping_add(1)] {
-                    assert_eq!(walk(&half, root, a), longest(&prefixes, a), "round {round}");
+            let entries = || {
+                policies.iter().enumerate().flat_map(|(id, p)| {
+                    p.iter()
+                        .map(move |&(a, l, v)| (key(id as u32 + 3, a, l), v))
+                })
+            };
+            let needed: u32 = needs(entries()).iter().map(|(_, n)| n).sum();
+            let mut chunks = BTreeMap::new();
+            let (roots, written) = lay_out(entries, needed, 100, |i, c| {
+                assert!(chunks.insert(i, *c).is_none(), "chunk {i} put twice");
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            assert_eq!(
+                written.chunks, needed,
+                "round {round}: chunks counted and put"
+            );
+            assert_eq!(chunks.len() as u32, needed);
+            assert_eq!(written.policies, 2);
+            for (id, prefixes) in policies.iter().enumerate() {
+                let root = roots[&(id as u32 + 3)] - 1;
+                for _ in 0..2000 {
+                    let a = ((next() % 5) as u32) << 24 | (next() as u32 & 0x00ff_ffff);
+                    assert_eq!(
+                        walk(&chunks, root, a),
+                        longest(prefixes, a),
+                        "round {round}, {a:#x}"
+                    );
+                }
+                for &(p, len, _) in prefixes {
+                    let last = p | u32::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+                    for a in [p, last, p.wrapping_sub(1), last.wrapping_add(1)] {
+                        assert_eq!(
+                            walk(&chunks, root, a),
+                            longest(prefixes, a),
+                            "round {round}"
+                        );
+                    }
                 }
             }
+            // One chunk short: the second policy no longer fits, the first still does.
+            let (roots, written) =
+                lay_out(entries, needed - 1, 0, |_, _| Ok::<(), ()>(())).unwrap();
+            assert_eq!(roots.keys().copied().collect::<Vec<_>>(), vec![3]);
+            assert_eq!(written.skipped.len(), 1);
+            assert_eq!(without_room(entries(), needed - 1), written.skipped);
         }
     }
 

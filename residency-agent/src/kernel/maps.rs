@@ -52,14 +52,7 @@ impl Loaded {
             })?,
             capacity: self.capacity,
             tables: crate::generations::TableMaps::new(
-                match self.ebpf.take_map(maps::TABLE_V4) {
-                    Some(aya::maps::Map::Array(m)) => m,
-                    _ => {
-                        return Err(BpfError::MissingMap {
-                            name: maps::TABLE_V4,
-                        });
-                    }
-                },
+                take(&mut self.ebpf, maps::TABLE_V4)?,
                 take(&mut self.ebpf, maps::TABLE_ROOTS)?,
                 self.table_chunks,
             ),

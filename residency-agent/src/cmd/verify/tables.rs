@@ -1,6 +1,6 @@
 //! The IPv4 lookup tables of the version in force against the config's: the agent lays
-//! a version's tables out deterministically (policy after policy, each shortest prefix
-//! first: `generations::lay_out`), so laying the config's entries out again in memory
+//! a version's tables out deterministically (policy after policy, each in address
+//! order: `generations::lay_out`), so laying the config's entries out again in memory
 //! gives the kernel's chunks exactly, and every root of the slot. A difference names
 //! the policy whose tables it is in.
 
@@ -22,8 +22,16 @@ pub fn compare(
 ) -> anyhow::Result<()> {
     let per_slot = chunks.len() / residency_common::GENERATION_SLOTS;
     let base = slot * per_slot;
-    let mut half = vec![[0u32; TABLE_CHUNK_LEN]; per_slot as usize];
-    let (want, written) = lay_out(rules.v4.iter().copied(), per_slot, base, &mut half);
+    let mut laid: BTreeMap<u32, TableChunk> = BTreeMap::new();
+    let (want, written) = lay_out(
+        || rules.v4.iter().copied(),
+        per_slot,
+        base,
+        |i, c| {
+            laid.insert(i, *c);
+            Ok::<(), std::convert::Infallible>(())
+        },
+    )?;
     let mut have = BTreeMap::new();
     for id in 0..MAX_POLICIES {
         let root = roots.get(&(slot * MAX_POLICIES + id), 0)?;
@@ -57,7 +65,7 @@ pub fn compare(
         let mut first = None;
         for c in start..end {
             let kernel = chunks.get(&(base + c), 0)?;
-            let config = &half[c as usize];
+            let config = &laid[&(base + c)];
             if kernel != *config {
                 differing += 1;
                 if first.is_none() {
