@@ -1,7 +1,7 @@
 //! The verdict for one destination under one policy: the most specific matching prefix
-//! of the policy's trie (for IPv4, its lookup tables first: `table.rs`) decides, through its port rules first (its own, then those it
-//! inherits from wider prefixes; the agent flattens them), then its default. No
-//! matching prefix means not allowed.
+//! of the policy's trie (for IPv4, its lookup tables first: `table.rs`) decides,
+//! through its port rules first (its own, then those it inherits from wider prefixes;
+//! the agent flattens them), then its default. No matching prefix means not allowed.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use residency_common::{

@@ -348,6 +348,10 @@ fn kill_9_keeps_enforcing_and_a_restart_takes_over_without_a_window() {
         residency_tests::PROGRAMS,
         "one link per program: the old instance was retired"
     );
+    // The adopted state, the IPv4 lookup tables included (their roots cleared at the
+    // takeover, then written by the new agent), is exactly the new version.
+    let (ok, out) = sb.verify(&bin, &cfg);
+    assert!(ok, "{out}");
 }
 
 #[test]

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use aya::maps::{Array, MapData, MapError};
 use residency_common::{
     ACTION_ALLOW, ACTION_NONE, MAX_POLICIES, POLICY_KEY_BITS, RULE_NONE, RuleValue, TABLE_ASK_TRIE,
-    TABLE_CHUNK, TABLE_CHUNK_LEN, TableChunk, TableEntry,
+    TABLE_CHUNK, TABLE_CHUNK_LEN, TABLE_ROOTS_LEN, TableChunk, TableEntry,
 };
 
 use crate::policy::KeyV4;
@@ -56,19 +56,24 @@ pub enum TableError {
 }
 
 impl TableMaps {
+    /// Takes over the maps and clears every root: tables adopted from an earlier
+    /// agent are never trusted (an older agent in between, one without tables, may
+    /// have swapped other versions in under them), so until this agent's first
+    /// version the trie judges alone.
     pub fn new(
         chunks: Array<MapData, TableChunk>,
-        roots: Array<MapData, u32>,
+        mut roots: Array<MapData, u32>,
         per_slot: u32,
-    ) -> TableMaps {
-        TableMaps {
+    ) -> Result<TableMaps, MapError> {
+        for i in 0..TABLE_ROOTS_LEN {
+            roots.set(i, 0, 0)?;
+        }
+        Ok(TableMaps {
             chunks,
             roots,
             per_slot,
-            // Unknown at first (maps adopted from an earlier agent hold its roots): the
-            // first version written in each slot clears every other id.
-            rooted: [0, 1].map(|_| (0..MAX_POLICIES).collect()),
-        }
+            rooted: [Vec::new(), Vec::new()],
+        })
     }
 
     /// Chunks per generation slot.

@@ -224,8 +224,8 @@ const PINNED_MAPS: &[&str] = &[
     maps::RATE,
     maps::PORTS,
     maps::INTERFACES,
-    // The version in force's tables, which its program reads: adopted with it, and
-    // read by `verify`.
+    // The IPv4 lookup tables, for `verify` to read. An adopting agent clears their
+    // roots before its first version (`TableMaps::new`): the trie judges meanwhile.
     maps::TABLE_V4,
     maps::TABLE_ROOTS,
 ];

@@ -55,7 +55,11 @@ impl Loaded {
                 take(&mut self.ebpf, maps::TABLE_V4)?,
                 take(&mut self.ebpf, maps::TABLE_ROOTS)?,
                 self.table_chunks,
-            ),
+            )
+            .map_err(|source| BpfError::Map {
+                name: maps::TABLE_ROOTS,
+                source,
+            })?,
         })
     }
 
