@@ -150,8 +150,8 @@ impl Generations {
         // The two tries are two maps with a lock each: written side by side, a large
         // version (a country database's 100,000s of prefixes per family) takes about
         // half the time.
-        // The IPv4 lookup tables are built and written beside them (memory writes,
-        // no lock).
+        // The IPv4 lookup tables (an array map of their own) are laid out and written
+        // on a third thread.
         let (v4, v6) = (&mut self.maps.rules_v4, &mut self.maps.rules_v6);
         let tables = &mut self.maps.tables;
         let (t4, t6) = rules.counts();

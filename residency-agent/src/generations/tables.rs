@@ -91,6 +91,11 @@ impl TableMaps {
         slot: u32,
         entries: impl Fn() -> I,
     ) -> Result<TablesWritten, TableError> {
+        if self.per_slot == 0 {
+            // Turned off: no policy is left without tables it was meant to have.
+            self.write_roots(slot, &BTreeMap::new())?;
+            return Ok(TablesWritten::default());
+        }
         let chunks = &mut self.chunks;
         let laid = lay_out(
             entries,

@@ -5,9 +5,9 @@
 //! every policy (prefix, action, deciding rule, and its protocol/port rules resolved
 //! from the port table), every cgroup binding (policy, mode, flags), every interface
 //! a policy names, and the IPv4 lookup tables chunk by chunk; then checks that every
-//! configured cgroup that exists has each
-//! program attached through a pinned link the kernel still holds. Each difference is
-//! one line a user can act on; any difference makes the exit status non-zero.
+//! configured cgroup that exists has each program attached through a pinned link the
+//! kernel still holds. Each difference is one line a user can act on; any difference
+//! makes the exit status non-zero.
 //!
 //! Policies are matched by name through the pinned names map the agent writes with
 //! each version (`kernel::names`): ids are the agent's own. Then the live egress
