@@ -20,11 +20,11 @@ use aya::{
         Array,
         lpm_trie::{Key, LpmTrie},
     },
-    programs::{CgroupSkb, TestRun as _, TestRunOptions},
+    programs::CgroupSkb,
 };
 use residency_tests::random::Rng;
 
-use crate::{empty::EmptyProgram, geoip, options::Options, prefixes, stats};
+use crate::{empty::EmptyProgram, geoip, options::Options, prefixes, stats, testrun::test_run};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lookup"));
 
@@ -308,15 +308,6 @@ fn frame(dst: u32) -> Vec<u8> {
         5201,
         64,
     )
-}
-
-/// One `BPF_PROG_TEST_RUN`: the verdict, and the mean ns per run.
-fn test_run(prog: &CgroupSkb, packet: &[u8], repeat: u32) -> anyhow::Result<(u32, u64)> {
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(packet);
-    opts.repeat = repeat;
-    let result = prog.test_run(opts).context("BPF_PROG_TEST_RUN")?;
-    Ok((result.return_value, result.duration.as_nanos() as u64))
 }
 
 /// The section's table.

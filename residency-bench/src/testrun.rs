@@ -158,7 +158,7 @@ fn measure(cases: &[(&str, &CgroupSkb, &[u8], u32)], args: &Args) -> anyhow::Res
 }
 
 /// One `BPF_PROG_TEST_RUN`: the verdict, and the mean ns per run.
-fn test_run(prog: &CgroupSkb, packet: &[u8], repeat: u32) -> anyhow::Result<(u32, u64)> {
+pub fn test_run(prog: &CgroupSkb, packet: &[u8], repeat: u32) -> anyhow::Result<(u32, u64)> {
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(packet);
     opts.repeat = repeat;
