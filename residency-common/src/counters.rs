@@ -82,7 +82,8 @@ pub enum Stat {
     /// An event was not emitted because its CPU's event rate limit was reached (the
     /// packet was still judged and counted).
     EventsRateLimited = 3,
-    /// Packets judged from the rule tries: not answered by
+    /// Packets judged from the policy (its IPv4 lookup tables, else the rule tries):
+    /// not answered by
     /// [`maps::VERDICTS`](crate::maps::VERDICTS) (a flow's first packet, or every
     /// packet with the cache off). Counted on the slow path so that the hot path
     /// writes nothing but the packet counter.
