@@ -63,6 +63,7 @@ impl Generations {
         }
 
         let mut w = Written {
+            slot: Some(next),
             rules: Some(WrittenRules {
                 config: config.clone(),
                 ids: id_list.clone(),

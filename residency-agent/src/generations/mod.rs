@@ -56,6 +56,8 @@ pub(crate) struct Written {
     interfaces: Vec<InterfaceKey>,
     /// Its IPv4 lookup tables (overwritten in place by the next version of the slot).
     tables: TablesWritten,
+    /// The slot it is in, whose table roots go with it.
+    slot: Option<u32>,
 }
 
 /// A version's trie entries as this agent wrote them: the first `v4` and `v6` entries
@@ -140,7 +142,10 @@ impl Generations {
     /// Every entry currently in `slot`.
     fn scan(&self, slot: u32) -> Result<Written, BpfError> {
         let top = |scope: [u8; 4]| u32::from(scope[0]);
-        let mut w = Written::default();
+        let mut w = Written {
+            slot: Some(slot),
+            ..Written::default()
+        };
         for k in self.maps.rules_v4.keys() {
             let k = k.map_err(|source| BpfError::Map {
                 name: maps::RULES_V4,
@@ -217,6 +222,14 @@ impl Generations {
         }
         for k in &w.interfaces {
             let _ = self.maps.interfaces.remove(k);
+        }
+        // An idle slot holds no table roots: a program of an agent that still reads
+        // tables (its links not yet replaced by an older agent's, say) must never find
+        // roots of a version no longer there.
+        if let Some(slot) = w.slot
+            && let Err(e) = self.maps.tables.clear(slot)
+        {
+            tracing::warn!("clearing the IPv4 table roots of slot {slot}: {e}");
         }
     }
 

@@ -115,26 +115,37 @@ impl TableMaps {
         }
     }
 
+    /// Clears every root of `slot` (its version deleted).
+    pub fn clear(&mut self, slot: u32) -> Result<(), TableError> {
+        self.write_roots(slot, &BTreeMap::new())
+    }
+
     /// Every root of `slot`: `roots` (id -> first chunk + 1), 0 for the ids the last
     /// version in this slot had and this one has not.
     fn write_roots(&mut self, slot: u32, roots: &BTreeMap<u32, u32>) -> Result<(), TableError> {
         let index = |id: u32| slot * MAX_POLICIES + id;
-        let stale: Vec<u32> = self.rooted[slot as usize]
+        let rooted = &mut self.rooted[slot as usize];
+        // Until every write below has succeeded, an id of either version may hold a
+        // root: a failure part way leaves them all to be cleared next time.
+        let stale: Vec<u32> = rooted
             .iter()
             .copied()
             .filter(|id| !roots.contains_key(id))
             .collect();
+        for &id in roots.keys() {
+            if !rooted.contains(&id) {
+                rooted.push(id);
+            }
+        }
         for id in stale {
             self.roots.set(index(id), 0, 0).map_err(TableError::Roots)?;
         }
-        self.rooted[slot as usize].clear();
         for (&id, &root) in roots {
-            // Recorded first: a failure part way still clears it next time.
-            self.rooted[slot as usize].push(id);
             self.roots
                 .set(index(id), root, 0)
                 .map_err(TableError::Roots)?;
         }
+        self.rooted[slot as usize] = roots.keys().copied().collect();
         Ok(())
     }
 }
@@ -206,7 +217,10 @@ fn parts(key: &KeyV4) -> (u32, u32, u8) {
     (
         u32::from_be_bytes(data.policy) & 0x00ff_ffff,
         u32::from_be_bytes(data.addr),
-        (key.prefix_len() - POLICY_KEY_BITS) as u8,
+        // A length beyond /32 (never compiled) is refused by `needs`.
+        key.prefix_len()
+            .saturating_sub(POLICY_KEY_BITS)
+            .min(u32::from(u8::MAX)) as u8,
     )
 }
 
@@ -214,8 +228,9 @@ fn parts(key: &KeyV4) -> (u32, u32, u8) {
 /// one per distinct /8, /16 and /24 block holding a longer prefix (counted as the
 /// entries come in address order, so each block's prefixes are together).
 ///
-/// The layout relies on that order; a policy whose entries break it (which `compile`
-/// never gives) is reported as needing [`u32::MAX`] chunks, so it gets no tables.
+/// The layout relies on that order and on prefixes without host bits; a policy whose
+/// entries break either (which `compile` never gives) is reported as needing
+/// [`u32::MAX`] chunks, so it gets no tables.
 fn needs(entries: impl Iterator<Item = (KeyV4, RuleValue)>) -> Vec<(u32, u32)> {
     let mut out: Vec<(u32, u32)> = Vec::new();
     let mut last: [Option<u32>; 3] = [None; 3];
@@ -228,10 +243,11 @@ fn needs(entries: impl Iterator<Item = (KeyV4, RuleValue)>) -> Vec<(u32, u32)> {
             previous = None;
         }
         let need = &mut out.last_mut().expect("pushed").1;
-        let ordered = len <= 32 && previous.is_none_or(|p| p < (addr, len));
+        // Masked to its length (no host bits), and after the entry before it.
+        let masked = len <= 32 && addr & u32::MAX.checked_shr(u32::from(len)).unwrap_or(0) == 0;
+        let ordered = masked && previous.is_none_or(|p| p < (addr, len));
         previous = Some((addr, len));
         if !ordered || *need == u32::MAX {
-            debug_assert!(ordered, "IPv4 entries out of address order");
             *need = u32::MAX;
             continue;
         }

@@ -22,14 +22,18 @@ pub fn compare(
 ) -> anyhow::Result<()> {
     let per_slot = chunks.len() / residency_common::GENERATION_SLOTS;
     let base = slot * per_slot;
-    let mut laid: BTreeMap<u32, TableChunk> = BTreeMap::new();
+    // Compared as they are laid out, so that only the differences are kept.
+    let mut differing: Vec<(u32, usize, u32, u32)> = Vec::new();
     let (want, written) = lay_out(
         || rules.v4.iter().copied(),
         per_slot,
         base,
-        |i, c| {
-            laid.insert(i, *c);
-            Ok::<(), std::convert::Infallible>(())
+        |i, config: &TableChunk| {
+            let kernel = chunks.get(&i, 0)?;
+            if let Some(at) = (0..TABLE_CHUNK_LEN).find(|&e| kernel[e] != config[e]) {
+                differing.push((i, at, kernel[at], config[at]));
+            }
+            anyhow::Ok(())
         },
     )?;
     let mut have = BTreeMap::new();
@@ -57,32 +61,21 @@ pub fn compare(
         }
     }
     // Each policy's chunks run from its root to the next policy's.
-    let mut starts: Vec<(u32, u32)> = want.iter().map(|(id, r)| (r - 1 - base, *id)).collect();
+    let mut starts: Vec<(u32, u32)> = want.iter().map(|(id, r)| (r - 1, *id)).collect();
     starts.sort_unstable();
     for (i, &(start, id)) in starts.iter().enumerate() {
-        let end = starts.get(i + 1).map_or(written.chunks, |(s, _)| *s);
-        let mut differing = 0;
-        let mut first = None;
-        for c in start..end {
-            let kernel = chunks.get(&(base + c), 0)?;
-            let config = &laid[&(base + c)];
-            if kernel != *config {
-                differing += 1;
-                if first.is_none() {
-                    let at = (0..TABLE_CHUNK_LEN)
-                        .find(|&e| kernel[e] != config[e])
-                        .expect("the chunks differ");
-                    first = Some((c, at, kernel[at], config[at]));
-                }
-            }
-        }
-        if let Some((c, at, k, w)) = first {
+        let end = starts.get(i + 1).map_or(base + written.chunks, |(s, _)| *s);
+        let mine: Vec<_> = differing
+            .iter()
+            .filter(|(c, ..)| (start..end).contains(c))
+            .collect();
+        if let Some((c, at, k, w)) = mine.first() {
             report.mismatches.push(format!(
-                "policy \"{}\": IPv4 lookup tables: {differing} of {} chunks differ from the \
-                 config's (first: chunk {}, entry {at}: kernel {k:#010x}, config {w:#010x})",
+                "policy \"{}\": IPv4 lookup tables: {} of {} chunks differ from the \
+                 config's (first: chunk {c}, entry {at}: kernel {k:#010x}, config {w:#010x})",
                 name_of(id),
+                mine.len(),
                 end - start,
-                base + c
             ));
         }
     }
