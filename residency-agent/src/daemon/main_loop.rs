@@ -177,8 +177,10 @@ async fn run_loop(
         }
     }
     // inotify drives rescans; the tick backs it up: every second it looks only at what
-    // is awaited (missing cgroups, a failed attach), every tenth second it re-resolves
-    // everything, so idle cost does not grow with thousands of bound cgroups.
+    // is awaited (missing cgroups, a failed attach), every thirtieth second it
+    // re-resolves everything, so idle cost stays small with thousands of bound cgroups
+    // (a full pass over 10,000 took about 0.1 s in a release build, 0.26 s in a debug
+    // one, on the 2-core test VM).
     let mut rescan = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut ticks: u64 = 0;
     let node = daemon.node.clone();
@@ -263,7 +265,7 @@ async fn run_loop(
 
 /// Ticks (seconds) between full re-resolutions of every configured cgroup when
 /// inotify reports nothing.
-const FULL_RESCAN_EVERY: u64 = 10;
+const FULL_RESCAN_EVERY: u64 = 30;
 
 /// Stopping on a signal: fine while the pins are on a bpffs (they keep enforcing);
 /// an error while their mount is lost, since this exit ends enforcement, so that the
