@@ -68,36 +68,55 @@ fn eu_ranges(path: &Path) -> anyhow::Result<Vec<String>> {
 /// into the fewest aligned blocks), for the datapath, where residency and nftables take
 /// the same prefix list.
 pub fn eu_ipv4_cidrs() -> anyhow::Result<Vec<String>> {
-    let (v4_csv, _) = geoip::csv();
+    eu_cidrs(false)
+}
+
+/// The same for IPv6 (`v6`) or IPv4.
+pub fn eu_cidrs(v6: bool) -> anyhow::Result<Vec<String>> {
+    let (v4_csv, v6_csv) = geoip::csv();
+    let csv = if v6 { v6_csv } else { v4_csv };
     let mut out = Vec::new();
-    for line in eu_ranges(&v4_csv)? {
+    for line in eu_ranges(&csv)? {
         let mut c = line.split(',');
         let (Some(lo), Some(hi)) = (c.next(), c.next()) else {
-            bail!("{}: malformed line {line}", v4_csv.display());
+            bail!("{}: malformed line {line}", csv.display());
         };
-        let parse = |a: &str| {
-            a.parse::<std::net::Ipv4Addr>()
-                .with_context(|| format!("{}: {a} in {line}", v4_csv.display()))
+        let parse = |a: &str| -> anyhow::Result<u128> {
+            let ip = a
+                .parse::<std::net::IpAddr>()
+                .with_context(|| format!("{}: {a} in {line}", csv.display()))?;
+            Ok(match ip {
+                std::net::IpAddr::V4(a) if !v6 => u128::from(u32::from(a)),
+                std::net::IpAddr::V6(a) if v6 => u128::from(a),
+                _ => bail!("{}: {a} of the other family in {line}", csv.display()),
+            })
         };
-        cidrs_of(u32::from(parse(lo)?), u32::from(parse(hi)?), &mut out);
+        cidrs_of(parse(lo)?, parse(hi)?, if v6 { 128 } else { 32 }, &mut out);
     }
     Ok(out)
 }
 
-/// The aligned blocks covering `lo..=hi`, largest first at each step.
-fn cidrs_of(lo: u32, hi: u32, out: &mut Vec<String>) {
-    let (mut start, end) = (u64::from(lo), u64::from(hi));
-    while start <= end {
-        let mut bits = start.trailing_zeros().min(32);
-        while start + (1u64 << bits) - 1 > end {
+/// The aligned blocks covering `lo..=hi` of a `width`-bit space, largest first at
+/// each step.
+fn cidrs_of(lo: u128, hi: u128, width: u32, out: &mut Vec<String>) {
+    let mut start = lo;
+    loop {
+        let mut bits = start.trailing_zeros().min(width).min(127);
+        while bits > 0 && hi - start < (1u128 << bits) - 1 {
             bits -= 1;
         }
-        out.push(format!(
-            "{}/{}",
-            std::net::Ipv4Addr::from(start as u32),
-            32 - bits
-        ));
-        start += 1u64 << bits;
+        let addr = if width == 32 {
+            std::net::IpAddr::from(std::net::Ipv4Addr::from(start as u32))
+        } else {
+            std::net::IpAddr::from(std::net::Ipv6Addr::from(start))
+        };
+        out.push(format!("{addr}/{}", width - bits));
+        // The block's last address; the range ends with it at the space's top.
+        let last = start + ((1u128 << bits) - 1);
+        if last >= hi {
+            break;
+        }
+        start = last + 1;
     }
 }
 
@@ -296,16 +315,31 @@ mod tests {
     #[test]
     fn ranges_become_the_fewest_aligned_blocks() {
         let mut out = Vec::new();
-        cidrs_of(0x0A00_0001, 0x0A00_0006, &mut out);
+        cidrs_of(0x0A00_0001, 0x0A00_0006, 32, &mut out);
         assert_eq!(
             out,
             ["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"]
         );
         out.clear();
-        cidrs_of(0, u32::MAX, &mut out);
+        cidrs_of(0, u128::from(u32::MAX), 32, &mut out);
         assert_eq!(out, ["0.0.0.0/0"]);
         out.clear();
-        cidrs_of(0xC0A8_0000, 0xC0A8_FFFF, &mut out);
+        cidrs_of(0xC0A8_0000, 0xC0A8_FFFF, 32, &mut out);
         assert_eq!(out, ["192.168.0.0/16"]);
+        out.clear();
+        let a = |s: &str| u128::from(s.parse::<std::net::Ipv6Addr>().unwrap());
+        cidrs_of(
+            a("2001:db8::"),
+            a("2001:db8:1:ffff:ffff:ffff:ffff:ffff"),
+            128,
+            &mut out,
+        );
+        assert_eq!(out, ["2001:db8::/47"]);
+        out.clear();
+        cidrs_of(a("2001:db8::1"), a("2001:db8::2"), 128, &mut out);
+        assert_eq!(out, ["2001:db8::1/128", "2001:db8::2/128"]);
+        out.clear();
+        cidrs_of(a("ff00::"), u128::MAX, 128, &mut out);
+        assert_eq!(out, ["ff00::/8"]);
     }
 }

@@ -5,7 +5,7 @@
 //! a fresh process in a cgroup of its own (it fills the maps through the agent's own
 //! config and generation code); this file feeds it and reads its JSON.
 
-use std::{path::Path, process::Command};
+use std::{net::IpAddr, path::Path, process::Command};
 
 use anyhow::{Context as _, bail};
 use residency_tests::{join_cgroup, stdout_of};
@@ -24,6 +24,8 @@ pub const SIZES: [usize; 5] = [10, 1_000, 10_000, 100_000, 1_000_000];
 pub struct Row {
     pub family: u8,
     pub prefixes: usize,
+    /// The EU-27 of GeoLite2 rather than a synthetic set.
+    pub eu27: bool,
     /// Levels between the bound cgroup and the socket's (0: the socket's own is bound).
     pub below: u32,
     /// ns per run of each trial: empty program, hit, miss.
@@ -51,13 +53,55 @@ pub fn run(sb: &Bench, helper: &Path, opts: &Options) -> anyhow::Result<Vec<Row>
     let mut rows = Vec::new();
     for family in [4u8, 6] {
         for n in SIZES {
-            rows.push(measure_set(sb, helper, opts, family, n, 0)?);
+            let set = if family == 4 {
+                prefixes::ipv4(n)
+            } else {
+                prefixes::ipv6(n)
+            };
+            rows.push(measure_set(sb, helper, opts, family, &set, 0)?);
         }
     }
     // A container's socket: its cgroup four levels below the bound one (a pod's), as
     // under the kubelet (pod slice, container scope, and what runtimes nest below).
-    rows.push(measure_set(sb, helper, opts, 4, 100_000, BELOW)?);
+    rows.push(measure_set(
+        sb,
+        helper,
+        opts,
+        4,
+        &prefixes::ipv4(100_000),
+        BELOW,
+    )?);
+    // A real allowlist, each family: the EU-27 of GeoLite2 (section 6's).
+    for family in [4u8, 6] {
+        let set = eu27(family == 6)?;
+        let mut row = measure_set(sb, helper, opts, family, &set, 0)?;
+        row.eu27 = true;
+        rows.push(row);
+    }
     Ok(rows)
+}
+
+/// The EU-27's prefixes of one family, hit in the middle one, missed in the
+/// benchmark ranges (no country's).
+fn eu27(v6: bool) -> anyhow::Result<prefixes::PrefixSet> {
+    let cidrs = crate::geoip::eu_cidrs(v6)?;
+    let middle = &cidrs[cidrs.len() / 2];
+    let first: IpAddr = middle
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .context("a prefix of the set")?;
+    // Its second address: every prefix here holds one unless a host's.
+    let hit = match first {
+        IpAddr::V4(a) => IpAddr::from(std::net::Ipv4Addr::from(u32::from(a) | 1)),
+        IpAddr::V6(a) => IpAddr::from(std::net::Ipv6Addr::from(u128::from(a) | 1)),
+    };
+    let miss: IpAddr = if v6 {
+        "2001:db8:ffff::2".parse()?
+    } else {
+        "198.18.255.2".parse()?
+    };
+    Ok(prefixes::PrefixSet { cidrs, hit, miss })
 }
 
 /// Levels between the bound cgroup and the socket's in the nested row.
@@ -70,15 +114,11 @@ fn measure_set(
     helper: &Path,
     opts: &Options,
     family: u8,
-    n: usize,
+    set: &prefixes::PrefixSet,
     below: u32,
 ) -> anyhow::Result<Row> {
+    let n = set.cidrs.len();
     eprintln!("bench: program cost, IPv{family}, {n} prefixes, {below} levels below");
-    let set = if family == 4 {
-        prefixes::ipv4(n)
-    } else {
-        prefixes::ipv6(n)
-    };
     let config = sb.dir.join(format!("program-v{family}-{n}.toml"));
     let setup = AgentSetup {
         name: "program",
@@ -113,9 +153,14 @@ fn measure_set(
         row.below = below;
         Ok(row)
     };
-    // Room for the IPv4 lookup tables of every set here (the synthetic 1M spreads over
-    // 166,000 chunks; a country's set needs about 16,500, within the default).
-    let text = text.replacen("[agent]\n", "[agent]\nipv4_table_chunks = 262144\n", 1);
+    // Room for the lookup tables of every set here but the synthetic IPv6 1M (the
+    // synthetic IPv4 1M spreads over 166,000 chunks; a country's set needs about
+    // 16,500 a family, within the default).
+    let text = text.replacen(
+        "[agent]\n",
+        "[agent]\nipv4_table_chunks = 262144\nipv6_table_chunks = 524288\n",
+        1,
+    );
     let mut row = measure(&text)?;
     let cold = measure(&text.replacen("[agent]\n", "[agent]\nverdict_cache = false\n", 1))?;
     row.hit_cold = cold.hit;
@@ -146,6 +191,7 @@ fn parse(family: u8, prefixes: usize, out: &str) -> anyhow::Result<Row> {
     let mut row = Row {
         family,
         prefixes,
+        eu27: false,
         below: 0,
         empty: Vec::new(),
         hit: Vec::new(),

@@ -70,7 +70,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     ensure!(!config.policies.is_empty(), "the config has no policy");
 
     let mut loaded =
-        kernel::load_private_with(config.agent.rule_capacity, config.agent.ipv4_table_chunks)?;
+        kernel::load_private_tables(config.agent.rule_capacity, config.agent.table_chunks())?;
     loaded.configure(&config)?;
     let bound = [kernel::bind_own_cgroup(0)?];
     let mut generations = Generations::new(loaded.take_policy_maps()?)?;

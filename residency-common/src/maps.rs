@@ -58,3 +58,7 @@ pub const NETNS_ASKS: &str = "RES_NETNS_ASKS";
 pub const TABLE_V4: &str = "RES_TABLE_V4";
 /// Per slot and policy id: its first-level chunk + 1, or 0 (`table.rs`).
 pub const TABLE_ROOTS: &str = "RES_TABLE_ROOTS";
+/// IPv6 lookup tables: chunks of both generation slots (`table.rs`).
+pub const TABLE_V6: &str = "RES_TABLE_V6";
+/// The IPv6 tables' roots, as [`TABLE_ROOTS`] for IPv4.
+pub const TABLE_ROOTS_V6: &str = "RES_TABLE_ROOTS_V6";

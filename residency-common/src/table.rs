@@ -1,26 +1,33 @@
-//! The IPv4 lookup tables: each policy's IPv4 prefixes of one generation slot, also
-//! written as leaf-pushed multibit tables of 8 bits per level in BPF arrays, so that a
-//! first packet finds its prefix's verdict in at most four array reads instead of an
-//! LPM trie walk (BENCHMARKS.md, section 1b: ~5 ns against ~95 ns at 100k prefixes).
+//! The lookup tables: each policy's prefixes of one generation slot, also written as
+//! leaf-pushed multibit tables of 8 bits per level in BPF arrays, so that a first
+//! packet finds its prefix's verdict in a few array reads instead of an LPM trie walk
+//! (BENCHMARKS.md, section 1b: ~5 ns against ~95 ns at 100k IPv4 prefixes). IPv4 takes
+//! at most four levels; IPv6 at most eight, its first 64 bits: a prefix longer than
+//! /64 (never in a country's set) makes its /64 "ask the trie".
 //!
 //! The trie stays the policy: every prefix is written there too, and the tables only
 //! answer what needs no more than a prefix's default (an entry with port rules says
 //! "ask the trie"). A policy whose tables do not fit, or a slot the agent wrote no
 //! tables for, has no root, and its packets are judged by the trie alone.
 //!
-//! [`maps::TABLE_V4`](crate::maps::TABLE_V4) holds chunks of [`TABLE_CHUNK_LEN`]
-//! entries, the first half for generation slot 0 and the second for slot 1;
-//! [`maps::TABLE_ROOTS`](crate::maps::TABLE_ROOTS) holds, per slot and policy id, the
-//! index of the policy's first-level chunk plus one (0: no tables). An entry of a
-//! chunk is one `u32` ([`TableEntry`]).
+//! [`maps::TABLE_V4`](crate::maps::TABLE_V4) (and `TABLE_V6`) holds chunks of
+//! [`TABLE_CHUNK_LEN`] entries, the first half for generation slot 0 and the second
+//! for slot 1; [`maps::TABLE_ROOTS`](crate::maps::TABLE_ROOTS) (and `TABLE_ROOTS_V6`)
+//! holds, per slot and policy id, the index of the policy's first-level chunk plus one
+//! (0: no tables). An entry of a chunk is one `u32` ([`TableEntry`]).
 
 use crate::{MAX_POLICIES, RULE_NONE, RULE_SPECIAL_BASE};
 
 /// Entries per chunk: one level consumes 8 bits of the address.
 pub const TABLE_CHUNK_LEN: usize = 256;
-/// Default chunks per generation slot (`[agent] ipv4_table_chunks`): 20 MiB a slot,
-/// room for a country-sized allowlist (the EU-27's IPv4 set needs about 16,500).
+/// Default chunks per generation slot and family (`[agent] ipv4_table_chunks`,
+/// `ipv6_table_chunks`): 20 MiB a slot, room for a country-sized allowlist (the
+/// EU-27's IPv4 set needs about 16,300 chunks, its IPv6 set about 15,800).
 pub const DEFAULT_TABLE_CHUNKS: u32 = 20 * 1024;
+/// Levels of the IPv4 tables: 32 bits.
+pub const TABLE_LEVELS_V4: usize = 4;
+/// Levels of the IPv6 tables: the first 64 bits.
+pub const TABLE_LEVELS_V6: usize = 8;
 /// Entries of [`maps::TABLE_ROOTS`](crate::maps::TABLE_ROOTS).
 pub const TABLE_ROOTS_LEN: u32 = crate::GENERATION_SLOTS * MAX_POLICIES;
 

@@ -66,6 +66,14 @@ pub static TABLE_V4: Array<TableChunk> = Array::with_max_entries(1, 0);
 #[map(name = "RES_TABLE_ROOTS")]
 pub static TABLE_ROOTS: Array<u32> = Array::with_max_entries(TABLE_ROOTS_LEN, 0);
 
+/// The IPv6 lookup tables' chunks, as [`TABLE_V4`]'s (`[agent] ipv6_table_chunks`).
+#[map(name = "RES_TABLE_V6")]
+pub static TABLE_V6: Array<TableChunk> = Array::with_max_entries(1, 0);
+
+/// The IPv6 tables' roots, as [`TABLE_ROOTS`].
+#[map(name = "RES_TABLE_ROOTS_V6")]
+pub static TABLE_ROOTS_V6: Array<u32> = Array::with_max_entries(TABLE_ROOTS_LEN, 0);
+
 /// Protocol/port rules of the rule entries (`RuleValue::ports_start`).
 #[map(name = "RES_PORTS")]
 pub static PORTS: Array<PortRule> = Array::with_max_entries(PORT_RULE_SLOTS, 0);

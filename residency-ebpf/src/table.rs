@@ -1,30 +1,51 @@
-//! The IPv4 lookup tables (`residency_common::table`): a policy's verdict for an IPv4
-//! destination in at most four array reads, each inlined by the verifier, where the
-//! LPM trie walks a node per branching bit. `None` leaves the verdict to the trie: no
-//! tables for this policy in this slot, or a prefix with port rules.
+//! The lookup tables (`residency_common::table`): a policy's verdict for a destination
+//! in at most four array reads (IPv4) or eight (IPv6, its first 64 bits), each inlined
+//! by the verifier, where the LPM trie walks a node per branching bit. `None` leaves
+//! the verdict to the trie: no tables for this policy in this slot, a prefix with port
+//! rules, or (IPv6) one longer than /64.
 
-use residency_common::{MAX_POLICIES, RULE_NONE, TABLE_CHUNK, TableEntry};
+use aya_ebpf::maps::Array;
+use residency_common::{MAX_POLICIES, RULE_NONE, TABLE_CHUNK, TableChunk, TableEntry};
 
 use crate::{
-    maps::{TABLE_ROOTS, TABLE_V4},
+    maps::{TABLE_ROOTS, TABLE_ROOTS_V6, TABLE_V4, TABLE_V6},
     verdict::Decision,
 };
 
+/// An IPv4 destination's verdict from the tables.
 #[inline(always)]
 pub fn v4(slot: u32, policy: u32, addr: [u8; 4]) -> Option<Decision> {
-    let root = *TABLE_ROOTS.get(slot * MAX_POLICIES + policy)?;
+    walk(&TABLE_ROOTS, &TABLE_V4, slot, policy, &addr)
+}
+
+/// An IPv6 destination's verdict from the tables (its first 64 bits).
+#[inline(always)]
+pub fn v6(slot: u32, policy: u32, addr: &[u8; 16]) -> Option<Decision> {
+    let mut top = [0u8; 8];
+    top.copy_from_slice(&addr[..8]);
+    walk(&TABLE_ROOTS_V6, &TABLE_V6, slot, policy, &top)
+}
+
+/// Eight bits a level, most significant first; a leaf ends the walk.
+#[inline(always)]
+fn walk<const N: usize>(
+    roots: &Array<u32>,
+    chunks: &Array<TableChunk>,
+    slot: u32,
+    policy: u32,
+    bytes: &[u8; N],
+) -> Option<Decision> {
+    let root = *roots.get(slot * MAX_POLICIES + policy)?;
     if root == 0 {
         return None;
     }
-    let a = u32::from_be_bytes(addr);
     let mut entry = TABLE_CHUNK | (root - 1);
-    // Eight bits a level, most significant first; a leaf ends the walk.
-    for shift in [24u32, 16, 8, 0] {
+    for byte in bytes {
         let TableEntry::Chunk(chunk) = TableEntry::from_raw(entry) else {
             break;
         };
-        let chunk = TABLE_V4.get(chunk)?;
-        entry = *chunk.get(((a >> shift) & 0xff) as usize)?;
+        let chunk = chunks.get(chunk)?;
+        entry = *chunk.get(usize::from(*byte))?;
     }
     match TableEntry::from_raw(entry) {
         TableEntry::NoPrefix => Some(Decision {

@@ -1,7 +1,7 @@
 //! The verdict for one destination under one policy: the most specific matching prefix
-//! of the policy's trie (for IPv4, its lookup tables first: `table.rs`) decides,
-//! through its port rules first (its own, then those it inherits from wider prefixes;
-//! the agent flattens them), then its default. No matching prefix means not allowed.
+//! of the policy's trie (its lookup tables first: `table.rs`) decides, through its port
+//! rules first (its own, then those it inherits from wider prefixes; the agent flattens
+//! them), then its default. No matching prefix means not allowed.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use residency_common::{
@@ -51,7 +51,8 @@ pub fn decide(slot: u32, policy: u32, t: &Target) -> Decision {
     let scope = scope(slot, policy);
     let hit = match t.v4 {
         // The tables answer a prefix's default without the trie walk; a prefix with
-        // port rules, or a policy without tables, goes on to the trie.
+        // port rules (or, IPv6, longer than /64), or a policy without tables, goes on
+        // to the trie.
         Some(addr) if let Some(d) = table::v4(slot, policy, addr) => return d,
         Some(addr) => RULES_V4.get(Key::new(
             POLICY_KEY_BITS + 32,
@@ -60,6 +61,7 @@ pub fn decide(slot: u32, policy: u32, t: &Target) -> Decision {
                 addr,
             },
         )),
+        None if let Some(d) = table::v6(slot, policy, &t.v6) => return d,
         None => RULES_V6.get(Key::new(
             POLICY_KEY_BITS + 128,
             RuleKeyV6 {

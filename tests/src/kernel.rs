@@ -25,8 +25,23 @@ pub fn load_private(capacity: u32) -> anyhow::Result<bpf::Loaded> {
     load_private_with(capacity, residency_common::DEFAULT_TABLE_CHUNKS)
 }
 
-/// [`load_private`] with `table_chunks` chunks of IPv4 lookup tables per slot.
+/// [`load_private`] with `table_chunks` chunks of lookup tables per slot, for each
+/// family.
 pub fn load_private_with(capacity: u32, table_chunks: u32) -> anyhow::Result<bpf::Loaded> {
+    load_private_tables(
+        capacity,
+        residency_agent::generations::ByFamily {
+            v4: table_chunks,
+            v6: table_chunks,
+        },
+    )
+}
+
+/// [`load_private`] with the lookup tables' room per family.
+pub fn load_private_tables(
+    capacity: u32,
+    table_chunks: residency_agent::generations::ByFamily<u32>,
+) -> anyhow::Result<bpf::Loaded> {
     let n = SEQ.fetch_add(1, Ordering::SeqCst);
     let root = std::env::temp_dir().join(format!("residency-testrun-{}-{n}", std::process::id()));
     pins::ensure_bpffs(&root, true)

@@ -2,8 +2,8 @@
 //! offline `decide` of the same compiled policy — the packet program through
 //! `BPF_PROG_TEST_RUN` across versions (compile by sorted prefixes, the generation
 //! swap, special destinations, port rules, IPv4-mapped destinations; with the IPv4
-//! lookup tables, without them, and with versions of each kind in one slot), and the sendmsg
-//! hook through real `sendto()` calls, twice per destination, so that the second call
+//! and IPv6 lookup tables, without them, and with versions of each kind in one slot),
+//! and the sendmsg hook through real `sendto()` calls, twice per destination, so that the second call
 //! can take the verdict the first one's packet left in the cache; and packets judged
 //! while versions are swapped under them, each by one version or the other. Seeded
 //! (`residency_tests::random`); every failure names the seed, the destination and the
@@ -13,7 +13,7 @@ use std::{io::Write as _, net::IpAddr, process::Stdio, sync::Arc};
 
 use residency_agent::{
     config::Config,
-    generations::Generations,
+    generations::{ByFamily, Generations},
     policy::{Target, compile, decide},
 };
 use residency_tests::{
@@ -38,25 +38,26 @@ fn the_packet_program_judges_random_policies_as_decide_does() {
     if !require_root() {
         return;
     }
-    // The IPv4 lookup tables (the default room), none (the trie alone), and too little
-    // room for most versions' tables, so that versions with and without tables follow
+    // The lookup tables (the default room), none (the trie alone), and too little
+    // room for some versions' tables, so that versions with and without tables follow
     // each other in one slot.
-    for (tables, seed) in [
-        (residency_common::DEFAULT_TABLE_CHUNKS, 0x5eed_0018),
-        (0, 0x5eed_0019),
-        (24, 0x5eed_001a),
+    const DEFAULT: u32 = residency_common::DEFAULT_TABLE_CHUNKS;
+    for (v4, v6, seed) in [
+        (DEFAULT, DEFAULT, 0x5eed_0018),
+        (0, 0, 0x5eed_0019),
+        (34, 100, 0x5eed_001a),
     ] {
-        judge_random_versions(tables, seed);
+        judge_random_versions(ByFamily { v4, v6 }, seed);
     }
 }
 
-fn judge_random_versions(tables: u32, seed: u64) {
+fn judge_random_versions(tables: ByFamily<u32>, seed: u64) {
     let mut rng = Rng::new(seed);
-    let mut loaded = kernel::load_private_with(1 << 16, tables).unwrap();
+    let mut loaded = kernel::load_private_tables(1 << 16, tables).unwrap();
     let bound = [kernel::bind_own_cgroup(0).unwrap()];
     let mut generations = Generations::new(loaded.take_policy_maps().unwrap()).unwrap();
     let mut judged = 0;
-    let mut with_tables = 0;
+    let mut with_tables = ByFamily { v4: 0, v6: 0 };
     // Versions one after another: every swap must take effect at once, whatever the
     // cache holds from the version before.
     for version in 0..6 {
@@ -65,7 +66,8 @@ fn judge_random_versions(tables: u32, seed: u64) {
         let config = Arc::new(Config::parse(&text, "random.toml").unwrap());
         loaded.configure(&config).unwrap();
         let applied = generations.apply(&config, &bound).unwrap();
-        with_tables += applied.tables.policies;
+        with_tables.v4 += applied.tables.v4.policies;
+        with_tables.v6 += applied.tables.v6.policies;
         // Fresh maps start at epoch 0; each version is one epoch on.
         let slot = residency_common::slot_of(applied.generation as u32);
         let rules = compile(&config, &applied.ids, slot).unwrap();
@@ -96,15 +98,21 @@ fn judge_random_versions(tables: u32, seed: u64) {
         }
     }
     assert_eq!(judged, 6 * 300);
-    match tables {
-        0 => assert_eq!(with_tables, 0, "tables written with no room for them"),
-        residency_common::DEFAULT_TABLE_CHUNKS => {
-            assert_eq!(with_tables, 6, "a version judged without its tables")
+    for (family, room, with) in [
+        ("IPv4", tables.v4, with_tables.v4),
+        ("IPv6", tables.v6, with_tables.v6),
+    ] {
+        match room {
+            0 => assert_eq!(with, 0, "{family} tables written with no room for them"),
+            residency_common::DEFAULT_TABLE_CHUNKS => {
+                assert_eq!(with, 6, "a version judged without its {family} tables")
+            }
+            _ => assert!(
+                0 < with && with < 6,
+                "{with} of 6 versions' {family} tables fit in {room} chunks: the test no \
+                 longer mixes versions with and without them"
+            ),
         }
-        _ => assert!(
-            with_tables < 6,
-            "every version's tables fit in {tables} chunks: the test no longer mixes"
-        ),
     }
 }
 
@@ -137,7 +145,7 @@ fn a_version_without_tables_is_not_judged_by_an_older_versions_tables() {
         loaded.configure(&config).unwrap();
         let applied = generations.apply(&config, &bound).unwrap();
         assert_eq!(
-            applied.tables.policies, tables,
+            applied.tables.v4.policies, tables,
             "version {version}: policies with tables"
         );
         for (data, want, name) in [(&in_ten, ten, "10.1.2.3"), (&in_eleven, eleven, "11.5.7.9")] {
@@ -280,7 +288,14 @@ fn verdicts_during_swaps_are_one_version_or_the_other_never_a_mix() {
     let bound = [kernel::bind_own_cgroup(0).unwrap()];
     let mut generations = Generations::new(loaded.take_policy_maps().unwrap()).unwrap();
     let applied = generations.apply(&configs[0], &bound).unwrap();
-    assert_eq!(applied.tables.policies, 1, "the policy has no IPv4 tables");
+    assert_eq!(
+        applied.tables.v4.policies, 1,
+        "the policy has no IPv4 tables"
+    );
+    assert_eq!(
+        applied.tables.v6.policies, 1,
+        "the policy has no IPv6 tables"
+    );
     let ids = applied.ids;
     // Both versions are one policy, one name: one id. Compiled for one slot here, so
     // the offline verdicts compare by that slot's scope.

@@ -178,6 +178,25 @@ fn verify_matches_the_config_and_names_each_tampering() {
         "{out}"
     );
 
+    // 3c. The same for the IPv6 tables (the policy's 2001:db8:1::/48).
+    let roots = pinned::map(&sb.pin_path(), "RES_TABLE_ROOTS_V6");
+    let root = pinned::lookup(&roots, &(u32::from(slot) * 1024).to_le_bytes());
+    let chunk = u32::from_le_bytes(root[..4].try_into().unwrap()) - 1;
+    pinned::update(
+        &pinned::map(&sb.pin_path(), "RES_TABLE_V6"),
+        &chunk.to_le_bytes(),
+        &allow_all,
+    );
+    let (ok, out) = verify(&cfg);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("policy \"eu\": IPv6 lookup tables: 1 of ")
+            && out.contains(&format!(
+                "chunks differ from the config's (first: chunk {chunk}, entry "
+            )),
+        "{out}"
+    );
+
     // 4. The event rate limit lowered by hand: blocks would go on unreported.
     // Settings: events per second 1, burst 1, flags 0.
     let mut one_per_second = [0u8; 16];

@@ -169,23 +169,32 @@ pub fn validate_compiled(config: &Config) -> anyhow::Result<(usize, usize)> {
     Ok((rules.v4.len(), rules.v6.len()))
 }
 
-/// Policies whose IPv4 lookup tables would not fit in `[agent] ipv4_table_chunks`: judged
-/// by the trie alone, correct but with slower first packets. A note, not a warning: it
-/// costs speed, never a verdict.
+/// Policies whose lookup tables would not fit in `[agent] ipv4_table_chunks` or
+/// `ipv6_table_chunks`: judged by the trie alone, correct but with slower first
+/// packets. A note, not a warning: it costs speed, never a verdict.
 fn table_notes(config: &Config) -> anyhow::Result<Vec<String>> {
-    let per_slot = config.agent.ipv4_table_chunks;
-    if per_slot == 0 {
+    let room = config.agent.table_chunks();
+    if room.v4 == 0 && room.v6 == 0 {
         return Ok(Vec::new());
     }
     let ids: Vec<u32> = (0..config.policies.len() as u32).collect();
     let rules = policy::Compiled::new(config, &ids, 0)
         .with_context(|| format!("{} cannot be applied", config.source))?;
-    Ok(crate::generations::without_room(rules.v4(), per_slot)
+    let mut without = Vec::new();
+    if room.v4 > 0 {
+        let short = crate::generations::without_room(rules.v4(), room.v4);
+        without.extend(short.into_iter().map(|s| ("IPv4", "ipv4", room.v4, s)));
+    }
+    if room.v6 > 0 {
+        let short = crate::generations::without_room(rules.v6(), room.v6);
+        without.extend(short.into_iter().map(|s| ("IPv6", "ipv6", room.v6, s)));
+    }
+    Ok(without
         .into_iter()
-        .map(|(id, need)| {
+        .map(|(family, key, per_slot, (id, need))| {
             format!(
-                "{}: policy {}: its IPv4 lookup tables need {need} chunks, more than \
-                 [agent] ipv4_table_chunks ({per_slot}) leaves for it; its first packets \
+                "{}: policy {}: its {family} lookup tables need {need} chunks, more than \
+                 [agent] {key}_table_chunks ({per_slot}) leaves for it; its first packets \
                  will be judged by the trie (correct, slower)",
                 config.source, config.policies[id as usize].name
             )

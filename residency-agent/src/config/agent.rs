@@ -24,6 +24,8 @@ pub struct AgentConfig {
     /// instead of a trie walk. A policy whose tables do not fit is judged by the trie
     /// alone; 0 turns the tables off. Sizes new maps only: adopted maps keep theirs.
     pub ipv4_table_chunks: u32,
+    /// The same for IPv6 (eight array reads, the first 64 bits of the address).
+    pub ipv6_table_chunks: u32,
     /// Reload by itself when the config file changes (an edit saved, a Kubernetes
     /// ConfigMap update). Off by default: on a host, `reload` is the explicit step.
     pub watch_config: bool,
@@ -50,6 +52,16 @@ pub struct AgentConfig {
     pub self_verify: bool,
 }
 
+impl AgentConfig {
+    /// The lookup tables' room per slot, by family.
+    pub fn table_chunks(&self) -> crate::generations::ByFamily<u32> {
+        crate::generations::ByFamily {
+            v4: self.ipv4_table_chunks,
+            v6: self.ipv6_table_chunks,
+        }
+    }
+}
+
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
@@ -59,6 +71,7 @@ impl Default for AgentConfig {
             control_group: None,
             rule_capacity: residency_common::DEFAULT_RULE_CAPACITY,
             ipv4_table_chunks: residency_common::DEFAULT_TABLE_CHUNKS,
+            ipv6_table_chunks: residency_common::DEFAULT_TABLE_CHUNKS,
             watch_config: false,
             watch_sources: true,
             require_packet_socket_guard: false,
@@ -69,7 +82,7 @@ impl Default for AgentConfig {
     }
 }
 
-/// Largest `ipv4_table_chunks`: 512 MiB a slot, 1 GiB in all (a random spread of 1M
+/// Largest `ipv4_table_chunks` and `ipv6_table_chunks`: 512 MiB a slot, 1 GiB in all (a random spread of 1M
 /// prefixes needs 166,000 chunks; a country's set about 16,500).
 const MAX_TABLE_CHUNKS: u64 = 512 * 1024;
 
@@ -130,16 +143,29 @@ pub(crate) fn parse_agent(at: &Locator<'_>, raw: RawAgent) -> Result<AgentConfig
         }
         agent.rule_capacity = n as u32;
     }
-    if let Some(c) = raw.ipv4_table_chunks {
-        let n = *c.get_ref();
-        if n > MAX_TABLE_CHUNKS {
-            return Err(at.error(
-                c.span(),
-                "agent.ipv4_table_chunks",
-                &format!("must be between 0 (off) and {MAX_TABLE_CHUNKS}"),
-            ));
+    for (raw, key, field) in [
+        (
+            raw.ipv4_table_chunks,
+            "agent.ipv4_table_chunks",
+            &mut agent.ipv4_table_chunks,
+        ),
+        (
+            raw.ipv6_table_chunks,
+            "agent.ipv6_table_chunks",
+            &mut agent.ipv6_table_chunks,
+        ),
+    ] {
+        if let Some(c) = raw {
+            let n = *c.get_ref();
+            if n > MAX_TABLE_CHUNKS {
+                return Err(at.error(
+                    c.span(),
+                    key,
+                    &format!("must be between 0 (off) and {MAX_TABLE_CHUNKS}"),
+                ));
+            }
+            *field = n as u32;
         }
-        agent.ipv4_table_chunks = n as u32;
     }
     if let Some(a) = raw.metrics_address {
         agent.metrics_address = a.get_ref().parse().map_err(|_| {

@@ -41,6 +41,7 @@ pub(crate) struct RawAgent {
     pub control_group: Option<Spanned<String>>,
     pub rule_capacity: Option<Spanned<u64>>,
     pub ipv4_table_chunks: Option<Spanned<u64>>,
+    pub ipv6_table_chunks: Option<Spanned<u64>>,
     pub watch_config: Option<bool>,
     pub watch_sources: Option<bool>,
     pub require_packet_socket_guard: Option<bool>,

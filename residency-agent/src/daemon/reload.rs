@@ -302,9 +302,14 @@ impl Daemon {
                 "in_force_ms": in_force.as_secs_f64() * 1000.0,
                 "retired_ms": applied.retired.as_secs_f64() * 1000.0,
                 "ipv4_tables": {
-                    "policies": applied.tables.policies,
-                    "chunks": applied.tables.chunks,
-                    "policies_without": applied.tables.skipped.len(),
+                    "policies": applied.tables.v4.policies,
+                    "chunks": applied.tables.v4.chunks,
+                    "policies_without": applied.tables.v4.skipped.len(),
+                },
+                "ipv6_tables": {
+                    "policies": applied.tables.v6.policies,
+                    "chunks": applied.tables.v6.chunks,
+                    "policies_without": applied.tables.v6.skipped.len(),
                 },
                 "changes": diff_json,
             }),

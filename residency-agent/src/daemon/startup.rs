@@ -119,7 +119,7 @@ pub fn load_and_apply(
     let mut loaded = kernel::load(
         &maps_dir,
         config.agent.rule_capacity,
-        config.agent.ipv4_table_chunks,
+        config.agent.table_chunks(),
     )
     .context("refusing to start: the kernel program did not load")?;
     loaded.configure(config).context("refusing to start")?;

@@ -14,7 +14,7 @@ use residency_common::{
 
 use std::sync::Arc;
 
-use super::{Applied, Generations, Written, WrittenRules};
+use super::{Applied, ByFamily, Generations, Written, WrittenRules};
 use crate::{config::Config, host::BoundCgroup, kernel::BpfError, policy, sys::batch};
 
 impl Generations {
@@ -151,14 +151,17 @@ impl Generations {
         // The two tries are two maps with a lock each: written side by side, a large
         // version (a country database's 100,000s of prefixes per family) takes about
         // half the time.
-        // The IPv4 lookup tables (an array map of their own) are laid out and written
-        // on a third thread.
+        // The lookup tables (array maps of their own) are laid out and written on a
+        // third thread.
         let (v4, v6) = (&mut self.maps.rules_v4, &mut self.maps.rules_v6);
         let tables = &mut self.maps.tables;
         let (t4, t6) = rules.counts();
         let (r4, r6, rt) = std::thread::scope(|s| {
             let six = s.spawn(|| write_trie(v6, rules.v6(), t6, maps::RULES_V6, &mut n6));
-            let tab = s.spawn(|| tables.write(slot, || rules.v4()));
+            let tab = s.spawn(|| ByFamily {
+                v4: tables.v4.write(slot, || rules.v4()),
+                v6: tables.v6.write(slot, || rules.v6()),
+            });
             let four = write_trie(v4, rules.v4(), t4, maps::RULES_V4, &mut n4);
             (
                 four,
@@ -173,25 +176,38 @@ impl Generations {
         r6?;
         // Tables that could not be written leave the version to the trie, unless their
         // roots could not be cleared either: then the version must not go in.
-        w.tables = match rt {
-            Ok(t) => t,
-            Err(e @ super::TableError::Roots(_)) => return Err(BpfError::Tables(e)),
+        let taken = |family: &str, r: Result<super::TablesWritten, super::TableError>| match r {
+            Ok(t) => Ok(t),
+            Err(e @ super::TableError::Roots(..)) => Err(BpfError::Tables(e)),
             Err(e) => {
-                tracing::warn!("IPv4 lookup tables not written ({e}); the trie judges alone");
-                super::TablesWritten::default()
+                tracing::warn!("{family} lookup tables not written ({e}); the trie judges alone");
+                Ok(super::TablesWritten::default())
             }
         };
-        for (id, need) in &w.tables.skipped {
-            let name = ids
-                .iter()
-                .position(|i| i == id)
-                .map_or("?", |i| config.policies[i].name.as_str());
-            tracing::warn!(
-                "policy {name}: its IPv4 lookup tables need {need} chunks, more than were \
-                 left of [agent] ipv4_table_chunks ({} per slot); its first packets are \
-                 judged by the trie (as correct, slower)",
-                self.maps.tables.per_slot()
-            );
+        w.tables = ByFamily {
+            v4: taken("IPv4", rt.v4)?,
+            v6: taken("IPv6", rt.v6)?,
+        };
+        for (family, written, per_slot) in [
+            ("IPv4", &w.tables.v4, self.maps.tables.v4.per_slot()),
+            ("IPv6", &w.tables.v6, self.maps.tables.v6.per_slot()),
+        ] {
+            for (id, need) in &written.skipped {
+                let name = ids
+                    .iter()
+                    .position(|i| i == id)
+                    .map_or("?", |i| config.policies[i].name.as_str());
+                tracing::warn!(
+                    "policy {name}: its {family} lookup tables need {need} chunks, more than \
+                     were left of [agent] {} ({per_slot} per slot); its first packets are \
+                     judged by the trie (as correct, slower)",
+                    if family == "IPv4" {
+                        "ipv4_table_chunks"
+                    } else {
+                        "ipv6_table_chunks"
+                    }
+                );
+            }
         }
         // Interfaces before bindings, like port rules before prefixes: nothing reads
         // the slot until the flip.

@@ -31,7 +31,7 @@ use residency_common::{Binding, BindingKey, GENERATION_SLOTS, InterfaceKey, maps
 
 pub use apply::{binding_of, interface_key};
 pub use ids::PolicyIds;
-pub use tables::{TableError, TableMaps, TablesWritten, lay_out, without_room};
+pub use tables::{ByFamily, TableError, TableKey, TableMaps, TablesWritten, lay_out, without_room};
 
 use std::sync::Arc;
 
@@ -54,8 +54,8 @@ pub(crate) struct Written {
     found_v6: Vec<KeyV6>,
     bindings: Vec<BindingKey>,
     interfaces: Vec<InterfaceKey>,
-    /// Its IPv4 lookup tables (overwritten in place by the next version of the slot).
-    tables: TablesWritten,
+    /// Its lookup tables (overwritten in place by the next version of the slot).
+    tables: ByFamily<TablesWritten>,
     /// The slot it is in, whose table roots go with it.
     slot: Option<u32>,
 }
@@ -107,8 +107,8 @@ pub struct Applied {
     /// later: [`Generations::retire`]).
     pub retired: Duration,
     pub entries: usize,
-    /// The version's IPv4 lookup tables.
-    pub tables: TablesWritten,
+    /// The version's lookup tables.
+    pub tables: ByFamily<TablesWritten>,
 }
 
 impl Generations {
@@ -226,10 +226,12 @@ impl Generations {
         // An idle slot holds no table roots: a program of an agent that still reads
         // tables (its links not yet replaced by an older agent's, say) must never find
         // roots of a version no longer there.
-        if let Some(slot) = w.slot
-            && let Err(e) = self.maps.tables.clear(slot)
-        {
-            tracing::warn!("clearing the IPv4 table roots of slot {slot}: {e}");
+        if let Some(slot) = w.slot {
+            for tables in [&mut self.maps.tables.v4, &mut self.maps.tables.v6] {
+                if let Err(e) = tables.clear(slot) {
+                    tracing::warn!("clearing the table roots of slot {slot}: {e}");
+                }
+            }
         }
     }
 

@@ -1,13 +1,15 @@
-//! Writing a version's IPv4 lookup tables (`residency_common::table`): per policy,
-//! its IPv4 trie entries again as leaf-pushed tables of 8 bits a level, in the idle
-//! slot's half of `RES_TABLE_V4`, and its root in `RES_TABLE_ROOTS`.
+//! Writing a version's lookup tables (`residency_common::table`): per policy and
+//! family, its trie entries again as leaf-pushed tables of 8 bits a level, in the idle
+//! slot's half of `RES_TABLE_V4` (or `RES_TABLE_V6`), and its root in
+//! `RES_TABLE_ROOTS` (or `RES_TABLE_ROOTS_V6`).
 //!
 //! The tables are laid out as the entries come, in address order ([`lay_out`]): a
 //! prefix comes before the prefixes it contains, so it is painted first and they
-//! overwrite their part of it, and once the entries have moved past a /8, /16 or /24
-//! block its chunk is complete and is written at once. At most one chunk per level is
-//! open, so a version's tables take a few KiB of the agent's memory whatever their
-//! size, and a country's 16,000 chunks are 16,000 map updates (tens of ms).
+//! overwrite their part of it, and once the entries have moved past a block of a level
+//! (an IPv4 /8, /16 or /24) its chunk is complete and is written at once. At most one
+//! chunk per level is open, so a version's tables take a few KiB of the agent's memory
+//! whatever their size, and a country's 16,000 chunks are 16,000 map updates (tens of
+//! ms). IPv6 tables stop at 64 bits: a longer prefix makes its /64 "ask the trie".
 //!
 //! The tables only speed the trie up, so a policy whose tables do not fit in what is
 //! left of the slot's half gets none (its packets are judged by the trie) and the
@@ -20,17 +22,83 @@ use std::collections::BTreeMap;
 use aya::maps::{Array, MapData, MapError};
 use residency_common::{
     ACTION_ALLOW, ACTION_NONE, MAX_POLICIES, POLICY_KEY_BITS, RULE_NONE, RuleValue, TABLE_ASK_TRIE,
-    TABLE_CHUNK, TABLE_CHUNK_LEN, TABLE_ROOTS_LEN, TableChunk, TableEntry,
+    TABLE_CHUNK, TABLE_CHUNK_LEN, TABLE_LEVELS_V4, TABLE_LEVELS_V6, TABLE_ROOTS_LEN, TableChunk,
+    TableEntry,
 };
 
-use crate::policy::KeyV4;
+use crate::policy::{KeyV4, KeyV6};
 
-/// The maps of the IPv4 lookup tables.
+/// A trie key the tables are laid out from: IPv4 or IPv6.
+pub trait TableKey {
+    /// Levels of 8 bits the tables go down.
+    const LEVELS: usize;
+    /// Bits of an address.
+    const BITS: u32;
+    /// "IPv4" or "IPv6", for messages.
+    const FAMILY: &'static str;
+    /// Policy id, address (its first bit the u128's highest) and prefix length.
+    fn parts(&self) -> (u32, u128, u8);
+}
+
+/// The prefix length of a trie key, beyond its policy bits. A length beyond the
+/// family's (never compiled) is refused by `needs`.
+fn len_of(prefix_len: u32) -> u8 {
+    prefix_len
+        .saturating_sub(POLICY_KEY_BITS)
+        .min(u32::from(u8::MAX)) as u8
+}
+
+impl TableKey for KeyV4 {
+    const LEVELS: usize = TABLE_LEVELS_V4;
+    const BITS: u32 = 32;
+    const FAMILY: &'static str = "IPv4";
+    fn parts(&self) -> (u32, u128, u8) {
+        let data = self.data();
+        (
+            u32::from_be_bytes(data.policy) & 0x00ff_ffff,
+            u128::from(u32::from_be_bytes(data.addr)) << 96,
+            len_of(self.prefix_len()),
+        )
+    }
+}
+
+impl TableKey for KeyV6 {
+    const LEVELS: usize = TABLE_LEVELS_V6;
+    const BITS: u32 = 128;
+    const FAMILY: &'static str = "IPv6";
+    fn parts(&self) -> (u32, u128, u8) {
+        let data = self.data();
+        (
+            u32::from_be_bytes(data.policy) & 0x00ff_ffff,
+            u128::from_be_bytes(data.addr),
+            len_of(self.prefix_len()),
+        )
+    }
+}
+
+/// The deepest level of any family's tables.
+const MAX_LEVELS: usize = TABLE_LEVELS_V6;
+
+/// The block of `addr` a chunk of level `level` covers: its first `8 * level` bits.
+fn block(addr: u128, level: usize) -> u128 {
+    addr.checked_shr(128 - 8 * level as u32).unwrap_or(0)
+}
+
+/// One thing per address family: the lookup tables' maps, room, or what was written.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ByFamily<T> {
+    pub v4: T,
+    pub v6: T,
+}
+
+/// The maps of one family's lookup tables.
 pub struct TableMaps {
-    /// `RES_TABLE_V4`: `per_slot` chunks for slot 0, then as many for slot 1.
+    /// `RES_TABLE_V4` or `_V6`: `per_slot` chunks for slot 0, then as many for slot 1.
     chunks: Array<MapData, TableChunk>,
     roots: Array<MapData, u32>,
     per_slot: u32,
+    /// The two maps' names, for errors.
+    names: (&'static str, &'static str),
     /// Policy ids that may have a root in each slot (given one by the last version
     /// written there).
     rooted: [Vec<u32>; 2],
@@ -49,10 +117,10 @@ pub struct TablesWritten {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
-    #[error("writing RES_TABLE_V4 failed: {0}")]
-    Chunks(MapError),
-    #[error("writing RES_TABLE_ROOTS failed: {0}")]
-    Roots(MapError),
+    #[error("writing {0} failed: {1}")]
+    Chunks(&'static str, MapError),
+    #[error("writing {0} failed: {1}")]
+    Roots(&'static str, MapError),
 }
 
 impl TableMaps {
@@ -64,6 +132,7 @@ impl TableMaps {
         chunks: Array<MapData, TableChunk>,
         mut roots: Array<MapData, u32>,
         per_slot: u32,
+        names: (&'static str, &'static str),
     ) -> Result<TableMaps, MapError> {
         for i in 0..TABLE_ROOTS_LEN {
             roots.set(i, 0, 0)?;
@@ -72,6 +141,7 @@ impl TableMaps {
             chunks,
             roots,
             per_slot,
+            names,
             rooted: [Vec::new(), Vec::new()],
         })
     }
@@ -81,12 +151,12 @@ impl TableMaps {
         self.per_slot
     }
 
-    /// Writes the tables of a version's IPv4 trie entries for `slot` (`entries` gives
-    /// them afresh each call, each policy's together, in address order) into the slot's
-    /// half, then every root of the slot. On an error the slot is left without tables
-    /// (its roots cleared) when that can be done; [`TableError::Roots`] means it could
-    /// not, and the version must not be applied.
-    pub fn write<I: Iterator<Item = (KeyV4, RuleValue)>>(
+    /// Writes the tables of a version's trie entries of this family for `slot`
+    /// (`entries` gives them afresh each call, each policy's together, in address
+    /// order) into the slot's half, then every root of the slot. On an error the slot
+    /// is left without tables (its roots cleared) when that can be done;
+    /// [`TableError::Roots`] means it could not, and the version must not be applied.
+    pub fn write<K: TableKey, I: Iterator<Item = (K, RuleValue)>>(
         &mut self,
         slot: u32,
         entries: impl Fn() -> I,
@@ -96,12 +166,16 @@ impl TableMaps {
             self.write_roots(slot, &BTreeMap::new())?;
             return Ok(TablesWritten::default());
         }
-        let chunks = &mut self.chunks;
+        let (chunks, name) = (&mut self.chunks, self.names.0);
         let laid = lay_out(
             entries,
             self.per_slot,
             slot * self.per_slot,
-            |index, chunk| chunks.set(index, chunk, 0).map_err(TableError::Chunks),
+            |index, chunk| {
+                chunks
+                    .set(index, chunk, 0)
+                    .map_err(|e| TableError::Chunks(name, e))
+            },
         );
         match laid {
             Ok((roots, written)) => {
@@ -137,13 +211,16 @@ impl TableMaps {
                 rooted.push(id);
             }
         }
+        let name = self.names.1;
         for id in stale {
-            self.roots.set(index(id), 0, 0).map_err(TableError::Roots)?;
+            self.roots
+                .set(index(id), 0, 0)
+                .map_err(|e| TableError::Roots(name, e))?;
         }
         for (&id, &root) in roots {
             self.roots
                 .set(index(id), root, 0)
-                .map_err(TableError::Roots)?;
+                .map_err(|e| TableError::Roots(name, e))?;
         }
         self.rooted[slot as usize] = roots.keys().copied().collect();
         Ok(())
@@ -151,13 +228,13 @@ impl TableMaps {
 }
 
 /// Lays out the tables of the entries `entries` gives (each policy's together, in
-/// address order, as [`crate::policy::Compiled::v4`] gives them) in the chunks
+/// address order, as [`crate::policy::RuleSet::v4`] and `v6` give them) in the chunks
 /// `base..base + per_slot`, policy after policy, and hands each chunk to `put` once it
 /// is complete. A policy whose tables would not fit in what is left gets none
 /// (counted first, in a pass of its own). Returns the policies' roots (id -> first
 /// chunk + 1) and what was written. The agent puts the chunks into the map; `verify`
 /// keeps them, to compare.
-pub fn lay_out<I: Iterator<Item = (KeyV4, RuleValue)>, E>(
+pub fn lay_out<K: TableKey, I: Iterator<Item = (K, RuleValue)>, E>(
     entries: impl Fn() -> I,
     per_slot: u32,
     base: u32,
@@ -179,7 +256,7 @@ pub fn lay_out<I: Iterator<Item = (KeyV4, RuleValue)>, E>(
     let mut builder: Option<(u32, Builder)> = None;
     let mut next = base;
     for (key, value) in entries() {
-        let (id, addr, len) = parts(&key);
+        let (id, addr, len) = key.parts();
         if !fits.contains_key(&id) {
             continue;
         }
@@ -187,7 +264,7 @@ pub fn lay_out<I: Iterator<Item = (KeyV4, RuleValue)>, E>(
             let (done, b) = builder.take().expect("checked");
             next = finish(done, b, &mut roots, &mut put)?;
         }
-        let (_, b) = builder.get_or_insert_with(|| (id, Builder::new(next)));
+        let (_, b) = builder.get_or_insert_with(|| (id, Builder::new(next, K::LEVELS)));
         b.add(addr, len, leaf_of(&value), &mut put)?;
     }
     if let Some((done, b)) = builder {
@@ -211,51 +288,40 @@ fn finish<E>(
     Ok(next)
 }
 
-/// Policy id, address (host order) and prefix length of a trie key.
-fn parts(key: &KeyV4) -> (u32, u32, u8) {
-    let data = key.data();
-    (
-        u32::from_be_bytes(data.policy) & 0x00ff_ffff,
-        u32::from_be_bytes(data.addr),
-        // A length beyond /32 (never compiled) is refused by `needs`.
-        key.prefix_len()
-            .saturating_sub(POLICY_KEY_BITS)
-            .min(u32::from(u8::MAX)) as u8,
-    )
-}
-
 /// The chunks each policy's tables take, in the order the policies come: its root, and
-/// one per distinct /8, /16 and /24 block holding a longer prefix (counted as the
-/// entries come in address order, so each block's prefixes are together).
+/// one per distinct block of each level below it holding a longer prefix (an IPv4 /8,
+/// /16 or /24; counted as the entries come in address order, so each block's prefixes
+/// are together).
 ///
 /// The layout relies on that order and on prefixes without host bits; a policy whose
 /// entries break either (which `compile` never gives) is reported as needing
 /// [`u32::MAX`] chunks, so it gets no tables.
-fn needs(entries: impl Iterator<Item = (KeyV4, RuleValue)>) -> Vec<(u32, u32)> {
+fn needs<K: TableKey>(entries: impl Iterator<Item = (K, RuleValue)>) -> Vec<(u32, u32)> {
     let mut out: Vec<(u32, u32)> = Vec::new();
-    let mut last: [Option<u32>; 3] = [None; 3];
-    let mut previous: Option<(u32, u8)> = None;
+    let mut last: [Option<u128>; MAX_LEVELS] = [None; MAX_LEVELS];
+    let mut previous: Option<(u128, u8)> = None;
     for (key, _) in entries {
-        let (id, addr, len) = parts(&key);
+        let (id, addr, len) = key.parts();
         if out.last().is_none_or(|(i, _)| *i != id) {
             out.push((id, 1));
-            last = [None; 3];
+            last = [None; MAX_LEVELS];
             previous = None;
         }
         let need = &mut out.last_mut().expect("pushed").1;
         // Masked to its length (no host bits), and after the entry before it.
-        let masked = len <= 32 && addr & u32::MAX.checked_shr(u32::from(len)).unwrap_or(0) == 0;
+        let masked = u32::from(len) <= K::BITS
+            && addr & u128::MAX.checked_shr(u32::from(len)).unwrap_or(0) == 0;
         let ordered = masked && previous.is_none_or(|p| p < (addr, len));
         previous = Some((addr, len));
         if !ordered || *need == u32::MAX {
             *need = u32::MAX;
             continue;
         }
-        for (level, end) in [8u8, 16, 24].into_iter().enumerate() {
-            if len > end {
-                let block = addr >> (32 - u32::from(end));
-                if last[level] != Some(block) {
-                    last[level] = Some(block);
+        for (level, seen) in last.iter_mut().enumerate().take(K::LEVELS).skip(1) {
+            if u32::from(len) > 8 * level as u32 {
+                let b = block(addr, level);
+                if *seen != Some(b) {
+                    *seen = Some(b);
                     *need += 1;
                 }
             }
@@ -266,8 +332,8 @@ fn needs(entries: impl Iterator<Item = (KeyV4, RuleValue)>) -> Vec<(u32, u32)> {
 
 /// The policies (by id) whose tables would not fit in `per_slot` chunks, with the
 /// chunks each needs, as [`lay_out`] would skip them: for `check`.
-pub fn without_room(
-    entries: impl Iterator<Item = (KeyV4, RuleValue)>,
+pub fn without_room<K: TableKey>(
+    entries: impl Iterator<Item = (K, RuleValue)>,
     per_slot: u32,
 ) -> Vec<(u32, u32)> {
     let mut used = 0;
@@ -284,17 +350,22 @@ pub fn without_room(
 }
 
 /// One policy's tables, built from its prefixes in address order with one chunk open
-/// per level: `open[k]` covers the block of the address's first `k` bytes.
+/// per level: `open[k]` covers the block of the address's first `8 * k` bits.
 struct Builder {
-    open: [Option<(u32, u32, TableChunk)>; 4],
+    open: [Option<(u32, u128, TableChunk)>; MAX_LEVELS],
+    levels: usize,
     next: u32,
 }
 
 impl Builder {
-    /// A builder whose chunks are numbered from `first` on (its root first).
-    fn new(first: u32) -> Builder {
+    /// A builder of `levels` levels whose chunks are numbered from `first` on (its
+    /// root first).
+    fn new(first: u32, levels: usize) -> Builder {
+        let mut open = [None; MAX_LEVELS];
+        open[0] = Some((first, 0, [0; TABLE_CHUNK_LEN]));
         Builder {
-            open: [Some((first, 0, [0; TABLE_CHUNK_LEN])), None, None, None],
+            open,
+            levels,
             next: first + 1,
         }
     }
@@ -308,28 +379,34 @@ impl Builder {
 
     fn add<E>(
         &mut self,
-        addr: u32,
+        addr: u128,
         len: u8,
         leaf: u32,
         put: &mut impl FnMut(u32, &TableChunk) -> Result<(), E>,
     ) -> Result<(), E> {
         // Blocks the entries have moved past are complete: deepest first.
-        for level in (1..4).rev() {
-            if let Some((index, block, chunk)) = &self.open[level]
-                && *block != addr >> (32 - 8 * level as u32)
+        for level in (1..self.levels).rev() {
+            if let Some((index, b, chunk)) = &self.open[level]
+                && *b != block(addr, level)
             {
                 put(*index, chunk)?;
                 self.open[level] = None;
             }
         }
         let len = u32::from(len);
-        for level in 0..4 {
+        for level in 0..self.levels {
             let end = 8 * (level as u32 + 1);
-            let at = ((addr >> (32 - end)) & 0xff) as usize;
+            let at = (block(addr, level + 1) & 0xff) as usize;
             let (_, _, chunk) = self.open[level].as_mut().expect("open on the way down");
             if len <= end {
                 // A range no chunk hangs in yet: only a longer prefix, later, makes one.
                 chunk[at..at + (1usize << (end - len))].fill(leaf);
+                return Ok(());
+            }
+            if level + 1 == self.levels {
+                // Longer than the tables go (an IPv6 prefix beyond /64): its block
+                // asks the trie, which holds it and what it is inside of.
+                chunk[at] = TABLE_ASK_TRIE;
                 return Ok(());
             }
             let entry = chunk[at];
@@ -341,9 +418,9 @@ impl Builder {
             self.next += 1;
             chunk[at] = TABLE_CHUNK | index;
             // Leaf pushing: the new chunk starts as the leaf it replaces.
-            self.open[level + 1] = Some((index, addr >> (32 - end), [entry; TABLE_CHUNK_LEN]));
+            self.open[level + 1] = Some((index, block(addr, level + 1), [entry; TABLE_CHUNK_LEN]));
         }
-        unreachable!("a prefix of at most 32 bits ends by the fourth level")
+        unreachable!("the last level ends every prefix")
     }
 
     /// Puts every chunk still open, deepest first; returns the next free chunk.
@@ -351,7 +428,7 @@ impl Builder {
         mut self,
         put: &mut impl FnMut(u32, &TableChunk) -> Result<(), E>,
     ) -> Result<u32, E> {
-        for level in (0..4).rev() {
+        for level in (0..self.levels).rev() {
             if let Some((index, _, chunk)) = self.open[level].take() {
                 put(index, &chunk)?;
             }
@@ -377,36 +454,55 @@ fn leaf_of(v: &RuleValue) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use residency_common::RuleKeyV4;
+    use residency_common::{RuleKeyV4, RuleKeyV6};
 
-    /// The tables' answer for `a`, as the kernel walks them.
-    fn walk(chunks: &BTreeMap<u32, TableChunk>, root: u32, a: u32) -> u32 {
+    /// The tables' answer for `a` (its first bit the highest), as the kernel walks them.
+    fn walk(chunks: &BTreeMap<u32, TableChunk>, root: u32, a: u128, levels: usize) -> u32 {
         let mut entry = TABLE_CHUNK | root;
-        for shift in [24, 16, 8, 0] {
+        for level in 0..levels {
             let TableEntry::Chunk(c) = TableEntry::from_raw(entry) else {
                 break;
             };
-            entry = chunks[&c][((a >> shift) & 0xff) as usize];
+            entry = chunks[&c][(block(a, level + 1) & 0xff) as usize];
         }
         entry
     }
 
-    /// The longest prefix's leaf, the slow way.
-    fn longest(prefixes: &[(u32, u8, RuleValue)], a: u32) -> u32 {
+    /// The longest prefix's leaf, the slow way; "ask the trie" for an address in the
+    /// block of the tables' last level of a prefix longer than they go.
+    fn longest(prefixes: &[(u128, u8, RuleValue)], a: u128, levels: usize) -> u32 {
+        let covers = |p: u128, len: u32| {
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            a & mask == p & mask
+        };
+        let deepest = 8 * levels as u32;
+        if prefixes
+            .iter()
+            .any(|&(p, len, _)| u32::from(len) > deepest && covers(p, deepest))
+        {
+            return TABLE_ASK_TRIE;
+        }
         prefixes
             .iter()
-            .filter(|(p, len, _)| {
-                let mask = u32::MAX.checked_shl(32 - u32::from(*len)).unwrap_or(0);
-                a & mask == *p
-            })
+            .filter(|&&(p, len, _)| covers(p, u32::from(len)))
             .max_by_key(|(_, len, _)| *len)
             .map_or(0, |(_, _, v)| leaf_of(v))
     }
 
-    fn key(id: u32, addr: u32, len: u8) -> KeyV4 {
+    fn key_v4(id: u32, addr: u128, len: u8) -> KeyV4 {
         KeyV4::new(
             POLICY_KEY_BITS + u32::from(len),
             RuleKeyV4 {
+                policy: residency_common::scope(1, id),
+                addr: ((addr >> 96) as u32).to_be_bytes(),
+            },
+        )
+    }
+
+    fn key_v6(id: u32, addr: u128, len: u8) -> KeyV6 {
+        KeyV6::new(
+            POLICY_KEY_BITS + u32::from(len),
+            RuleKeyV6 {
                 policy: residency_common::scope(1, id),
                 addr: addr.to_be_bytes(),
             },
@@ -414,7 +510,31 @@ mod tests {
     }
 
     #[test]
-    fn tables_give_the_longest_prefixs_leaf() {
+    fn ipv4_tables_give_the_longest_prefixs_leaf() {
+        // Clustered in four /8s, so that prefixes nest.
+        tables_give_the_longest_prefixs_leaf(key_v4, 32, 0xff << 120, 0x03 << 120);
+    }
+
+    #[test]
+    fn ipv6_tables_give_the_longest_prefixs_leaf() {
+        // Prefixes down to /128, beyond the tables' 64 bits, in 64 /64s (so that
+        // those deeper than the tables nest in theirs), spread over levels 1, 5 and 8.
+        tables_give_the_longest_prefixs_leaf(
+            key_v6,
+            128,
+            u128::MAX << 64,
+            0x3 << 126 | 0x3 << 100 | 0x3 << 64,
+        );
+    }
+
+    /// Random prefixes of two policies, the `fixed` bits of their addresses 0 but for
+    /// those of `few`, laid out, then every answer checked against the slow way.
+    fn tables_give_the_longest_prefixs_leaf<K: TableKey + Copy>(
+        key: fn(u32, u128, u8) -> K,
+        bits: u32,
+        fixed: u128,
+        few: u128,
+    ) {
         let mut rng = 0x2545_f491_4f6c_dd1du64;
         let mut next = move || {
             rng ^= rng << 13;
@@ -422,15 +542,20 @@ mod tests {
             rng ^= rng << 17;
             rng
         };
+        let width = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+        let address = |next: &mut dyn FnMut() -> u64| {
+            let random = (u128::from(next()) << 64 | u128::from(next())) & width;
+            let spread = (u128::from(next()) << 64 | u128::from(next())) & few;
+            (random & !fixed) | spread
+        };
         for round in 0..20 {
-            // Two policies, clustered in a few /8s so that prefixes nest.
-            let mut policies: Vec<Vec<(u32, u8, RuleValue)>> = Vec::new();
+            let mut policies: Vec<Vec<(u128, u8, RuleValue)>> = Vec::new();
             for _ in 0..2 {
                 let mut prefixes = Vec::new();
                 for i in 0..200 {
-                    let len = (next() % 33) as u8;
-                    let addr = ((next() % 4) as u32) << 24 | (next() as u32 & 0x00ff_ffff);
-                    let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+                    let len = (next() % u64::from(bits + 1)) as u8;
+                    let addr = address(&mut next);
+                    let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
                     let value = RuleValue {
                         action: [ACTION_ALLOW, 2, ACTION_NONE][i % 3],
                         rule: i as u32,
@@ -466,20 +591,22 @@ mod tests {
             for (id, prefixes) in policies.iter().enumerate() {
                 let root = roots[&(id as u32 + 3)] - 1;
                 for _ in 0..2000 {
-                    let a = ((next() % 5) as u32) << 24 | (next() as u32 & 0x00ff_ffff);
+                    let a = address(&mut next);
                     assert_eq!(
-                        walk(&chunks, root, a),
-                        longest(prefixes, a),
+                        walk(&chunks, root, a, K::LEVELS),
+                        longest(prefixes, a, K::LEVELS),
                         "round {round}, {a:#x}"
                     );
                 }
                 for &(p, len, _) in prefixes {
-                    let last = p | u32::MAX.checked_shr(u32::from(len)).unwrap_or(0);
-                    for a in [p, last, p.wrapping_sub(1), last.wrapping_add(1)] {
+                    let last = p | (u128::MAX.checked_shr(u32::from(len)).unwrap_or(0) & width);
+                    let one = 1u128 << (128 - bits);
+                    for a in [p, last, p.wrapping_sub(one), last.wrapping_add(one)] {
+                        let a = a & width;
                         assert_eq!(
-                            walk(&chunks, root, a),
-                            longest(prefixes, a),
-                            "round {round}"
+                            walk(&chunks, root, a, K::LEVELS),
+                            longest(prefixes, a, K::LEVELS),
+                            "round {round}, {a:#x}"
                         );
                     }
                 }

@@ -14,6 +14,7 @@ use residency_common::{
 };
 
 use super::{BpfError, attach::SOCK_ADDR_PROGRAMS, names::PolicyNames};
+use crate::generations::ByFamily;
 
 /// The kernel program, built from `residency-ebpf` by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/residency"));
@@ -23,8 +24,8 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     /// Capacity of each rule trie.
     pub capacity: u32,
-    /// IPv4 lookup table chunks per generation slot (0: no tables).
-    pub table_chunks: u32,
+    /// Lookup table chunks per generation slot and family (0: no tables).
+    pub table_chunks: ByFamily<u32>,
     /// Why the packet socket guard (`residency_socket_create`) is not enforcing, when
     /// it is not.
     pub socket_guard_missing: Option<String>,
@@ -46,9 +47,13 @@ fn bpf_lsm_active() -> Option<bool> {
 ///
 /// Maps are pinned under `maps_dir`; maps already pinned there (by an earlier agent)
 /// are adopted instead of created, so the policy they hold keeps enforcing. New rule
-/// tries get `capacity` entries each, new IPv4 lookup tables `table_chunks` chunks per
-/// generation slot; adopted ones keep their sizes.
-pub fn load(maps_dir: &Path, capacity: u32, table_chunks: u32) -> Result<Loaded, BpfError> {
+/// tries get `capacity` entries each, new lookup tables `table_chunks` chunks per
+/// generation slot and family; adopted ones keep their sizes.
+pub fn load(
+    maps_dir: &Path,
+    capacity: u32,
+    table_chunks: ByFamily<u32>,
+) -> Result<Loaded, BpfError> {
     std::fs::create_dir_all(maps_dir).map_err(|source| BpfError::MapsDir {
         path: maps_dir.to_owned(),
         source,
@@ -58,7 +63,8 @@ pub fn load(maps_dir: &Path, capacity: u32, table_chunks: u32) -> Result<Loaded,
         .map_max_entries(maps::RULES_V4, capacity)
         .map_max_entries(maps::RULES_V6, capacity)
         // An array needs one entry at least; with none wanted, the one is never used.
-        .map_max_entries(maps::TABLE_V4, (GENERATION_SLOTS * table_chunks).max(1));
+        .map_max_entries(maps::TABLE_V4, (GENERATION_SLOTS * table_chunks.v4).max(1))
+        .map_max_entries(maps::TABLE_V6, (GENERATION_SLOTS * table_chunks.v6).max(1));
     let paths: Vec<(&'static str, PathBuf)> = PINNED_MAPS
         .iter()
         .map(|name| (*name, maps_dir.join(name)))
@@ -86,19 +92,16 @@ pub fn load(maps_dir: &Path, capacity: u32, table_chunks: u32) -> Result<Loaded,
             });
         }
     };
-    let table_chunks = match ebpf.map(maps::TABLE_V4) {
+    let per_slot = |name: &'static str| match ebpf.map(name) {
         Some(aya::maps::Map::Array(m)) => m
             .info()
             .map(|i| i.max_entries() / GENERATION_SLOTS)
-            .map_err(|source| BpfError::Map {
-                name: maps::TABLE_V4,
-                source,
-            })?,
-        _ => {
-            return Err(BpfError::MissingMap {
-                name: maps::TABLE_V4,
-            });
-        }
+            .map_err(|source| BpfError::Map { name, source }),
+        _ => Err(BpfError::MissingMap { name }),
+    };
+    let table_chunks = ByFamily {
+        v4: per_slot(maps::TABLE_V4)?,
+        v6: per_slot(maps::TABLE_V6)?,
     };
     load_programs(&mut ebpf)?;
     // Probing by loading: some kernels list the BPF LSM yet refuse its programs.
@@ -224,8 +227,10 @@ const PINNED_MAPS: &[&str] = &[
     maps::RATE,
     maps::PORTS,
     maps::INTERFACES,
-    // The IPv4 lookup tables, for `verify` to read. An adopting agent clears their
-    // roots before its first version (`TableMaps::new`): the trie judges meanwhile.
+    // The lookup tables, for `verify` to read. An adopting agent clears their roots
+    // before its first version (`TableMaps::new`): the trie judges meanwhile.
     maps::TABLE_V4,
     maps::TABLE_ROOTS,
+    maps::TABLE_V6,
+    maps::TABLE_ROOTS_V6,
 ];

@@ -12,7 +12,10 @@ use residency_common::{
 };
 
 use super::{BpfError, KernelCounters, Loaded, names::PolicyNames};
-use crate::config::Config;
+use crate::{
+    config::Config,
+    generations::{ByFamily, TableMaps},
+};
 
 /// The maps that hold the policy, taken out of the loaded object.
 pub struct PolicyMaps {
@@ -26,8 +29,8 @@ pub struct PolicyMaps {
     pub names: PolicyNames,
     /// Capacity of each rule trie (entries, both slots together).
     pub capacity: u32,
-    /// The IPv4 lookup tables.
-    pub tables: crate::generations::TableMaps,
+    /// The lookup tables.
+    pub tables: ByFamily<TableMaps>,
 }
 
 impl Loaded {
@@ -51,15 +54,28 @@ impl Loaded {
                 name: super::names::POLICY_NAMES,
             })?,
             capacity: self.capacity,
-            tables: crate::generations::TableMaps::new(
-                take(&mut self.ebpf, maps::TABLE_V4)?,
-                take(&mut self.ebpf, maps::TABLE_ROOTS)?,
-                self.table_chunks,
-            )
-            .map_err(|source| BpfError::Map {
-                name: maps::TABLE_ROOTS,
-                source,
-            })?,
+            tables: ByFamily {
+                v4: TableMaps::new(
+                    take(&mut self.ebpf, maps::TABLE_V4)?,
+                    take(&mut self.ebpf, maps::TABLE_ROOTS)?,
+                    self.table_chunks.v4,
+                    (maps::TABLE_V4, maps::TABLE_ROOTS),
+                )
+                .map_err(|source| BpfError::Map {
+                    name: maps::TABLE_ROOTS,
+                    source,
+                })?,
+                v6: TableMaps::new(
+                    take(&mut self.ebpf, maps::TABLE_V6)?,
+                    take(&mut self.ebpf, maps::TABLE_ROOTS_V6)?,
+                    self.table_chunks.v6,
+                    (maps::TABLE_V6, maps::TABLE_ROOTS_V6),
+                )
+                .map_err(|source| BpfError::Map {
+                    name: maps::TABLE_ROOTS_V6,
+                    source,
+                })?,
+            },
         })
     }
 

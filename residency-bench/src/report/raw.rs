@@ -30,6 +30,7 @@ pub fn raw(r: &Results) -> serde_json::Value {
         "program": r.program.iter().map(|p| json!({
             "family": p.family,
             "prefixes": p.prefixes,
+            "set": if p.eu27 { "eu27" } else { "synthetic" },
             "below": p.below,
             "repeat": p.repeat,
             "packet_bytes": p.packet_bytes,

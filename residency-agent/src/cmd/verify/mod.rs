@@ -171,18 +171,31 @@ pub fn check(
     let rules = policy::compile(&found, &ids, slot)?;
     let want = rules::compare(&open, &rules, slot, (&found, &ids), &name_of, &mut report)?;
 
-    // The IPv4 lookup tables, which judge before the trie.
+    // The lookup tables, which judge before the trie.
     match (open(maps::TABLE_V4), open(maps::TABLE_ROOTS)) {
         (Ok(chunks), Ok(roots)) => tables::compare(
             &Array::try_from(Map::from_map_data(chunks)?)?,
             &Array::try_from(Map::from_map_data(roots)?)?,
-            &rules,
+            || rules.v4.iter().copied(),
             slot,
             &name_of,
             &mut report,
         )?,
         (Err(e), _) | (_, Err(e)) => report.unchecked.push(format!(
             "IPv4 lookup tables: {e:#} (pinned by agents since they have tables)"
+        )),
+    }
+    match (open(maps::TABLE_V6), open(maps::TABLE_ROOTS_V6)) {
+        (Ok(chunks), Ok(roots)) => tables::compare(
+            &Array::try_from(Map::from_map_data(chunks)?)?,
+            &Array::try_from(Map::from_map_data(roots)?)?,
+            || rules.v6.iter().copied(),
+            slot,
+            &name_of,
+            &mut report,
+        )?,
+        (Err(e), _) | (_, Err(e)) => report.unchecked.push(format!(
+            "IPv6 lookup tables: {e:#} (pinned by agents since they have IPv6 tables)"
         )),
     }
 

@@ -1,5 +1,5 @@
-//! The IPv4 lookup tables of the version in force against the config's: the agent lays
-//! a version's tables out deterministically (policy after policy, each in address
+//! The lookup tables of the version in force against the config's (IPv4, then IPv6):
+//! the agent lays a version's tables out deterministically (policy after policy, each in address
 //! order: `generations::lay_out`), so laying the config's entries out again in memory
 //! gives the kernel's chunks exactly, and every root of the slot. A difference names
 //! the policy whose tables it is in.
@@ -10,12 +10,13 @@ use aya::maps::{Array, MapData};
 use residency_common::{MAX_POLICIES, TABLE_CHUNK_LEN, TableChunk};
 
 use super::Report;
-use crate::{generations::lay_out, policy::RuleSet};
+use crate::generations::{TableKey, lay_out};
 
-pub fn compare(
+/// One family's tables against `entries`, the config's trie entries of that family.
+pub fn compare<K: TableKey, I: Iterator<Item = (K, residency_common::RuleValue)>>(
     chunks: &Array<MapData, TableChunk>,
     roots: &Array<MapData, u32>,
-    rules: &RuleSet,
+    entries: impl Fn() -> I,
     slot: u32,
     name_of: &dyn Fn(u32) -> String,
     report: &mut Report,
@@ -24,18 +25,13 @@ pub fn compare(
     let base = slot * per_slot;
     // Compared as they are laid out, so that only the differences are kept.
     let mut differing: Vec<(u32, usize, u32, u32)> = Vec::new();
-    let (want, written) = lay_out(
-        || rules.v4.iter().copied(),
-        per_slot,
-        base,
-        |i, config: &TableChunk| {
-            let kernel = chunks.get(&i, 0)?;
-            if let Some(at) = (0..TABLE_CHUNK_LEN).find(|&e| kernel[e] != config[e]) {
-                differing.push((i, at, kernel[at], config[at]));
-            }
-            anyhow::Ok(())
-        },
-    )?;
+    let (want, written) = lay_out(entries, per_slot, base, |i, config: &TableChunk| {
+        let kernel = chunks.get(&i, 0)?;
+        if let Some(at) = (0..TABLE_CHUNK_LEN).find(|&e| kernel[e] != config[e]) {
+            differing.push((i, at, kernel[at], config[at]));
+        }
+        anyhow::Ok(())
+    })?;
     let mut have = BTreeMap::new();
     for id in 0..MAX_POLICIES {
         let root = roots.get(&(slot * MAX_POLICIES + id), 0)?;
@@ -53,8 +49,9 @@ pub fn compare(
         if w != h {
             let show = |r: Option<u32>| r.map_or("none".to_owned(), |r| format!("chunk {}", r - 1));
             report.mismatches.push(format!(
-                "policy \"{}\": IPv4 lookup tables: the kernel's start at {}, the config's at {}",
+                "policy \"{}\": {} lookup tables: the kernel's start at {}, the config's at {}",
                 name_of(id),
+                K::FAMILY,
                 show(h),
                 show(w)
             ));
@@ -71,9 +68,10 @@ pub fn compare(
             .collect();
         if let Some((c, at, k, w)) = mine.first() {
             report.mismatches.push(format!(
-                "policy \"{}\": IPv4 lookup tables: {} of {} chunks differ from the \
+                "policy \"{}\": {} lookup tables: {} of {} chunks differ from the \
                  config's (first: chunk {c}, entry {at}: kernel {k:#010x}, config {w:#010x})",
                 name_of(id),
+                K::FAMILY,
                 mine.len(),
                 end - start,
             ));
