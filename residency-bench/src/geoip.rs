@@ -97,12 +97,17 @@ pub fn eu_cidrs(v6: bool) -> anyhow::Result<Vec<String>> {
 }
 
 /// The aligned blocks covering `lo..=hi` of a `width`-bit space, largest first at
-/// each step.
+/// each step (nothing when `lo > hi`).
 fn cidrs_of(lo: u128, hi: u128, width: u32, out: &mut Vec<String>) {
+    // The last offset of a block of `bits` host bits.
+    let span = |bits: u32| u128::MAX.checked_shr(128 - bits).unwrap_or(0);
+    if lo > hi {
+        return;
+    }
     let mut start = lo;
     loop {
-        let mut bits = start.trailing_zeros().min(width).min(127);
-        while bits > 0 && hi - start < (1u128 << bits) - 1 {
+        let mut bits = start.trailing_zeros().min(width);
+        while bits > 0 && hi - start < span(bits) {
             bits -= 1;
         }
         let addr = if width == 32 {
@@ -112,7 +117,7 @@ fn cidrs_of(lo: u128, hi: u128, width: u32, out: &mut Vec<String>) {
         };
         out.push(format!("{addr}/{}", width - bits));
         // The block's last address; the range ends with it at the space's top.
-        let last = start + ((1u128 << bits) - 1);
+        let last = start + span(bits);
         if last >= hi {
             break;
         }
@@ -341,5 +346,11 @@ mod tests {
         out.clear();
         cidrs_of(a("ff00::"), u128::MAX, 128, &mut out);
         assert_eq!(out, ["ff00::/8"]);
+        out.clear();
+        cidrs_of(0, u128::MAX, 128, &mut out);
+        assert_eq!(out, ["::/0"]);
+        out.clear();
+        cidrs_of(5, 4, 32, &mut out);
+        assert!(out.is_empty());
     }
 }

@@ -153,14 +153,17 @@ fn measure_set(
         row.below = below;
         Ok(row)
     };
-    // Room for the lookup tables of every set here but the synthetic IPv6 1M (the
-    // synthetic IPv4 1M spreads over 166,000 chunks; a country's set needs about
-    // 16,500 a family, within the default).
-    let text = text.replacen(
-        "[agent]\n",
-        "[agent]\nipv4_table_chunks = 262144\nipv6_table_chunks = 524288\n",
-        1,
-    );
+    // Room for the lookup tables of every set of the row's family but the synthetic
+    // IPv6 1M (the synthetic IPv4 1M spreads over 166,000 chunks; the IPv6 sets, one
+    // prefix in each of N equal slots of 2000::/3, need several a prefix, which fits
+    // the room below up to 100k; a country's set needs 1,500 to 30,000 a family); the
+    // other family (the special destinations alone) keeps the default.
+    let room = if family == 4 {
+        "ipv4_table_chunks = 262144"
+    } else {
+        "ipv6_table_chunks = 524288"
+    };
+    let text = text.replacen("[agent]\n", &format!("[agent]\n{room}\n"), 1);
     let mut row = measure(&text)?;
     let cold = measure(&text.replacen("[agent]\n", "[agent]\nverdict_cache = false\n", 1))?;
     row.hit_cold = cold.hit;

@@ -58,6 +58,12 @@ pub const NETNS_ASKS: &str = "RES_NETNS_ASKS";
 pub const TABLE_V4: &str = "RES_TABLE_V4";
 /// Per slot and policy id: its first-level chunk + 1, or 0 (`table.rs`).
 pub const TABLE_ROOTS: &str = "RES_TABLE_ROOTS";
+/// `ARRAY` of one u32: the policy epoch the lookup tables were written for. The
+/// programs read the tables only while it equals the epoch they judge by ([`ACTIVE`]):
+/// the agent writes it before each change of the epoch it makes, so an agent that does
+/// not know the tables (an older one, after a downgrade) changes the epoch alone, and
+/// the tables it never rewrote go unread until an agent that knows them writes again.
+pub const TABLE_EPOCH: &str = "RES_TABLE_EPOCH";
 /// IPv6 lookup tables: chunks of both generation slots (`table.rs`).
 pub const TABLE_V6: &str = "RES_TABLE_V6";
 /// The IPv6 tables' roots, as [`TABLE_ROOTS`] for IPv4.

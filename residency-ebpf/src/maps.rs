@@ -66,6 +66,11 @@ pub static TABLE_V4: Array<TableChunk> = Array::with_max_entries(1, 0);
 #[map(name = "RES_TABLE_ROOTS")]
 pub static TABLE_ROOTS: Array<u32> = Array::with_max_entries(TABLE_ROOTS_LEN, 0);
 
+/// The epoch the lookup tables were written for (`residency_common::maps::TABLE_EPOCH`):
+/// they are read only while it is the epoch judged by.
+#[map(name = "RES_TABLE_EPOCH")]
+pub static TABLE_EPOCH: Array<u32> = Array::with_max_entries(1, 0);
+
 /// The IPv6 lookup tables' chunks, as [`TABLE_V4`]'s (`[agent] ipv6_table_chunks`).
 #[map(name = "RES_TABLE_V6")]
 pub static TABLE_V6: Array<TableChunk> = Array::with_max_entries(1, 0);

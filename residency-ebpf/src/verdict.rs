@@ -6,7 +6,7 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use residency_common::{
     ACTION_ALLOW, ACTION_DENY, ACTION_NONE, MAX_PORT_RULES_PER_PREFIX, POLICY_KEY_BITS, RULE_NONE,
-    RuleKeyV4, RuleKeyV6, Verdict, scope,
+    RuleKeyV4, RuleKeyV6, Verdict, scope, slot_of,
 };
 
 use crate::{
@@ -45,15 +45,15 @@ pub fn verdict_of(allowed: bool, audit: bool) -> Verdict {
     }
 }
 
-/// The verdict of `policy` in generation slot `slot` for `t`.
+/// The verdict of `policy` under `epoch` (its generation slot's) for `t`.
 #[inline(always)]
-pub fn decide(slot: u32, policy: u32, t: &Target) -> Decision {
-    let scope = scope(slot, policy);
+pub fn decide(epoch: u32, policy: u32, t: &Target) -> Decision {
+    let scope = scope(slot_of(epoch), policy);
     let hit = match t.v4 {
         // The tables answer a prefix's default without the trie walk; a prefix with
         // port rules (or, IPv6, longer than /64), or a policy without tables, goes on
         // to the trie.
-        Some(addr) if let Some(d) = table::v4(slot, policy, addr) => return d,
+        Some(addr) if let Some(d) = table::v4(epoch, policy, addr) => return d,
         Some(addr) => RULES_V4.get(Key::new(
             POLICY_KEY_BITS + 32,
             RuleKeyV4 {
@@ -61,7 +61,7 @@ pub fn decide(slot: u32, policy: u32, t: &Target) -> Decision {
                 addr,
             },
         )),
-        None if let Some(d) = table::v6(slot, policy, &t.v6) => return d,
+        None if let Some(d) = table::v6(epoch, policy, &t.v6) => return d,
         None => RULES_V6.get(Key::new(
             POLICY_KEY_BITS + 128,
             RuleKeyV6 {

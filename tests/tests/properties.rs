@@ -155,6 +155,80 @@ fn a_version_without_tables_is_not_judged_by_an_older_versions_tables() {
     }
 }
 
+/// The map `name` the loaded egress program uses, opened by its id (the test's maps are
+/// pinned nowhere).
+fn program_map(loaded: &residency_agent::kernel::Loaded, name: &str) -> aya::maps::Map {
+    let ids = loaded
+        .ebpf
+        .program(residency_common::PROGRAM_EGRESS)
+        .unwrap()
+        .info()
+        .unwrap()
+        .map_ids()
+        .unwrap()
+        .unwrap();
+    let id = ids
+        .into_iter()
+        .find(|id| {
+            aya::maps::MapInfo::from_id(*id).is_ok_and(|info| info.name_as_str() == Some(name))
+        })
+        .unwrap_or_else(|| panic!("the egress program uses no map {name}"));
+    aya::maps::Map::Array(aya::maps::MapData::from_id(id).unwrap())
+}
+
+/// The lookup tables are read only under the epoch they were written for: an agent
+/// that knows nothing of them (an older one, after a downgrade) changes the epoch
+/// alone, and what this agent left in the tables is never followed after that.
+#[test]
+fn tables_are_read_only_under_the_epoch_they_were_written_for() {
+    if !require_root() {
+        return;
+    }
+    let text = "[agent]\nverdict_cache = false\n\n[[policy]]\nname = \"p\"\n\
+                cgroups = [\"x\"]\nallow = [\"10.0.0.0/8\"]\n";
+    let config = Arc::new(Config::parse(text, "p.toml").unwrap());
+    let mut loaded = kernel::load_private(1 << 16).unwrap();
+    loaded.configure(&config).unwrap();
+    let bound = [kernel::bind_own_cgroup(0).unwrap()];
+    let mut generations = Generations::new(loaded.take_policy_maps().unwrap()).unwrap();
+    let applied = generations.apply(&config, &bound).unwrap();
+    assert_eq!(
+        applied.tables.v4.policies, 1,
+        "the policy has no IPv4 tables"
+    );
+    let inside = packet("10.1.2.3".parse().unwrap(), 17, 53);
+    assert_eq!(kernel::run_egress(&mut loaded, &inside).unwrap(), PASS);
+
+    let mut active: aya::maps::Array<_, u32> =
+        program_map(&loaded, "RES_ACTIVE").try_into().unwrap();
+    let roots: aya::maps::Array<_, u32> =
+        program_map(&loaded, "RES_TABLE_ROOTS").try_into().unwrap();
+    let mut chunks: aya::maps::Array<_, residency_common::TableChunk> =
+        program_map(&loaded, "RES_TABLE_V4").try_into().unwrap();
+    let epoch = active.get(&0, 0).unwrap();
+    let slot = residency_common::slot_of(epoch);
+    let root = roots
+        .get(&(slot * residency_common::MAX_POLICIES + applied.ids[0]), 0)
+        .unwrap();
+    assert_ne!(root, 0, "the policy's tables have no root");
+    // The policy's first-level chunk made to refuse everything (an entry of 0: no
+    // prefix covers the address): the tables are what judges 10.1.2.3 now.
+    chunks.set(root - 1, [0; 256], 0).unwrap();
+    assert_eq!(
+        kernel::run_egress(&mut loaded, &inside).unwrap(),
+        0,
+        "the tables were not read under the epoch they were written for"
+    );
+    // The epoch changed by an agent that does not know the tables (same slot, as for a
+    // cgroup bound): the trie judges again, whatever the tables hold.
+    active.set(0, epoch.wrapping_add(2), 0).unwrap();
+    assert_eq!(
+        kernel::run_egress(&mut loaded, &inside).unwrap(),
+        PASS,
+        "the tables were read under an epoch they were not written for"
+    );
+}
+
 const AGENT: &str = r#"
 [agent]
 pin_path = "{pins}"

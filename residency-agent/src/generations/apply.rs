@@ -89,7 +89,7 @@ impl Generations {
             self.delete(&w);
             return Err(e);
         }
-        if let Err(source) = self.maps.active.set(0, next_epoch, 0) {
+        if let Err(source) = self.set_epoch(next_epoch) {
             self.delete(&w);
             return Err(BpfError::Map {
                 name: maps::ACTIVE,

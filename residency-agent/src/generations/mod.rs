@@ -279,15 +279,26 @@ impl Generations {
             })?;
         self.written.bindings.push(key);
         let epoch = self.epoch.wrapping_add(GENERATION_SLOTS);
-        self.maps
-            .active
-            .set(0, epoch, 0)
-            .map_err(|source| BpfError::Map {
-                name: maps::ACTIVE,
-                source,
-            })?;
+        self.set_epoch(epoch).map_err(|source| BpfError::Map {
+            name: maps::ACTIVE,
+            source,
+        })?;
         self.epoch = epoch;
         Ok(())
+    }
+
+    /// Makes `epoch` the one packets are judged by (`RES_ACTIVE`), its lookup tables
+    /// the slot's: `RES_TABLE_EPOCH` is written first, so that no program reads them
+    /// under an epoch they were not written for. (Failing that, the tables go unread,
+    /// and the trie judges as correctly.)
+    fn set_epoch(&mut self, epoch: u32) -> Result<(), aya::maps::MapError> {
+        if let Err(e) = self.maps.table_epoch.set(0, epoch, 0) {
+            tracing::warn!(
+                "writing {} failed ({e}): the lookup tables go unread, the trie judges",
+                maps::TABLE_EPOCH
+            );
+        }
+        self.maps.active.set(0, epoch, 0)
     }
 
     /// Removes the binding of a cgroup that no longer exists.
@@ -302,7 +313,7 @@ impl Generations {
         // Sockets can outlive their cgroup: their cached verdicts and the bindings the
         // programs remember must end with the binding (same slot, new epoch).
         let epoch = self.epoch.wrapping_add(GENERATION_SLOTS);
-        match self.maps.active.set(0, epoch, 0) {
+        match self.set_epoch(epoch) {
             Ok(()) => self.epoch = epoch,
             Err(e) => tracing::warn!(
                 cgroup_id,

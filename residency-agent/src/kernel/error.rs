@@ -29,7 +29,7 @@ pub enum BpfError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the IPv4 lookup tables of the new version could not be set up: {0}")]
+    #[error("the lookup tables of the new version could not be set up: {0}")]
     Tables(#[source] crate::generations::TableError),
     #[error("map {name} is missing from the object")]
     MissingMap { name: &'static str },

@@ -233,4 +233,5 @@ const PINNED_MAPS: &[&str] = &[
     maps::TABLE_ROOTS,
     maps::TABLE_V6,
     maps::TABLE_ROOTS_V6,
+    maps::TABLE_EPOCH,
 ];

@@ -23,6 +23,8 @@ pub struct PolicyMaps {
     pub rules_v6: LpmTrie<MapData, RuleKeyV6, RuleValue>,
     pub bindings: HashMap<MapData, BindingKey, Binding>,
     pub active: Array<MapData, u32>,
+    /// The epoch the lookup tables were written for (written before `active`).
+    pub table_epoch: Array<MapData, u32>,
     pub ports: Array<MapData, PortRule>,
     pub interfaces: HashMap<MapData, InterfaceKey, u8>,
     /// The policy names of each slot, for readers without the agent (`verify`).
@@ -48,6 +50,7 @@ impl Loaded {
             rules_v6: take(&mut self.ebpf, maps::RULES_V6)?,
             bindings: take(&mut self.ebpf, maps::BINDINGS)?,
             active: take(&mut self.ebpf, maps::ACTIVE)?,
+            table_epoch: take(&mut self.ebpf, maps::TABLE_EPOCH)?,
             ports: take(&mut self.ebpf, maps::PORTS)?,
             interfaces: take(&mut self.ebpf, maps::INTERFACES)?,
             names: self.names.take().ok_or(BpfError::MissingMap {

@@ -142,7 +142,7 @@ impl Metrics {
         counter(
             enc,
             "residency_trie_lookups",
-            "Packets judged from the policy (its IPv4 lookup tables, else the rule tries) rather than the verdict cache: a flow's first packet (per CPU), or every packet with [agent] verdict_cache = false. The rest of residency_packets_total came from the kernel's verdict cache.",
+            "Packets judged from the policy (its lookup tables, else the rule tries) rather than the verdict cache: a flow's first packet (per CPU), or every packet with [agent] verdict_cache = false. The rest of residency_packets_total came from the kernel's verdict cache.",
             &[(vec![], k.trie_lookups)],
         )?;
         counter(

@@ -187,7 +187,7 @@ fn judge(
         port: p.dst_port,
         port_known: p.ports_known,
     };
-    Some((b, verdict::decide(slot, b.policy, &target), judged))
+    Some((b, verdict::decide(epoch, b.policy, &target), judged))
 }
 
 /// The full socket that sent the packet, if the helper finds one.

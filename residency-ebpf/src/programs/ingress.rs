@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use residency_common::{
     BINDING_JUDGE_INBOUND, EVENT_AUDIT, EVENT_BLOCK, MODE_AUDIT, SOURCE_INBOUND,
-    protocol::IPPROTO_TCP, slot_of,
+    protocol::IPPROTO_TCP,
 };
 
 use crate::{
@@ -48,7 +48,6 @@ pub fn residency_ingress(ctx: SkBuffContext) -> i32 {
         return PASS;
     }
     let epoch = maps::epoch();
-    let slot = slot_of(epoch);
     let cgroup_id = binding::skb_cgroup(&ctx);
     let Some(b) = binding::of_skb(ctx.skb.skb, cgroup_id, epoch) else {
         // Attached, yet no binding: the maps and attachments disagree. The egress
@@ -68,7 +67,7 @@ pub fn residency_ingress(ctx: SkBuffContext) -> i32 {
         port: 0,
         port_known: false,
     };
-    let d = verdict::decide(slot, b.policy, &target);
+    let d = verdict::decide(epoch, b.policy, &target);
     if d.allowed {
         return PASS;
     }

@@ -15,7 +15,6 @@ use aya_ebpf::{
 };
 use residency_common::{
     EVENT_AUDIT, EVENT_BLOCK, Event, MODE_AUDIT, SOURCE_CONNECT, SOURCE_SENDMSG, Stat, Verdict,
-    slot_of,
 };
 
 use super::{ALLOW_CALL, DENY_CALL, message};
@@ -85,7 +84,6 @@ fn socket_call(ctx: &SockAddrContext, v6: bool, source: u8) -> i32 {
     let family = if v4.is_some() { 4 } else { 6 };
     let cgroup_id = binding::current_cgroup();
     let epoch = maps::epoch();
-    let slot = slot_of(epoch);
     let Some(b) = binding::of_current_task(cgroup_id, epoch) else {
         // The socket belongs to a configured cgroup (these programs run from the
         // socket's cgroup), but the caller has moved to one no policy binds. The call
@@ -114,7 +112,7 @@ fn socket_call(ctx: &SockAddrContext, v6: bool, source: u8) -> i32 {
             allowed: v.allowed != 0,
             rule: v.rule,
         },
-        _ => verdict::decide(slot, b.policy, &target),
+        _ => verdict::decide(epoch, b.policy, &target),
     };
     if d.allowed {
         return ALLOW_CALL;

@@ -4,7 +4,7 @@
 //! and compares it exactly with what the config compiles to: every rule trie entry of
 //! every policy (prefix, action, deciding rule, and its protocol/port rules resolved
 //! from the port table), every cgroup binding (policy, mode, flags), every interface
-//! a policy names, and the IPv4 lookup tables chunk by chunk; then checks that every
+//! a policy names, and the lookup tables of both families chunk by chunk; then checks that every
 //! configured cgroup that exists has each program attached through a pinned link the
 //! kernel still holds. Each difference is one line a user can act on; any difference
 //! makes the exit status non-zero.
@@ -51,7 +51,7 @@ pub struct Report {
     /// Pods whose bindings were checked (with `[kubernetes]` and an agent answering).
     pub pods: usize,
     pub probes: usize,
-    /// IPv4 lookup table chunks compared.
+    /// Lookup table chunks compared (both families).
     pub table_chunks: usize,
     /// Policies whose verdicts could not be probed, and why.
     pub unprobed: Vec<String>,
