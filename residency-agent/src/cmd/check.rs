@@ -219,3 +219,56 @@ fn capacity_warnings(config: &Config, (v4, v6): (usize, usize)) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A policy whose tables of either family need more than the room left is named,
+    /// with the chunks it needs and the key to raise; one that fits is not.
+    #[test]
+    fn policies_whose_tables_do_not_fit_are_noted_per_family() {
+        // Each prefix in a /8 of its own: chunks per /8 and /16 besides the root.
+        let wide_v4: Vec<String> = (0..4).map(|i| format!("\"{}.{i}.7.0/24\"", 20 + i)).collect();
+        let wide_v6: Vec<String> = (0..4).map(|i| format!("\"2a0{i}:{i}::/48\"")).collect();
+        let text = |v4: u32, v6: u32| {
+            format!(
+                "[agent]\nipv4_table_chunks = {v4}\nipv6_table_chunks = {v6}\n\n\
+                 [[policy]]\nname = \"small\"\ncgroups = [\"a\"]\nallow = [\"10.0.0.0/8\"]\n\n\
+                 [[policy]]\nname = \"wide\"\ncgroups = [\"b\"]\nallow = [{}, {}]\n",
+                wide_v4.join(", "),
+                wide_v6.join(", ")
+            )
+        };
+        // What each policy's tables need (no room: every policy is short of it).
+        let config = Config::parse(&text(1, 1), "p.toml").unwrap();
+        let rules = policy::Compiled::new(&config, &[0, 1], 0).unwrap();
+        let need = |short: Vec<(u32, u32)>| -> Vec<u32> { short.into_iter().map(|s| s.1).collect() };
+        let (n4, n6) = (
+            need(crate::generations::without_room(rules.v4(), 0)),
+            need(crate::generations::without_room(rules.v6(), 0)),
+        );
+        assert!(n4[1] > n4[0] && n6[1] > n6[0], "{n4:?} {n6:?}");
+        // Room for all but the last chunk: the first policy fits, the second not.
+        let room = (n4[0] + n4[1] - 1, n6[0] + n6[1] - 1);
+        let config = Config::parse(&text(room.0, room.1), "p.toml").unwrap();
+        let notes = table_notes(&config).unwrap();
+        assert_eq!(
+            notes,
+            [
+                format!(
+                    "p.toml: policy wide: its IPv4 lookup tables need {} chunks, more than \
+                     [agent] ipv4_table_chunks ({}) leaves for it; its first packets will be \
+                     judged by the trie (correct, slower)",
+                    n4[1], room.0
+                ),
+                format!(
+                    "p.toml: policy wide: its IPv6 lookup tables need {} chunks, more than \
+                     [agent] ipv6_table_chunks ({}) leaves for it; its first packets will be \
+                     judged by the trie (correct, slower)",
+                    n6[1], room.1
+                ),
+            ]
+        );
+    }
+}
