@@ -228,8 +228,10 @@ mod tests {
     /// with the chunks it needs and the key to raise; one that fits is not.
     #[test]
     fn policies_whose_tables_do_not_fit_are_noted_per_family() {
-        // Each prefix in a /8 of its own: chunks per /8 and /16 besides the root.
-        let wide_v4: Vec<String> = (0..4).map(|i| format!("\"{}.{i}.7.0/24\"", 20 + i)).collect();
+        // Prefixes in blocks of their own: a chunk per block and level besides the root.
+        let wide_v4: Vec<String> = (0..4)
+            .map(|i| format!("\"{}.{i}.7.0/24\"", 20 + i))
+            .collect();
         let wide_v6: Vec<String> = (0..4).map(|i| format!("\"2a0{i}:{i}::/48\"")).collect();
         let text = |v4: u32, v6: u32| {
             format!(
@@ -243,7 +245,8 @@ mod tests {
         // What each policy's tables need (no room: every policy is short of it).
         let config = Config::parse(&text(1, 1), "p.toml").unwrap();
         let rules = policy::Compiled::new(&config, &[0, 1], 0).unwrap();
-        let need = |short: Vec<(u32, u32)>| -> Vec<u32> { short.into_iter().map(|s| s.1).collect() };
+        let need =
+            |short: Vec<(u32, u32)>| -> Vec<u32> { short.into_iter().map(|s| s.1).collect() };
         let (n4, n6) = (
             need(crate::generations::without_room(rules.v4(), 0)),
             need(crate::generations::without_room(rules.v6(), 0)),
