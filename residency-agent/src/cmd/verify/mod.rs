@@ -172,32 +172,21 @@ pub fn check(
     let want = rules::compare(&open, &rules, slot, (&found, &ids), &name_of, &mut report)?;
 
     // The lookup tables, which judge before the trie.
-    match (open(maps::TABLE_V4), open(maps::TABLE_ROOTS)) {
-        (Ok(chunks), Ok(roots)) => tables::compare(
-            &Array::try_from(Map::from_map_data(chunks)?)?,
-            &Array::try_from(Map::from_map_data(roots)?)?,
-            || rules.v4.iter().copied(),
-            slot,
-            &name_of,
-            &mut report,
-        )?,
-        (Err(e), _) | (_, Err(e)) => report.unchecked.push(format!(
-            "IPv4 lookup tables: {e:#} (pinned by agents since they have tables)"
-        )),
-    }
-    match (open(maps::TABLE_V6), open(maps::TABLE_ROOTS_V6)) {
-        (Ok(chunks), Ok(roots)) => tables::compare(
-            &Array::try_from(Map::from_map_data(chunks)?)?,
-            &Array::try_from(Map::from_map_data(roots)?)?,
-            || rules.v6.iter().copied(),
-            slot,
-            &name_of,
-            &mut report,
-        )?,
-        (Err(e), _) | (_, Err(e)) => report.unchecked.push(format!(
-            "IPv6 lookup tables: {e:#} (pinned by agents since they have IPv6 tables)"
-        )),
-    }
+    let at = (slot, &name_of as &dyn Fn(u32) -> String);
+    tables::compare_pinned(
+        &open,
+        (maps::TABLE_V4, maps::TABLE_ROOTS),
+        || rules.v4.iter().copied(),
+        at,
+        &mut report,
+    )?;
+    tables::compare_pinned(
+        &open,
+        (maps::TABLE_V6, maps::TABLE_ROOTS_V6),
+        || rules.v6.iter().copied(),
+        at,
+        &mut report,
+    )?;
 
     // Bindings of the configured cgroups that exist.
     let mut bindings: HashMap<MapData, BindingKey, Binding> =

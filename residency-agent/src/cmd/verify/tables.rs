@@ -6,14 +6,43 @@
 
 use std::collections::BTreeMap;
 
-use aya::maps::{Array, MapData};
+use aya::maps::{Array, Map, MapData};
 use residency_common::{MAX_POLICIES, TABLE_CHUNK_LEN, TableChunk};
 
 use super::Report;
 use crate::generations::{TableKey, lay_out};
 
+/// One family's pinned tables (`names`: the chunks' map and the roots') against
+/// `entries`, the config's trie entries of that family, in generation slot `slot`
+/// (`name_of` names a policy by id); maps that are not pinned are reported unchecked.
+pub fn compare_pinned<K: TableKey, I: Iterator<Item = (K, residency_common::RuleValue)>>(
+    open: &dyn Fn(&str) -> anyhow::Result<MapData>,
+    (chunks, roots): (&str, &str),
+    entries: impl Fn() -> I,
+    (slot, name_of): (u32, &dyn Fn(u32) -> String),
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    match (open(chunks), open(roots)) {
+        (Ok(chunks), Ok(roots)) => compare(
+            &Array::try_from(Map::from_map_data(chunks)?)?,
+            &Array::try_from(Map::from_map_data(roots)?)?,
+            entries,
+            slot,
+            name_of,
+            report,
+        ),
+        (Err(e), _) | (_, Err(e)) => {
+            report.unchecked.push(format!(
+                "{} lookup tables: {e:#} (pinned by agents since they have them)",
+                K::FAMILY
+            ));
+            Ok(())
+        }
+    }
+}
+
 /// One family's tables against `entries`, the config's trie entries of that family.
-pub fn compare<K: TableKey, I: Iterator<Item = (K, residency_common::RuleValue)>>(
+fn compare<K: TableKey, I: Iterator<Item = (K, residency_common::RuleValue)>>(
     chunks: &Array<MapData, TableChunk>,
     roots: &Array<MapData, u32>,
     entries: impl Fn() -> I,
