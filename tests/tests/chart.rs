@@ -235,6 +235,7 @@ fn the_chart_lints_and_every_rendering_is_admitted_with_a_valid_policy() {
     let config = config_of(&objects);
     for line in [
         "rule_capacity = 2097152",
+        "ipv6_table_chunks = 32768",
         "aggregate_window_ms = 2000",
         "rate_limit_per_cpu = 500",
         "resync_seconds = 600",
@@ -574,4 +575,56 @@ fn the_agent_enforces_with_only_the_daemonsets_capabilities() {
         !sb.client(Some(&app), "tcp", "203.0.113.9").ok,
         "forbidden destination reached"
     );
+}
+
+/// The keys the agent's config parser takes in `table` (`[agent]`, `[[policy]]`, …),
+/// as its own error for an unknown one lists them.
+fn config_keys(table: &str) -> Vec<String> {
+    let text = format!("{table}\nno_such_key = 1\n");
+    let err = residency_agent::config::Config::parse(&text, "keys.toml")
+        .err()
+        .unwrap_or_else(|| panic!("{table} took an unknown key"))
+        .to_string();
+    let (_, expected) = err
+        .split_once("expected one of ")
+        .unwrap_or_else(|| panic!("{table}: {err}"));
+    expected
+        .split(", ")
+        .map(|k| k.trim().trim_matches('`').to_owned())
+        .collect()
+}
+
+/// The chart's values schema takes every key of the agent's config in its YAML form,
+/// and no other: a key missing there would be refused by `helm` although the agent
+/// takes it.
+#[test]
+fn the_values_schema_takes_every_key_of_the_config() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(chart_dir().join("values.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let config = &schema["properties"]["config"]["oneOf"][1];
+    for (table, properties) in [
+        ("[agent]", &config["properties"]["agent"]["properties"]),
+        ("[events]", &config["properties"]["events"]["properties"]),
+        (
+            "[kubernetes]",
+            &config["properties"]["kubernetes"]["properties"],
+        ),
+        ("[[policy]]", &schema["definitions"]["policy"]["properties"]),
+    ] {
+        let mut in_schema: Vec<String> = properties
+            .as_object()
+            .unwrap_or_else(|| panic!("{table}: no properties in the schema"))
+            .keys()
+            .cloned()
+            .collect();
+        let mut in_config = config_keys(table);
+        in_schema.sort();
+        in_config.sort();
+        assert_eq!(
+            in_schema, in_config,
+            "{table}: the schema's keys, the agent's"
+        );
+    }
 }
