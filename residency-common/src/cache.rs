@@ -35,13 +35,17 @@ pub struct VerdictKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VerdictValue {
+    /// The cgroup whose binding judged: the sending socket's. A socket call whose
+    /// caller is in the same cgroup has the same binding under the same epoch, so it
+    /// takes a cached allowed verdict without looking its binding up.
+    pub cgroup: u64,
     pub policy: u32,
     pub rule: u32,
     /// The binding's mode.
     pub mode: u8,
     /// 1 when allowed.
     pub allowed: u8,
-    pub _pad: u16,
+    pub _pad: [u8; 6],
 }
 
 /// One slot of the per-CPU verdict cache ([`maps::VERDICTS`](crate::maps::VERDICTS)).
@@ -59,8 +63,9 @@ pub struct CacheSlot {
     /// A hash of `key` and `value` together: a slot torn by two writers (or read
     /// half-old, half-new by a preempted reader) fails it and reads as a miss.
     pub tag: u32,
+    pub _tail: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<VerdictKey>() == 32);
-const _: () = assert!(core::mem::size_of::<VerdictValue>() == 12);
-const _: () = assert!(core::mem::size_of::<CacheSlot>() == 56);
+const _: () = assert!(core::mem::size_of::<VerdictValue>() == 24);
+const _: () = assert!(core::mem::size_of::<CacheSlot>() == 72);

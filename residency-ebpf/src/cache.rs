@@ -93,6 +93,8 @@ fn tag(mixed: u32, v: &VerdictValue) -> u32 {
     let h = mixed
         ^ v.policy.rotate_left(5)
         ^ v.rule.rotate_left(17)
+        ^ (v.cgroup as u32).rotate_left(23)
+        ^ ((v.cgroup >> 32) as u32).rotate_left(29)
         ^ ((u32::from(v.mode) << 8) | u32::from(v.allowed));
     h.wrapping_mul(0x85EB_CA6B) ^ (h >> 13)
 }

@@ -117,20 +117,22 @@ except OSError as e:
     print(errno.errorcode.get(e.errno, str(e.errno)))
 "#;
 
-/// Opens a UDP socket, waits while the test moves it to another cgroup, opens a second
-/// one, and sends from both.
+/// Opens a UDP socket (and, given a third argument, sends from it first, so that the
+/// kernel has its verdict cached), waits while the test moves it to another cgroup,
+/// opens a second one, and sends from both.
 const MOVER: &str = r#"
 import errno, os, socket, sys
 dst, port = sys.argv[1], int(sys.argv[2])
 old = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-print(os.getpid(), flush=True)
-sys.stdin.readline()
-new = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 def send(s):
     try:
         s.sendto(b"residency", (dst, port)); return "ok"
     except OSError as e:
         return errno.errorcode.get(e.errno, str(e.errno))
+warm = send(old) if len(sys.argv) > 3 else "-"
+print(os.getpid(), warm, flush=True)
+sys.stdin.readline()
+new = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 print(send(old), send(new), flush=True)
 "#;
 
@@ -506,18 +508,34 @@ fn packet_sockets_are_denied_or_the_gap_is_reported() {
 /// Moves the MOVER process from `from` to `to` between its two sockets; returns what
 /// the old and the new socket saw.
 fn move_between(sb: &Sandbox, from: &Path, to: &Path, dst: &str, port: u16) -> (String, String) {
+    let (_, old, new) = mover(sb, from, to, dst, port, false);
+    (old, new)
+}
+
+/// [`move_between`], the old socket sending once before the move when `warm`: (that
+/// send's result or "-", the old socket's after the move, the new one's).
+fn mover(
+    sb: &Sandbox,
+    from: &Path,
+    to: &Path,
+    dst: &str,
+    port: u16,
+    warm: bool,
+) -> (String, String, String) {
+    let port = port.to_string();
+    let mut args = vec!["-c", MOVER, dst, &port];
+    if warm {
+        args.push("warm");
+    }
     let mut child = sb
-        .command(
-            Some(from),
-            "python3",
-            &["-c", MOVER, dst, &port.to_string()],
-        )
+        .command(Some(from), "python3", &args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("starting the mover");
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let pid = lines.next().expect("pid line").expect("read");
+    let first = lines.next().expect("pid line").expect("read");
+    let (pid, warmed) = first.split_once(' ').expect("pid and the first send");
     std::fs::write(to.join("cgroup.procs"), pid.trim()).expect("moving the process");
     child
         .stdin
@@ -528,7 +546,7 @@ fn move_between(sb: &Sandbox, from: &Path, to: &Path, dst: &str, port: u16) -> (
     let result = lines.next().expect("result line").expect("read");
     child.wait().expect("mover exit");
     let (old, new) = result.split_once(' ').expect("two results");
-    (old.to_owned(), new.to_owned())
+    (warmed.to_owned(), old.to_owned(), new.to_owned())
 }
 
 /// A socket keeps the cgroup it was created in: its packets are judged by that
@@ -557,6 +575,14 @@ fn a_process_moved_between_cgroups_with_an_open_socket() {
         "the sendto() is judged by the mover's new policy"
     );
     assert_eq!(new, "EPERM");
+    // The same after the socket's packets were judged, allowed and cached under open's
+    // binding: the call is still judged by the mover's new policy, not by the cache.
+    let (warmed, old, _) = mover(&sb, &open, &app, RANGE_V4, OTHER_PORT, true);
+    assert_eq!(warmed, "ok", "open allows it before the move");
+    assert_eq!(
+        old, "EPERM",
+        "a cached verdict of the socket's cgroup answered the mover's call"
+    );
 
     // Out to a cgroup no policy binds: the socket's packets stay judged by app's
     // policy, and what app allows still passes.

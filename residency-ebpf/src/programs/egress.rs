@@ -68,7 +68,7 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
             },
         ),
         None => {
-            let Some((b, d, judged)) = judge(&ctx, epoch, &p, v4) else {
+            let Some((cgroup_id, b, d, judged)) = judge(&ctx, epoch, &p, v4) else {
                 return DROP;
             };
             if judged == Judged::Probe {
@@ -79,7 +79,7 @@ pub fn residency_egress(ctx: SkBuffContext) -> i32 {
             // A socket that may send from any source is judged packet by packet: the
             // cache key has no source, and its next packet's may differ.
             if judged == Judged::Flow {
-                remember(&key, &b, d);
+                remember(&key, cgroup_id, &b, d);
             }
             (b.policy, b.mode, d)
         }
@@ -106,15 +106,15 @@ enum Judged {
 }
 
 /// A cache miss: the packet judged from its policy's trie, and what the judgement
-/// holds for. `None` when no policy binds the socket's cgroup (reported; the caller
-/// fails closed).
+/// holds for, with the socket's cgroup. `None` when no policy binds the socket's
+/// cgroup (reported; the caller fails closed).
 #[inline(always)]
 fn judge(
     ctx: &SkBuffContext,
     epoch: u32,
     p: &Packet,
     v4: Option<[u8; 4]>,
-) -> Option<(Binding, Decision, Judged)> {
+) -> Option<(u64, Binding, Decision, Judged)> {
     let cgroup_id = binding::skb_cgroup(ctx);
     let sk = full_socket(ctx);
     // `verify` drives the live program through BPF_PROG_TEST_RUN, which gives it a
@@ -146,6 +146,7 @@ fn judge(
         sk.and_then(|sk| socket_refused(sk, p, b.flags & BINDING_NAMED_INTERFACES != 0))
     {
         return Some((
+            cgroup_id,
             b,
             Decision {
                 allowed: false,
@@ -177,7 +178,7 @@ fn judge(
                 allowed: false,
                 rule,
             };
-            return Some((b, d, Judged::Packet));
+            return Some((cgroup_id, b, d, Judged::Packet));
         }
     }
     let target = Target {
@@ -187,7 +188,12 @@ fn judge(
         port: p.dst_port,
         port_known: p.ports_known,
     };
-    Some((b, verdict::decide(epoch, b.policy, &target), judged))
+    Some((
+        cgroup_id,
+        b,
+        verdict::decide(epoch, b.policy, &target),
+        judged,
+    ))
 }
 
 /// The full socket that sent the packet, if the helper finds one.
@@ -285,16 +291,18 @@ fn ping_or_raw(
     (forced && !named()).then_some(RULE_DEVICE_BINDING)
 }
 
-/// Caches a verdict for the flow's later packets, unless the agent turned the cache off
-/// (`[agent] verdict_cache = false`).
+/// Caches a verdict for the flow's later packets (judged by the binding of socket
+/// cgroup `cgroup_id`), unless the agent turned the cache off (`[agent] verdict_cache
+/// = false`).
 #[inline(always)]
-fn remember(key: &VerdictKey, b: &Binding, d: Decision) {
+fn remember(key: &VerdictKey, cgroup_id: u64, b: &Binding, d: Decision) {
     let value = VerdictValue {
+        cgroup: cgroup_id,
         policy: b.policy,
         rule: d.rule,
         mode: b.mode,
         allowed: d.allowed as u8,
-        _pad: 0,
+        _pad: [0; 6],
     };
     let cache_on = SETTINGS
         .get(0)

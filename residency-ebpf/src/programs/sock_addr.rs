@@ -84,6 +84,25 @@ fn socket_call(ctx: &SockAddrContext, v6: bool, source: u8) -> i32 {
     let family = if v4.is_some() { 4 } else { 6 };
     let cgroup_id = binding::current_cgroup();
     let epoch = maps::epoch();
+    // SAFETY: the context pointer is the bpf_sock_addr the kernel handed us.
+    let socket = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    let key = cache::flow_key(socket, epoch, protocol, Some(port), v4.is_some(), shown);
+    // An unconnected socket sending to one destination again and again (a DNS client,
+    // statsd, a QUIC server): its earlier packets were judged by the packet program,
+    // which remembered the verdict under this very key (same socket, version,
+    // destination as judged, protocol and port). A verdict is a function of the policy
+    // and those, so it is this call's too when the policy is the caller's. Read only:
+    // the packet program judges by the socket's cgroup, a call by the caller's, so a
+    // call never writes a verdict the packets would take.
+    let cached = cache::get(&key);
+    // A caller in the socket's own cgroup (nearly always) has the binding that judged,
+    // under the same epoch: an allowed verdict is the call's without looking it up.
+    if let Some(v) = cached
+        && v.allowed != 0
+        && v.cgroup == cgroup_id
+    {
+        return ALLOW_CALL;
+    }
     let Some(b) = binding::of_current_task(cgroup_id, epoch) else {
         // The socket belongs to a configured cgroup (these programs run from the
         // socket's cgroup), but the caller has moved to one no policy binds. The call
@@ -97,17 +116,7 @@ fn socket_call(ctx: &SockAddrContext, v6: bool, source: u8) -> i32 {
         port,
         port_known: true,
     };
-    // SAFETY: the context pointer is the bpf_sock_addr the kernel handed us.
-    let socket = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
-    let key = cache::flow_key(socket, epoch, protocol, Some(port), v4.is_some(), shown);
-    // An unconnected socket sending to one destination again and again (a DNS client,
-    // statsd, a QUIC server): its earlier packets were judged by the packet program,
-    // which remembered the verdict under this very key (same socket, version,
-    // destination as judged, protocol and port). A verdict is a function of the policy
-    // and those, so it is this call's too when the policy is the caller's. Read only:
-    // the packet program judges by the socket's cgroup, a call by the caller's, so a
-    // call never writes a verdict the packets would take.
-    let d = match cache::get(&key) {
+    let d = match cached {
         Some(v) if v.policy == b.policy => Decision {
             allowed: v.allowed != 0,
             rule: v.rule,
