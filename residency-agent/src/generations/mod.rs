@@ -23,6 +23,7 @@
 
 mod apply;
 mod ids;
+mod layout;
 mod tables;
 
 use std::time::Duration;
@@ -31,7 +32,8 @@ use residency_common::{Binding, BindingKey, GENERATION_SLOTS, InterfaceKey, maps
 
 pub use apply::{binding_of, interface_key};
 pub use ids::PolicyIds;
-pub use tables::{ByFamily, TableError, TableKey, TableMaps, TablesWritten, lay_out, without_room};
+pub use layout::{TableKey, TablesWritten, lay_out, without_room};
+pub use tables::{ByFamily, TableError, TableMaps};
 
 use std::sync::Arc;
 
