@@ -41,6 +41,10 @@ pub enum Filter {
     /// An empty cgroup_skb program ([`crate::empty`]) on the sender cgroup: the hook's
     /// own cost.
     EmptyProgram,
+    /// Empty programs at every cgroup hook residency uses that the workloads pass
+    /// (packets both ways, socket creation, bind, connect, sendmsg): the floor of
+    /// residency's design, before any program does anything.
+    EmptyHooks,
     Residency,
     Nftables,
     Iptables,
@@ -51,6 +55,7 @@ impl Filter {
         match self {
             Filter::None => "no filter",
             Filter::EmptyProgram => "empty cgroup_skb program",
+            Filter::EmptyHooks => "empty programs, residency's hooks",
             Filter::Residency => "residency",
             Filter::Nftables => "nftables interval set",
             Filter::Iptables => "iptables chain",
@@ -61,6 +66,7 @@ impl Filter {
         match self {
             Filter::None => "none",
             Filter::EmptyProgram => "empty_program",
+            Filter::EmptyHooks => "empty_hooks",
             Filter::Residency => "residency",
             Filter::Nftables => "nftables",
             Filter::Iptables => "iptables",
@@ -74,9 +80,10 @@ impl Filter {
 /// added — a real country set beside the synthetic ones.
 pub const EU27: usize = usize::MAX;
 
-pub const CASES: [(Filter, usize); 12] = [
+pub const CASES: [(Filter, usize); 13] = [
     (Filter::None, 0),
     (Filter::EmptyProgram, 0),
+    (Filter::EmptyHooks, 0),
     (Filter::Residency, 10),
     (Filter::Residency, 10_000),
     (Filter::Residency, 100_000),
@@ -125,7 +132,10 @@ pub fn run(sb: &Bench, bin: &Path, helper: &Path, opts: &Options) -> anyhow::Res
         .map(|(filter, prefixes)| Case {
             filter: *filter,
             prefixes: *prefixes,
-            set_size: if *filter == Filter::None || *filter == Filter::EmptyProgram {
+            set_size: if matches!(
+                filter,
+                Filter::None | Filter::EmptyProgram | Filter::EmptyHooks
+            ) {
                 0
             } else {
                 set(*prefixes).len()
@@ -161,6 +171,7 @@ pub fn run(sb: &Bench, bin: &Path, helper: &Path, opts: &Options) -> anyhow::Res
             let guard = match case.filter {
                 Filter::None => Active::Nothing,
                 Filter::EmptyProgram => Active::Empty(EmptyProgram::attach(&sb.sender)?),
+                Filter::EmptyHooks => Active::Empty(EmptyProgram::attach_every_hook(&sb.sender)?),
                 Filter::Residency => Active::Agent(Agent::start(
                     bin,
                     &sb.dir,
@@ -184,7 +195,10 @@ pub fn run(sb: &Bench, bin: &Path, helper: &Path, opts: &Options) -> anyhow::Res
             let measured = check(
                 sb,
                 helper,
-                !matches!(case.filter, Filter::None | Filter::EmptyProgram),
+                !matches!(
+                    case.filter,
+                    Filter::None | Filter::EmptyProgram | Filter::EmptyHooks
+                ),
             )
             .and_then(|()| measure(sb, helper, opts.secs));
             let cleared = guard.clear(sb);

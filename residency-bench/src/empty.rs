@@ -8,13 +8,23 @@ use std::path::Path;
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr},
 };
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/empty"));
 
 /// The program's name in the object.
 const NAME: &str = "bench_empty";
+
+/// The empty programs of the socket-address hooks (bind, connect, sendmsg).
+const SOCK_ADDR: [&str; 6] = [
+    "bench_empty_bind4",
+    "bench_empty_bind6",
+    "bench_empty_connect4",
+    "bench_empty_connect6",
+    "bench_empty_sendmsg4",
+    "bench_empty_sendmsg6",
+];
 
 /// The empty program, loaded (and attached when [`EmptyProgram::attach`] was called).
 /// Dropping it detaches and unloads it.
@@ -55,6 +65,47 @@ impl EmptyProgram {
         // aya 0.14: only `Single` works for links (aya issue #1078).
         prog.attach(cg, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
             .with_context(|| format!("attaching the empty program to {}", cgroup.display()))?;
+        Ok(empty)
+    }
+
+    /// [`EmptyProgram::attach`], and empty programs at the other cgroup hooks residency
+    /// attaches to (packets in, socket creation, bind, connect and sendmsg, both
+    /// families): what the hooks cost with nothing in them. The setsockopt hook and
+    /// the LSM socket guard are left out; the datapath's workloads set no options,
+    /// and the guard's hook runs once per socket, as socket creation's does.
+    pub fn attach_every_hook(cgroup: &Path) -> anyhow::Result<EmptyProgram> {
+        let mut empty = Self::attach(cgroup)?;
+        let cg =
+            std::fs::File::open(cgroup).with_context(|| format!("opening {}", cgroup.display()))?;
+        let attached = |name: &str| format!("attaching {name} to {}", cgroup.display());
+        let ingress: &mut CgroupSkb = empty
+            .ebpf
+            .program_mut("bench_empty_ingress")
+            .context("the object has no empty ingress program")?
+            .try_into()?;
+        ingress.load()?;
+        ingress
+            .attach(&cg, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single)
+            .with_context(|| attached("bench_empty_ingress"))?;
+        let create: &mut CgroupSock = empty
+            .ebpf
+            .program_mut("bench_empty_sock_create")
+            .context("the object has no empty sock_create program")?
+            .try_into()?;
+        create.load()?;
+        create
+            .attach(&cg, CgroupAttachMode::Single)
+            .with_context(|| attached("bench_empty_sock_create"))?;
+        for name in SOCK_ADDR {
+            let prog: &mut CgroupSockAddr = empty
+                .ebpf
+                .program_mut(name)
+                .with_context(|| format!("the object has no {name}"))?
+                .try_into()?;
+            prog.load()?;
+            prog.attach(&cg, CgroupAttachMode::Single)
+                .with_context(|| attached(name))?;
+        }
         Ok(empty)
     }
 }

@@ -90,7 +90,9 @@ pub fn datapath_table(cases: &[Case], secs: u32, s: &mut String) {
          medians would keep. The same prefixes in \
          every filter, the receiver's last (the last rule of the iptables chain). The empty \
          cgroup_skb program (`r0 = 1`, attached to the sender cgroup) shows what the \
-         cgroup egress hook costs by itself. Cases run in a different order each round. Setup: \
+         cgroup egress hook costs by itself; empty programs at every hook residency \
+         attaches that these workloads pass (packets out and in, socket creation, bind, \
+         connect, sendmsg) show the floor of its design. Cases run in a different order each round. Setup: \
          agent start until ready, `nft -f`, or `iptables-restore`. Targets: residency at \
          100k prefixes ≥ 95% of the no-filter small-UDP rate, and at least the nftables \
          rate at every size.\n",
@@ -132,7 +134,9 @@ pub fn paths_table(cases: &[Case], secs: u32, s: &mut String) {
          the kernel accepted per second (each call is judged by residency's sendmsg hook, \
          then its packet by the egress hook). Churn: connect, one byte each way, close \
          (with a reset, so no TIME_WAIT), connections per second. Ratios paired within \
-         rounds. Targets (issue 18): residency's `sendto()` ≥ 95% of no filter.\n"
+         rounds. The row of empty programs at residency's hooks is what a `sendto()` \
+         pays for the sendmsg hook (the socket lock the kernel takes around it) and the \
+         egress hook before either program does anything. Targets (issue 18): residency's `sendto()` ≥ 95% of no filter.\n"
     );
     let _ = writeln!(
         s,
@@ -152,7 +156,7 @@ pub fn paths_table(cases: &[Case], secs: u32, s: &mut String) {
             s,
             "| {} | {} | {} | {:.0}% | {} | {} | {:.0}% | {} |",
             f.name(),
-            if matches!(f, Filter::None | Filter::EmptyProgram) {
+            if matches!(f, Filter::None | Filter::EmptyProgram | Filter::EmptyHooks) {
                 "—".to_owned()
             } else {
                 crate::datapath::label(c)
@@ -289,7 +293,7 @@ fn datapath_row(cases: &[Case], base: &Case, c: &Case, s: &mut String) {
         s,
         "| {} | {} | {} | {:.0}% | {} | {:.0}% | {} | {:.0}% | {} | {} |",
         f.name(),
-        if matches!(f, Filter::None | Filter::EmptyProgram) {
+        if matches!(f, Filter::None | Filter::EmptyProgram | Filter::EmptyHooks) {
             "—".to_owned()
         } else {
             crate::datapath::label(c)
