@@ -199,6 +199,26 @@ fn verify_matches_the_config_and_names_each_tampering() {
         "{out}"
     );
 
+    // 3d. The tables left unread: `RES_TABLE_EPOCH` no longer the epoch in force, as an
+    // agent without lookup tables leaves it when it changes the version.
+    let active = pinned::lookup(&pinned::map(&sb.pin_path(), "RES_ACTIVE"), &[0; 4]);
+    let epoch = u32::from_le_bytes(active[..4].try_into().unwrap());
+    pinned::update(
+        &pinned::map(&sb.pin_path(), "RES_TABLE_EPOCH"),
+        &[0; 4],
+        &(epoch + 2).to_le_bytes(),
+    );
+    let (ok, out) = verify(&cfg);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "lookup tables: not read by the programs: RES_TABLE_EPOCH holds {}, the version \
+             in force is epoch {epoch}",
+            epoch + 2
+        )),
+        "{out}"
+    );
+
     // 4. The event rate limit lowered by hand: blocks would go on unreported.
     // Settings: events per second 1, burst 1, flags 0.
     let mut one_per_second = [0u8; 16];

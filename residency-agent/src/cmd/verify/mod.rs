@@ -187,6 +187,7 @@ pub fn check(
         at,
         &mut report,
     )?;
+    tables::compare_epoch(&open, epoch, || Ok(active.get(&0, 0)?), &mut report)?;
 
     // Bindings of the configured cgroups that exist.
     let mut bindings: HashMap<MapData, BindingKey, Binding> =

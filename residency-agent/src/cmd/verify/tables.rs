@@ -1,16 +1,58 @@
 //! The lookup tables of the version in force against the config's (IPv4, then IPv6):
-//! the agent lays a version's tables out deterministically (policy after policy, each in address
-//! order: `generations::lay_out`), so laying the config's entries out again in memory
-//! gives the kernel's chunks exactly, and every root of the slot. A difference names
-//! the policy whose tables it is in.
+//! the agent lays a version's tables out deterministically (policy after policy, each
+//! in address order: `generations::lay_out`), so laying the config's entries out again
+//! in memory gives the kernel's chunks exactly, and every root of the slot. A
+//! difference names the policy whose tables it is in. And the tables are read at all
+//! only while `RES_TABLE_EPOCH` is the epoch in force ([`compare_epoch`]).
 
 use std::collections::BTreeMap;
 
 use aya::maps::{Array, Map, MapData};
-use residency_common::{MAX_POLICIES, TABLE_CHUNK_LEN, TableChunk};
+use residency_common::{MAX_POLICIES, TABLE_CHUNK_LEN, TableChunk, maps};
 
 use super::Report;
 use crate::generations::{TableKey, lay_out};
+
+/// Whether the programs read the tables of the version in force: they do only while
+/// `RES_TABLE_EPOCH` holds its epoch (`active`, as read from `RES_ACTIVE`), which an
+/// agent without lookup tables does not write when it changes the version. The tries
+/// then judge alone: exactly, but a first packet costs two to three times as much,
+/// which an operator should know of. `active_now` reads `RES_ACTIVE` again, to tell a
+/// reload that raced the check from a stale epoch.
+pub fn compare_epoch(
+    open: &dyn Fn(&str) -> anyhow::Result<MapData>,
+    active: u32,
+    active_now: impl Fn() -> anyhow::Result<u32>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let epochs: Array<MapData, u32> = match open(maps::TABLE_EPOCH) {
+        Ok(map) => Array::try_from(Map::from_map_data(map)?)?,
+        Err(e) => {
+            report.unchecked.push(format!(
+                "whether the lookup tables are read: {e:#} (pinned by agents since they have them)"
+            ));
+            return Ok(());
+        }
+    };
+    let tables = epochs.get(&0, 0)?;
+    if tables == active {
+        return Ok(());
+    }
+    if active_now()? != active {
+        report.unchecked.push(
+            "whether the lookup tables are read: the version changed while verifying (run it again)"
+                .to_owned(),
+        );
+        return Ok(());
+    }
+    report.mismatches.push(format!(
+        "lookup tables: not read by the programs: RES_TABLE_EPOCH holds {tables}, the \
+         version in force is epoch {active} (an agent without lookup tables changed the \
+         version; the tries judge alone, exactly but slower, until this agent applies a \
+         version)"
+    ));
+    Ok(())
+}
 
 /// One family's pinned tables (`names`: the chunks' map and the roots') against
 /// `entries`, the config's trie entries of that family, in generation slot `slot`
