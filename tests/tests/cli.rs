@@ -88,7 +88,37 @@ allow = ["198.51.100.0/24"]
     );
     assert!(t.contains("eu-west") && t.contains("mode=audit"), "{t}");
     // Cgroups that do not exist yet are a note, not an error.
-    assert!(t.contains("note:") && t.contains("payments.service"), "{t}");
+    assert!(
+        t.lines().any(|l| l.starts_with("note:")
+            && l.contains("payments.service")
+            && l.ends_with("(its policy applies as soon as it appears)")),
+        "{t}"
+    );
+
+    // Lookup tables that would not fit are a note of their own: the policy is judged
+    // by its tries, whatever its cgroups.
+    let small = write(
+        &dir,
+        "small-tables.toml",
+        &std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("[agent]\n", "[agent]\nipv4_table_chunks = 2\n"),
+    );
+    let o = agent(&["check", "--config", &small]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let note = t
+        .lines()
+        .find(|l| l.contains("policy eu-central: its IPv4 lookup tables need"))
+        .unwrap_or_else(|| panic!("no lookup table note: {t}"));
+    assert!(
+        note.starts_with("note: ")
+            && note.ends_with(
+                "more than [agent] ipv4_table_chunks (2) leaves for it; its first packets will \
+                 be judged by the trie (correct, slower)"
+            ),
+        "{note}"
+    );
 }
 
 #[test]

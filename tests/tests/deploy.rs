@@ -358,6 +358,7 @@ fn every_dashboard_query_of_a_policy_metric_honours_the_policy_filter() {
     let per_policy = [
         "residency_packets_total",
         "residency_policy_prefixes",
+        "residency_policy_lookup_tables",
         "residency_policy_info",
         "residency_policy_cgroups",
         "residency_kubernetes_events_total",

@@ -712,3 +712,93 @@ fn the_agents_own_log_carries_priorities_to_journald_and_to_stderr() {
     assert!(has("4", "does not exist yet"), "{entries:#?}");
     assert!(sb.agent().stderr().is_empty(), "{:#?}", sb.agent().stderr());
 }
+
+/// A policy whose lookup tables do not fit in `[agent] ipv4_table_chunks` is judged by
+/// its tries alone, as exactly: the agent says so in its log and the metrics keep
+/// showing it, per policy and family, until a version that fits is in force.
+#[test]
+fn the_metrics_show_which_policies_the_lookup_tables_judge() {
+    if !require_root() {
+        return;
+    }
+    let bin = agent_binary();
+    let mut sb = Sandbox::new(ADDRS).unwrap();
+    let small = sb.cgroup("small").unwrap();
+    let wide = sb.cgroup("wide").unwrap();
+    // "wide": 300 /32s in blocks of their own, hundreds of chunks; "small" a few.
+    let spread: Vec<String> = (0..300)
+        .map(|i| format!("\"{}.{}.7.7/32\"", 10 + i / 200, i % 200))
+        .collect();
+    let config = |wide_allow: &str| {
+        format!(
+            r#"
+[agent]
+pin_path = "{{pins}}"
+metrics_address = "{{metrics}}"
+ipv4_table_chunks = 100
+ipv6_table_chunks = 100
+
+[[policy]]
+name = "small"
+cgroups = ["{{cg}}/small"]
+allow = ["198.51.100.0/24", "2001:db8:1::/48"]
+
+[[policy]]
+name = "wide"
+cgroups = ["{{cg}}/wide"]
+allow = [{wide_allow}]
+"#
+        )
+    };
+    let cfg = sb.write_config(
+        "residency.toml",
+        &config(&format!("\"198.51.100.7/32\", {}", spread.join(", "))),
+    );
+    sb.start_agent(&bin, &cfg).unwrap();
+    assert!(
+        sb.agent()
+            .stderr()
+            .iter()
+            .any(|l| l.contains("policy wide: its IPv4 lookup tables need")
+                && l.contains("more than were left of [agent] ipv4_table_chunks (100 per slot)")),
+        "{:?}",
+        sb.agent().stderr()
+    );
+    let tables = |body: &str, policy: &str, family: &str| {
+        sample(
+            body,
+            &format!("residency_policy_lookup_tables{{policy=\"{policy}\",family=\"{family}\"}}"),
+        )
+    };
+    let body = scrape(&sb);
+    assert_eq!(tables(&body, "small", "ipv4"), Some(1.0), "{body}");
+    assert_eq!(tables(&body, "small", "ipv6"), Some(1.0), "{body}");
+    assert_eq!(tables(&body, "wide", "ipv4"), Some(0.0), "{body}");
+    assert_eq!(tables(&body, "wide", "ipv6"), Some(1.0), "{body}");
+    assert_eq!(
+        sample(&body, "residency_lookup_table_chunks_room{family=\"ipv4\"}"),
+        Some(100.0)
+    );
+    let used = sample(&body, "residency_lookup_table_chunks{family=\"ipv4\"}").unwrap();
+    assert!(used > 0.0 && used <= 100.0, "{body}");
+    // Judged by the tries, as exactly: its one address in the test's range passes, the
+    // rest of that range does not.
+    assert_eq!(sb.udp_burst(Some(&wide), ALLOWED_V4, 3), (3, 0));
+    assert_eq!(sb.udp_burst(Some(&wide), FORBIDDEN_V4, 3), (0, 3));
+    assert_eq!(sb.udp_burst(Some(&small), ALLOWED_V4, 3), (3, 0));
+    assert_eq!(sb.udp_burst(Some(&small), FORBIDDEN_V4, 3), (0, 3));
+
+    // A version that fits: the gauge follows the version in force.
+    sb.write_config("residency.toml", &config("\"198.51.100.7/32\""));
+    let o = sb.ctl(&bin, &["reload"]);
+    assert!(o.status.success(), "{o:?}");
+    let body = scrape(&sb);
+    assert_eq!(tables(&body, "wide", "ipv4"), Some(1.0), "{body}");
+    // Both policies' tables now, where only the first's were.
+    assert!(
+        sample(&body, "residency_lookup_table_chunks{family=\"ipv4\"}").unwrap() > used,
+        "{body}"
+    );
+    assert_eq!(sb.udp_burst(Some(&wide), ALLOWED_V4, 3), (3, 0));
+    assert_eq!(sb.udp_burst(Some(&wide), FORBIDDEN_V4, 3), (0, 3));
+}

@@ -57,7 +57,7 @@ pub fn check(
             if let Ok(r) = &outcome {
                 print!("{}", policy::summary(&r.config, verbose));
                 for n in &r.notes {
-                    println!("note: {n} (its policy applies as soon as it appears)");
+                    println!("note: {n}");
                 }
                 for w in &r.warnings {
                     println!("{}: {w}", if strict { "error" } else { "warning" });
@@ -129,7 +129,10 @@ fn validate(path: Option<&Path>, default: bool) -> anyhow::Result<Checked> {
     // The same refusals as `run` and a reload (the daemon's own function); then the
     // cgroups that do not exist yet, as notes with their lines.
     crate::daemon::prepare::validate_on_host(&config, &hierarchy)?;
-    let mut notes = check_cgroups(&config, &hierarchy)?;
+    let mut notes: Vec<String> = check_cgroups(&config, &hierarchy)?
+        .into_iter()
+        .map(|n| format!("{n} (its policy applies as soon as it appears)"))
+        .collect();
     let sizes = validate_compiled(&config)?;
     notes.extend(table_notes(&config)?);
     let warnings = config

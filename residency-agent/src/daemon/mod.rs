@@ -229,11 +229,7 @@ fn shared_state(
     telemetry
         .packet_socket_guard
         .store(loaded.socket_guard_missing.is_none(), Ordering::Relaxed);
-    let versioned = Arc::new(RwLock::new(Versioned {
-        config,
-        ids: applied.ids.clone(),
-        generation: applied.generation,
-    }));
+    let versioned = Arc::new(RwLock::new(Versioned::applied(config, applied)));
     let metrics = Arc::new(Metrics {
         versioned: versioned.clone(),
         kernel: Mutex::new(counters),

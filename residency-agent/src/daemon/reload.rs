@@ -262,11 +262,7 @@ impl Daemon {
         self.watch_cgroups();
         let old = std::mem::replace(
             &mut *self.versioned.write().expect("lock"),
-            Versioned {
-                config,
-                ids: applied.ids.clone(),
-                generation: applied.generation,
-            },
+            Versioned::applied(config, &applied),
         );
         // What changed, for the answer: worked out once the new version is in force.
         let (diff, diff_json) =
@@ -302,12 +298,12 @@ impl Daemon {
                 "in_force_ms": in_force.as_secs_f64() * 1000.0,
                 "retired_ms": applied.retired.as_secs_f64() * 1000.0,
                 "ipv4_tables": {
-                    "policies": applied.tables.v4.policies,
+                    "policies": applied.tables.v4.policies.len(),
                     "chunks": applied.tables.v4.chunks,
                     "policies_without": applied.tables.v4.skipped.len(),
                 },
                 "ipv6_tables": {
-                    "policies": applied.tables.v6.policies,
+                    "policies": applied.tables.v6.policies.len(),
                     "chunks": applied.tables.v6.chunks,
                     "policies_without": applied.tables.v6.skipped.len(),
                 },

@@ -119,6 +119,7 @@ impl Generations {
             retired: started.elapsed() - in_force,
             entries: v4_count + v6_count - rules.implicit,
             tables: self.written.tables.clone(),
+            table_room: self.table_room(),
         })
     }
 

@@ -81,8 +81,8 @@ fn block(addr: u128, level: usize) -> u128 {
 pub struct TablesWritten {
     /// Chunks written (1 KiB each).
     pub chunks: u32,
-    /// Policies with tables.
-    pub policies: usize,
+    /// Policy ids with tables (their roots written), in order.
+    pub policies: Vec<u32>,
     /// Policy ids left to the trie, with the chunks their tables would have needed.
     pub skipped: Vec<(u32, u32)>,
 }
@@ -131,7 +131,7 @@ pub fn lay_out<K: TableKey, I: Iterator<Item = (K, RuleValue)>, E>(
         next = finish(done, b, &mut roots, &mut put)?;
     }
     written.chunks = next - base;
-    written.policies = roots.len();
+    written.policies = roots.keys().copied().collect();
     Ok((roots, written))
 }
 
@@ -447,7 +447,7 @@ mod tests {
                 "round {round}: chunks counted and put"
             );
             assert_eq!(chunks.len() as u32, needed);
-            assert_eq!(written.policies, 2);
+            assert_eq!(written.policies.len(), 2);
             for (id, prefixes) in policies.iter().enumerate() {
                 let root = roots[&(id as u32 + 3)] - 1;
                 for _ in 0..2000 {

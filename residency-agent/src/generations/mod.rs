@@ -111,6 +111,8 @@ pub struct Applied {
     pub entries: usize,
     /// The version's lookup tables.
     pub tables: ByFamily<TablesWritten>,
+    /// Chunks of lookup tables each generation slot has room for.
+    pub table_room: ByFamily<u32>,
 }
 
 impl Generations {
@@ -287,6 +289,14 @@ impl Generations {
         })?;
         self.epoch = epoch;
         Ok(())
+    }
+
+    /// Chunks of lookup tables each generation slot has room for, per family.
+    fn table_room(&self) -> ByFamily<u32> {
+        ByFamily {
+            v4: self.maps.tables.v4.per_slot(),
+            v6: self.maps.tables.v6.per_slot(),
+        }
     }
 
     /// Makes `epoch` the one packets are judged by (`RES_ACTIVE`), its lookup tables

@@ -314,6 +314,7 @@ impl Metrics {
             "Prefixes (allow and deny entries) loaded per policy and family.",
             &rows,
         )?;
+        super::tables::encode(enc, v)?;
         counter(
             enc,
             "residency_reloads",

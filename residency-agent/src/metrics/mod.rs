@@ -11,6 +11,7 @@ pub mod http;
 mod kubernetes;
 pub mod process;
 pub mod sources;
+mod tables;
 pub mod telemetry;
 mod verification;
 

@@ -1,7 +1,11 @@
 //! A config together with the policy ids its version carries in the kernel: what the
-//! event reader, the metrics endpoint and `status` read to name a policy id.
+//! event reader, the metrics endpoint and `status` read to name a policy id; and its
+//! lookup tables, which the metrics report.
 
-use crate::config::{Config, PolicyConfig};
+use crate::{
+    config::{Config, PolicyConfig},
+    generations::{Applied, ByFamily, TablesWritten},
+};
 
 /// A config together with the policy ids its version carries in the kernel.
 #[derive(Debug, Clone)]
@@ -13,6 +17,9 @@ pub struct Versioned {
     pub ids: Vec<u32>,
     /// Versions applied by this agent.
     pub generation: u64,
+    /// The version's lookup tables, and the room each slot has for them.
+    pub tables: ByFamily<TablesWritten>,
+    pub table_room: ByFamily<u32>,
 }
 
 impl Versioned {
@@ -24,6 +31,19 @@ impl Versioned {
             config: config.into(),
             ids,
             generation: 1,
+            tables: ByFamily::default(),
+            table_room: ByFamily::default(),
+        }
+    }
+
+    /// `config` as the version `applied` put in force.
+    pub fn applied(config: std::sync::Arc<Config>, applied: &Applied) -> Versioned {
+        Versioned {
+            config,
+            ids: applied.ids.clone(),
+            generation: applied.generation,
+            tables: applied.tables.clone(),
+            table_room: applied.table_room,
         }
     }
 
