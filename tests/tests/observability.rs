@@ -781,6 +781,19 @@ allow = [{wide_allow}]
     );
     let used = sample(&body, "residency_lookup_table_chunks{family=\"ipv4\"}").unwrap();
     assert!(used > 0.0 && used <= 100.0, "{body}");
+    // `status` names it too, under the policy.
+    let status = |sb: &Sandbox| {
+        let o = sb.ctl(&bin, &["status"]);
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let s = status(&sb);
+    let after_wide = &s[s.find("policy wide").unwrap_or_else(|| panic!("{s}"))..];
+    assert!(
+        after_wide.contains("\n    lookup tables: none for ipv4 (they did not fit"),
+        "{s}"
+    );
+    assert_eq!(s.matches("lookup tables:").count(), 1, "{s}");
     // Judged by the tries, as exactly: its one address in the test's range passes, the
     // rest of that range does not.
     assert_eq!(sb.udp_burst(Some(&wide), ALLOWED_V4, 3), (3, 0));
@@ -794,6 +807,7 @@ allow = [{wide_allow}]
     assert!(o.status.success(), "{o:?}");
     let body = scrape(&sb);
     assert_eq!(tables(&body, "wide", "ipv4"), Some(1.0), "{body}");
+    assert!(!status(&sb).contains("lookup tables:"));
     // Both policies' tables now, where only the first's were.
     assert!(
         sample(&body, "residency_lookup_table_chunks{family=\"ipv4\"}").unwrap() > used,

@@ -95,6 +95,23 @@ pub fn render(s: &View<'_>) -> Response {
         for src in &sources {
             text.push_str(&format!("    source {}\n", describe_source(src)));
         }
+        // Lookup tables are the rule; a family without them (they did not fit in the
+        // room left) is worth a line, since its first packets cost more.
+        let tables = [("ipv4", &v.tables.v4), ("ipv6", &v.tables.v6)]
+            .map(|(family, w)| (family, w.policies.contains(id)));
+        let without: Vec<&str> = tables
+            .iter()
+            .zip([v.table_room.v4, v.table_room.v6])
+            .filter(|((_, has), room)| !has && *room > 0)
+            .map(|((family, _), _)| *family)
+            .collect();
+        if !without.is_empty() {
+            text.push_str(&format!(
+                "    lookup tables: none for {} (they did not fit in [agent] *_table_chunks; \
+                 the tries judge its first packets alone, exactly but slower)\n",
+                without.join(", ")
+            ));
+        }
         policies.push(serde_json::json!({
             "name": p.name, "mode": p.mode.as_str(), "id": id,
             "prefixes": {"ipv4": c.allow_v4 + c.deny_v4, "ipv6": c.allow_v6 + c.deny_v6},
@@ -106,6 +123,7 @@ pub fn render(s: &View<'_>) -> Response {
                 v
             }).collect::<Vec<_>>(),
             "packets": {"allowed": count(Verdict::Allowed), "blocked": count(Verdict::Blocked), "audited": count(Verdict::Audited)},
+            "lookup_tables": tables.iter().map(|(f, has)| (f.to_string(), *has)).collect::<BTreeMap<_, _>>(),
         }));
     }
     text.push_str(&format!(
@@ -202,7 +220,7 @@ mod tests {
     use residency_common::Family;
 
     use super::*;
-    use crate::config::Config;
+    use crate::{config::Config, generations::ByFamily};
 
     #[test]
     fn renders_policies_cgroups_counts_and_the_last_reload() {
@@ -212,7 +230,11 @@ mod tests {
             "t.toml",
         )
         .unwrap();
-        let v = Versioned::initial(config);
+        let mut v = Versioned::initial(config);
+        // Room for both families; the audit policy's IPv4 tables did not fit.
+        v.table_room = ByFamily { v4: 100, v6: 100 };
+        v.tables.v4.policies = vec![0];
+        v.tables.v6.policies = vec![0, 1];
         let bound = [BoundCgroup {
             policy: 0,
             path: "/c/x".into(),
@@ -259,11 +281,15 @@ mod tests {
         );
         assert!(
             r.text.contains(
-                "  policy audit mode=audit ipv4=0 ipv6=0 allowed=0 blocked=0 audited=3\n"
+                "  policy audit mode=audit ipv4=0 ipv6=0 allowed=0 blocked=0 audited=3\n    \
+                 lookup tables: none for ipv4 (they did not fit"
             ),
             "{}",
             r.text
         );
+        assert_eq!(r.text.matches("lookup tables:").count(), 1, "{}", r.text);
+        assert_eq!(r.data["policies"][1]["lookup_tables"]["ipv4"], false);
+        assert_eq!(r.data["policies"][1]["lookup_tables"]["ipv6"], true);
         assert!(
             r.text
                 .ends_with("attached at 1 cgroup(s); last reload: none\n"),
