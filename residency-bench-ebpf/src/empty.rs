@@ -5,15 +5,17 @@
 //! it. Built for the BPF target by `residency-bench`'s build script and embedded there.
 //!
 //! Beside it, empty programs for the other cgroup hooks residency attaches (packets in,
-//! socket creation, bind, connect and sendmsg): attached together they are the floor of
-//! residency's design, what the hooks cost before any program does anything (the
-//! datapath's "empty programs, residency's hooks" case).
+//! socket creation, bind, connect, sendmsg and setsockopt): attached together they are
+//! the floor of residency's design, what the hooks cost before any program does
+//! anything (the datapath's "empty programs, residency's hooks" case). Not the LSM
+//! socket guard's: an empty lsm_cgroup program passes the verifier here but its load
+//! fails with EPERM, and that hook runs once per socket created, as socket creation's.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr},
-    programs::{SkBuffContext, SockAddrContext, SockContext},
+    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, cgroup_sockopt},
+    programs::{SkBuffContext, SockAddrContext, SockContext, SockoptContext},
 };
 
 /// cgroup/skb return value: let the packet through; and the socket hooks': go on.
@@ -32,6 +34,11 @@ pub fn bench_empty_ingress(_ctx: SkBuffContext) -> i32 {
 
 #[cgroup_sock(sock_create)]
 pub fn bench_empty_sock_create(_ctx: SockContext) -> i32 {
+    PASS
+}
+
+#[cgroup_sockopt(setsockopt)]
+pub fn bench_empty_setsockopt(_ctx: SockoptContext) -> i32 {
     PASS
 }
 

@@ -41,9 +41,9 @@ pub enum Filter {
     /// An empty cgroup_skb program ([`crate::empty`]) on the sender cgroup: the hook's
     /// own cost.
     EmptyProgram,
-    /// Empty programs at every cgroup hook residency uses that the workloads pass
-    /// (packets both ways, socket creation, bind, connect, sendmsg): the floor of
-    /// residency's design, before any program does anything.
+    /// Empty programs at the cgroup hooks residency uses (packets both ways, socket
+    /// creation, bind, connect, sendmsg, setsockopt; not the LSM socket guard): the
+    /// floor of residency's design, before any program does anything.
     EmptyHooks,
     Residency,
     Nftables,

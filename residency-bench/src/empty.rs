@@ -8,7 +8,9 @@ use std::path::Path;
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, CgroupSockopt,
+    },
 };
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/empty"));
@@ -69,10 +71,9 @@ impl EmptyProgram {
     }
 
     /// [`EmptyProgram::attach`], and empty programs at the other cgroup hooks residency
-    /// attaches to (packets in, socket creation, bind, connect and sendmsg, both
-    /// families): what the hooks cost with nothing in them. The setsockopt hook and
-    /// the LSM socket guard are left out; the datapath's workloads set no options,
-    /// and the guard's hook runs once per socket, as socket creation's does.
+    /// attaches to (packets in, socket creation, bind, connect, sendmsg, both families,
+    /// and setsockopt): what the hooks cost with nothing in them. Not the LSM socket
+    /// guard's (see `residency-bench-ebpf/src/empty.rs`).
     pub fn attach_every_hook(cgroup: &Path) -> anyhow::Result<EmptyProgram> {
         let mut empty = Self::attach(cgroup)?;
         let cg =
@@ -96,6 +97,15 @@ impl EmptyProgram {
         create
             .attach(&cg, CgroupAttachMode::Single)
             .with_context(|| attached("bench_empty_sock_create"))?;
+        let sockopt: &mut CgroupSockopt = empty
+            .ebpf
+            .program_mut("bench_empty_setsockopt")
+            .context("the object has no empty setsockopt program")?
+            .try_into()?;
+        sockopt.load()?;
+        sockopt
+            .attach(&cg, CgroupAttachMode::Single)
+            .with_context(|| attached("bench_empty_setsockopt"))?;
         for name in SOCK_ADDR {
             let prog: &mut CgroupSockAddr = empty
                 .ebpf

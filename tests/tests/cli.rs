@@ -94,6 +94,17 @@ allow = ["198.51.100.0/24"]
             && l.ends_with("(its policy applies as soon as it appears)")),
         "{t}"
     );
+    // The same note in the JSON form.
+    let o = agent(&["check", "--format", "json", "--config", &cfg]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let notes = v["notes"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert!(
+        notes.iter().any(
+            |n| n.as_str().is_some_and(|n| n.contains("payments.service")
+                && n.ends_with("(its policy applies as soon as it appears)"))
+        ),
+        "{v}"
+    );
 
     // Lookup tables that would not fit are a note of their own: the policy is judged
     // by its tries, whatever its cgroups.

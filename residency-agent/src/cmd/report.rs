@@ -101,6 +101,7 @@ pub fn report(config_path: Option<&Path>, json: bool, sample: usize) -> anyhow::
             "links": verified.links,
             "pods": verified.pods,
             "unchecked": verified.unchecked,
+            "notes": verified.notes,
             "probes": verified.probes,
             "mismatches": verified.mismatches,
             "unprobed": verified.unprobed,

@@ -89,12 +89,9 @@ impl Generations {
             self.delete(&w);
             return Err(e);
         }
-        if let Err(source) = self.set_epoch(next_epoch) {
+        if let Err(e) = self.set_epoch(next_epoch) {
             self.delete(&w);
-            return Err(BpfError::Map {
-                name: maps::ACTIVE,
-                source,
-            });
+            return Err(e);
         }
         let in_force = started.elapsed();
         // No packet is judged by the old slot any more once this returns. The flip has

@@ -283,10 +283,7 @@ impl Generations {
             })?;
         self.written.bindings.push(key);
         let epoch = self.epoch.wrapping_add(GENERATION_SLOTS);
-        self.set_epoch(epoch).map_err(|source| BpfError::Map {
-            name: maps::ACTIVE,
-            source,
-        })?;
+        self.set_epoch(epoch)?;
         self.epoch = epoch;
         Ok(())
     }
@@ -301,16 +298,31 @@ impl Generations {
 
     /// Makes `epoch` the one packets are judged by (`RES_ACTIVE`), its lookup tables
     /// the slot's: `RES_TABLE_EPOCH` is written first, so that no program reads them
-    /// under an epoch they were not written for. (Failing that, the tables go unread,
-    /// and the trie judges as correctly.)
-    fn set_epoch(&mut self, epoch: u32) -> Result<(), aya::maps::MapError> {
-        if let Err(e) = self.maps.table_epoch.set(0, epoch, 0) {
-            tracing::warn!(
-                "writing {} failed ({e}): the lookup tables go unread, the trie judges",
-                maps::TABLE_EPOCH
-            );
+    /// under an epoch they were not written for. Either write failing fails the change
+    /// (the epoch in force stays, with its tables read): between the two writes the
+    /// epochs differ and the tries judge alone, as exactly.
+    fn set_epoch(&mut self, epoch: u32) -> Result<(), BpfError> {
+        self.maps
+            .table_epoch
+            .set(0, epoch, 0)
+            .map_err(|source| BpfError::Map {
+                name: maps::TABLE_EPOCH,
+                source,
+            })?;
+        if let Err(source) = self.maps.active.set(0, epoch, 0) {
+            if let Err(e) = self.maps.table_epoch.set(0, self.epoch, 0) {
+                tracing::warn!(
+                    "writing {} back failed ({e}): the lookup tables go unread until the \
+                     next change, the tries judge alone",
+                    maps::TABLE_EPOCH
+                );
+            }
+            return Err(BpfError::Map {
+                name: maps::ACTIVE,
+                source,
+            });
         }
-        self.maps.active.set(0, epoch, 0)
+        Ok(())
     }
 
     /// Removes the binding of a cgroup that no longer exists.

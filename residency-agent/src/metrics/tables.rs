@@ -1,7 +1,8 @@
 //! The lookup tables' metrics: which policies' first packets the tables judge, and how
-//! much of each family's room the version in force takes. A policy whose tables did
-//! not fit is judged by its rule tries alone: exactly, but at two to three times the
-//! cost of a first packet, which the agent logs once and these gauges keep showing.
+//! much of each family's room the version in force takes. A policy without tables (they
+//! did not fit, are off, or could not be written) is judged by its rule tries alone:
+//! exactly, but at two to three times the cost of a first packet, which the agent logs
+//! once and these gauges keep showing.
 
 use prometheus_client::encoding::DescriptorEncoder;
 
@@ -26,7 +27,7 @@ pub fn encode(enc: &mut DescriptorEncoder, v: &Versioned) -> std::fmt::Result {
     gauge(
         enc,
         "residency_policy_lookup_tables",
-        "1 when a policy's first packets of this family are judged from its lookup tables, 0 when its rule tries judge them alone (exactly, but slower): its tables did not fit in what was left of [agent] ipv4_table_chunks or ipv6_table_chunks, which the agent logs with the chunks they need.",
+        "1 when a policy's first packets of this family are judged from its lookup tables, 0 when its rule tries judge them alone (exactly, but slower): its tables did not fit in what was left of the room (the agent logs the chunks they need), the tables are off ([agent] ipv4_table_chunks or ipv6_table_chunks = 0), or they could not be written (the agent logs why).",
         &in_tables,
     )?;
     let chunks: Vec<_> = by_family(&v.tables)
@@ -46,7 +47,7 @@ pub fn encode(enc: &mut DescriptorEncoder, v: &Versioned) -> std::fmt::Result {
     gauge(
         enc,
         "residency_lookup_table_chunks_room",
-        "1 KiB chunks of lookup tables a version may use, per family ([agent] ipv4_table_chunks, ipv6_table_chunks).",
+        "1 KiB chunks of lookup tables a version may use, per family: the room of the maps in use ([agent] ipv4_table_chunks, ipv6_table_chunks when they were created; an agent that adopts pinned maps keeps their room until detach).",
         &room,
     )
 }

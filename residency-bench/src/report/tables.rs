@@ -90,9 +90,10 @@ pub fn datapath_table(cases: &[Case], secs: u32, s: &mut String) {
          medians would keep. The same prefixes in \
          every filter, the receiver's last (the last rule of the iptables chain). The empty \
          cgroup_skb program (`r0 = 1`, attached to the sender cgroup) shows what the \
-         cgroup egress hook costs by itself; empty programs at every hook residency \
-         attaches that these workloads pass (packets out and in, socket creation, bind, \
-         connect, sendmsg) show the floor of its design. Cases run in a different order each round. Setup: \
+         cgroup egress hook costs by itself; empty programs at the hooks residency \
+         attaches (packets out and in, socket creation, bind, connect, sendmsg, \
+         setsockopt; not its LSM socket guard, which runs once per socket) show the \
+         floor of its design. Cases run in a different order each round. Setup: \
          agent start until ready, `nft -f`, or `iptables-restore`. Targets: residency at \
          100k prefixes ≥ 95% of the no-filter small-UDP rate, and at least the nftables \
          rate at every size.\n",
