@@ -96,7 +96,8 @@ pub fn render(s: &View<'_>) -> Response {
             text.push_str(&format!("    source {}\n", describe_source(src)));
         }
         // Lookup tables are the rule; a family without them (they did not fit in the
-        // room left) is worth a line, since its first packets cost more.
+        // room left, or could not be written) is worth a line: its first packets cost
+        // more. With no room at all the tables are off, which the config says.
         let tables = [("ipv4", &v.tables.v4), ("ipv6", &v.tables.v6)]
             .map(|(family, w)| (family, w.policies.contains(id)));
         let without: Vec<&str> = tables
@@ -107,8 +108,9 @@ pub fn render(s: &View<'_>) -> Response {
             .collect();
         if !without.is_empty() {
             text.push_str(&format!(
-                "    lookup tables: none for {} (they did not fit in [agent] *_table_chunks; \
-                 the tries judge its first packets alone, exactly but slower)\n",
+                "    lookup tables: none for {} (they did not fit in [agent] *_table_chunks \
+                 or could not be written, see the log; the tries judge its first packets \
+                 alone, exactly but slower)\n",
                 without.join(", ")
             ));
         }
