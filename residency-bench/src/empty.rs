@@ -9,7 +9,8 @@ use anyhow::Context as _;
 use aya::{
     Ebpf,
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, CgroupSockopt,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr,
+        CgroupSockopt, Program, ProgramError,
     },
 };
 
@@ -28,6 +29,17 @@ const SOCK_ADDR: [&str; 6] = [
     "bench_empty_sendmsg6",
 ];
 
+/// Program `name` of the object, as its type.
+fn program_of<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    Ok(ebpf
+        .program_mut(name)
+        .with_context(|| format!("the object has no program {name}"))?
+        .try_into()?)
+}
+
 /// The empty program, loaded (and attached when [`EmptyProgram::attach`] was called).
 /// Dropping it detaches and unloads it.
 pub struct EmptyProgram {
@@ -37,10 +49,7 @@ pub struct EmptyProgram {
 impl EmptyProgram {
     pub fn load() -> anyhow::Result<EmptyProgram> {
         let mut ebpf = Ebpf::load(OBJECT).context("loading the empty program's object")?;
-        let prog: &mut CgroupSkb = ebpf
-            .program_mut(NAME)
-            .context("the object has no empty program")?
-            .try_into()?;
+        let prog: &mut CgroupSkb = program_of(&mut ebpf, NAME)?;
         prog.load().context("loading the empty program")?;
         Ok(EmptyProgram { ebpf })
     }
@@ -59,11 +68,7 @@ impl EmptyProgram {
         let mut empty = Self::load()?;
         let cg =
             std::fs::File::open(cgroup).with_context(|| format!("opening {}", cgroup.display()))?;
-        let prog: &mut CgroupSkb = empty
-            .ebpf
-            .program_mut(NAME)
-            .context("the object has no empty program")?
-            .try_into()?;
+        let prog: &mut CgroupSkb = program_of(&mut empty.ebpf, NAME)?;
         // aya 0.14: only `Single` works for links (aya issue #1078).
         prog.attach(cg, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
             .with_context(|| format!("attaching the empty program to {}", cgroup.display()))?;
@@ -79,39 +84,23 @@ impl EmptyProgram {
         let cg =
             std::fs::File::open(cgroup).with_context(|| format!("opening {}", cgroup.display()))?;
         let attached = |name: &str| format!("attaching {name} to {}", cgroup.display());
-        let ingress: &mut CgroupSkb = empty
-            .ebpf
-            .program_mut("bench_empty_ingress")
-            .context("the object has no empty ingress program")?
-            .try_into()?;
+        let ingress: &mut CgroupSkb = program_of(&mut empty.ebpf, "bench_empty_ingress")?;
         ingress.load()?;
         ingress
             .attach(&cg, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single)
             .with_context(|| attached("bench_empty_ingress"))?;
-        let create: &mut CgroupSock = empty
-            .ebpf
-            .program_mut("bench_empty_sock_create")
-            .context("the object has no empty sock_create program")?
-            .try_into()?;
+        let create: &mut CgroupSock = program_of(&mut empty.ebpf, "bench_empty_sock_create")?;
         create.load()?;
         create
             .attach(&cg, CgroupAttachMode::Single)
             .with_context(|| attached("bench_empty_sock_create"))?;
-        let sockopt: &mut CgroupSockopt = empty
-            .ebpf
-            .program_mut("bench_empty_setsockopt")
-            .context("the object has no empty setsockopt program")?
-            .try_into()?;
+        let sockopt: &mut CgroupSockopt = program_of(&mut empty.ebpf, "bench_empty_setsockopt")?;
         sockopt.load()?;
         sockopt
             .attach(&cg, CgroupAttachMode::Single)
             .with_context(|| attached("bench_empty_setsockopt"))?;
         for name in SOCK_ADDR {
-            let prog: &mut CgroupSockAddr = empty
-                .ebpf
-                .program_mut(name)
-                .with_context(|| format!("the object has no {name}"))?
-                .try_into()?;
+            let prog: &mut CgroupSockAddr = program_of(&mut empty.ebpf, name)?;
             prog.load()?;
             prog.attach(&cg, CgroupAttachMode::Single)
                 .with_context(|| attached(name))?;
