@@ -794,8 +794,8 @@ allow = [{wide_allow}]
         "{s}"
     );
     assert_eq!(s.matches("lookup tables:").count(), 1, "{s}");
-    // Judged by the tries, as exactly: the one address of the test's it lists passes,
-    // one it does not list is refused.
+    // Judged by the tries, as exactly: of the test's addresses, the one the policy
+    // lists passes and one it does not list is refused.
     assert_eq!(sb.udp_burst(Some(&wide), ALLOWED_V4, 3), (3, 0));
     assert_eq!(sb.udp_burst(Some(&wide), FORBIDDEN_V4, 3), (0, 3));
     assert_eq!(sb.udp_burst(Some(&small), ALLOWED_V4, 3), (3, 0));

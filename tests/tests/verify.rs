@@ -458,4 +458,29 @@ fn report_is_evidence_an_auditor_can_file_and_diff() {
             && text.contains("by uid 0 (control socket)"),
         "{text}"
     );
+    assert!(!text.contains("note:"), "{text}");
+    // A verification note (the lookup tables left unread) is in both forms.
+    let active = pinned::lookup(&pinned::map(&sb.pin_path(), "RES_ACTIVE"), &[0; 4]);
+    let epoch = u32::from_le_bytes(active[..4].try_into().unwrap());
+    pinned::update(
+        &pinned::map(&sb.pin_path(), "RES_TABLE_EPOCH"),
+        &[0; 4],
+        &epoch.wrapping_sub(2).to_le_bytes(),
+    );
+    let r = report();
+    assert!(
+        r["verification"]["notes"][0]
+            .as_str()
+            .is_some_and(|n| n.starts_with("lookup tables: not read by the programs")),
+        "{r:#}"
+    );
+    let o = output_within(
+        Command::new(agent_binary()).args(["report", "--config", cfg.to_str().unwrap()]),
+        60,
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("\n  note: lookup tables: not read by the programs"),
+        "{text}"
+    );
 }

@@ -162,6 +162,11 @@ fn text(r: &Value) -> String {
     {
         out.push_str(&format!("  mismatch: {}\n", s(m)));
     }
+    for (key, label) in [("unchecked", "not checked"), ("notes", "note")] {
+        for m in r["verification"][key].as_array().into_iter().flatten() {
+            out.push_str(&format!("  {label}: {}\n", s(m)));
+        }
+    }
     for p in r["policies"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "policy {} mode={} ipv4={} ipv6={} allowed={} blocked={} audited={}\n",

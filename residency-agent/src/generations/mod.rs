@@ -266,13 +266,16 @@ impl Generations {
     /// Binds one more cgroup in the version in force (a configured cgroup that has just
     /// appeared). The binding becomes visible to packets in one map update; the epoch
     /// then advances by two (same slot) so that verdicts cached for the cgroup under
-    /// its ancestor's policy are not used again.
+    /// its ancestor's policy are not used again. When the epoch cannot advance, the
+    /// binding goes back to what it was, so that the programs' cache and memo (kept
+    /// under the epoch in force) never disagree with the map; the caller retries.
     pub fn bind(&mut self, cgroup_id: u64, binding: Binding) -> Result<(), BpfError> {
         let key = BindingKey {
             cgroup_id,
             slot: self.slot,
             _pad: 0,
         };
+        let previous = self.maps.bindings.get(&key, 0).ok();
         self.maps
             .bindings
             .insert(key, binding, 0)
@@ -281,10 +284,19 @@ impl Generations {
                 entry: format!("cgroup id {cgroup_id}"),
                 source,
             })?;
-        self.written.bindings.push(key);
         let epoch = self.epoch.wrapping_add(GENERATION_SLOTS);
-        self.set_epoch(epoch)?;
+        if let Err(e) = self.set_epoch(epoch) {
+            let _ = match previous {
+                Some(b) => self.maps.bindings.insert(key, b, 0),
+                None => self.maps.bindings.remove(&key),
+            };
+            return Err(e);
+        }
         self.epoch = epoch;
+        // A binding changed in place (a relabelled pod) is listed once.
+        if !self.written.bindings.contains(&key) {
+            self.written.bindings.push(key);
+        }
         Ok(())
     }
 
@@ -299,8 +311,9 @@ impl Generations {
     /// Makes `epoch` the one packets are judged by (`RES_ACTIVE`), its lookup tables
     /// the slot's: `RES_TABLE_EPOCH` is written first, so that no program reads them
     /// under an epoch they were not written for. Either write failing fails the change
-    /// (the epoch in force stays, with its tables read): between the two writes the
-    /// epochs differ and the tries judge alone, as exactly.
+    /// (the epoch in force stays, its tables read again once `RES_TABLE_EPOCH` is
+    /// written back, which is logged when it fails): between the two writes the epochs
+    /// differ and the tries judge alone, as exactly.
     fn set_epoch(&mut self, epoch: u32) -> Result<(), BpfError> {
         self.maps
             .table_epoch

@@ -92,8 +92,9 @@ pub fn datapath_table(cases: &[Case], secs: u32, s: &mut String) {
          cgroup_skb program (`r0 = 1`, attached to the sender cgroup) shows what the \
          cgroup egress hook costs by itself; empty programs at the hooks residency \
          attaches (packets out and in, socket creation, bind, connect, sendmsg, \
-         setsockopt; not its LSM socket guard, which runs once per socket) show the \
-         floor of its design. Cases run in a different order each round. Setup: \
+         setsockopt; not its LSM socket guard, which runs once per socket created) show \
+         the floor of its design where that guard does not load (where it loads, its \
+         cost adds to residency's rows). Cases run in a different order each round. Setup: \
          agent start until ready, `nft -f`, or `iptables-restore`. Targets: residency at \
          100k prefixes ≥ 95% of the no-filter small-UDP rate, and at least the nftables \
          rate at every size.\n",

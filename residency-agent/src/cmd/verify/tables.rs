@@ -38,8 +38,9 @@ pub fn compare_epoch(
         report.notes.push(format!(
             "lookup tables: not read by the programs: RES_TABLE_EPOCH holds {tables}, the \
              version in force is epoch {active} (an agent without lookup tables changed the \
-             version; the tries judge alone, exactly but slower, until an agent with lookup \
-             tables applies a version or binds a cgroup)"
+             version, or a failed write left it so, which the agent logs; the tries judge \
+             alone, exactly but slower, until an agent with lookup tables applies a version \
+             or binds a cgroup)"
         ));
     }
     Ok(())
