@@ -47,6 +47,21 @@ const ALLOW: [u8; 16] = [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
 /// A rule trie key of the first policy (id 0) in `slot`: prefix length (32 + `len`),
 /// scope, address.
+/// Leaves the lookup tables unread, as an agent without them leaves them when it
+/// changes the version: `RES_TABLE_EPOCH` two behind the epoch in force. Returns
+/// (the stale value, the epoch in force).
+fn leave_tables_unread(pin_path: &Path) -> (u32, u32) {
+    let active = pinned::lookup(&pinned::map(pin_path, "RES_ACTIVE"), &[0; 4]);
+    let epoch = u32::from_le_bytes(active[..4].try_into().unwrap());
+    let stale = epoch.wrapping_sub(2);
+    pinned::update(
+        &pinned::map(pin_path, "RES_TABLE_EPOCH"),
+        &[0; 4],
+        &stale.to_le_bytes(),
+    );
+    (stale, epoch)
+}
+
 fn rule_key(slot: u8, a: [u8; 4], len: u8) -> Vec<u8> {
     let mut k = (32u32 + u32::from(len)).to_le_bytes().to_vec();
     k.extend([slot, 0, 0, 0]);
@@ -202,14 +217,7 @@ fn verify_matches_the_config_and_names_each_tampering() {
     // 3d. The tables left unread: `RES_TABLE_EPOCH` behind the epoch in force, as an
     // agent without lookup tables leaves it when it changes the version. The tries
     // judge alone, as exactly: a note, not a mismatch.
-    let active = pinned::lookup(&pinned::map(&sb.pin_path(), "RES_ACTIVE"), &[0; 4]);
-    let epoch = u32::from_le_bytes(active[..4].try_into().unwrap());
-    let stale = epoch.wrapping_sub(2);
-    pinned::update(
-        &pinned::map(&sb.pin_path(), "RES_TABLE_EPOCH"),
-        &[0; 4],
-        &stale.to_le_bytes(),
-    );
+    let (stale, epoch) = leave_tables_unread(&sb.pin_path());
     let (ok, out) = verify(&cfg);
     assert!(!ok, "{out}");
     assert!(
@@ -268,13 +276,7 @@ fn verify_matches_the_config_and_names_each_tampering() {
     assert!(ok, "after a reload: {out}");
     assert!(!out.contains("lookup tables: not read"), "{out}");
     // The tables left unread and nothing else: verify passes, and notes it.
-    let active = pinned::lookup(&pinned::map(&sb.pin_path(), "RES_ACTIVE"), &[0; 4]);
-    let epoch = u32::from_le_bytes(active[..4].try_into().unwrap());
-    pinned::update(
-        &pinned::map(&sb.pin_path(), "RES_TABLE_EPOCH"),
-        &[0; 4],
-        &epoch.wrapping_sub(2).to_le_bytes(),
-    );
+    leave_tables_unread(&sb.pin_path());
     let (ok, out) = verify(&cfg);
     assert!(ok, "a note is no mismatch: {out}");
     assert!(
@@ -460,13 +462,7 @@ fn report_is_evidence_an_auditor_can_file_and_diff() {
     );
     assert!(!text.contains("note:"), "{text}");
     // A verification note (the lookup tables left unread) is in both forms.
-    let active = pinned::lookup(&pinned::map(&sb.pin_path(), "RES_ACTIVE"), &[0; 4]);
-    let epoch = u32::from_le_bytes(active[..4].try_into().unwrap());
-    pinned::update(
-        &pinned::map(&sb.pin_path(), "RES_TABLE_EPOCH"),
-        &[0; 4],
-        &epoch.wrapping_sub(2).to_le_bytes(),
-    );
+    leave_tables_unread(&sb.pin_path());
     let r = report();
     assert!(
         r["verification"]["notes"][0]
