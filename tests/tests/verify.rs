@@ -62,6 +62,26 @@ fn leave_tables_unread(pin_path: &Path) -> (u32, u32) {
     (stale, epoch)
 }
 
+/// Makes the first-level chunk of policy id 0 in generation `slot` (its root in map
+/// `roots`, its chunks in `chunks`) allow everything (each leaf: decided, allowed,
+/// rule 0), and returns the chunk's index.
+fn allow_all_in_first_chunk(pin_path: &Path, slot: u8, roots: &str, chunks: &str) -> u32 {
+    let root = pinned::lookup(
+        &pinned::map(pin_path, roots),
+        &(u32::from(slot) * 1024).to_le_bytes(),
+    );
+    let chunk = u32::from_le_bytes(root[..4].try_into().unwrap()) - 1;
+    let allow_all: Vec<u8> = (0..256)
+        .flat_map(|_| ((1u32 << 28) | (1 << 30)).to_le_bytes())
+        .collect();
+    pinned::update(
+        &pinned::map(pin_path, chunks),
+        &chunk.to_le_bytes(),
+        &allow_all,
+    );
+    chunk
+}
+
 fn rule_key(slot: u8, a: [u8; 4], len: u8) -> Vec<u8> {
     let mut k = (32u32 + u32::from(len)).to_le_bytes().to_vec();
     k.extend([slot, 0, 0, 0]);
@@ -164,18 +184,8 @@ fn verify_matches_the_config_and_names_each_tampering() {
     );
 
     // 3b. The lookup tables changed by hand: the policy's first-level chunk made to
-    // allow everything (leaf: decided, allowed, rule 0).
-    let roots = pinned::map(&sb.pin_path(), "RES_TABLE_ROOTS");
-    let root = pinned::lookup(&roots, &(u32::from(slot) * 1024).to_le_bytes());
-    let chunk = u32::from_le_bytes(root[..4].try_into().unwrap()) - 1;
-    let allow_all: Vec<u8> = (0..256)
-        .flat_map(|_| ((1u32 << 28) | (1 << 30)).to_le_bytes())
-        .collect();
-    pinned::update(
-        &pinned::map(&sb.pin_path(), "RES_TABLE_V4"),
-        &chunk.to_le_bytes(),
-        &allow_all,
-    );
+    // allow everything.
+    let chunk = allow_all_in_first_chunk(&sb.pin_path(), slot, "RES_TABLE_ROOTS", "RES_TABLE_V4");
     let (ok, out) = verify(&cfg);
     assert!(!ok, "{out}");
     assert!(
@@ -194,14 +204,8 @@ fn verify_matches_the_config_and_names_each_tampering() {
     );
 
     // 3c. The same for the IPv6 tables (the policy's 2001:db8:1::/48).
-    let roots = pinned::map(&sb.pin_path(), "RES_TABLE_ROOTS_V6");
-    let root = pinned::lookup(&roots, &(u32::from(slot) * 1024).to_le_bytes());
-    let chunk = u32::from_le_bytes(root[..4].try_into().unwrap()) - 1;
-    pinned::update(
-        &pinned::map(&sb.pin_path(), "RES_TABLE_V6"),
-        &chunk.to_le_bytes(),
-        &allow_all,
-    );
+    let chunk =
+        allow_all_in_first_chunk(&sb.pin_path(), slot, "RES_TABLE_ROOTS_V6", "RES_TABLE_V6");
     let (ok, out) = verify(&cfg);
     assert!(!ok, "{out}");
     // Its own line (the IPv4 chunk changed above may have the same index).

@@ -45,6 +45,24 @@ impl Loaded {
             let map = ebpf.take_map(name).ok_or(BpfError::MissingMap { name })?;
             T::try_from(map).map_err(|source| BpfError::Map { name, source })
         }
+        /// One family's lookup tables: its chunks' and roots' maps, `per_slot` chunks.
+        fn tables(
+            ebpf: &mut Ebpf,
+            (chunks, roots): (&'static str, &'static str),
+            per_slot: u32,
+        ) -> Result<TableMaps, BpfError> {
+            TableMaps::new(
+                take(ebpf, chunks)?,
+                take(ebpf, roots)?,
+                per_slot,
+                (chunks, roots),
+            )
+            .map_err(|source| BpfError::Map {
+                name: roots,
+                source,
+            })
+        }
+        let chunks = self.table_chunks;
         Ok(PolicyMaps {
             rules_v4: take(&mut self.ebpf, maps::RULES_V4)?,
             rules_v6: take(&mut self.ebpf, maps::RULES_V6)?,
@@ -58,26 +76,16 @@ impl Loaded {
             })?,
             capacity: self.capacity,
             tables: ByFamily {
-                v4: TableMaps::new(
-                    take(&mut self.ebpf, maps::TABLE_V4)?,
-                    take(&mut self.ebpf, maps::TABLE_ROOTS)?,
-                    self.table_chunks.v4,
+                v4: tables(
+                    &mut self.ebpf,
                     (maps::TABLE_V4, maps::TABLE_ROOTS),
-                )
-                .map_err(|source| BpfError::Map {
-                    name: maps::TABLE_ROOTS,
-                    source,
-                })?,
-                v6: TableMaps::new(
-                    take(&mut self.ebpf, maps::TABLE_V6)?,
-                    take(&mut self.ebpf, maps::TABLE_ROOTS_V6)?,
-                    self.table_chunks.v6,
+                    chunks.v4,
+                )?,
+                v6: tables(
+                    &mut self.ebpf,
                     (maps::TABLE_V6, maps::TABLE_ROOTS_V6),
-                )
-                .map_err(|source| BpfError::Map {
-                    name: maps::TABLE_ROOTS_V6,
-                    source,
-                })?,
+                    chunks.v6,
+                )?,
             },
         })
     }
