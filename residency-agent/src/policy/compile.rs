@@ -12,11 +12,12 @@ use std::collections::HashMap;
 
 use ipnetwork::IpNetwork;
 use residency_common::{
-    ACTION_ALLOW, ACTION_DENY, ACTION_NONE, MAX_PORT_RULES_PER_PREFIX, MODE_AUDIT, MODE_ENFORCE,
-    POLICY_KEY_BITS, PORT_RULE_SLOTS, PortRule, RULE_NONE, RuleKeyV4, RuleKeyV6, RuleValue,
+    ACTION_NONE, MAX_PORT_RULES_PER_PREFIX, MODE_AUDIT, MODE_ENFORCE, POLICY_KEY_BITS,
+    PORT_RULE_SLOTS, PortRule, RULE_NONE, RuleKeyV4, RuleKeyV6, RuleValue,
 };
 
-use crate::config::{Action, Config, Mode, PolicyConfig, PortSpec};
+use super::prefixes::{Group, Prefixes};
+use crate::config::{Config, Mode};
 
 /// A trie key as aya's `LpmTrie` takes it: `(prefix_len, data)`.
 pub type KeyV4 = aya::maps::lpm_trie::Key<RuleKeyV4>;
@@ -64,21 +65,6 @@ pub fn ports_base(slot: u32) -> u32 {
 /// inside them) itself: an allow of `::/0` or `2000::/3` must not open 6to4 or Teredo
 /// tunnels to any IPv4 host, nor a broad IPv4 allow reach multicast groups.
 pub use residency_common::{RULE_SPECIAL_BASE, special::SPECIAL_DESTINATIONS};
-
-/// The rules of one prefix of one policy: its own entries.
-#[derive(Default)]
-struct Group {
-    bare: Option<(u32, u32)>,
-    /// `(spec, action, rule)`, most specific port range first, deny before allow.
-    ports: Vec<(PortSpec, u32, u32)>,
-}
-
-fn action_value(a: Action) -> u32 {
-    match a {
-        Action::Allow => ACTION_ALLOW,
-        Action::Deny => ACTION_DENY,
-    }
-}
 
 /// The prefix `bits` long that contains `net`.
 fn widen(net: IpNetwork, bits: u8) -> IpNetwork {
@@ -248,102 +234,6 @@ impl<'c> Compiled<'c> {
             )),
             IpNetwork::V4(_) => None,
         })
-    }
-}
-
-/// One policy's entries and the special destinations it does not name itself, sorted
-/// by prefix: a run of equal prefixes is one trie entry. Sorted positions (4 bytes
-/// each) rather than a map of groups, since a policy can hold a million entries and
-/// this lives beside them while a version is written.
-struct Prefixes<'p> {
-    entries: &'p [crate::config::Entry],
-    /// Positions: below `entries.len()` an entry, above it a special destination
-    /// (`SPECIAL_DESTINATIONS[i - entries.len()]`).
-    order: Vec<u32>,
-    specials: Vec<IpNetwork>,
-}
-
-impl<'p> Prefixes<'p> {
-    /// Sorts `policy`'s entries by prefix, with a deny of each special destination
-    /// whose exact prefix the policy does not name (counted in `implicit`).
-    fn of(policy: &'p PolicyConfig, implicit: &mut usize) -> Prefixes<'p> {
-        let entries = policy.entries.as_slice();
-        let specials: Vec<IpNetwork> = SPECIAL_DESTINATIONS
-            .iter()
-            .map(|s| IpNetwork::new(s.addr, s.prefix_len).expect("valid special prefix"))
-            .collect();
-        let n = entries.len() as u32;
-        let mut order: Vec<u32> = (0..n + specials.len() as u32).collect();
-        let network = |i: u32| match entries.get(i as usize) {
-            Some(e) => e.network,
-            None => specials[(i - n) as usize],
-        };
-        order.sort_unstable_by_key(|i| (network(*i), *i));
-        let p = Prefixes {
-            entries,
-            order,
-            specials,
-        };
-        *implicit += p.runs().filter(|r| r[0] >= n).count();
-        p
-    }
-
-    fn network(&self, i: u32) -> IpNetwork {
-        match self.entries.get(i as usize) {
-            Some(e) => e.network,
-            None => self.specials[i as usize - self.entries.len()],
-        }
-    }
-
-    /// Whether a prefix's positions hold a protocol/port entry.
-    fn has_ports(&self, run: &[u32]) -> bool {
-        run.iter().any(|i| {
-            self.entries
-                .get(*i as usize)
-                .is_some_and(|e| e.ports.is_some())
-        })
-    }
-
-    /// The positions of each prefix, prefix by prefix; entries before the special
-    /// destination of the same prefix.
-    fn runs(&self) -> impl Iterator<Item = &[u32]> {
-        self.order
-            .chunk_by(|a, b| self.network(*a) == self.network(*b))
-    }
-
-    /// The positions of `net`, if the policy has any.
-    fn run_of(&self, net: &IpNetwork) -> Option<&[u32]> {
-        let start = self.order.partition_point(|i| self.network(*i) < *net);
-        let len = self.order[start..]
-            .iter()
-            .take_while(|i| self.network(**i) == *net)
-            .count();
-        (len > 0).then(|| &self.order[start..start + len])
-    }
-
-    /// The rules of one prefix's positions: its bare `(action, rule)`, then its port
-    /// entries, most specific range first, deny before allow.
-    fn group(&self, run: &[u32]) -> Group {
-        let mut g = Group::default();
-        for &i in run {
-            match self.entries.get(i as usize) {
-                Some(e) => {
-                    let action = action_value(e.action);
-                    match e.ports {
-                        None => g.bare = Some((action, i)),
-                        Some(spec) => g.ports.push((spec, action, i)),
-                    }
-                }
-                None => {
-                    let k = i - self.entries.len() as u32;
-                    g.bare.get_or_insert((ACTION_DENY, RULE_SPECIAL_BASE + k));
-                }
-            }
-        }
-        g.ports.sort_by_key(|(spec, action, rule)| {
-            (u32::from(spec.hi - spec.lo), *action != ACTION_DENY, *rule)
-        });
-        g
     }
 }
 

@@ -1,6 +1,7 @@
 //! Policy: pure functions of a validated config, unit-tested without a kernel.
 //!
 //! - [`compile`] — where a config key becomes a map entry (trie keys, port rules);
+//! - `prefixes` — one policy's entries sorted by prefix, as compiling reads them;
 //! - [`decide`] — the offline twin of the kernel's verdict;
 //! - [`describe`] — how a rule number is named in events;
 //! - [`diff`], [`summary`] — what a reload changes, what `check` prints;
@@ -13,6 +14,7 @@ pub mod describe;
 pub mod diff;
 pub mod explain;
 pub mod lockout;
+mod prefixes;
 pub mod summary;
 #[cfg(test)]
 mod tests;
