@@ -19,7 +19,10 @@ pub enum LayoutError {
 
 /// Reads the layout of the running kernel.
 pub fn read() -> Result<KernelLayout, LayoutError> {
-    let btf = Btf::from_file(VMLINUX_BTF)?;
+    // Read whole first: parsed from the file, the reader seeks (one system call each)
+    // some 100,000 times.
+    let bytes = std::fs::read(VMLINUX_BTF).map_err(|e| LayoutError::Btf(e.into()))?;
+    let btf = Btf::from_bytes(&bytes)?;
     let sock_net = offset(&btf, "sock_common", &["skc_net"])?;
     let nonlocal_v4 = offset(&btf, "net", &["ipv4", "sysctl_ip_nonlocal_bind"])?;
     let nonlocal_v6 = offset(&btf, "net", &["ipv6", "sysctl", "ip_nonlocal_bind"])?;

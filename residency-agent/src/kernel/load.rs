@@ -103,26 +103,14 @@ pub fn load(
         v4: per_slot(maps::TABLE_V4)?,
         v6: per_slot(maps::TABLE_V6)?,
     };
-    load_programs(&mut ebpf)?;
-    // Probing by loading: some kernels list the BPF LSM yet refuse its programs.
-    let socket_guard_missing = match bpf_lsm_active() {
-        Some(false) => Some(
-            "the BPF LSM is not active (\"bpf\" is missing from /sys/kernel/security/lsm)"
-                .to_owned(),
-        ),
-        _ => {
-            let prog: &mut LsmCgroup = program(&mut ebpf, PROGRAM_SOCKET_CREATE)?;
-            match Btf::from_sys_fs() {
-                Err(e) => Some(format!("kernel BTF is not readable ({e})")),
-                Ok(btf) => prog
-                    .load("socket_create", &btf)
-                    .err()
-                    .map(|e| format!("the kernel refused the cgroup LSM program ({e}); Linux >= 6.0 with the BPF LSM usable is needed")),
-            }
-        }
-    };
-
-    let source_check_missing = write_layout(&mut ebpf).err();
+    // The layout is read from the kernel's BTF while the verifier works.
+    let layout = std::thread::spawn(super::layout::read);
+    let socket_guard_missing = load_programs(&mut ebpf)?;
+    let layout = layout
+        .join()
+        .expect("the kernel layout reader")
+        .map_err(|e| e.to_string());
+    let source_check_missing = layout.and_then(|l| write_layout(&mut ebpf, l)).err();
     // The kernel's BTF was read three times over (aya's relocations, the LSM program,
     // the layout): tens of MB freed by now, which the allocator would keep resident.
     crate::sys::return_free_memory();
@@ -136,25 +124,13 @@ pub fn load(
     })
 }
 
-/// Program `name` of `ebpf`, as its type.
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, BpfError>
-where
-    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
-{
-    ebpf.program_mut(name)
-        .ok_or(BpfError::Program {
-            name,
-            source: ProgramError::UnexpectedProgramType,
-        })?
-        .try_into()
-        .map_err(|source| BpfError::Program { name, source })
-}
-
-/// Loads the cgroup programs (the LSM one apart: it needs the kernel's BTF). The
-/// verifier takes most of an agent's start — the egress program alone about 0.3 s,
-/// the ingress one 0.2 s on a 2-core VM — so the egress program is verified on a
-/// thread of its own while this one goes through the rest.
-fn load_programs(ebpf: &mut Ebpf) -> Result<(), BpfError> {
+/// Loads the cgroup programs, and probes the packet socket guard by loading it;
+/// returns why that guard is missing, when it is. The verifier takes most of an
+/// agent's start — the egress program alone about 0.3–0.5 s, the ingress one 0.2–0.3 s
+/// on a 2-core VM — so the egress program and then the guard (which needs the
+/// kernel's BTF parsed) are loaded on a thread of their own while this one goes
+/// through the rest.
+fn load_programs(ebpf: &mut Ebpf) -> Result<Option<String>, BpfError> {
     let wanted: Vec<&'static str> = [
         PROGRAM_EGRESS,
         PROGRAM_INGRESS,
@@ -165,9 +141,12 @@ fn load_programs(ebpf: &mut Ebpf) -> Result<(), BpfError> {
     .chain(SOCK_ADDR_PROGRAMS.iter().copied())
     .collect();
     let mut found: Vec<(&'static str, &mut Program)> = Vec::new();
+    let mut guard = None;
     for (name, prog) in ebpf.programs_mut() {
         if let Some(n) = wanted.iter().find(|w| **w == name) {
             found.push((n, prog));
+        } else if name == PROGRAM_SOCKET_CREATE {
+            guard = Some(prog);
         }
     }
     if let Some(name) = wanted.iter().find(|w| !found.iter().any(|(n, _)| n == *w)) {
@@ -176,16 +155,48 @@ fn load_programs(ebpf: &mut Ebpf) -> Result<(), BpfError> {
             source: ProgramError::UnexpectedProgramType,
         });
     }
+    let program_error = |source| BpfError::Program {
+        name: PROGRAM_SOCKET_CREATE,
+        source,
+    };
+    let guard: &mut LsmCgroup = guard
+        .ok_or(program_error(ProgramError::UnexpectedProgramType))?
+        .try_into()
+        .map_err(program_error)?;
     let (egress, rest): (Vec<_>, Vec<_>) =
         found.into_iter().partition(|(n, _)| *n == PROGRAM_EGRESS);
     std::thread::scope(|s| {
-        let first = s.spawn(move || egress.into_iter().try_for_each(|(n, p)| load_one(n, p)));
+        let first = s.spawn(move || {
+            egress
+                .into_iter()
+                .try_for_each(|(n, p)| load_one(n, p))
+                .map(|()| load_socket_guard(guard))
+        });
         let others = rest.into_iter().try_for_each(|(n, p)| load_one(n, p));
-        first
-            .join()
-            .expect("the egress program's loader")
-            .and(others)
+        let missing = first.join().expect("the egress program's loader")?;
+        others.map(|()| missing)
     })
+}
+
+/// Loads the packet socket guard where the kernel accepts BPF LSM programs; otherwise
+/// says why it is missing. Probing by loading: some kernels list the BPF LSM yet
+/// refuse its programs.
+fn load_socket_guard(prog: &mut LsmCgroup) -> Option<String> {
+    if bpf_lsm_active() == Some(false) {
+        return Some(
+            "the BPF LSM is not active (\"bpf\" is missing from /sys/kernel/security/lsm)"
+                .to_owned(),
+        );
+    }
+    match Btf::from_sys_fs() {
+        Err(e) => Some(format!("kernel BTF is not readable ({e})")),
+        Ok(btf) => prog.load("socket_create", &btf).err().map(|e| {
+            format!(
+                "the kernel refused the cgroup LSM program ({e}); Linux >= 6.0 with the BPF \
+                 LSM usable is needed"
+            )
+        }),
+    }
 }
 
 /// Loads one cgroup program, whatever its type.
@@ -202,8 +213,7 @@ fn load_one(name: &'static str, prog: &mut Program) -> Result<(), BpfError> {
 
 /// Writes where the kernel keeps what the source check reads, before any program is
 /// attached; on failure the check stays off (the map holds zeros).
-fn write_layout(ebpf: &mut Ebpf) -> Result<(), String> {
-    let layout = super::layout::read().map_err(|e| e.to_string())?;
+fn write_layout(ebpf: &mut Ebpf, layout: residency_common::KernelLayout) -> Result<(), String> {
     let map = ebpf
         .map_mut(maps::LAYOUT)
         .ok_or_else(|| format!("no map {}", maps::LAYOUT))?;

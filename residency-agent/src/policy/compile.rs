@@ -173,13 +173,13 @@ impl<'c> Compiled<'c> {
         self.counts
     }
 
-    /// Every trie entry of both families: its scope, prefix and value.
-    fn entries(&self) -> impl Iterator<Item = ([u8; 4], IpNetwork, RuleValue)> + '_ {
+    /// Every trie entry of one family (`v6`: IPv6): its scope, prefix and value.
+    fn entries(&self, v6: bool) -> impl Iterator<Item = ([u8; 4], IpNetwork, RuleValue)> + '_ {
         self.policies
             .iter()
             .enumerate()
             .flat_map(move |(index, (scope, prefixes))| {
-                prefixes.runs().map(move |run| {
+                prefixes.runs_in(v6).map(move |run| {
                     let net = prefixes.network(run[0]);
                     let ported = prefixes.has_ports(run);
                     let value = match ported.then(|| self.ported.get(&(index, net))).flatten() {
@@ -204,36 +204,38 @@ impl<'c> Compiled<'c> {
 
     /// The IPv4 trie entries, in prefix order per policy.
     pub fn v4(&self) -> impl Iterator<Item = (KeyV4, RuleValue)> + '_ {
-        self.entries().filter_map(|(scope, net, value)| match net {
-            IpNetwork::V4(n) => Some((
-                KeyV4::new(
-                    POLICY_KEY_BITS + u32::from(n.prefix()),
-                    RuleKeyV4 {
-                        policy: scope,
-                        addr: n.network().octets(),
-                    },
-                ),
-                value,
-            )),
-            IpNetwork::V6(_) => None,
-        })
+        self.entries(false)
+            .filter_map(|(scope, net, value)| match net {
+                IpNetwork::V4(n) => Some((
+                    KeyV4::new(
+                        POLICY_KEY_BITS + u32::from(n.prefix()),
+                        RuleKeyV4 {
+                            policy: scope,
+                            addr: n.network().octets(),
+                        },
+                    ),
+                    value,
+                )),
+                IpNetwork::V6(_) => None,
+            })
     }
 
     /// The IPv6 trie entries, in prefix order per policy.
     pub fn v6(&self) -> impl Iterator<Item = (KeyV6, RuleValue)> + '_ {
-        self.entries().filter_map(|(scope, net, value)| match net {
-            IpNetwork::V6(n) => Some((
-                KeyV6::new(
-                    POLICY_KEY_BITS + u32::from(n.prefix()),
-                    RuleKeyV6 {
-                        policy: scope,
-                        addr: n.network().octets(),
-                    },
-                ),
-                value,
-            )),
-            IpNetwork::V4(_) => None,
-        })
+        self.entries(true)
+            .filter_map(|(scope, net, value)| match net {
+                IpNetwork::V6(n) => Some((
+                    KeyV6::new(
+                        POLICY_KEY_BITS + u32::from(n.prefix()),
+                        RuleKeyV6 {
+                            policy: scope,
+                            addr: n.network().octets(),
+                        },
+                    ),
+                    value,
+                )),
+                IpNetwork::V4(_) => None,
+            })
     }
 }
 

@@ -31,6 +31,8 @@ pub(super) struct Prefixes<'p> {
     /// Positions: below `entries.len()` an entry, above it a special destination
     /// (`SPECIAL_DESTINATIONS[i - entries.len()]`).
     order: Vec<u32>,
+    /// How many of `order`'s positions are IPv4 (they come first).
+    v4_len: usize,
     specials: Vec<IpNetwork>,
 }
 
@@ -49,9 +51,11 @@ impl<'p> Prefixes<'p> {
             None => specials[(i - n) as usize],
         };
         let order = sorted(n + specials.len() as u32, network);
+        let v4_len = order.partition_point(|i| network(*i).is_ipv4());
         let p = Prefixes {
             entries,
             order,
+            v4_len,
             specials,
         };
         *implicit += p.runs().filter(|r| r[0] >= n).count();
@@ -77,8 +81,15 @@ impl<'p> Prefixes<'p> {
     /// The positions of each prefix, prefix by prefix; entries before the special
     /// destination of the same prefix.
     pub(super) fn runs(&self) -> impl Iterator<Item = &[u32]> {
-        self.order
-            .chunk_by(|a, b| self.network(*a) == self.network(*b))
+        self.runs_in(false).chain(self.runs_in(true))
+    }
+
+    /// [`Self::runs`] of one family's prefixes (`v6`: IPv6), without reading the
+    /// other's: writing a family's trie or tables passes over its own entries only.
+    pub(super) fn runs_in(&self, v6: bool) -> impl Iterator<Item = &[u32]> {
+        let (v4, rest) = self.order.split_at(self.v4_len);
+        let part = if v6 { rest } else { v4 };
+        part.chunk_by(|a, b| self.network(*a) == self.network(*b))
     }
 
     /// The positions of `net`, if the policy has any.
