@@ -432,6 +432,7 @@ fn packet_sockets_are_denied_or_the_gap_is_reported() {
         mut sb,
         app,
         capture,
+        config,
         ..
     } = started(&[]);
 
@@ -466,9 +467,16 @@ fn packet_sockets_are_denied_or_the_gap_is_reported() {
             // With the strict setting, the same kernel makes the agent refuse to run
             // (the first agent steps aside; its pinned enforcement stays).
             sb.agent().signal(libc::SIGTERM);
+            // It also changes a policy: its version is written while its programs load,
+            // and must never go in force when it refuses.
             let strict = sb.write_config(
                 "strict.toml",
-                &CONFIG.replace("[agent]\n", "[agent]\nrequire_packet_socket_guard = true\n"),
+                &CONFIG
+                    .replace("[agent]\n", "[agent]\nrequire_packet_socket_guard = true\n")
+                    .replace(
+                        "allow = [\"198.51.100.0/24\"]\nallow_packet_sockets",
+                        "allow = [\"192.0.2.0/24\"]\nallow_packet_sockets",
+                    ),
             );
             let out = residency_tests::output_within(
                 std::process::Command::new(&bin)
@@ -489,6 +497,13 @@ fn packet_sockets_are_denied_or_the_gap_is_reported() {
                 err.contains("require_packet_socket_guard") && err.contains("\"ports\""),
                 "{err}"
             );
+            let (ok, out) = sb.verify(&bin, &config);
+            assert!(
+                ok && out.contains("kernel state = config"),
+                "the refused agent's version went in force: {out}"
+            );
+            let (ok, out) = sb.verify(&bin, &strict);
+            assert!(!ok && out.contains("192.0.2.0/24"), "{out}");
         }
         None => {
             assert_eq!(

@@ -110,19 +110,28 @@ pub struct Enforcing {
 
 /// Loads the program (adopting pinned maps, whose policy keeps enforcing meanwhile),
 /// writes the settings and swaps this config's policy in.
+///
+/// The packet socket guard is probed first: an agent that must not run without it
+/// refuses before it touches the maps. Then the verifier and writing a large version
+/// each take about a second, and neither needs the other: the version is written into
+/// the idle slot while the programs are loaded, and goes in force only once they have
+/// loaded (otherwise it is deleted, and an adopted version stays in force).
 pub fn load_and_apply(
     config: &std::sync::Arc<Config>,
     bound: &[BoundCgroup],
 ) -> anyhow::Result<Enforcing> {
     let maps_dir = pins::maps_dir(&config.agent.pin_path);
     let adopting = maps_dir.join(residency_common::maps::ACTIVE).exists();
-    let mut loaded = kernel::load(
+    let mut loaded = kernel::open(
         &maps_dir,
         config.agent.rule_capacity,
         config.agent.table_chunks(),
     )
     .context("refusing to start: the kernel program did not load")?;
     loaded.configure(config).context("refusing to start")?;
+    loaded
+        .load_socket_guard()
+        .context("refusing to start: the kernel program did not load")?;
     loaded
         .check_socket_guard(config)
         .context("refusing to start")?;
@@ -137,8 +146,20 @@ pub fn load_and_apply(
     counters
         .reset(&generations.preview_ids(config))
         .context("refusing to start: zeroing the packet counters")?;
+    let (programs, prepared) = std::thread::scope(|s| {
+        let programs = s.spawn(|| loaded.load_programs());
+        let prepared = generations.prepare(config, bound);
+        (programs.join().expect("the program loader"), prepared)
+    });
+    let prepared = prepared.context("refusing to start: writing the policy failed")?;
+    if let Err(e) = programs {
+        generations.abandon(prepared);
+        return Err(
+            anyhow::Error::from(e).context("refusing to start: the kernel program did not load")
+        );
+    }
     let applied = generations
-        .apply(config, bound)
+        .commit(prepared)
         .context("refusing to start: writing the policy failed")?;
     // An earlier agent's version, swapped out: nobody waits for an answer here.
     generations.retire();

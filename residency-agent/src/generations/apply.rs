@@ -17,6 +17,19 @@ use std::sync::Arc;
 use super::{Applied, ByFamily, Generations, Written, WrittenRules};
 use crate::{config::Config, host::BoundCgroup, kernel::BpfError, policy, sys::batch};
 
+/// A version written into the idle slot and not yet in force
+/// ([`Generations::prepare`]): [`Generations::commit`] puts it in force,
+/// [`Generations::abandon`] deletes it.
+#[must_use = "a prepared version is committed or abandoned"]
+pub struct Prepared {
+    written: Written,
+    ids: super::PolicyIds,
+    id_list: Vec<u32>,
+    epoch: u32,
+    started: Instant,
+    entries: usize,
+}
+
 impl Generations {
     /// Applies `config` (with its cgroups resolved in `bound`) as the new version.
     pub fn apply(
@@ -24,6 +37,17 @@ impl Generations {
         config: &Arc<Config>,
         bound: &[BoundCgroup],
     ) -> Result<Applied, BpfError> {
+        let prepared = self.prepare(config, bound)?;
+        self.commit(prepared)
+    }
+
+    /// Writes `config` (with its cgroups resolved in `bound`) into the idle slot, where
+    /// no program reads it yet; the version in force is untouched.
+    pub fn prepare(
+        &mut self,
+        config: &Arc<Config>,
+        bound: &[BoundCgroup],
+    ) -> Result<Prepared, BpfError> {
         // The idle slot must be empty before it is written: the version retired last
         // time goes first, if the daemon has not deleted it yet.
         self.retire();
@@ -89,10 +113,37 @@ impl Generations {
             self.delete(&w);
             return Err(e);
         }
+        Ok(Prepared {
+            written: w,
+            ids,
+            id_list,
+            epoch: next_epoch,
+            started,
+            entries: v4_count + v6_count - rules.implicit,
+        })
+    }
+
+    /// Deletes a prepared version that is not to go in force.
+    pub fn abandon(&mut self, prepared: Prepared) {
+        self.delete(&prepared.written);
+    }
+
+    /// Puts a prepared version in force: flips the epoch, then waits out the programs
+    /// still judging by the old slot.
+    pub fn commit(&mut self, prepared: Prepared) -> Result<Applied, BpfError> {
+        let Prepared {
+            written: w,
+            ids,
+            id_list,
+            epoch: next_epoch,
+            started,
+            entries,
+        } = prepared;
         if let Err(e) = self.set_epoch(next_epoch) {
             self.delete(&w);
             return Err(e);
         }
+        let next = slot_of(next_epoch);
         let in_force = started.elapsed();
         // No packet is judged by the old slot any more once this returns. The flip has
         // happened, so a failed barrier must not abort the bookkeeping below: wait a
@@ -114,7 +165,7 @@ impl Generations {
             ids: id_list,
             duration: in_force,
             retired: started.elapsed() - in_force,
-            entries: v4_count + v6_count - rules.implicit,
+            entries,
             tables: self.written.tables.clone(),
             table_room: self.table_room(),
         })

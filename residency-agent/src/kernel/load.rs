@@ -43,13 +43,15 @@ fn bpf_lsm_active() -> Option<bool> {
     Some(list.trim().split(',').any(|l| l == "bpf"))
 }
 
-/// Loads the object and the program into the kernel (nothing is attached yet).
+/// Loads the object and creates its maps; the programs are loaded into the kernel by
+/// [`Loaded::load_programs`], which may run while a version is written (nothing is
+/// attached before both are done).
 ///
 /// Maps are pinned under `maps_dir`; maps already pinned there (by an earlier agent)
 /// are adopted instead of created, so the policy they hold keeps enforcing. New rule
 /// tries get `capacity` entries each, new lookup tables `table_chunks` chunks per
 /// generation slot and family; adopted ones keep their sizes.
-pub fn load(
+pub fn open(
     maps_dir: &Path,
     capacity: u32,
     table_chunks: ByFamily<u32>,
@@ -72,7 +74,7 @@ pub fn load(
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
-    let mut ebpf = loader.load(OBJECT).map_err(BpfError::Load)?;
+    let ebpf = loader.load(OBJECT).map_err(BpfError::Load)?;
     let names = PolicyNames::open_or_create(maps_dir).map_err(|source| BpfError::Names {
         path: maps_dir.join(super::names::POLICY_NAMES),
         source,
@@ -103,34 +105,74 @@ pub fn load(
         v4: per_slot(maps::TABLE_V4)?,
         v6: per_slot(maps::TABLE_V6)?,
     };
-    // The layout is read from the kernel's BTF while the verifier works.
-    let layout = std::thread::spawn(super::layout::read);
-    let socket_guard_missing = load_programs(&mut ebpf)?;
-    let layout = layout
-        .join()
-        .expect("the kernel layout reader")
-        .map_err(|e| e.to_string());
-    let source_check_missing = layout.and_then(|l| write_layout(&mut ebpf, l)).err();
-    // The kernel's BTF was read three times over (aya's relocations, the LSM program,
-    // the layout): tens of MB freed by now, which the allocator would keep resident.
-    crate::sys::return_free_memory();
+    // Until the programs are loaded, neither the guard nor the check exists.
+    let not_loaded = || Some("the programs are not loaded yet".to_owned());
     Ok(Loaded {
         ebpf,
         capacity,
         table_chunks,
-        socket_guard_missing,
-        source_check_missing,
+        socket_guard_missing: not_loaded(),
+        source_check_missing: not_loaded(),
         names: Some(names),
     })
 }
 
-/// Loads the cgroup programs, and probes the packet socket guard by loading it;
-/// returns why that guard is missing, when it is. The verifier takes most of an
-/// agent's start — the egress program alone about 0.3–0.5 s, the ingress one 0.2–0.3 s
-/// on a 2-core VM — so the egress program and then the guard (which needs the
-/// kernel's BTF parsed) are loaded on a thread of their own while this one goes
-/// through the rest.
-fn load_programs(ebpf: &mut Ebpf) -> Result<Option<String>, BpfError> {
+/// [`open`], then [`Loaded::load_programs`]: the object loaded whole.
+pub fn load(
+    maps_dir: &Path,
+    capacity: u32,
+    table_chunks: ByFamily<u32>,
+) -> Result<Loaded, BpfError> {
+    let mut loaded = open(maps_dir, capacity, table_chunks)?;
+    loaded.load_socket_guard()?;
+    loaded.load_programs()?;
+    Ok(loaded)
+}
+
+impl Loaded {
+    /// Probes the packet socket guard by loading it (a BPF LSM program), and records
+    /// why it is missing, when it is: first, so that an agent that must refuse to run
+    /// without it refuses before it touches anything.
+    pub fn load_socket_guard(&mut self) -> Result<(), BpfError> {
+        let program_error = |source| BpfError::Program {
+            name: PROGRAM_SOCKET_CREATE,
+            source,
+        };
+        let guard: &mut LsmCgroup = self
+            .ebpf
+            .program_mut(PROGRAM_SOCKET_CREATE)
+            .ok_or(program_error(ProgramError::UnexpectedProgramType))?
+            .try_into()
+            .map_err(program_error)?;
+        self.socket_guard_missing = load_socket_guard(guard);
+        Ok(())
+    }
+
+    /// Loads the cgroup programs into the kernel (the verifier takes most of an
+    /// agent's start) and writes the kernel layout the source check reads; records why
+    /// the source check is missing, when it is.
+    pub fn load_programs(&mut self) -> Result<(), BpfError> {
+        // The layout is read from the kernel's BTF while the verifier works.
+        let layout = std::thread::spawn(super::layout::read);
+        load_programs(&mut self.ebpf)?;
+        let layout = layout
+            .join()
+            .expect("the kernel layout reader")
+            .map_err(|e| e.to_string());
+        self.source_check_missing = layout.and_then(|l| write_layout(&mut self.ebpf, l)).err();
+        // The kernel's BTF was read three times over (aya's relocations, the LSM
+        // program, the layout): tens of MB freed by now, which the allocator would keep
+        // resident.
+        crate::sys::return_free_memory();
+        Ok(())
+    }
+}
+
+/// Loads the cgroup programs. The verifier takes most of an agent's start — the egress
+/// program alone about 0.3–0.5 s, the ingress one 0.2–0.3 s on a 2-core VM — so the
+/// egress program is verified on a thread of its own while this one goes through the
+/// rest.
+fn load_programs(ebpf: &mut Ebpf) -> Result<(), BpfError> {
     let wanted: Vec<&'static str> = [
         PROGRAM_EGRESS,
         PROGRAM_INGRESS,
@@ -141,12 +183,9 @@ fn load_programs(ebpf: &mut Ebpf) -> Result<Option<String>, BpfError> {
     .chain(SOCK_ADDR_PROGRAMS.iter().copied())
     .collect();
     let mut found: Vec<(&'static str, &mut Program)> = Vec::new();
-    let mut guard = None;
     for (name, prog) in ebpf.programs_mut() {
         if let Some(n) = wanted.iter().find(|w| **w == name) {
             found.push((n, prog));
-        } else if name == PROGRAM_SOCKET_CREATE {
-            guard = Some(prog);
         }
     }
     if let Some(name) = wanted.iter().find(|w| !found.iter().any(|(n, _)| n == *w)) {
@@ -155,26 +194,15 @@ fn load_programs(ebpf: &mut Ebpf) -> Result<Option<String>, BpfError> {
             source: ProgramError::UnexpectedProgramType,
         });
     }
-    let program_error = |source| BpfError::Program {
-        name: PROGRAM_SOCKET_CREATE,
-        source,
-    };
-    let guard: &mut LsmCgroup = guard
-        .ok_or(program_error(ProgramError::UnexpectedProgramType))?
-        .try_into()
-        .map_err(program_error)?;
     let (egress, rest): (Vec<_>, Vec<_>) =
         found.into_iter().partition(|(n, _)| *n == PROGRAM_EGRESS);
     std::thread::scope(|s| {
-        let first = s.spawn(move || {
-            egress
-                .into_iter()
-                .try_for_each(|(n, p)| load_one(n, p))
-                .map(|()| load_socket_guard(guard))
-        });
+        let first = s.spawn(move || egress.into_iter().try_for_each(|(n, p)| load_one(n, p)));
         let others = rest.into_iter().try_for_each(|(n, p)| load_one(n, p));
-        let missing = first.join().expect("the egress program's loader")?;
-        others.map(|()| missing)
+        first
+            .join()
+            .expect("the egress program's loader")
+            .and(others)
     })
 }
 

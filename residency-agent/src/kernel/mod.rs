@@ -30,5 +30,5 @@ pub mod socket_guard;
 pub use attach::short_name;
 pub use counters::{KernelCounters, PacketCounts};
 pub use error::BpfError;
-pub use load::{Loaded, load};
+pub use load::{Loaded, load, open};
 pub use maps::PolicyMaps;
