@@ -16,7 +16,7 @@ use residency_common::{
     PORT_RULE_SLOTS, PortRule, RULE_NONE, RuleKeyV4, RuleKeyV6, RuleValue,
 };
 
-use super::prefixes::{Group, Prefixes};
+use super::prefixes::{Group, Prefixes, Run};
 use crate::config::{Config, Mode};
 
 /// A trie key as aya's `LpmTrie` takes it: `(prefix_len, data)`.
@@ -124,7 +124,7 @@ impl<'c> Compiled<'c> {
         for (index, (policy, id)) in config.policies.iter().zip(ids).enumerate() {
             let prefixes = Prefixes::of(policy, &mut c.implicit);
             for run in prefixes.runs() {
-                let net = prefixes.network(run[0]);
+                let net = prefixes.network(run.first());
                 match net {
                     IpNetwork::V4(_) => c.counts.0 += 1,
                     IpNetwork::V6(_) => c.counts.1 += 1,
@@ -180,7 +180,7 @@ impl<'c> Compiled<'c> {
             .enumerate()
             .flat_map(move |(index, (scope, prefixes))| {
                 prefixes.runs_in(v6).map(move |run| {
-                    let net = prefixes.network(run[0]);
+                    let net = prefixes.network(run.first());
                     let ported = prefixes.has_ports(run);
                     let value = match ported.then(|| self.ported.get(&(index, net))).flatten() {
                         Some(v) => *v,
@@ -242,7 +242,7 @@ impl<'c> Compiled<'c> {
 /// The port rules the kernel walks for a prefix (its positions `run`) — its own, then
 /// those inherited from the wider prefixes up to the first with a bare entry — and its
 /// default `(action, rule)`.
-fn port_rules(prefixes: &Prefixes<'_>, run: &[u32]) -> (Vec<PortRule>, Option<(u32, u32)>) {
+fn port_rules(prefixes: &Prefixes<'_>, run: Run<'_>) -> (Vec<PortRule>, Option<(u32, u32)>) {
     let push = |rules: &mut Vec<PortRule>, g: &Group| {
         for (spec, action, rule) in &g.ports {
             rules.push(PortRule {
@@ -260,7 +260,7 @@ fn port_rules(prefixes: &Prefixes<'_>, run: &[u32]) -> (Vec<PortRule>, Option<(u
     push(&mut rules, &g);
     let mut default = g.bare;
     if default.is_none() {
-        let net = prefixes.network(run[0]);
+        let net = prefixes.network(run.first());
         for bits in (0..net.prefix()).rev() {
             if let Some(up) = prefixes.run_of(&widen(net, bits)) {
                 let up = prefixes.group(up);

@@ -23,17 +23,38 @@ fn action_value(a: Action) -> u32 {
 }
 
 /// One policy's entries and the special destinations it does not name itself, sorted
-/// by prefix: a run of equal prefixes is one trie entry. Sorted positions (4 bytes
+/// by prefix: a run of equal prefixes is one trie entry. Sorted positions (8 bytes
 /// each) rather than a map of groups, since a policy can hold a million entries and
 /// this lives beside them while a version is written.
 pub(super) struct Prefixes<'p> {
     entries: &'p [crate::config::Entry],
-    /// Positions: below `entries.len()` an entry, above it a special destination
-    /// (`SPECIAL_DESTINATIONS[i - entries.len()]`).
-    order: Vec<u32>,
+    /// Positions, sorted by prefix: below `entries.len()` an entry, above it a special
+    /// destination (`SPECIAL_DESTINATIONS[i - entries.len()]`). Each is held in the
+    /// bits of `mask`; an IPv4 one carries its prefix above them when `packed`
+    /// ([`sorted`]), so that runs are found without reading the entries.
+    order: Vec<u64>,
+    mask: u64,
+    packed: bool,
     /// How many of `order`'s positions are IPv4 (they come first).
     v4_len: usize,
     specials: Vec<IpNetwork>,
+}
+
+/// One prefix's positions in a policy ([`Prefixes::runs`]).
+#[derive(Clone, Copy)]
+pub(super) struct Run<'a> {
+    keys: &'a [u64],
+    mask: u64,
+}
+
+impl Run<'_> {
+    pub(super) fn positions(&self) -> impl Iterator<Item = u32> + '_ {
+        self.keys.iter().map(|k| (k & self.mask) as u32)
+    }
+
+    pub(super) fn first(&self) -> u32 {
+        (self.keys[0] & self.mask) as u32
+    }
 }
 
 impl<'p> Prefixes<'p> {
@@ -50,15 +71,21 @@ impl<'p> Prefixes<'p> {
             Some(e) => e.network,
             None => specials[(i - n) as usize],
         };
-        let order = sorted(n + specials.len() as u32, network);
-        let v4_len = order.partition_point(|i| network(*i).is_ipv4());
+        let Sorted {
+            order,
+            mask,
+            packed,
+            v4_len,
+        } = sorted(n + specials.len() as u32, network);
         let p = Prefixes {
             entries,
             order,
+            mask,
+            packed,
             v4_len,
             specials,
         };
-        *implicit += p.runs().filter(|r| r[0] >= n).count();
+        *implicit += p.runs().filter(|r| r.first() >= n).count();
         p
     }
 
@@ -70,43 +97,56 @@ impl<'p> Prefixes<'p> {
     }
 
     /// Whether a prefix's positions hold a protocol/port entry.
-    pub(super) fn has_ports(&self, run: &[u32]) -> bool {
-        run.iter().any(|i| {
+    pub(super) fn has_ports(&self, run: Run<'_>) -> bool {
+        run.positions().any(|i| {
             self.entries
-                .get(*i as usize)
+                .get(i as usize)
                 .is_some_and(|e| e.ports.is_some())
         })
     }
 
     /// The positions of each prefix, prefix by prefix; entries before the special
     /// destination of the same prefix.
-    pub(super) fn runs(&self) -> impl Iterator<Item = &[u32]> {
+    pub(super) fn runs(&self) -> impl Iterator<Item = Run<'_>> {
         self.runs_in(false).chain(self.runs_in(true))
     }
 
     /// [`Self::runs`] of one family's prefixes (`v6`: IPv6), without reading the
     /// other's: writing a family's trie or tables passes over its own entries only.
-    pub(super) fn runs_in(&self, v6: bool) -> impl Iterator<Item = &[u32]> {
+    pub(super) fn runs_in(&self, v6: bool) -> impl Iterator<Item = Run<'_>> {
         let (v4, rest) = self.order.split_at(self.v4_len);
         let part = if v6 { rest } else { v4 };
-        part.chunk_by(|a, b| self.network(*a) == self.network(*b))
+        let packed = self.packed && !v6;
+        let mask = self.mask;
+        part.chunk_by(move |a, b| {
+            if packed {
+                a & !mask == b & !mask
+            } else {
+                self.network((a & mask) as u32) == self.network((b & mask) as u32)
+            }
+        })
+        .map(move |keys| Run { keys, mask })
     }
 
     /// The positions of `net`, if the policy has any.
-    pub(super) fn run_of(&self, net: &IpNetwork) -> Option<&[u32]> {
-        let start = self.order.partition_point(|i| self.network(*i) < *net);
+    pub(super) fn run_of(&self, net: &IpNetwork) -> Option<Run<'_>> {
+        let network = |k: &u64| self.network((k & self.mask) as u32);
+        let start = self.order.partition_point(|k| network(k) < *net);
         let len = self.order[start..]
             .iter()
-            .take_while(|i| self.network(**i) == *net)
+            .take_while(|k| network(k) == *net)
             .count();
-        (len > 0).then(|| &self.order[start..start + len])
+        (len > 0).then(|| Run {
+            keys: &self.order[start..start + len],
+            mask: self.mask,
+        })
     }
 
     /// The rules of one prefix's positions: its bare `(action, rule)`, then its port
     /// entries, most specific range first, deny before allow.
-    pub(super) fn group(&self, run: &[u32]) -> Group {
+    pub(super) fn group(&self, run: Run<'_>) -> Group {
         let mut g = Group::default();
-        for &i in run {
+        for i in run.positions() {
             match self.entries.get(i as usize) {
                 Some(e) => {
                     let action = action_value(e.action);
@@ -128,39 +168,61 @@ impl<'p> Prefixes<'p> {
     }
 }
 
+/// Positions sorted by `(network, position)` ([`sorted`]).
+struct Sorted {
+    order: Vec<u64>,
+    /// The bits of each key that hold its position.
+    mask: u64,
+    /// Whether IPv4 keys carry their prefix above the position.
+    packed: bool,
+    /// How many keys are IPv4 (they come first).
+    v4_len: usize,
+}
+
 /// Positions `0..count` sorted by `(network(i), i)`.
 ///
 /// Comparing through `network` reads a 32-byte entry at a random place for every
-/// comparison: at a million entries that sort was a third of compiling them. So each
-/// IPv4 position is sorted as one number that orders the same way — address, prefix
-/// length, position, from the high bits down — and only IPv6 positions (which
-/// `IpNetwork` orders after every IPv4 one) go through `network`.
-fn sorted(count: u32, network: impl Fn(u32) -> IpNetwork) -> Vec<u32> {
+/// comparison: at a million entries that sort was a third of compiling them, and
+/// finding the runs of equal prefixes in the sorted positions again cost most of each
+/// pass over them. So each IPv4 position is kept as one number that orders the same
+/// way — address, prefix length, position, from the high bits down — and only IPv6
+/// positions (which `IpNetwork` orders after every IPv4 one) go through `network`.
+fn sorted(count: u32, network: impl Fn(u32) -> IpNetwork) -> Sorted {
     /// Bits for a position below the address and the prefix length (0–32, 6 bits).
     const POSITION_BITS: u32 = 26;
     if u64::from(count) >= 1 << POSITION_BITS {
-        let mut order: Vec<u32> = (0..count).collect();
-        order.sort_unstable_by_key(|i| (network(*i), *i));
-        return order;
+        let mut order: Vec<u64> = (0..u64::from(count)).collect();
+        order.sort_unstable_by_key(|i| (network(*i as u32), *i));
+        let v4_len = order.partition_point(|i| network(*i as u32).is_ipv4());
+        return Sorted {
+            order,
+            mask: u64::from(u32::MAX),
+            packed: false,
+            v4_len,
+        };
     }
-    let mut v4: Vec<u64> = Vec::new();
-    let mut v6: Vec<u32> = Vec::new();
+    let mut order: Vec<u64> = Vec::with_capacity(count as usize);
+    let mut v6: Vec<u64> = Vec::new();
     for i in 0..count {
         match network(i) {
-            IpNetwork::V4(net) => v4.push(
+            IpNetwork::V4(net) => order.push(
                 u64::from(net.ip().to_bits()) << 32
                     | u64::from(net.prefix()) << POSITION_BITS
                     | u64::from(i),
             ),
-            IpNetwork::V6(_) => v6.push(i),
+            IpNetwork::V6(_) => v6.push(u64::from(i)),
         }
     }
-    v4.sort_unstable();
-    v6.sort_unstable_by_key(|i| (network(*i), *i));
-    let mut order = Vec::with_capacity(count as usize);
-    order.extend(v4.iter().map(|k| (k & ((1 << POSITION_BITS) - 1)) as u32));
+    order.sort_unstable();
+    v6.sort_unstable_by_key(|i| (network(*i as u32), *i));
+    let v4_len = order.len();
     order.extend(v6);
-    order
+    Sorted {
+        order,
+        mask: (1 << POSITION_BITS) - 1,
+        packed: true,
+        v4_len,
+    }
 }
 
 #[cfg(test)]
@@ -198,7 +260,10 @@ mod tests {
         let network = |i: u32| nets[i as usize];
         let mut expected: Vec<u32> = (0..nets.len() as u32).collect();
         expected.sort_unstable_by_key(|i| (network(*i), *i));
-        assert_eq!(sorted(nets.len() as u32, network), expected);
-        assert!(sorted(0, network).is_empty());
+        let s = sorted(nets.len() as u32, network);
+        let positions: Vec<u32> = s.order.iter().map(|k| (k & s.mask) as u32).collect();
+        assert_eq!(positions, expected);
+        assert_eq!(s.v4_len, nets.iter().filter(|n| n.is_ipv4()).count());
+        assert!(sorted(0, network).order.is_empty());
     }
 }
