@@ -508,3 +508,40 @@ fn ipv4_ipsec_ah_is_walked_to_the_ports() {
     assert_eq!(run_on(&mut l, &ipv4_ah([198, 51, 100, 7], 53)), PASS);
     assert_eq!(run_on(&mut l, &ipv4_ah([198, 51, 100, 7], 54)), DROP);
 }
+
+/// A version written into the idle slot and then abandoned — what an agent does when
+/// its programs fail to load while its first version is written — never judges: the
+/// version in force goes on, and the next version applies as if it had not been.
+#[test]
+fn an_abandoned_version_never_judges() {
+    if !require_root() {
+        return;
+    }
+    // Cache off: every packet is judged afresh, by the slot the epoch names.
+    let (mut l, mut g) = ported(&format!("[agent]\nverdict_cache = false\n{PORTS}"));
+    let other = Arc::new(
+        Config::parse(
+            "[agent]\nverdict_cache = false\n[[policy]]\nname = \"p\"\ncgroups = [\"x\"]\n\
+             allow = [\"203.0.113.0/24\"]\n",
+            "other",
+        )
+        .unwrap(),
+    );
+    let bound = [residency_agent::host::BoundCgroup {
+        policy: 0,
+        path: "/".into(),
+        id: own_cgroup_id(),
+    }];
+    let in_force = |l: &mut bpf::Loaded| {
+        assert_eq!(run_on(l, &ipv4([198, 51, 100, 7], 6, 0, 443)), PASS);
+        assert_eq!(run_on(l, &ipv4([203, 0, 113, 9], 6, 0, 443)), DROP);
+    };
+    in_force(&mut l);
+    let prepared = g.prepare(&other, &bound).unwrap();
+    in_force(&mut l);
+    g.abandon(prepared);
+    in_force(&mut l);
+    g.apply(&other, &bound).unwrap();
+    assert_eq!(run_on(&mut l, &ipv4([203, 0, 113, 9], 6, 0, 443)), PASS);
+    assert_eq!(run_on(&mut l, &ipv4([198, 51, 100, 7], 6, 0, 443)), DROP);
+}

@@ -112,7 +112,7 @@ pub struct Enforcing {
 /// writes the settings and swaps this config's policy in.
 ///
 /// The packet socket guard is probed first: an agent that must not run without it
-/// refuses before it touches the maps. Then the verifier and writing a large version
+/// refuses before it writes any map. Then the verifier and writing a large version
 /// each take about a second, and neither needs the other: the version is written into
 /// the idle slot while the programs are loaded, and goes in force only once they have
 /// loaded (otherwise it is deleted, and an adopted version stays in force).
@@ -128,7 +128,6 @@ pub fn load_and_apply(
         config.agent.table_chunks(),
     )
     .context("refusing to start: the kernel program did not load")?;
-    loaded.configure(config).context("refusing to start")?;
     loaded
         .load_socket_guard()
         .context("refusing to start: the kernel program did not load")?;
@@ -140,24 +139,40 @@ pub fn load_and_apply(
     if adopting {
         info!(maps = %maps_dir.display(), "adopting the pinned policy maps: the policy in force keeps enforcing until this agent's is swapped in");
     }
-    // Counts adopted from an earlier agent may sit under ids this agent gives to other
-    // policies: every series starts from zero, before any packet is judged under it.
-    let mut counters = loaded.take_counters()?;
-    counters
-        .reset(&generations.preview_ids(config))
-        .context("refusing to start: zeroing the packet counters")?;
     let (programs, prepared) = std::thread::scope(|s| {
         let programs = s.spawn(|| loaded.load_programs());
         let prepared = generations.prepare(config, bound);
-        (programs.join().expect("the program loader"), prepared)
+        let programs = match programs.join() {
+            Ok(loaded) => loaded.map_err(anyhow::Error::from),
+            Err(_) => Err(anyhow::anyhow!("the program loader panicked")),
+        };
+        (programs, prepared)
     });
+    // What the kernel's BTF, parsed three times over (aya's relocations, the LSM
+    // program, the layout), left freed: tens of MB the allocator would keep resident.
+    crate::sys::return_free_memory();
     let prepared = prepared.context("refusing to start: writing the policy failed")?;
-    if let Err(e) = programs {
-        generations.abandon(prepared);
-        return Err(
-            anyhow::Error::from(e).context("refusing to start: the kernel program did not load")
-        );
-    }
+    // Nothing the programs already attached by an earlier agent read is changed
+    // before every program has loaded: the settings, and the counters (counts adopted
+    // from an earlier agent may sit under ids this agent gives to other policies, so
+    // every series starts from zero, before any packet is judged under it).
+    let ready = programs
+        .context("refusing to start: the kernel program did not load")
+        .and_then(|()| loaded.configure(config).context("refusing to start"))
+        .and_then(|()| {
+            let mut counters = loaded.take_counters()?;
+            counters
+                .reset(&generations.preview_ids(config))
+                .context("refusing to start: zeroing the packet counters")?;
+            Ok(counters)
+        });
+    let counters = match ready {
+        Ok(counters) => counters,
+        Err(e) => {
+            generations.abandon(prepared);
+            return Err(e);
+        }
+    };
     let applied = generations
         .commit(prepared)
         .context("refusing to start: writing the policy failed")?;

@@ -117,7 +117,8 @@ pub struct Applied {
 
 impl Generations {
     /// Takes over the maps. Whatever the active slot holds (a policy pinned by an
-    /// earlier agent) keeps enforcing until the first [`Generations::apply`]; the idle
+    /// earlier agent) keeps enforcing until the first version is committed ([`Generations::apply`],
+    /// [`Generations::commit`]); the idle
     /// slot is cleared of leftovers first.
     pub fn new(maps: PolicyMaps) -> Result<Generations, BpfError> {
         let rcu = RcuBarrier::new().map_err(|source| BpfError::Barrier { source })?;

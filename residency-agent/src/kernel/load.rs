@@ -117,7 +117,8 @@ pub fn open(
     })
 }
 
-/// [`open`], then [`Loaded::load_programs`]: the object loaded whole.
+/// [`open`], then [`Loaded::load_socket_guard`] and [`Loaded::load_programs`]: the
+/// object loaded whole.
 pub fn load(
     maps_dir: &Path,
     capacity: u32,
@@ -126,13 +127,16 @@ pub fn load(
     let mut loaded = open(maps_dir, capacity, table_chunks)?;
     loaded.load_socket_guard()?;
     loaded.load_programs()?;
+    // The kernel's BTF was read three times over (aya's relocations, the LSM program,
+    // the layout): tens of MB freed by now, which the allocator would keep resident.
+    crate::sys::return_free_memory();
     Ok(loaded)
 }
 
 impl Loaded {
     /// Probes the packet socket guard by loading it (a BPF LSM program), and records
     /// why it is missing, when it is: first, so that an agent that must refuse to run
-    /// without it refuses before it touches anything.
+    /// without it refuses before it writes any map.
     pub fn load_socket_guard(&mut self) -> Result<(), BpfError> {
         let program_error = |source| BpfError::Program {
             name: PROGRAM_SOCKET_CREATE,
@@ -155,15 +159,11 @@ impl Loaded {
         // The layout is read from the kernel's BTF while the verifier works.
         let layout = std::thread::spawn(super::layout::read);
         load_programs(&mut self.ebpf)?;
-        let layout = layout
-            .join()
-            .expect("the kernel layout reader")
-            .map_err(|e| e.to_string());
+        let layout = match layout.join() {
+            Ok(read) => read.map_err(|e| e.to_string()),
+            Err(_) => Err("the kernel layout reader panicked".to_owned()),
+        };
         self.source_check_missing = layout.and_then(|l| write_layout(&mut self.ebpf, l)).err();
-        // The kernel's BTF was read three times over (aya's relocations, the LSM
-        // program, the layout): tens of MB freed by now, which the allocator would keep
-        // resident.
-        crate::sys::return_free_memory();
         Ok(())
     }
 }

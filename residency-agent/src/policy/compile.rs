@@ -88,8 +88,8 @@ pub fn compile(config: &Config, ids: &[u32], slot: u32) -> Result<RuleSet, Compi
 
 /// A config compiled for one generation slot, its trie entries produced as they are
 /// written rather than held: a version of a million prefixes is written in batches
-/// from each policy's entries sorted by prefix (4 bytes a prefix), not from a list of
-/// 28-byte entries. What is not a simple function of one prefix's own entries (port
+/// from each policy's entries sorted by prefix (8 bytes a position), not from a list
+/// of 28-byte entries. What is not a simple function of one prefix's own entries (port
 /// rules, inherited from wider prefixes) is worked out here, once.
 pub struct Compiled<'c> {
     /// Per policy: its scope, and its entries sorted by prefix.

@@ -190,7 +190,12 @@ struct Sorted {
 fn sorted(count: u32, network: impl Fn(u32) -> IpNetwork) -> Sorted {
     /// Bits for a position below the address and the prefix length (0–32, 6 bits).
     const POSITION_BITS: u32 = 26;
-    if u64::from(count) >= 1 << POSITION_BITS {
+    sorted_with(count, network, POSITION_BITS)
+}
+
+/// [`sorted`], packing IPv4 positions below `position_bits` when they fit.
+fn sorted_with(count: u32, network: impl Fn(u32) -> IpNetwork, position_bits: u32) -> Sorted {
+    if u64::from(count) >= 1 << position_bits {
         let mut order: Vec<u64> = (0..u64::from(count)).collect();
         order.sort_unstable_by_key(|i| (network(*i as u32), *i));
         let v4_len = order.partition_point(|i| network(*i as u32).is_ipv4());
@@ -207,7 +212,7 @@ fn sorted(count: u32, network: impl Fn(u32) -> IpNetwork) -> Sorted {
         match network(i) {
             IpNetwork::V4(net) => order.push(
                 u64::from(net.ip().to_bits()) << 32
-                    | u64::from(net.prefix()) << POSITION_BITS
+                    | u64::from(net.prefix()) << position_bits
                     | u64::from(i),
             ),
             IpNetwork::V6(_) => v6.push(u64::from(i)),
@@ -219,7 +224,7 @@ fn sorted(count: u32, network: impl Fn(u32) -> IpNetwork) -> Sorted {
     order.extend(v6);
     Sorted {
         order,
-        mask: (1 << POSITION_BITS) - 1,
+        mask: (1 << position_bits) - 1,
         packed: true,
         v4_len,
     }
@@ -231,11 +236,9 @@ mod tests {
 
     use super::*;
 
-    /// The packed sort orders positions exactly as comparing `(network, position)`
-    /// does: IPv4 before IPv6, by address, then prefix length, then position, with
-    /// many equal prefixes (duplicates and port entries share one).
-    #[test]
-    fn packed_order_is_the_order_of_networks_and_positions() {
+    /// Networks with many equal prefixes (duplicates and port entries share one), of
+    /// both families.
+    fn networks() -> Vec<IpNetwork> {
         let mut state = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = move || {
             state ^= state << 13;
@@ -243,7 +246,7 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let nets: Vec<IpNetwork> = (0..5000)
+        (0..5000)
             .map(|_| {
                 let r = next();
                 let bits = (r >> 8) as u8;
@@ -256,14 +259,39 @@ mod tests {
                     IpNetwork::new(IpAddr::V4(addr), bits % 33).unwrap()
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    /// Packed or not (a policy of 2^26 positions or more), the positions come in the
+    /// order of `(network, position)` — IPv4 before IPv6, by address, then prefix
+    /// length, then position — and the runs are the groups of equal networks.
+    #[test]
+    fn positions_come_in_the_order_of_networks_and_positions() {
+        let nets = networks();
         let network = |i: u32| nets[i as usize];
         let mut expected: Vec<u32> = (0..nets.len() as u32).collect();
         expected.sort_unstable_by_key(|i| (network(*i), *i));
-        let s = sorted(nets.len() as u32, network);
-        let positions: Vec<u32> = s.order.iter().map(|k| (k & s.mask) as u32).collect();
-        assert_eq!(positions, expected);
-        assert_eq!(s.v4_len, nets.iter().filter(|n| n.is_ipv4()).count());
+        let groups: Vec<Vec<u32>> = expected
+            .chunk_by(|a, b| network(*a) == network(*b))
+            .map(<[u32]>::to_vec)
+            .collect();
+        for position_bits in [26, 8] {
+            let s = sorted_with(nets.len() as u32, network, position_bits);
+            assert_eq!(s.packed, position_bits == 26);
+            let positions: Vec<u32> = s.order.iter().map(|k| (k & s.mask) as u32).collect();
+            assert_eq!(positions, expected, "{position_bits} bits");
+            assert_eq!(s.v4_len, nets.iter().filter(|n| n.is_ipv4()).count());
+            let p = Prefixes {
+                entries: &[],
+                order: s.order,
+                mask: s.mask,
+                packed: s.packed,
+                v4_len: s.v4_len,
+                specials: nets.clone(),
+            };
+            let runs: Vec<Vec<u32>> = p.runs().map(|r| r.positions().collect()).collect();
+            assert_eq!(runs, groups, "{position_bits} bits");
+        }
         assert!(sorted(0, network).order.is_empty());
     }
 }
