@@ -37,3 +37,5 @@ pub mod metrics;
 pub mod netns;
 pub mod policy;
 pub mod sys;
+#[cfg(test)]
+mod testing;

@@ -395,13 +395,7 @@ mod tests {
         fixed: u128,
         few: u128,
     ) {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = crate::testing::xorshift();
         let width = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
         let address = |next: &mut dyn FnMut() -> u64| {
             let random = (u128::from(next()) << 64 | u128::from(next())) & width;

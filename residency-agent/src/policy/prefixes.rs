@@ -239,18 +239,12 @@ mod tests {
     /// Networks with many equal prefixes (duplicates and port entries share one), of
     /// both families.
     fn networks() -> Vec<IpNetwork> {
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::testing::xorshift();
         (0..5000)
             .map(|_| {
                 let r = next();
                 let bits = (r >> 8) as u8;
-                if r % 4 == 0 {
+                if r.is_multiple_of(4) {
                     let addr = Ipv6Addr::from((u128::from(r >> 48)) << 112);
                     IpNetwork::new(IpAddr::V6(addr), bits % 129).unwrap()
                 } else {
