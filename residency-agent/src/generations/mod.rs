@@ -18,6 +18,9 @@
 //!    ([`Generations::retire`]: once the reload's answer is out, or first thing at the
 //!    next apply).
 //!
+//! Steps 1–2 are [`Generations::prepare`] (the tries written in batches, `trie.rs`),
+//! 3–4 [`Generations::commit`].
+//!
 //! Policy ids are stable by name across versions, so counters and events keep their
 //! meaning when policies are added, removed or reordered.
 
@@ -25,6 +28,7 @@ mod apply;
 mod ids;
 mod layout;
 mod tables;
+mod trie;
 
 use std::time::Duration;
 
@@ -212,14 +216,14 @@ impl Generations {
         let (v4, v6) = (&mut self.maps.rules_v4, &mut self.maps.rules_v6);
         std::thread::scope(|s| {
             s.spawn(|| {
-                apply::delete_trie(v6, w.found_v6.iter().copied());
+                trie::delete_trie(v6, w.found_v6.iter().copied());
                 if let Some((c, r)) = &compiled {
-                    apply::delete_trie(v6, c.v6().map(|(k, _)| k).take(r.v6));
+                    trie::delete_trie(v6, c.v6().map(|(k, _)| k).take(r.v6));
                 }
             });
-            apply::delete_trie(v4, w.found_v4.iter().copied());
+            trie::delete_trie(v4, w.found_v4.iter().copied());
             if let Some((c, r)) = &compiled {
-                apply::delete_trie(v4, c.v4().map(|(k, _)| k).take(r.v4));
+                trie::delete_trie(v4, c.v4().map(|(k, _)| k).take(r.v4));
             }
         });
         for k in &w.bindings {
