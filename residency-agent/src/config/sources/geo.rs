@@ -9,6 +9,7 @@
 //! there, so that `explain` and `check --verbose` can say so.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
     path::Path,
@@ -271,13 +272,22 @@ pub fn range_prefixes(start: IpAddr, end: IpAddr) -> Option<Vec<IpNetwork>> {
     }
 }
 
+/// The countries of one prefix: `DE`, or `AT+DE` for a prefix aggregation merged.
+pub type Label = Cow<'static, str>;
+
+/// Per country, its listed prefixes and the aggregated prefixes holding them.
+pub type CountryCounts = BTreeMap<&'static str, (usize, usize)>;
+
 /// The countries inside each of `aggregated` (disjoint prefixes that cover every one
 /// of `listed`), joined with `+`; and per country, its listed prefixes and the
-/// aggregated prefixes holding them.
+/// aggregated prefixes holding them. A label of one country is the table's own
+/// string: a country's set is hundreds of thousands of prefixes, and a set or a
+/// string of its own per prefix cost a country-sized source more memory than the
+/// rest of its compile (77 MB of tree nodes for the United States).
 pub fn label(
     aggregated: &[IpNetwork],
     listed: &[(IpNetwork, &'static str)],
-) -> (Vec<String>, BTreeMap<&'static str, (usize, usize)>) {
+) -> (Vec<Label>, CountryCounts) {
     let key = |n: &IpNetwork| -> u128 {
         match n {
             IpNetwork::V4(v) => u128::from(v.network().to_ipv6_mapped()),
@@ -285,28 +295,31 @@ pub fn label(
         }
     };
     let mut order: Vec<usize> = (0..aggregated.len()).collect();
-    order.sort_by_key(|i| key(&aggregated[*i]));
-    let starts: Vec<u128> = order.iter().map(|i| key(&aggregated[*i])).collect();
-    let mut inside: Vec<BTreeSet<&'static str>> = vec![BTreeSet::new(); aggregated.len()];
+    order.sort_unstable_by_key(|i| key(&aggregated[*i]));
+    // (aggregated prefix, country) for every listed prefix, then each pair once.
+    let mut inside: Vec<(usize, &'static str)> = Vec::with_capacity(listed.len());
     let mut read: BTreeMap<&'static str, usize> = BTreeMap::new();
     for (n, code) in listed {
         *read.entry(code).or_default() += 1;
         // The aggregated prefix starting at or before it is the one holding it.
-        let at = starts.partition_point(|s| *s <= key(n));
+        let at = order.partition_point(|i| key(&aggregated[*i]) <= key(n));
         if let Some(i) = at.checked_sub(1) {
-            inside[order[i]].insert(code);
+            inside.push((order[i], code));
         }
     }
+    inside.sort_unstable();
+    inside.dedup();
     let mut holding: BTreeMap<&'static str, usize> = BTreeMap::new();
-    let labels = inside
-        .iter()
-        .map(|set| {
-            for c in set {
-                *holding.entry(c).or_default() += 1;
-            }
-            set.iter().copied().collect::<Vec<_>>().join("+")
-        })
-        .collect();
+    let mut labels = vec![Cow::Borrowed(""); aggregated.len()];
+    for held in inside.chunk_by(|a, b| a.0 == b.0) {
+        for (_, c) in held {
+            *holding.entry(c).or_default() += 1;
+        }
+        labels[held[0].0] = match held {
+            [(_, c)] => Cow::Borrowed(*c),
+            _ => Cow::Owned(held.iter().map(|(_, c)| *c).collect::<Vec<_>>().join("+")),
+        };
+    }
     let counts = read
         .into_iter()
         .map(|(c, r)| (c, (r, holding.get(c).copied().unwrap_or(0))))

@@ -175,7 +175,7 @@ pub(in crate::config) fn add_sources(
                     continue;
                 }
                 let cited = match loaded.labels.get(i) {
-                    Some(countries) => *citations.entry(countries.as_str()).or_insert_with(|| {
+                    Some(countries) => *citations.entry(countries.as_ref()).or_insert_with(|| {
                         origins
                             .cite(&format!("{origin}: {countries}"))
                             .unwrap_or(plain)

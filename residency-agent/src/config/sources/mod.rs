@@ -119,10 +119,10 @@ pub struct Loaded {
     pub listed_labels: Vec<&'static str>,
     /// Country databases: the countries of each of `prefixes` (same order: `DE`,
     /// or `AT+DE` for a prefix that aggregation merged); empty for other sources.
-    pub labels: Vec<String>,
+    pub labels: Vec<geo::Label>,
     /// Country databases: per country, prefixes read and the aggregated prefixes
     /// holding them.
-    pub countries: BTreeMap<&'static str, (usize, usize)>,
+    pub countries: geo::CountryCounts,
 }
 
 #[derive(Deserialize)]
