@@ -30,6 +30,7 @@ use residency_tests::stdout_of;
 use crate::{
     agent::{Agent, AgentSetup},
     empty::EmptyProgram,
+    geoip::Allowlist,
     options::Options,
     prefixes,
     sandbox::{ALLOWED, BLOCKED, Bench, DISCARD_PORT, IPERF_PORT, RR_PORT},
@@ -75,10 +76,11 @@ impl Filter {
 }
 
 /// iptables chains are linear: beyond 10k rules a run would take minutes per case.
-/// In place of a prefix count: the EU-27 allowlist of the installed GeoLite2 release
-/// (IPv4, as CIDR prefixes, [`crate::geoip::eu_ipv4_cidrs`]), the receiver's prefix
-/// added — a real country set beside the synthetic ones.
-pub const EU27: usize = usize::MAX;
+/// In place of a prefix count: the real allowlist of the run (`--countries`, the EU-27
+/// of the installed GeoLite2 release by default; IPv4, as CIDR prefixes,
+/// [`Allowlist::ipv4_cidrs`]), the receiver's prefix added — a real country set beside
+/// the synthetic ones.
+pub const REAL: usize = usize::MAX;
 
 pub const CASES: [(Filter, usize); 13] = [
     (Filter::None, 0),
@@ -87,11 +89,11 @@ pub const CASES: [(Filter, usize); 13] = [
     (Filter::Residency, 10),
     (Filter::Residency, 10_000),
     (Filter::Residency, 100_000),
-    (Filter::Residency, EU27),
+    (Filter::Residency, REAL),
     (Filter::Nftables, 10),
     (Filter::Nftables, 10_000),
     (Filter::Nftables, 100_000),
-    (Filter::Nftables, EU27),
+    (Filter::Nftables, REAL),
     (Filter::Iptables, 10),
     (Filter::Iptables, 10_000),
 ];
@@ -99,9 +101,9 @@ pub const CASES: [(Filter, usize); 13] = [
 /// The results of one case over all rounds.
 pub struct Case {
     pub filter: Filter,
-    /// The set's size, or [`EU27`].
+    /// The set's size, or [`REAL`].
     pub prefixes: usize,
-    /// Prefixes in the set (the EU-27's too).
+    /// Prefixes in the set (the real allowlist's too).
     pub set_size: usize,
     /// Small-UDP packets per second delivered to the receiver, per round.
     pub udp: Vec<f64>,
@@ -118,14 +120,20 @@ pub struct Case {
     pub setup_s: Vec<f64>,
 }
 
-pub fn run(sb: &Bench, bin: &Path, helper: &Path, opts: &Options) -> anyhow::Result<Vec<Case>> {
+pub fn run(
+    sb: &Bench,
+    bin: &Path,
+    helper: &Path,
+    opts: &Options,
+    allow: &Allowlist,
+) -> anyhow::Result<Vec<Case>> {
     let mut sets: Vec<(usize, Vec<String>)> = [10, 10_000, 100_000]
         .into_iter()
         .map(|n| (n, prefixes::ipv4(n).cidrs))
         .collect();
-    let mut eu = crate::geoip::eu_ipv4_cidrs()?;
-    eu.push(prefixes::V4_TARGET.to_owned());
-    sets.push((EU27, eu));
+    let mut real = allow.ipv4_cidrs()?;
+    real.push(prefixes::V4_TARGET.to_owned());
+    sets.push((REAL, real));
     let set = |n: usize| &sets.iter().find(|s| s.0 == n).expect("generated").1;
     let mut cases: Vec<Case> = CASES
         .iter()
@@ -216,18 +224,19 @@ pub fn run(sb: &Bench, bin: &Path, helper: &Path, opts: &Options) -> anyhow::Res
 
 /// A case's set in file and agent names.
 pub fn short_name(prefixes: usize) -> String {
-    if prefixes == EU27 {
-        "eu27".to_owned()
+    if prefixes == REAL {
+        "real".to_owned()
     } else {
         prefixes.to_string()
     }
 }
 
-/// A case's set in the tables: its size, or the EU-27's with its size.
-pub fn label(c: &Case) -> String {
-    if c.prefixes == EU27 {
+/// A case's set in the tables: its size, or the allowlist's name with its size.
+pub fn label(c: &Case, allow: &Allowlist) -> String {
+    if c.prefixes == REAL {
         format!(
-            "EU-27 (GeoLite2), {}",
+            "{} (GeoLite2), {}",
+            allow.label(),
             crate::report::int(c.set_size as f64)
         )
     } else {

@@ -1,12 +1,13 @@
-//! Section 6: a real allowlist. The EU-27 of the GeoLite2 Country release `cargo
-//! xtask setup` installs (`residency_tests::geoip`), IPv4 and IPv6, as residency reads
-//! it (`format = "csv-ranges"` over the release's CSV files, `groups = ["EU"]`:
-//! about 350,000 networks, 200,000 after aggregation) and as nftables loads the same
-//! ranges (two interval sets, `nft -f`, the way GeoIP sets are loaded there).
+//! Section 6: a real allowlist ([`Allowlist`], `--countries`). By default the EU-27
+//! of the GeoLite2 Country release `cargo xtask setup` installs
+//! (`residency_tests::geoip`), IPv4 and IPv6, as residency reads it (`format =
+//! "csv-ranges"` over the release's CSV files, `groups = ["EU"]`: about 350,000
+//! networks, 200,000 after aggregation) and as nftables loads the same ranges (two
+//! interval sets, `nft -f`, the way GeoIP sets are loaded there).
 //!
-//! Steps, residency: apply (a `reload` from a 10-prefix policy to the EU allowlist;
+//! Steps, residency: apply (a `reload` from a 10-prefix policy to the allowlist;
 //! wall time of the CLI and the agent's own read-to-swap time), then a live refresh:
-//! 1% of the EU ranges dropped from the file, written beside it and renamed over, no
+//! 1% of the allowlist's ranges dropped from the file, written beside it and renamed over, no
 //! command — timed from the rename until the agent's metrics count the refresh. The
 //! agent's peak RSS (VmHWM) after each. nftables: the initial `nft -f`, then the
 //! changed set loaded again (`nft -f` replaces a table atomically; an update job does
@@ -19,6 +20,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use residency_agent::config::sources::countries;
 use residency_tests::{geoip, http_get, stdout_of};
 
 use crate::{
@@ -28,7 +30,7 @@ use crate::{
 };
 
 pub struct Result {
-    /// EU ranges in the CSV files (IPv4, IPv6) and after the 1% change.
+    /// The allowlist's ranges in the CSV files (IPv4, IPv6) and after the 1% change.
     pub ranges: (usize, usize),
     pub ranges_changed: usize,
     /// Prefixes residency applied (after aggregation).
@@ -49,51 +51,140 @@ pub struct Result {
     pub nft_reload_ms: f64,
 }
 
-/// The EU-27 ranges of a CSV file (start,end,country lines).
-fn eu_ranges(path: &Path) -> anyhow::Result<Vec<String>> {
-    const EU: &[&str] = &[
-        "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT",
-        "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE",
-    ];
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: run `cargo xtask setup`", path.display()))?;
-    Ok(text
-        .lines()
-        .filter(|l| l.rsplit(',').next().is_some_and(|c| EU.contains(&c)))
-        .map(str::to_owned)
-        .collect())
+/// The real allowlist of a run (`--countries`, the EU-27 by default): countries and
+/// groups as a policy's `countries` and `groups` name them, read from the GeoLite2
+/// Country release `cargo xtask setup` installs.
+#[derive(Clone, Debug)]
+pub struct Allowlist {
+    /// As given: group names (`EU`, `EEA`, `EFTA`) and ISO 3166-1 alpha-2 codes.
+    names: Vec<String>,
 }
 
-/// The EU-27's IPv4 ranges of the installed release as CIDR prefixes (each range cut
-/// into the fewest aligned blocks), for the datapath, where residency and nftables take
-/// the same prefix list.
-pub fn eu_ipv4_cidrs() -> anyhow::Result<Vec<String>> {
-    eu_cidrs(false)
-}
-
-/// The same for IPv6 (`v6`) or IPv4.
-pub fn eu_cidrs(v6: bool) -> anyhow::Result<Vec<String>> {
-    let (v4_csv, v6_csv) = geoip::csv();
-    let csv = if v6 { v6_csv } else { v4_csv };
-    let mut out = Vec::new();
-    for line in eu_ranges(&csv)? {
-        let mut c = line.split(',');
-        let (Some(lo), Some(hi)) = (c.next(), c.next()) else {
-            bail!("{}: malformed line {line}", csv.display());
-        };
-        let parse = |a: &str| -> anyhow::Result<u128> {
-            let ip = a
-                .parse::<std::net::IpAddr>()
-                .with_context(|| format!("{}: {a} in {line}", csv.display()))?;
-            Ok(match ip {
-                std::net::IpAddr::V4(a) if !v6 => u128::from(u32::from(a)),
-                std::net::IpAddr::V6(a) if v6 => u128::from(a),
-                _ => bail!("{}: {a} of the other family in {line}", csv.display()),
-            })
-        };
-        cidrs_of(parse(lo)?, parse(hi)?, if v6 { 128 } else { 32 }, &mut out);
+/// The EU-27.
+impl Default for Allowlist {
+    fn default() -> Self {
+        Self {
+            names: vec!["EU".to_owned()],
+        }
     }
-    Ok(out)
+}
+
+impl Allowlist {
+    /// The allowlist of `names`, each a group or a country code (case ignored).
+    pub fn new(names: &[String]) -> anyhow::Result<Self> {
+        let names: Vec<String> = names.iter().map(|n| n.trim().to_uppercase()).collect();
+        if names.is_empty() {
+            bail!("--countries: name at least one country or group");
+        }
+        for n in &names {
+            if countries::group(n).is_none() && !countries::is_country(n) {
+                bail!(
+                    "--countries: {n:?} is neither a group ({}) nor an ISO 3166-1 alpha-2 code",
+                    countries::GROUPS.join(", ")
+                );
+            }
+        }
+        Ok(Self { names })
+    }
+
+    /// Every country it holds.
+    fn countries(&self) -> Vec<&str> {
+        let mut all = Vec::new();
+        for n in &self.names {
+            match countries::group(n) {
+                Some(members) => all.extend(members),
+                None => all.push(n.as_str()),
+            }
+        }
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
+    /// Its name in the tables: `EU-27` for the EU, else the names given (`US`, `DE+FR`).
+    pub fn label(&self) -> String {
+        if self.names == ["EU"] {
+            "EU-27".to_owned()
+        } else {
+            self.names.join("+")
+        }
+    }
+
+    /// Its name in file names and the raw results: `eu27`, `us`, `de-fr`.
+    pub fn slug(&self) -> String {
+        if self.names == ["EU"] {
+            "eu27".to_owned()
+        } else {
+            self.names.join("-").to_lowercase()
+        }
+    }
+
+    /// The keys of a `csv-ranges` source that select it (`groups = [..]`,
+    /// `countries = [..]`).
+    pub fn source_keys(&self) -> String {
+        let list = |group: bool| -> Vec<String> {
+            self.names
+                .iter()
+                .filter(|n| countries::group(n).is_some() == group)
+                .map(|n| format!("\"{n}\""))
+                .collect()
+        };
+        let mut keys = Vec::new();
+        for (key, group) in [("groups", true), ("countries", false)] {
+            let names = list(group);
+            if !names.is_empty() {
+                keys.push(format!("{key} = [{}]", names.join(", ")));
+            }
+        }
+        keys.join(", ")
+    }
+
+    /// Its ranges of a CSV file (`start,end,country` lines), as the lines.
+    fn ranges(&self, path: &Path) -> anyhow::Result<Vec<String>> {
+        let wanted = self.countries();
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: run `cargo xtask setup`", path.display()))?;
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.rsplit(',').next().is_some_and(|c| wanted.contains(&c)))
+            .map(str::to_owned)
+            .collect();
+        if lines.is_empty() {
+            bail!("{}: no range of {}", path.display(), self.label());
+        }
+        Ok(lines)
+    }
+
+    /// Its IPv4 ranges as CIDR prefixes (each range cut into the fewest aligned blocks),
+    /// for the datapath, where residency and nftables take the same prefix list.
+    pub fn ipv4_cidrs(&self) -> anyhow::Result<Vec<String>> {
+        self.cidrs(false)
+    }
+
+    /// The same for IPv6 (`v6`) or IPv4.
+    pub fn cidrs(&self, v6: bool) -> anyhow::Result<Vec<String>> {
+        let (v4_csv, v6_csv) = geoip::csv();
+        let csv = if v6 { v6_csv } else { v4_csv };
+        let mut out = Vec::new();
+        for line in self.ranges(&csv)? {
+            let mut c = line.split(',');
+            let (Some(lo), Some(hi)) = (c.next(), c.next()) else {
+                bail!("{}: malformed line {line}", csv.display());
+            };
+            let parse = |a: &str| -> anyhow::Result<u128> {
+                let ip = a
+                    .parse::<std::net::IpAddr>()
+                    .with_context(|| format!("{}: {a} in {line}", csv.display()))?;
+                Ok(match ip {
+                    std::net::IpAddr::V4(a) if !v6 => u128::from(u32::from(a)),
+                    std::net::IpAddr::V6(a) if v6 => u128::from(a),
+                    _ => bail!("{}: {a} of the other family in {line}", csv.display()),
+                })
+            };
+            cidrs_of(parse(lo)?, parse(hi)?, if v6 { 128 } else { 32 }, &mut out);
+        }
+        Ok(out)
+    }
 }
 
 /// The aligned blocks covering `lo..=hi` of a `width`-bit space, largest first at
@@ -138,10 +229,10 @@ fn nft_file(v4: &[String], v6: &[String]) -> String {
     };
     format!(
         "table inet geo\ndelete table inet geo\ntable inet geo {{\n\
-         set eu4 {{ type ipv4_addr; flags interval; elements = {{ {} }} }}\n\
-         set eu6 {{ type ipv6_addr; flags interval; elements = {{ {} }} }}\n\
+         set allow4 {{ type ipv4_addr; flags interval; elements = {{ {} }} }}\n\
+         set allow6 {{ type ipv6_addr; flags interval; elements = {{ {} }} }}\n\
          chain out {{ type filter hook output priority 0; policy accept;\n\
-         ip daddr @eu4 counter accept\nip6 daddr @eu6 counter accept\n}}\n}}\n",
+         ip daddr @allow4 counter accept\nip6 daddr @allow6 counter accept\n}}\n}}\n",
         set(v4),
         set(v6)
     )
@@ -179,9 +270,9 @@ fn nft_load(sb: &Bench, file: &Path) -> anyhow::Result<f64> {
     Ok(started.elapsed().as_secs_f64() * 1000.0)
 }
 
-pub fn run(sb: &Bench, bin: &Path) -> anyhow::Result<Result> {
+pub fn run(sb: &Bench, bin: &Path, allow: &Allowlist) -> anyhow::Result<Result> {
     let (v4_csv, v6_csv) = geoip::csv();
-    let (v4, v6) = (eu_ranges(&v4_csv)?, eu_ranges(&v6_csv)?);
+    let (v4, v6) = (allow.ranges(&v4_csv)?, allow.ranges(&v6_csv)?);
     // 1% of the ranges dropped: every hundredth of each family.
     let keep = |l: &[String]| -> Vec<String> {
         l.iter()
@@ -191,7 +282,7 @@ pub fn run(sb: &Bench, bin: &Path) -> anyhow::Result<Result> {
             .collect()
     };
     let (v4_changed, v6_changed) = (keep(&v4), keep(&v6));
-    let csv = sb.dir.join("eu.csv");
+    let csv = sb.dir.join("allowlist.csv");
     std::fs::write(&csv, format!("{}\n{}\n", v4.join("\n"), v6.join("\n")))?;
 
     eprintln!("bench: geoip, starting the agent with 10 prefixes");
@@ -211,8 +302,9 @@ pub fn run(sb: &Bench, bin: &Path) -> anyhow::Result<Result> {
         );
         if sources {
             text.push_str(&format!(
-                "allow_sources = [{{ format = \"csv-ranges\", path = \"{}\", groups = [\"EU\"] }}]\n",
-                csv.display()
+                "allow_sources = [{{ format = \"csv-ranges\", path = \"{}\", {} }}]\n",
+                csv.display(),
+                allow.source_keys()
             ));
         }
         text.replace("[agent]\n", "[agent]\nself_verify = false\n")
@@ -224,7 +316,7 @@ pub fn run(sb: &Bench, bin: &Path) -> anyhow::Result<Result> {
         &agent.config,
         config(&sb.dir.join(format!("pins-{name}")), agent.metrics, true),
     )?;
-    eprintln!("bench: geoip, reload to the EU allowlist");
+    eprintln!("bench: geoip, reload to the {} allowlist", allow.label());
     let started = Instant::now();
     let out = stdout_of(
         Command::new(bin)
@@ -245,7 +337,7 @@ pub fn run(sb: &Bench, bin: &Path) -> anyhow::Result<Result> {
                 && !l.ends_with(" 0")
         }))
     };
-    let tmp = sb.dir.join("eu.csv.new");
+    let tmp = sb.dir.join("allowlist.csv.new");
     std::fs::write(
         &tmp,
         format!("{}\n{}\n", v4_changed.join("\n"), v6_changed.join("\n")),

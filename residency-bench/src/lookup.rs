@@ -24,7 +24,9 @@ use aya::{
 };
 use residency_tests::random::Rng;
 
-use crate::{empty::EmptyProgram, geoip, options::Options, prefixes, stats, testrun::test_run};
+use crate::{
+    empty::EmptyProgram, geoip::Allowlist, options::Options, prefixes, stats, testrun::test_run,
+};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lookup"));
 
@@ -132,7 +134,7 @@ pub struct Row {
     pub table_deep: Vec<f64>,
 }
 
-pub fn run(opts: &Options) -> anyhow::Result<Vec<Row>> {
+pub fn run(opts: &Options, allow: &Allowlist) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for n in [10_000, 100_000, 1_000_000] {
         let set = prefixes::ipv4(n);
@@ -146,11 +148,12 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<Row>> {
             opts,
         )?);
     }
-    let mut eu = geoip::eu_ipv4_cidrs()?;
-    eu.push(prefixes::V4_TARGET.to_owned());
+    let mut real = allow.ipv4_cidrs()?;
+    real.push(prefixes::V4_TARGET.to_owned());
     // The datapath's receiver, as there.
     let hit = u32::from(std::net::Ipv4Addr::new(198, 18, 0, 2));
-    rows.push(measure("EU-27 (GeoLite2)", &parse(&eu)?, hit, opts)?);
+    let label = format!("{} (GeoLite2)", allow.label());
+    rows.push(measure(&label, &parse(&real)?, hit, opts)?);
     Ok(rows)
 }
 

@@ -16,8 +16,9 @@
 //!    the agent's CPU;
 //! 5. [`pods`]: on a Kubernetes node (an API stand-in, kubelet-style cgroups), the
 //!    time from a pod cgroup's creation to its own policy being bound;
-//! 6. [`geoip`]: a real allowlist (the EU-27 of a GeoLite2 Country release, IPv4 and
-//!    IPv6) applied, refreshed live with 1% changed, and loaded by nftables.
+//! 6. [`geoip`]: a real allowlist (the EU-27 of a GeoLite2 Country release by default,
+//!    `--countries` another; IPv4 and IPv6) applied, refreshed live with 1% changed,
+//!    and loaded by nftables. Sections 1 and 2 measure it beside the synthetic sets.
 //!
 //! Markdown tables go to stdout and `target/bench/results.md`, raw numbers to
 //! `target/bench/results.json`, and a plot of packet rate against prefix count to
@@ -100,6 +101,8 @@ pub struct Results {
     pub events: Vec<events::Result>,
     pub pods: Option<pods::Result>,
     pub geoip: Option<geoip::Result>,
+    /// The real allowlist beside the synthetic sets (`--countries`).
+    pub allowlist: geoip::Allowlist,
     pub machine: Machine,
 }
 
@@ -111,6 +114,7 @@ fn workspace() -> &'static Path {
 }
 
 fn bench(opts: &Options) -> anyhow::Result<()> {
+    let allowlist = opts.allowlist()?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
@@ -135,6 +139,7 @@ fn bench(opts: &Options) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut results = Results {
         machine: Machine::now(opts.command_line(), opts.secs, tools),
+        allowlist,
         ..Default::default()
     };
     run_sections(&bin, &helper, &out, opts, &mut results)?;
@@ -157,16 +162,17 @@ fn run_sections(
         sb.network(helper)?;
     }
     if opts.wanted(Section::Datapath) {
-        results.datapath = datapath::run(&sb, bin, helper, opts)?;
+        results.datapath = datapath::run(&sb, bin, helper, opts, &results.allowlist)?;
         // The exact sets, for anyone re-running the peers side by side.
         for n in [10, 10_000, 100_000] {
             let mut text = prefixes::ipv4(n).cidrs.join("\n");
             text.push('\n');
             std::fs::write(out.join(format!("prefixes-ipv4-{n}.txt")), text)?;
         }
-        let mut eu = geoip::eu_ipv4_cidrs()?;
-        eu.push(prefixes::V4_TARGET.to_owned());
-        std::fs::write(out.join("prefixes-ipv4-eu27.txt"), eu.join("\n") + "\n")?;
+        let mut real = results.allowlist.ipv4_cidrs()?;
+        real.push(prefixes::V4_TARGET.to_owned());
+        let file = format!("prefixes-ipv4-{}.txt", results.allowlist.slug());
+        std::fs::write(out.join(file), real.join("\n") + "\n")?;
     }
     if opts.wanted(Section::Hooks) {
         results.hooks = Some(hooks::run(&sb, bin, helper, opts)?);
@@ -175,10 +181,10 @@ fn run_sections(
         results.events = events::run(&sb, bin, helper, opts.secs)?;
     }
     if opts.wanted(Section::Program) {
-        results.program = program::run(&sb, helper, opts)?;
+        results.program = program::run(&sb, helper, opts, &results.allowlist)?;
     }
     if opts.wanted(Section::Lookup) {
-        results.lookup = lookup::run(opts)?;
+        results.lookup = lookup::run(opts, &results.allowlist)?;
     }
     if opts.wanted(Section::Pods) {
         results.pods = Some(pods::run(&mut sb, bin)?);
@@ -187,7 +193,7 @@ fn run_sections(
         results.reload = Some(reload::run(&sb, bin)?);
     }
     if opts.wanted(Section::Geoip) {
-        results.geoip = Some(geoip::run(&sb, bin)?);
+        results.geoip = Some(geoip::run(&sb, bin, &results.allowlist)?);
     }
     Ok(())
 }

@@ -21,6 +21,11 @@ pub struct Options {
     /// Run only these sections (default: all).
     #[arg(long, value_delimiter = ',', value_enum)]
     pub only: Vec<Section>,
+    /// The real allowlist beside the synthetic sets (per-packet cost, lookup tables,
+    /// datapath, section 6): countries of the installed GeoLite2 Country release, by
+    /// ISO 3166-1 alpha-2 code or group (`EU`, `EEA`, `EFTA`), as a policy names them.
+    #[arg(long, value_delimiter = ',', default_value = "EU")]
+    pub countries: Vec<String>,
     /// The agent binary to benchmark (`cargo xtask bench` builds and passes the release
     /// build; default: the workspace's release build).
     #[arg(long)]
@@ -40,6 +45,11 @@ pub enum Section {
 }
 
 impl Options {
+    /// The real allowlist of `--countries`.
+    pub fn allowlist(&self) -> anyhow::Result<crate::geoip::Allowlist> {
+        crate::geoip::Allowlist::new(&self.countries)
+    }
+
     /// Whether section `s` runs.
     pub fn wanted(&self, s: Section) -> bool {
         self.only.is_empty() || self.only.contains(&s)
@@ -55,6 +65,7 @@ impl Options {
             trials: 100,
             repeat: 50_000,
             only: Vec::new(),
+            countries: vec!["EU".to_owned()],
             agent: None,
         };
         if self.rounds != d.rounds {
@@ -68,6 +79,10 @@ impl Options {
         }
         if self.repeat != d.repeat {
             c += &format!(" --repeat {}", self.repeat);
+        }
+        let countries: Vec<String> = self.countries.iter().map(|c| c.to_uppercase()).collect();
+        if countries != d.countries {
+            c += &format!(" --countries {}", self.countries.join(","));
         }
         if !self.only.is_empty() {
             let names: Vec<String> = self

@@ -12,6 +12,7 @@ use residency_tests::{join_cgroup, stdout_of};
 
 use crate::{
     agent::{AgentSetup, config_text},
+    geoip::Allowlist,
     options::Options,
     prefixes,
     sandbox::Bench,
@@ -24,8 +25,8 @@ pub const SIZES: [usize; 5] = [10, 1_000, 10_000, 100_000, 1_000_000];
 pub struct Row {
     pub family: u8,
     pub prefixes: usize,
-    /// The EU-27 of GeoLite2 rather than a synthetic set.
-    pub eu27: bool,
+    /// The real allowlist (`--countries`) rather than a synthetic set.
+    pub real: bool,
     /// Levels between the bound cgroup and the socket's (0: the socket's own is bound).
     pub below: u32,
     /// ns per run of each trial: empty program, hit, miss.
@@ -49,7 +50,12 @@ impl Row {
     }
 }
 
-pub fn run(sb: &Bench, helper: &Path, opts: &Options) -> anyhow::Result<Vec<Row>> {
+pub fn run(
+    sb: &Bench,
+    helper: &Path,
+    opts: &Options,
+    allow: &Allowlist,
+) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for family in [4u8, 6] {
         for n in SIZES {
@@ -71,20 +77,20 @@ pub fn run(sb: &Bench, helper: &Path, opts: &Options) -> anyhow::Result<Vec<Row>
         &prefixes::ipv4(100_000),
         BELOW,
     )?);
-    // A real allowlist, each family: the EU-27 of GeoLite2 (section 6's).
+    // A real allowlist, each family: section 6's (the EU-27 of GeoLite2 by default).
     for family in [4u8, 6] {
-        let set = eu27(family == 6)?;
+        let set = real_set(allow, family == 6)?;
         let mut row = measure_set(sb, helper, opts, family, &set, 0)?;
-        row.eu27 = true;
+        row.real = true;
         rows.push(row);
     }
     Ok(rows)
 }
 
-/// The EU-27's prefixes of one family, hit in the middle one, missed in the
+/// The allowlist's prefixes of one family, hit in the middle one, missed in the
 /// benchmark ranges (no country's).
-fn eu27(v6: bool) -> anyhow::Result<prefixes::PrefixSet> {
-    let cidrs = crate::geoip::eu_cidrs(v6)?;
+fn real_set(allow: &Allowlist, v6: bool) -> anyhow::Result<prefixes::PrefixSet> {
+    let cidrs = allow.cidrs(v6)?;
     let middle = &cidrs[cidrs.len() / 2];
     let first: IpAddr = middle
         .split('/')
@@ -194,7 +200,7 @@ fn parse(family: u8, prefixes: usize, out: &str) -> anyhow::Result<Row> {
     let mut row = Row {
         family,
         prefixes,
-        eu27: false,
+        real: false,
         below: 0,
         empty: Vec::new(),
         hit: Vec::new(),

@@ -103,8 +103,8 @@ fn markdown(r: &Results) -> String {
         crate::lookup::table(&r.lookup, &mut s);
     }
     if !r.datapath.is_empty() {
-        tables::datapath_table(&r.datapath, m.secs, &mut s);
-        tables::paths_table(&r.datapath, m.secs, &mut s);
+        tables::datapath_table(&r.datapath, m.secs, &r.allowlist, &mut s);
+        tables::paths_table(&r.datapath, m.secs, &r.allowlist, &mut s);
     }
     if let Some(h) = &r.hooks {
         crate::hooks::table(h, m.secs, &mut s);
@@ -119,7 +119,7 @@ fn markdown(r: &Results) -> String {
         tables::pods_table(p, &mut s);
     }
     if let Some(g) = &r.geoip {
-        tables::geoip_table(g, &mut s);
+        tables::geoip_table(g, &r.allowlist, &mut s);
     }
     s
 }

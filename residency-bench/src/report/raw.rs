@@ -9,7 +9,7 @@ use serde_json::json;
 use super::find;
 use crate::{
     Results,
-    datapath::{EU27, Filter},
+    datapath::{Filter, REAL},
     stats::median,
 };
 
@@ -30,7 +30,7 @@ pub fn raw(r: &Results) -> serde_json::Value {
         "program": r.program.iter().map(|p| json!({
             "family": p.family,
             "prefixes": p.prefixes,
-            "set": if p.eu27 { "eu27" } else { "synthetic" },
+            "set": if p.real { r.allowlist.slug() } else { "synthetic".to_owned() },
             "below": p.below,
             "repeat": p.repeat,
             "packet_bytes": p.packet_bytes,
@@ -47,7 +47,7 @@ pub fn raw(r: &Results) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "datapath": r.datapath.iter().map(|c| json!({
             "filter": c.filter.key(),
-            "prefixes": if c.prefixes == EU27 { serde_json::Value::from("eu27") } else { c.prefixes.into() },
+            "prefixes": if c.prefixes == REAL { serde_json::Value::from(r.allowlist.slug()) } else { c.prefixes.into() },
             "set_size": c.set_size,
             "udp_delivered_pps": c.udp,
             "udp_sent_pps": c.udp_sent,
@@ -133,11 +133,11 @@ pub fn plot(r: &Results, out: &Path) -> anyhow::Result<()> {
     let mut series = Vec::new();
     for f in [Filter::Residency, Filter::Nftables, Filter::Iptables] {
         let mut data = String::new();
-        // The EU-27 set is no point on a prefix-count axis.
+        // The real allowlist is no point on a prefix-count axis.
         for c in r
             .datapath
             .iter()
-            .filter(|c| c.filter == f && c.prefixes != EU27)
+            .filter(|c| c.filter == f && c.prefixes != REAL)
         {
             let _ = writeln!(data, "{} {}", c.prefixes, median(&c.udp_sent));
         }

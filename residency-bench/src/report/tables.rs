@@ -7,6 +7,7 @@ use super::{find, int, kilo, mib, ms, paired, verdict};
 use crate::{
     Results,
     datapath::{Case, Filter},
+    geoip::Allowlist,
     stats::{median, percentile},
 };
 
@@ -41,7 +42,7 @@ pub fn program_table(r: &Results, s: &mut String) {
     for row in &r.program {
         let mp = |v: &[f64]| format!("{:.0} / {:.0}", median(v), percentile(v, 99.0));
         let (hr, mr) = (row.ratio(&row.hit), row.ratio(&row.miss));
-        let target = if row.prefixes == 100_000 && row.below == 0 && !row.eu27 {
+        let target = if row.prefixes == 100_000 && row.below == 0 && !row.real {
             format!("≤ 3×: {}", verdict(hr <= 3.0 && mr <= 3.0))
         } else {
             String::new()
@@ -50,8 +51,12 @@ pub fn program_table(r: &Results, s: &mut String) {
             s,
             "| IPv{} | {} | {} | {} | {hr:.1}× | {} | {mr:.1}× | {:.1}× / {:.1}× | {target} |",
             row.family,
-            if row.eu27 {
-                format!("EU-27 (GeoLite2), {}", int(row.prefixes as f64))
+            if row.real {
+                format!(
+                    "{} (GeoLite2), {}",
+                    r.allowlist.label(),
+                    int(row.prefixes as f64)
+                )
             } else if row.below == 0 {
                 int(row.prefixes as f64)
             } else {
@@ -71,7 +76,7 @@ pub fn program_table(r: &Results, s: &mut String) {
     s.push('\n');
 }
 
-pub fn datapath_table(cases: &[Case], secs: u32, s: &mut String) {
+pub fn datapath_table(cases: &[Case], secs: u32, allow: &Allowlist, s: &mut String) {
     let base = find(cases, Filter::None, 0).expect("baseline measured");
     let _ = writeln!(
         s,
@@ -109,7 +114,7 @@ pub fn datapath_table(cases: &[Case], secs: u32, s: &mut String) {
     rows.push((Filter::Iptables, 100_000));
     for (f, n) in rows {
         match find(cases, f, n) {
-            Some(c) => datapath_row(cases, base, c, s),
+            Some(c) => datapath_row(cases, base, c, allow, s),
             None => {
                 let _ = writeln!(
                     s,
@@ -126,7 +131,7 @@ pub fn datapath_table(cases: &[Case], secs: u32, s: &mut String) {
 
 /// Unconnected `sendto()` and TCP connection churn, per case, against no filter and
 /// (for residency) nftables, paired within rounds.
-pub fn paths_table(cases: &[Case], secs: u32, s: &mut String) {
+pub fn paths_table(cases: &[Case], secs: u32, allow: &Allowlist, s: &mut String) {
     let base = find(cases, Filter::None, 0).expect("baseline measured");
     let _ = writeln!(
         s,
@@ -161,7 +166,7 @@ pub fn paths_table(cases: &[Case], secs: u32, s: &mut String) {
             if matches!(f, Filter::None | Filter::EmptyProgram | Filter::EmptyHooks) {
                 "—".to_owned()
             } else {
-                crate::datapath::label(c)
+                crate::datapath::label(c, allow)
             },
             int(median(&c.sendto)),
             100.0 * paired(&c.sendto, &base.sendto),
@@ -264,7 +269,7 @@ pub fn events_table(storms: &[crate::events::Result], s: &mut String) {
 
 /// One measured case of the datapath table, its ratios paired with the no-filter
 /// `base` (and nftables of the same size) round by round.
-fn datapath_row(cases: &[Case], base: &Case, c: &Case, s: &mut String) {
+fn datapath_row(cases: &[Case], base: &Case, c: &Case, allow: &Allowlist, s: &mut String) {
     let (f, n) = (c.filter, c.prefixes);
     let range = |v: &[f64]| {
         let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
@@ -298,7 +303,7 @@ fn datapath_row(cases: &[Case], base: &Case, c: &Case, s: &mut String) {
         if matches!(f, Filter::None | Filter::EmptyProgram | Filter::EmptyHooks) {
             "—".to_owned()
         } else {
-            crate::datapath::label(c)
+            crate::datapath::label(c, allow)
         },
         range(&c.udp_sent),
         100.0 * ur,
@@ -345,13 +350,13 @@ pub fn pods_table(p: &crate::pods::Result, s: &mut String) {
     s.push('\n');
 }
 
-pub fn geoip_table(g: &crate::geoip::Result, s: &mut String) {
+pub fn geoip_table(g: &crate::geoip::Result, allow: &Allowlist, s: &mut String) {
     let _ = writeln!(
         s,
-        "## 6. A real allowlist: the EU-27 from GeoLite2 Country\n\n\
-         The EU-27 ranges of the GeoLite2 Country release `cargo xtask setup` installs: \
+        "## 6. A real allowlist: the {label} from GeoLite2 Country\n\n\
+         The {label} ranges of the GeoLite2 Country release `cargo xtask setup` installs: \
          {} IPv4 and {} IPv6 ranges, {} prefixes in force after residency's aggregation. \
-         residency reads them as a `csv-ranges` source (`groups = [\"EU\"]`): applied by \
+         residency reads them as a `csv-ranges` source (`{keys}`): applied by \
          `reload` from a 10-prefix policy, then refreshed live after 1% of the ranges \
          were dropped from the file (written beside it and renamed over; no command), \
          timed from the rename to the swap (the agent's log says when it noticed; its \
@@ -363,6 +368,8 @@ pub fn geoip_table(g: &crate::geoip::Result, s: &mut String) {
         int(g.ranges.0 as f64),
         int(g.ranges.1 as f64),
         int(g.prefixes as f64),
+        label = allow.label(),
+        keys = allow.source_keys(),
     );
     let _ = writeln!(
         s,
@@ -370,7 +377,8 @@ pub fn geoip_table(g: &crate::geoip::Result, s: &mut String) {
     );
     let _ = writeln!(
         s,
-        "| apply the EU allowlist | {} (`reload` wall) | {} | {} | {} | < 1 s: {} |",
+        "| apply the {} allowlist | {} (`reload` wall) | {} | {} | {} | < 1 s: {} |",
+        allow.label(),
         ms(g.apply_wall_ms),
         ms(g.apply_in_force_ms),
         mib(g.apply_hwm_kib),
