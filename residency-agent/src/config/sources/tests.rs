@@ -366,6 +366,20 @@ fn countries_continents_and_groups_are_checked_and_ranges_become_exact_prefixes(
     );
     assert_eq!(l.labels, ["DE", "DE", "AT"]);
     assert_eq!(l.countries["DE"], (2, 2));
+    // Neighbours merged by aggregation: the prefix names both, in order, once each.
+    let dir = fixture(
+        "merged.csv",
+        "1.0.0.0,1.0.0.127,DE\n1.0.0.128,1.0.0.255,DE\n1.0.1.0,1.0.1.255,AT\n1.0.2.0,1.0.2.255,DE\n",
+    );
+    let l = load(
+        &geo_spec(Format::CsvRanges, "merged.csv", &[], &["DE", "AT"]),
+        &dir,
+    )
+    .unwrap();
+    assert_eq!(strs(l.prefixes.clone()), ["1.0.0.0/23", "1.0.2.0/24"]);
+    assert_eq!(l.labels, ["AT+DE", "DE"]);
+    assert_eq!(l.countries["DE"], (3, 2));
+    assert_eq!(l.countries["AT"], (1, 1));
     let dir = fixture("bad.csv", "1.0.1.0,1.0.3.255,DE\n1.0.4.0,nope,DE\n");
     let e = load(&geo_spec(Format::CsvRanges, "bad.csv", &[], &["DE"]), &dir).unwrap_err();
     assert!(e.contains("bad.csv:2: \"1.0.4.0,nope,DE\""), "{e}");
