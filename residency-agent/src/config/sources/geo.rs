@@ -294,19 +294,24 @@ pub fn label(
             IpNetwork::V6(v) => u128::from(v.network()),
         }
     };
-    let mut order: Vec<usize> = (0..aggregated.len()).collect();
-    order.sort_unstable_by_key(|i| key(&aggregated[*i]));
+    let mut order: Vec<u32> = (0..aggregated.len() as u32).collect();
+    order.sort_unstable_by_key(|i| key(&aggregated[*i as usize]));
+    let starts: Vec<u128> = order
+        .iter()
+        .map(|i| key(&aggregated[*i as usize]))
+        .collect();
     // (aggregated prefix, country) for every listed prefix, then each pair once.
-    let mut inside: Vec<(usize, &'static str)> = Vec::with_capacity(listed.len());
+    let mut inside: Vec<(u32, &'static str)> = Vec::with_capacity(listed.len());
     let mut read: BTreeMap<&'static str, usize> = BTreeMap::new();
     for (n, code) in listed {
         *read.entry(code).or_default() += 1;
         // The aggregated prefix starting at or before it is the one holding it.
-        let at = order.partition_point(|i| key(&aggregated[*i]) <= key(n));
+        let at = starts.partition_point(|s| *s <= key(n));
         if let Some(i) = at.checked_sub(1) {
             inside.push((order[i], code));
         }
     }
+    drop(starts);
     inside.sort_unstable();
     inside.dedup();
     let mut holding: BTreeMap<&'static str, usize> = BTreeMap::new();
@@ -315,7 +320,7 @@ pub fn label(
         for (_, c) in held {
             *holding.entry(c).or_default() += 1;
         }
-        labels[held[0].0] = match held {
+        labels[held[0].0 as usize] = match held {
             [(_, c)] => Cow::Borrowed(*c),
             _ => Cow::Owned(held.iter().map(|(_, c)| *c).collect::<Vec<_>>().join("+")),
         };
