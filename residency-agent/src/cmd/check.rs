@@ -183,26 +183,47 @@ fn table_notes(config: &Config) -> anyhow::Result<Vec<String>> {
     let ids: Vec<u32> = (0..config.policies.len() as u32).collect();
     let rules = policy::Compiled::new(config, &ids, 0)
         .with_context(|| format!("{} cannot be applied", config.source))?;
-    let mut without = Vec::new();
+    let mut notes = Vec::new();
+    let mut family = |name: &str, key: &str, per_slot: u32, short: Vec<(u32, u32)>, all: u32| {
+        for (id, need) in &short {
+            notes.push(format!(
+                "{}: policy {}: its {name} lookup tables need {need} chunks, more than \
+                 [agent] {key}_table_chunks ({per_slot}) leaves for it; its first packets \
+                 will be judged by the trie (correct, slower)",
+                config.source, config.policies[*id as usize].name
+            ));
+        }
+        if !short.is_empty() {
+            // What to do about it, and when it takes effect: the room is fixed when
+            // the maps are created.
+            notes.push(format!(
+                "{}: every policy's {name} lookup tables together need {all} chunks: \
+                 [agent] {key}_table_chunks = {all} or more fits them all (1 KiB of kernel \
+                 memory per chunk, twice: one room per generation slot), taking effect when \
+                 the agent creates its maps (a first start, or a start after `detach`)",
+                config.source
+            ));
+        }
+    };
     if room.v4 > 0 {
         let short = crate::generations::without_room(rules.v4(), room.v4);
-        without.extend(short.into_iter().map(|s| ("IPv4", "ipv4", room.v4, s)));
+        let all = if short.is_empty() {
+            0
+        } else {
+            crate::generations::room_needed(rules.v4())
+        };
+        family("IPv4", "ipv4", room.v4, short, all);
     }
     if room.v6 > 0 {
         let short = crate::generations::without_room(rules.v6(), room.v6);
-        without.extend(short.into_iter().map(|s| ("IPv6", "ipv6", room.v6, s)));
+        let all = if short.is_empty() {
+            0
+        } else {
+            crate::generations::room_needed(rules.v6())
+        };
+        family("IPv6", "ipv6", room.v6, short, all);
     }
-    Ok(without
-        .into_iter()
-        .map(|(family, key, per_slot, (id, need))| {
-            format!(
-                "{}: policy {}: its {family} lookup tables need {need} chunks, more than \
-                 [agent] {key}_table_chunks ({per_slot}) leaves for it; its first packets \
-                 will be judged by the trie (correct, slower)",
-                config.source, config.policies[id as usize].name
-            )
-        })
-        .collect())
+    Ok(notes)
 }
 
 /// A version that fits the tries but not twice: a reload over one as large fails.
@@ -259,6 +280,14 @@ mod tests {
         let room = (n4[0] + n4[1] - 1, n6[0] + n6[1] - 1);
         let config = Config::parse(&text(room.0, room.1), "p.toml").unwrap();
         let notes = table_notes(&config).unwrap();
+        let all = |name: &str, key: &str, need: u32| {
+            format!(
+                "p.toml: every policy's {name} lookup tables together need {need} chunks: \
+                 [agent] {key}_table_chunks = {need} or more fits them all (1 KiB of kernel \
+                 memory per chunk, twice: one room per generation slot), taking effect when \
+                 the agent creates its maps (a first start, or a start after `detach`)"
+            )
+        };
         assert_eq!(
             notes,
             [
@@ -268,12 +297,14 @@ mod tests {
                      judged by the trie (correct, slower)",
                     n4[1], room.0
                 ),
+                all("IPv4", "ipv4", n4[0] + n4[1]),
                 format!(
                     "p.toml: policy wide: its IPv6 lookup tables need {} chunks, more than \
                      [agent] ipv6_table_chunks ({}) leaves for it; its first packets will be \
                      judged by the trie (correct, slower)",
                     n6[1], room.1
                 ),
+                all("IPv6", "ipv6", n6[0] + n6[1]),
             ]
         );
     }

@@ -190,6 +190,14 @@ fn needs<K: TableKey>(entries: impl Iterator<Item = (K, RuleValue)>) -> Vec<(u32
     out
 }
 
+/// The chunks every policy's tables need together (saturating): the room per slot
+/// that fits them all, for `check` to suggest.
+pub fn room_needed<K: TableKey>(entries: impl Iterator<Item = (K, RuleValue)>) -> u32 {
+    needs(entries)
+        .iter()
+        .fold(0u32, |sum, (_, need)| sum.saturating_add(*need))
+}
+
 /// The policies (by id) whose tables would not fit in `per_slot` chunks, with the
 /// chunks each needs, as [`lay_out`] would skip them: for `check`.
 pub fn without_room<K: TableKey>(

@@ -36,7 +36,7 @@ use residency_common::{Binding, BindingKey, GENERATION_SLOTS, InterfaceKey, maps
 
 pub use apply::{binding_of, interface_key};
 pub use ids::PolicyIds;
-pub use layout::{TableKey, TablesWritten, lay_out, without_room};
+pub use layout::{TableKey, TablesWritten, lay_out, room_needed, without_room};
 pub use tables::{ByFamily, TableError, TableMaps};
 
 use std::sync::Arc;
