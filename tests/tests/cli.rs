@@ -130,6 +130,25 @@ allow = ["198.51.100.0/24"]
             ),
         "{note}"
     );
+    // And what to set instead: room for every policy's tables, at least this one's.
+    let chunks = |line: &str, after: &str| -> u32 {
+        let (_, rest) = line.split_once(after).unwrap_or_else(|| panic!("{line}"));
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let need = chunks(note, "lookup tables need ");
+    let all = t
+        .lines()
+        .find(|l| l.contains("every policy's IPv4 lookup tables together need"))
+        .unwrap_or_else(|| panic!("no note of the room that fits: {t}"));
+    let fits = chunks(all, "together need ");
+    assert!(
+        all.starts_with("note: ")
+            && fits > need
+            && all.contains(&format!(
+                "[agent] ipv4_table_chunks = {fits} or more fits them all"
+            )),
+        "{all}"
+    );
 }
 
 #[test]
