@@ -39,6 +39,7 @@ pub mod py;
 pub mod random;
 pub mod routed;
 pub mod sandbox;
+pub mod seccomp;
 pub mod wait;
 
 pub use agent::{Agent, Launch, release_pins};

@@ -66,6 +66,17 @@ pub fn lookup(map: &str, key: &[u8]) -> Vec<u8> {
         .collect()
 }
 
+/// The entries of pinned map `map` (`bpftool map dump`).
+pub fn entries(map: &str) -> usize {
+    let o = Command::new("bpftool")
+        .args(["map", "dump", "pinned", map, "-j"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.as_array().unwrap_or_else(|| panic!("{v}")).len()
+}
+
 /// The generation slot in force (the low bit of `RES_ACTIVE`'s epoch).
 pub fn active_slot(pin_path: &Path) -> u8 {
     let o = Command::new("bpftool")

@@ -4,7 +4,9 @@
 
 use std::{path::Path, process::Command};
 
-use residency_tests::{Sandbox, agent_binary, http_get, output_within, require_root, sample};
+use residency_tests::{
+    Sandbox, agent_binary, http_get, output_within, pinned, require_root, sample, seccomp,
+};
 
 const BOTH: &str = "198.51.100.7"; // allowed by versions A and B
 const ONLY_A: &str = "198.51.100.100"; // allowed by A only (in /25, not in /26)
@@ -352,6 +354,79 @@ fn kill_9_keeps_enforcing_and_a_restart_takes_over_without_a_window() {
     // takeover, then written by the new agent), is exactly the new version.
     let (ok, out) = sb.verify(&bin, &cfg);
     assert!(ok, "{out}");
+}
+
+/// The kernel refuses the programs of an agent taking over from a killed one, as a
+/// verifier that rejects them would. By then the new agent has adopted the pinned maps
+/// and begun writing its version into the idle slot: it must give that version up,
+/// refuse to start, and leave the killed agent's policy (which the pins keep in force)
+/// judging on, its maps as they were.
+#[test]
+fn an_agent_whose_programs_the_kernel_refuses_leaves_the_policy_in_force_alone() {
+    if !require_root() {
+        return;
+    }
+    let (bin, mut sb, app, cfg) = started(&version_a());
+    let pins = sb.pin_path();
+    let count = || {
+        ["RES_RULES_V4", "RES_RULES_V6", "RES_PORTS", "RES_BINDINGS"]
+            .map(|m| pinned::entries(&pinned::map(&pins, m)))
+    };
+    let before = count();
+    sb.agent().signal(libc::SIGKILL);
+    replace(&cfg, &version_b(), &sb);
+    let mut run = Command::new(&bin);
+    run.args(["run", "--config"]).arg(&cfg).env("NO_COLOR", "1");
+    let refusals = seccomp::refuse_program_loads(&mut run);
+    let o = output_within(&mut run, 60);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(refusals.join() > 0, "no program load was refused: {t}");
+    assert!(
+        t.contains("adopting the pinned policy maps")
+            && t.contains("refusing to start: the kernel program did not load"),
+        "{t}"
+    );
+    assert_eq!(count(), before, "the version begun was deleted whole");
+    assert_eq!(
+        Sandbox::residency_programs(&app),
+        residency_tests::PROGRAMS,
+        "the killed agent's links stay"
+    );
+    for (dst, allowed) in [
+        (BOTH, true),
+        (ONLY_A, true),
+        (ONLY_B, false),
+        (NEITHER, false),
+    ] {
+        assert_eq!(
+            sb.client(Some(&app), "udp", dst).ok,
+            allowed,
+            "{dst}: version A judges on"
+        );
+    }
+    // Version A's state, its lookup tables aside: the failed agent cleared their
+    // roots on adopting the maps (its trie judges alone until a version is applied),
+    // which `verify` notes.
+    let version_a = sb.write_config("a.toml", &version_a());
+    let (ok, out) = sb.verify(&bin, &version_a);
+    assert!(ok, "the kernel state is version A's: {out}");
+    assert!(
+        out.contains(
+            "note: policy \"eu-central\": IPv4 lookup tables: not in the kernel (the config's"
+        ),
+        "{out}"
+    );
+    // An agent the kernel lets load takes over as usual.
+    sb.start_agent(&bin, &cfg).unwrap();
+    assert!(
+        sb.client(Some(&app), "udp", ONLY_B).ok,
+        "version B in force"
+    );
+    assert!(
+        !sb.client(Some(&app), "udp", ONLY_A).ok,
+        "version B in force"
+    );
 }
 
 #[test]

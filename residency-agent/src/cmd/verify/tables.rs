@@ -102,6 +102,8 @@ fn compare<K: TableKey, I: Iterator<Item = (K, residency_common::RuleValue)>>(
             have.insert(id, root);
         }
     }
+    // Policies the kernel has no root for: their chunks are not read.
+    let mut unread = Vec::new();
     for id in want
         .keys()
         .chain(have.keys())
@@ -109,7 +111,22 @@ fn compare<K: TableKey, I: Iterator<Item = (K, residency_common::RuleValue)>>(
         .collect::<std::collections::BTreeSet<_>>()
     {
         let (w, h) = (want.get(&id).copied(), have.get(&id).copied());
-        if w != h {
+        if w.is_some() && h.is_none() {
+            // No root: the policy's trie judges its first packets alone, exactly. Not
+            // a difference in any verdict, so a note: an adopting agent clears the
+            // roots it cannot trust until its own first version is in force (a start
+            // that failed leaves them so), and a failed write clears them too.
+            unread.push(id);
+            report.notes.push(format!(
+                "policy \"{}\": {} lookup tables: not in the kernel (the config's start at \
+                 chunk {}); its trie judges alone, exactly but slower (an agent that \
+                 adopted the maps and has not applied a version since, or a failed write, \
+                 which the agent logs)",
+                name_of(id),
+                K::FAMILY,
+                w.map_or(0, |r| r - 1)
+            ));
+        } else if w != h {
             let show = |r: Option<u32>| r.map_or("none".to_owned(), |r| format!("chunk {}", r - 1));
             report.mismatches.push(format!(
                 "policy \"{}\": {} lookup tables: the kernel's start at {}, the config's at {}",
@@ -124,6 +141,9 @@ fn compare<K: TableKey, I: Iterator<Item = (K, residency_common::RuleValue)>>(
     let mut starts: Vec<(u32, u32)> = want.iter().map(|(id, r)| (r - 1, *id)).collect();
     starts.sort_unstable();
     for (i, &(start, id)) in starts.iter().enumerate() {
+        if unread.contains(&id) {
+            continue;
+        }
         let end = starts.get(i + 1).map_or(base + written.chunks, |(s, _)| *s);
         let mine: Vec<_> = differing
             .iter()
