@@ -72,12 +72,9 @@ impl Refusals {
 }
 
 /// Makes the process `cmd` spawns unable to load programs of [`MIN_INSNS`]
-/// instructions or more (its children too).
+/// instructions or more (its children too). The filter knows x86-64's system call
+/// numbers only: elsewhere it lets every call through, and [`Refusals::join`] says 0.
 pub fn refuse_program_loads(cmd: &mut Command) -> Refusals {
-    assert!(
-        cfg!(target_arch = "x86_64"),
-        "the filter knows x86-64's system call numbers only"
-    );
     let (ours, theirs) = UnixStream::pair().expect("a socket pair");
     ours.set_read_timeout(Some(Duration::from_secs(120)))
         .expect("a receive timeout");
