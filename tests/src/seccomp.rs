@@ -113,60 +113,58 @@ pub fn refuse_program_loads(cmd: &mut Command) -> Refusals {
     }
 }
 
-/// Sends `fd` over the socket `sock` (`SCM_RIGHTS`).
-fn send_fd(sock: RawFd, fd: RawFd) -> std::io::Result<()> {
-    // Room for one descriptor's control message, aligned for `cmsghdr`.
+/// Runs `f` on a one-byte message with room for one descriptor's control message,
+/// its buffers on this stack.
+fn with_message<R>(f: impl FnOnce(&mut libc::msghdr) -> R) -> R {
+    // Aligned for `cmsghdr`.
     let mut control = [0u64; 4];
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec {
         iov_base: byte.as_mut_ptr().cast(),
         iov_len: 1,
     };
-    // SAFETY: a message built on the stack; the CMSG macros stay inside `control`.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+    // SAFETY: a plain C struct, for which all zeroes is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    f(&mut msg)
+}
+
+/// Sends `fd` over the socket `sock` (`SCM_RIGHTS`).
+fn send_fd(sock: RawFd, fd: RawFd) -> std::io::Result<()> {
+    let size = std::mem::size_of::<RawFd>() as u32;
+    // SAFETY: the CMSG macros stay inside the message's control buffer.
+    with_message(|msg| unsafe {
+        msg.msg_controllen = libc::CMSG_SPACE(size) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size) as usize;
         libc::CMSG_DATA(cmsg).cast::<RawFd>().write_unaligned(fd);
-        if libc::sendmsg(sock, &msg, 0) != 1 {
+        if libc::sendmsg(sock, msg, 0) != 1 {
             return Err(Error::last_os_error());
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Receives a descriptor [`send_fd`] sent.
 fn receive_fd(sock: RawFd) -> std::io::Result<OwnedFd> {
-    let mut control = [0u64; 4];
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
     // SAFETY: as in `send_fd`; the descriptor received is ours to own.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control);
-        if libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) != 1 {
+    with_message(|msg| unsafe {
+        if libc::recvmsg(sock, msg, libc::MSG_CMSG_CLOEXEC) != 1 {
             return Err(Error::last_os_error());
         }
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let cmsg = libc::CMSG_FIRSTHDR(msg);
         if cmsg.is_null() || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
             return Err(Error::other("no descriptor came with the message"));
         }
         Ok(OwnedFd::from_raw_fd(
             libc::CMSG_DATA(cmsg).cast::<RawFd>().read_unaligned(),
         ))
-    }
+    })
 }
 
 /// Answers the process's program loads until it has gone; returns how many it refused.

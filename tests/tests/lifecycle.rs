@@ -59,6 +59,18 @@ fn started(
     (bin, sb, app, cfg)
 }
 
+/// Version B is in force for `app`: it allows ONLY_B, and no longer ONLY_A.
+fn version_b_judges(sb: &Sandbox, app: &Path, when: &str) {
+    assert!(
+        sb.client(Some(app), "udp", ONLY_B).ok,
+        "{when}: version B allows {ONLY_B}"
+    );
+    assert!(
+        !sb.client(Some(app), "udp", ONLY_A).ok,
+        "{when}: version B no longer allows {ONLY_A}"
+    );
+}
+
 fn text(o: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -123,14 +135,7 @@ fn reload_dry_run_status_and_sighup() {
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("reloaded: generation 2 in force"), "{t}");
-    assert!(
-        sb.client(Some(&app), "udp", ONLY_B).ok,
-        "the new version allows it"
-    );
-    assert!(
-        !sb.client(Some(&app), "udp", ONLY_A).ok,
-        "the new version no longer allows it"
-    );
+    version_b_judges(&sb, &app, "after the reload");
 
     let o = sb.ctl(&bin, &["status"]);
     let t = text(&o);
@@ -419,14 +424,7 @@ fn an_agent_whose_programs_the_kernel_refuses_leaves_the_policy_in_force_alone()
     );
     // An agent the kernel lets load takes over as usual.
     sb.start_agent(&bin, &cfg).unwrap();
-    assert!(
-        sb.client(Some(&app), "udp", ONLY_B).ok,
-        "version B in force"
-    );
-    assert!(
-        !sb.client(Some(&app), "udp", ONLY_A).ok,
-        "version B in force"
-    );
+    version_b_judges(&sb, &app, "after a takeover the kernel let load");
 }
 
 #[test]

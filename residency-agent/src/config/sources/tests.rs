@@ -351,15 +351,15 @@ fn countries_continents_and_groups_are_checked_and_ranges_become_exact_prefixes(
         geo::range_prefixes("10.0.0.9".parse().unwrap(), "10.0.0.1".parse().unwrap()).is_none()
     );
 
-    let dir = fixture(
+    // A file's German and Austrian ranges.
+    let de_at = |name: &str, text: &str| {
+        let dir = fixture(name, text);
+        load(&geo_spec(Format::CsvRanges, name, &[], &["DE", "AT"]), &dir).unwrap()
+    };
+    let l = de_at(
         "ranges.csv",
         "start,end,country\n\"1.0.1.0\",\"1.0.3.255\",\"DE\"\n1.0.4.0,1.0.7.255,AU\n1.0.8.0,1.0.8.255,at\n",
     );
-    let l = load(
-        &geo_spec(Format::CsvRanges, "ranges.csv", &[], &["DE", "AT"]),
-        &dir,
-    )
-    .unwrap();
     assert_eq!(
         strs(l.prefixes.clone()),
         ["1.0.1.0/24", "1.0.2.0/23", "1.0.8.0/24"]
@@ -367,15 +367,10 @@ fn countries_continents_and_groups_are_checked_and_ranges_become_exact_prefixes(
     assert_eq!(l.labels, ["DE", "DE", "AT"]);
     assert_eq!(l.countries["DE"], (2, 2));
     // Neighbours merged by aggregation: the prefix names both, in order, once each.
-    let dir = fixture(
+    let l = de_at(
         "merged.csv",
         "1.0.0.0,1.0.0.127,DE\n1.0.0.128,1.0.0.255,DE\n1.0.1.0,1.0.1.255,AT\n1.0.2.0,1.0.2.255,DE\n",
     );
-    let l = load(
-        &geo_spec(Format::CsvRanges, "merged.csv", &[], &["DE", "AT"]),
-        &dir,
-    )
-    .unwrap();
     assert_eq!(strs(l.prefixes.clone()), ["1.0.0.0/23", "1.0.2.0/24"]);
     assert_eq!(l.labels, ["AT+DE", "DE"]);
     assert_eq!(l.countries["DE"], (3, 2));
