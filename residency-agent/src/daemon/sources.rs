@@ -13,7 +13,7 @@
 //! ([`crate::metrics::sources`]).
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
@@ -111,8 +111,13 @@ pub fn publish(config: &Config, previous: &[SourceState]) -> Vec<SourceState> {
     out
 }
 
-/// The entries a source put in a policy, with their action.
-fn entries_of(config: &Config, policy: &str, source: &str) -> HashSet<(IpNetwork, Action)> {
+/// The entries a source put in a policy, with their action (a country's set is
+/// hundreds of thousands: hashed with foldhash, not SipHash).
+fn entries_of(
+    config: &Config,
+    policy: &str,
+    source: &str,
+) -> foldhash::HashSet<(IpNetwork, Action)> {
     let labelled = format!("{source}: ");
     config
         .policies
