@@ -407,7 +407,30 @@ pub fn run(sb: &Bench, bin: &Path, allow: &Allowlist) -> anyhow::Result<Result> 
 
 #[cfg(test)]
 mod tests {
-    use super::cidrs_of;
+    use super::{Allowlist, cidrs_of};
+
+    #[test]
+    fn an_allowlist_is_named_and_selected_as_a_policy_would_select_it() {
+        let list = |names: &[&str]| {
+            Allowlist::new(&names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        };
+        let eu = list(&["eu"]).unwrap();
+        assert_eq!((eu.label(), eu.slug()), ("EU-27".into(), "eu27".into()));
+        assert_eq!(eu.source_keys(), r#"groups = ["EU"]"#);
+        assert_eq!(eu.countries().len(), 27);
+        let mixed = list(&["EEA", "ch", "NO"]).unwrap();
+        assert_eq!(
+            (mixed.label(), mixed.slug()),
+            ("EEA+CH+NO".into(), "eea-ch-no".into())
+        );
+        assert_eq!(
+            mixed.source_keys(),
+            r#"groups = ["EEA"], countries = ["CH", "NO"]"#
+        );
+        // Norway once, though both name it.
+        assert_eq!(mixed.countries().len(), 31);
+        assert!(list(&["XX"]).is_err() && list(&[]).is_err());
+    }
 
     #[test]
     fn ranges_become_the_fewest_aligned_blocks() {
