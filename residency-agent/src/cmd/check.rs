@@ -193,7 +193,15 @@ fn table_notes(config: &Config) -> anyhow::Result<Vec<String>> {
                 config.source, config.policies[*id as usize].name
             ));
         }
-        if !short.is_empty() {
+        if !short.is_empty() && u64::from(all) > crate::config::MAX_TABLE_CHUNKS {
+            notes.push(format!(
+                "{}: every policy's {name} lookup tables together need {all} chunks, more \
+                 than the largest [agent] {key}_table_chunks ({}): some policies' first \
+                 packets will be judged by their tries whatever the room",
+                config.source,
+                crate::config::MAX_TABLE_CHUNKS
+            ));
+        } else if !short.is_empty() {
             // What to do about it, and when it takes effect: the room is fixed when
             // the maps are created.
             notes.push(format!(

@@ -85,7 +85,7 @@ impl Default for AgentConfig {
 /// Largest `ipv4_table_chunks` and `ipv6_table_chunks`: 512 MiB a slot, 1 GiB a family
 /// (a random spread of 1M IPv4 prefixes needs 166,000 chunks; a country's set of either
 /// family 1,500 to 30,000).
-const MAX_TABLE_CHUNKS: u64 = 512 * 1024;
+pub const MAX_TABLE_CHUNKS: u64 = 512 * 1024;
 
 pub(crate) fn parse_agent(at: &Locator<'_>, raw: RawAgent) -> Result<AgentConfig, ConfigError> {
     let mut agent = AgentConfig::default();

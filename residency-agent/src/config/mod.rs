@@ -25,7 +25,7 @@ mod tests;
 
 use std::path::Path;
 
-pub use agent::AgentConfig;
+pub use agent::{AgentConfig, MAX_TABLE_CHUNKS};
 pub use entry::{
     Action, Entry, OriginId, PortSpec, ProtoPorts, display_entry, parse_entry, parse_prefix,
     parse_proto_port,
