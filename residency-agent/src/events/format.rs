@@ -2,7 +2,11 @@
 //! policy=...`), the journal's `RESIDENCY_*` fields, and the JSON object. Sinks pick
 //! the form they write.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    borrow::Cow,
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use super::model::{BlockEvent, Field, field};
 
@@ -13,88 +17,137 @@ impl BlockEvent {
     /// events show it (masked or not) with protocol and port, the peer of an inbound
     /// attempt, or the socket or option refused.
     pub fn destination(&self) -> String {
+        let mut out = String::new();
+        self.write_destination(&mut out);
+        out
+    }
+
+    /// [`BlockEvent::destination`] written into `out` (cleared first): the reader
+    /// tallies every event, and reuses one buffer for it.
+    pub fn write_destination(&self, out: &mut String) {
+        out.clear();
         match self.hook {
-            "inbound" => format!("{} {} inbound", self.show(self.src), self.protocol),
-            "socket" => format!("{} socket", self.protocol),
-            "bind" => format!("{} {} bind", self.show(self.src), self.protocol),
-            "setsockopt" => format!("{} option", self.option.unwrap_or("unknown")),
-            _ if self.dst_port != 0 => {
-                format!(
-                    "{} {}/{}",
-                    self.show(self.dst),
-                    self.protocol,
-                    self.dst_port
-                )
+            "inbound" => {
+                self.write_shown(self.src, out);
+                let _ = write!(out, " {} inbound", self.protocol);
             }
-            _ => format!("{} {}", self.show(self.dst), self.protocol),
+            "socket" => {
+                let _ = write!(out, "{} socket", self.protocol);
+            }
+            "bind" => {
+                self.write_shown(self.src, out);
+                let _ = write!(out, " {} bind", self.protocol);
+            }
+            "setsockopt" => {
+                let _ = write!(out, "{} option", self.option.unwrap_or("unknown"));
+            }
+            _ => {
+                self.write_shown(self.dst, out);
+                let _ = write!(out, " {}", self.protocol);
+                if self.dst_port != 0 {
+                    let _ = write!(out, "/{}", self.dst_port);
+                }
+            }
         }
     }
 
     pub fn show(&self, addr: Option<IpAddr>) -> String {
-        match (addr, self.masked) {
-            (None, _) => "unknown".into(),
-            (Some(a), false) => a.to_string(),
+        let mut out = String::new();
+        self.write_shown(addr, &mut out);
+        out
+    }
+
+    /// [`BlockEvent::show`] appended to `out`.
+    fn write_shown(&self, addr: Option<IpAddr>, out: &mut String) {
+        let _ = match (addr, self.masked) {
+            (None, _) => write!(out, "unknown"),
+            (Some(a), false) => write!(out, "{a}"),
             (Some(IpAddr::V4(a)), true) => {
                 let o = a.octets();
-                format!("{}/24", Ipv4Addr::new(o[0], o[1], o[2], 0))
+                write!(out, "{}/24", Ipv4Addr::new(o[0], o[1], o[2], 0))
             }
             (Some(IpAddr::V6(a)), true) => {
                 let s = a.segments();
-                format!("{}/48", Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
+                write!(out, "{}/48", Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
             }
-        }
+        };
     }
 
     /// Every field, named for the journal and for the short formats, in a fixed order.
-    pub fn fields(&self) -> Vec<(Field, String)> {
+    /// The event's own strings are lent, not copied: every sink asks for them, for
+    /// every event.
+    pub fn fields(&self) -> Vec<(Field, Cow<'_, str>)> {
         let mut f = vec![
-            (field("RESIDENCY_EVENT", "event"), self.tag().to_owned()),
-            (field("RESIDENCY_POLICY", "policy"), self.policy.clone()),
-            (field("RESIDENCY_MODE", "mode"), self.mode.to_owned()),
-            (field("RESIDENCY_PROTO", "proto"), self.protocol.clone()),
-            (field("RESIDENCY_DST_ADDR", "dst"), self.show(self.dst)),
+            (field("RESIDENCY_EVENT", "event"), self.tag().into()),
+            (
+                field("RESIDENCY_POLICY", "policy"),
+                self.policy.as_str().into(),
+            ),
+            (field("RESIDENCY_MODE", "mode"), self.mode.into()),
+            (
+                field("RESIDENCY_PROTO", "proto"),
+                self.protocol.as_str().into(),
+            ),
+            (
+                field("RESIDENCY_DST_ADDR", "dst"),
+                self.show(self.dst).into(),
+            ),
             (
                 field("RESIDENCY_DST_PORT", "dport"),
-                self.dst_port.to_string(),
+                self.dst_port.to_string().into(),
             ),
-            (field("RESIDENCY_SRC_ADDR", "src"), self.show(self.src)),
+            (
+                field("RESIDENCY_SRC_ADDR", "src"),
+                self.show(self.src).into(),
+            ),
             (
                 field("RESIDENCY_SRC_PORT", "sport"),
-                self.src_port.to_string(),
+                self.src_port.to_string().into(),
             ),
         ];
         if let Some((t, c)) = self.icmp {
-            f.push((field("RESIDENCY_ICMP_TYPE", "icmp_type"), t.to_string()));
-            f.push((field("RESIDENCY_ICMP_CODE", "icmp_code"), c.to_string()));
+            f.push((
+                field("RESIDENCY_ICMP_TYPE", "icmp_type"),
+                t.to_string().into(),
+            ));
+            f.push((
+                field("RESIDENCY_ICMP_CODE", "icmp_code"),
+                c.to_string().into(),
+            ));
         }
         f.push((
             field("RESIDENCY_CGROUP", "cgroup"),
-            self.cgroup.clone().unwrap_or_else(|| "unknown".into()),
+            self.cgroup.as_deref().unwrap_or("unknown").into(),
         ));
         f.push((
             field("RESIDENCY_CGROUP_ID", "cgroup_id"),
-            self.cgroup_id.to_string(),
+            self.cgroup_id.to_string().into(),
         ));
         f.extend(self.workload_fields());
-        f.push((field("RESIDENCY_UID", "uid"), self.uid.to_string()));
-        f.push((field("RESIDENCY_HOOK", "hook"), self.hook.to_owned()));
+        f.push((field("RESIDENCY_UID", "uid"), self.uid.to_string().into()));
+        f.push((field("RESIDENCY_HOOK", "hook"), self.hook.into()));
         if let Some(o) = self.option {
-            f.push((field("RESIDENCY_OPTION", "option"), o.to_owned()));
+            f.push((field("RESIDENCY_OPTION", "option"), o.into()));
         }
         if self.pid != 0 {
-            f.push((field("RESIDENCY_PID", "pid"), self.pid.to_string()));
-            f.push((field("RESIDENCY_COMM", "comm"), self.comm.clone()));
+            f.push((field("RESIDENCY_PID", "pid"), self.pid.to_string().into()));
+            f.push((field("RESIDENCY_COMM", "comm"), self.comm.as_str().into()));
         }
-        f.push((field("RESIDENCY_RULE", "rule"), self.rule.clone()));
-        f.push((field("RESIDENCY_COUNT", "count"), self.count.to_string()));
+        f.push((field("RESIDENCY_RULE", "rule"), self.rule.as_str().into()));
+        f.push((
+            field("RESIDENCY_COUNT", "count"),
+            self.count.to_string().into(),
+        ));
         if let Some(first) = self.first_seen {
             f.push((
                 field("RESIDENCY_FIRST_SEEN", "first_seen"),
-                humantime::format_rfc3339_micros(first).to_string(),
+                humantime::format_rfc3339_micros(first).to_string().into(),
             ));
             f.push((
                 field("RESIDENCY_LAST_SEEN", "last_seen"),
-                humantime::format_rfc3339_micros(self.time).to_string(),
+                humantime::format_rfc3339_micros(self.time)
+                    .to_string()
+                    .into(),
             ));
         }
         f
@@ -102,20 +155,26 @@ impl BlockEvent {
 
     /// The unit (`OBJECT_SYSTEMD_UNIT`, which `journalctl -u` matches) and the pod,
     /// where known.
-    fn workload_fields(&self) -> Vec<(Field, String)> {
+    fn workload_fields(&self) -> Vec<(Field, Cow<'_, str>)> {
         let w = &self.workload;
         let mut f = Vec::new();
         if let Some(u) = &w.unit {
-            f.push((field("OBJECT_SYSTEMD_UNIT", "unit"), u.clone()));
+            f.push((field("OBJECT_SYSTEMD_UNIT", "unit"), u.as_str().into()));
         }
         if let Some(p) = &w.pod {
             f.push((
                 field("RESIDENCY_K8S_NAMESPACE", "k8s_namespace"),
-                p.namespace.clone(),
+                p.namespace.as_str().into(),
             ));
-            f.push((field("RESIDENCY_K8S_POD", "k8s_pod"), p.name.clone()));
+            f.push((
+                field("RESIDENCY_K8S_POD", "k8s_pod"),
+                p.name.as_str().into(),
+            ));
             if let Some(c) = &p.container {
-                f.push((field("RESIDENCY_K8S_CONTAINER", "k8s_container"), c.clone()));
+                f.push((
+                    field("RESIDENCY_K8S_CONTAINER", "k8s_container"),
+                    c.as_str().into(),
+                ));
             }
         }
         f
@@ -128,13 +187,13 @@ impl BlockEvent {
     pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         use serde::ser::{SerializeMap as _, Serializer as _};
         let time = humantime::format_rfc3339_micros(self.time).to_string();
-        let mut entries: Vec<(&'static str, String)> = vec![
+        let mut entries: Vec<(&'static str, Cow<'_, str>)> = vec![
             (
                 "level",
-                if self.audit { "notice" } else { "warning" }.to_owned(),
+                if self.audit { "notice" } else { "warning" }.into(),
             ),
-            ("host", hostname().to_owned()),
-            ("time", time),
+            ("host", hostname().into()),
+            ("time", time.into()),
         ];
         entries.extend(self.fields().into_iter().map(|(k, v)| (k.short, v)));
         // A later value of one key wins, as in the map.

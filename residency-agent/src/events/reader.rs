@@ -39,6 +39,8 @@ pub async fn run(
     let writers = Finish(Some(writers));
     let mut fd = readable(ring)?;
     let mut aggregator = Aggregator::new(events.aggregate_window, events.aggregate_max_keys);
+    // Each event's destination for the tally, written here rather than allocated.
+    let mut destination = String::new();
     let tick = events
         .aggregate_window
         .max(std::time::Duration::from_millis(100))
@@ -70,12 +72,13 @@ pub async fn run(
                     let mut event = BlockEvent::decode(&raw, &version.read().expect("policy lock"), &mut paths);
                     event.workload = namer.name(event.cgroup.as_deref());
                     if !event.audit {
-                        telemetry.tally_blocked(&event.policy, event.destination(), u64::from(event.count));
+                        event.write_destination(&mut destination);
+                        telemetry.tally_blocked(&event.policy, &destination, u64::from(event.count));
                     }
                     namer.count(&event);
                     for e in aggregator.offer(event, now) {
                         telemetry.aggregated.fetch_add(u64::from(e.count.saturating_sub(1)), Ordering::Relaxed);
-                        writers.dispatch(&e);
+                        writers.dispatch(e);
                     }
                 }
                 if taken < BATCH {
@@ -88,7 +91,7 @@ pub async fn run(
             _ = flush.tick() => {
                 for e in aggregator.flush(std::time::Instant::now()) {
                     telemetry.aggregated.fetch_add(u64::from(e.count.saturating_sub(1)), Ordering::Relaxed);
-                    writers.dispatch(&e);
+                    writers.dispatch(e);
                 }
             }
         }

@@ -86,12 +86,19 @@ impl Telemetry {
         self.verify_request.notify_one();
     }
 
-    /// Counts `count` refusals of `policy` to `destination`.
-    pub fn tally_blocked(&self, policy: &str, destination: String, count: u64) {
+    /// Counts `count` refusals of `policy` to `destination`. Called for every event
+    /// read, so nothing is allocated for a policy and destination already tallied.
+    pub fn tally_blocked(&self, policy: &str, destination: &str, count: u64) {
         let mut all = self.blocked.lock().expect("lock");
-        let tally = all.entry(policy.to_owned()).or_default();
-        if !tally.contains_key(&destination)
-            && tally.len() >= BLOCKED_TALLY
+        if !all.contains_key(policy) {
+            all.insert(policy.to_owned(), Default::default());
+        }
+        let tally = all.get_mut(policy).expect("inserted");
+        if let Some(n) = tally.get_mut(destination) {
+            *n += count;
+            return;
+        }
+        if tally.len() >= BLOCKED_TALLY
             && let Some(least) = tally
                 .iter()
                 .min_by_key(|(_, n)| **n)
@@ -99,7 +106,7 @@ impl Telemetry {
         {
             tally.remove(&least);
         }
-        *tally.entry(destination).or_default() += count;
+        tally.insert(destination.to_owned(), count);
     }
 
     /// The `n` most blocked destinations of each policy, most first (ties by name).

@@ -30,7 +30,7 @@ impl super::Sink for Journal {
         } else {
             MESSAGE_ID_BLOCK
         };
-        let mut fields: Vec<(&str, String)> = vec![
+        let mut fields: Vec<(&str, std::borrow::Cow<'_, str>)> = vec![
             ("SYSLOG_IDENTIFIER", "residency-agent".into()),
             ("MESSAGE_ID", message_id.into()),
         ];
@@ -41,7 +41,7 @@ impl super::Sink for Journal {
         // when the sender is privileged and the process still runs. Not under
         // `mask_addresses`: a command line often holds the very address masked.
         if event.pid != 0 && !event.masked {
-            fields.push(("OBJECT_PID", event.pid.to_string()));
+            fields.push(("OBJECT_PID", event.pid.to_string().into()));
         }
         journal_send(priority, &event.line(), fields.into_iter()).map_err(std::io::Error::other)
     }

@@ -73,7 +73,8 @@ impl Progress {
 }
 
 struct Writer {
-    queue: SyncSender<BlockEvent>,
+    /// Events are shared by every sink's queue, not copied for each.
+    queue: SyncSender<Arc<BlockEvent>>,
     progress: Arc<Progress>,
     thread: JoinHandle<()>,
 }
@@ -110,11 +111,12 @@ impl Writers {
     }
 
     /// Queues `event` for every sink; never blocks.
-    pub fn dispatch(&self, event: &BlockEvent) {
+    pub fn dispatch(&self, event: BlockEvent) {
+        let event = Arc::new(event);
         for w in &self.writers {
             let i = Telemetry::sink_index(w.progress.kind);
             w.progress.queued.fetch_add(1, Ordering::Relaxed);
-            match w.queue.try_send(event.clone()) {
+            match w.queue.try_send(Arc::clone(&event)) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
                     w.progress.queued.fetch_sub(1, Ordering::Relaxed);
@@ -163,7 +165,7 @@ impl Writers {
 /// so a burst costs one flush and a lone event waits for none.
 fn write_all(
     mut sink: Box<dyn Sink>,
-    events: &Receiver<BlockEvent>,
+    events: &Receiver<Arc<BlockEvent>>,
     progress: &Progress,
     telemetry: &Telemetry,
 ) {
