@@ -29,8 +29,8 @@ use residency_tests::stdout_of;
 
 use crate::{
     agent::{Agent, AgentSetup},
+    allowlist::Allowlist,
     empty::EmptyProgram,
-    geoip::Allowlist,
     options::Options,
     prefixes,
     sandbox::{ALLOWED, BLOCKED, Bench, DISCARD_PORT, IPERF_PORT, RR_PORT},

@@ -25,7 +25,7 @@ use aya::{
 use residency_tests::random::Rng;
 
 use crate::{
-    empty::EmptyProgram, geoip::Allowlist, options::Options, prefixes, stats, testrun::test_run,
+    allowlist::Allowlist, empty::EmptyProgram, options::Options, prefixes, stats, testrun::test_run,
 };
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lookup"));

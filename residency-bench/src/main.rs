@@ -31,6 +31,7 @@
 //! [`helpers`]) and `program-run` (one [`testrun`] measurement, in a cgroup of its own).
 
 mod agent;
+mod allowlist;
 mod datapath;
 mod empty;
 mod events;
@@ -102,7 +103,7 @@ pub struct Results {
     pub pods: Option<pods::Result>,
     pub geoip: Option<geoip::Result>,
     /// The real allowlist beside the synthetic sets (`--countries`).
-    pub allowlist: geoip::Allowlist,
+    pub allowlist: allowlist::Allowlist,
     pub machine: Machine,
 }
 

@@ -46,8 +46,8 @@ pub enum Section {
 
 impl Options {
     /// The real allowlist of `--countries`.
-    pub fn allowlist(&self) -> anyhow::Result<crate::geoip::Allowlist> {
-        crate::geoip::Allowlist::new(&self.countries)
+    pub fn allowlist(&self) -> anyhow::Result<crate::allowlist::Allowlist> {
+        crate::allowlist::Allowlist::new(&self.countries)
     }
 
     /// Whether section `s` runs.

@@ -12,7 +12,7 @@ use residency_tests::{join_cgroup, stdout_of};
 
 use crate::{
     agent::{AgentSetup, config_text},
-    geoip::Allowlist,
+    allowlist::Allowlist,
     options::Options,
     prefixes,
     sandbox::Bench,

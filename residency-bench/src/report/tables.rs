@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use super::{find, int, kilo, mib, ms, paired, verdict};
 use crate::{
     Results,
+    allowlist::Allowlist,
     datapath::{Case, Filter},
-    geoip::Allowlist,
     stats::{median, percentile},
 };
 
