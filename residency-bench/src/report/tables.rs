@@ -353,8 +353,8 @@ pub fn pods_table(p: &crate::pods::Result, s: &mut String) {
 pub fn geoip_table(g: &crate::geoip::Result, allow: &Allowlist, s: &mut String) {
     let _ = writeln!(
         s,
-        "## 6. A real allowlist: the {label} from GeoLite2 Country\n\n\
-         The {label} ranges of the GeoLite2 Country release `cargo xtask setup` installs: \
+        "## 6. A real allowlist: {label} from GeoLite2 Country\n\n\
+         The ranges of {label} in the GeoLite2 Country release `cargo xtask setup` installs: \
          {} IPv4 and {} IPv6 ranges, {} prefixes in force after residency's aggregation. \
          residency reads them as a `csv-ranges` source (`{keys}`): applied by \
          `reload` from a 10-prefix policy, then refreshed live after 1% of the ranges \
